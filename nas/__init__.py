@@ -1,0 +1,1 @@
+"""Differentiable neural-architecture search with Gumbel-softmax sampling."""
