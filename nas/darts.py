@@ -1,0 +1,272 @@
+"""The DARTS CNN space: search network and NetworkCIFAR.
+
+Each cell reads the outputs of the two previous cells (nodes 0 and 1, after a
+1x1 preprocessing conv), has 4 intermediate nodes, each the sum of edges from
+every earlier node (14 edges), and outputs the concatenation of its
+intermediate nodes. The macro network has ``N`` cells (the paper's L), with
+reduction cells at 1/3 and 2/3 of the depth; normal and reduction cells have
+separate architecture logits.
+
+Derivation follows DARTS: each intermediate node keeps its two incoming edges
+whose strongest non-``none`` op is strongest, with that op.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .genotype import DARTS_STEPS, Genotype, darts_edges
+from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN, Zero, build_op, check_ops
+from .supernet import EdgePlan, Supernet, add_all, run_edge
+
+MULTIPLIER = 4  # intermediate nodes concatenated into the cell output
+STEM_MULTIPLIER = 3
+
+
+def reduction_layers(num_cells: int) -> Tuple[int, int]:
+    return num_cells // 3, 2 * num_cells // 3
+
+
+def _preprocess(C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool) -> Tuple[nn.Module, nn.Module]:
+    pre0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine=affine)
+    return pre0, ReLUConvBN(C_p, C, 1, 1, 0, affine=affine)
+
+
+def _concat(states: List[Optional[torch.Tensor]], like: torch.Tensor, C: int, reduction: bool) -> torch.Tensor:
+    if any(s is None for s in states):
+        # An intermediate node whose edges were all `none` contributes zeros.
+        H, W = like.shape[2:]
+        if reduction:
+            H, W = (H + 1) // 2, (W + 1) // 2
+        zero = like.new_zeros(like.shape[0], C, H, W)
+        states = [zero if s is None else s for s in states]
+    return torch.cat(states, dim=1)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples with probability ``drop_prob``, rescaling the rest."""
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)  # ~Bernoulli(keep)
+    return x / keep * mask
+
+
+class DartsSearchCell(nn.Module):
+    def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 ops: Sequence[str], affine: bool):
+        super().__init__()
+        self.reduction, self.C = reduction, C
+        self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
+        self.edges = nn.ModuleList(
+            nn.ModuleList(build_op(name, C, C, 2 if reduction and j < 2 else 1, affine) for name in ops)
+            for _, j in darts_edges()
+        )
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, plan: EdgePlan) -> torch.Tensor:
+        states: List[Optional[torch.Tensor]] = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(DARTS_STEPS):
+            terms = [run_edge(self.edges[e + j], states[j], e + j, plan) for j in range(len(states))]
+            e += len(terms)
+            states.append(add_all(terms))
+        return _concat(states[2:], states[1], self.C, self.reduction)
+
+
+class DartsCell(nn.Module):
+    """A discrete DARTS cell (NetworkCIFAR's), with drop-path on non-identity ops."""
+
+    def __init__(self, geno: Genotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 affine: bool = True):
+        super().__init__()
+        self.reduction, self.C = reduction, C
+        self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
+        edges = geno.reduce if reduction else geno.normal
+        self.concat = geno.reduce_concat if reduction else geno.normal_concat
+        self.sources = [j for _, j in edges]
+        self.edges = nn.ModuleList(build_op(name, C, C, 2 if reduction and j < 2 else 1, affine) for name, j in edges)
+        self._is_zero = [isinstance(op, Zero) for op in self.edges]
+        self._droppable = [not isinstance(op, (Zero, nn.Identity)) for op in self.edges]
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states: List[Optional[torch.Tensor]] = [self.preprocess0(s0), self.preprocess1(s1)]
+        for i in range(len(self.edges) // 2):
+            terms = []
+            for e in (2 * i, 2 * i + 1):
+                x = states[self.sources[e]]
+                if x is None or self._is_zero[e]:
+                    continue
+                h = self.edges[e](x)
+                if self.training and drop_prob > 0 and self._droppable[e]:
+                    h = drop_path(h, drop_prob)
+                terms.append(h)
+            states.append(add_all(terms))
+        return _concat([states[i] for i in self.concat], states[1], self.C, self.reduction)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """DARTS's auxiliary classifier, on the 8x8 features after the second reduction."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+def _check_macro(C: int, N: int, num_classes: int) -> None:
+    if C < 1 or N < 3 or num_classes < 1:
+        raise ValueError(f"the darts space needs C >= 1, N >= 3 cells and num_classes >= 1; "
+                         f"got C={C}, N={N}, num_classes={num_classes}")
+
+
+class NetworkCIFAR(nn.Module):
+    """DARTS's evaluation network for 32x32 inputs.
+
+    In training with ``auxiliary=True`` the forward returns ``(logits, aux_logits)``;
+    otherwise the logits. Set ``drop_path_prob`` (usually ramped over epochs).
+    """
+
+    def __init__(self, geno: Genotype, C: int = 36, N: int = 20, num_classes: int = 10,
+                 auxiliary: bool = False, drop_path_prob: float = 0.0, affine: bool = True):
+        super().__init__()
+        if geno.space != "darts":
+            raise ValueError(f"NetworkCIFAR needs a darts genotype, got {geno.space!r}")
+        _check_macro(C, N, num_classes)
+        self.genotype, self.drop_path_prob, self.auxiliary = geno, drop_path_prob, auxiliary
+        C_curr = STEM_MULTIPLIER * C
+        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        reductions = reduction_layers(N)
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        self.aux_index = reductions[1]
+        self.aux_head = None
+        for i in range(N):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            cell = DartsCell(geno, C_pp, C_p, C_curr, reduction, reduction_prev, affine)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, len(cell.concat) * C_curr
+            if auxiliary and i == self.aux_index:
+                self.aux_head = AuxiliaryHeadCIFAR(C_p, num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if self.aux_head is not None and i == self.aux_index and self.training:
+                aux = self.aux_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return (logits, aux) if aux is not None else logits
+
+
+class DartsSupernet(Supernet):
+    """The DARTS-space supernet: ``normal`` and ``reduce`` logits, each ``[14, len(ops)]``."""
+
+    space = "darts"
+
+    def __init__(self, C: int = 16, N: int = 8, num_classes: int = 10, mode: str = "gdas",
+                 ops: Sequence[str] = DARTS_OPS, affine: bool = False, tau: float = 10.0):
+        ops = check_ops(ops)
+        _check_macro(C, N, num_classes)
+        num_edges = len(darts_edges())
+        super().__init__(mode, ops, {"normal": num_edges, "reduce": num_edges}, tau)
+        self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
+        C_curr = STEM_MULTIPLIER * C
+        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        reductions = reduction_layers(N)
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(N):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            self.cells.append(DartsSearchCell(C_pp, C_p, C_curr, reduction, reduction_prev, ops, affine))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, MULTIPLIER * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plans = self._plans()
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def genotype(self) -> Genotype:
+        probs = self.probabilities()
+        none = self.ops.index("none") if "none" in self.ops else None
+        kept = {}
+        for cell, W in probs.items():
+            W = W.clone()
+            if none is not None:
+                W[:, none] = -1.0  # never ranked, never chosen
+            gene, start = [], 0
+            for i in range(DARTS_STEPS):
+                rows = W[start:start + 2 + i]
+                strength = rows.max(dim=-1).values
+                # Strongest first, ties by lower node, as DARTS's sort does.
+                best_edges = sorted(range(2 + i), key=lambda j: -float(strength[j]))[:2]
+                gene.extend((self.ops[int(rows[j].argmax())], j) for j in best_edges)
+                start += 2 + i
+            kept[cell] = gene
+        concat = list(range(2, 2 + DARTS_STEPS))
+        return Genotype(space="darts", normal=kept["normal"], reduce=kept["reduce"], normal_concat=concat,
+                        reduce_concat=concat, ops=list(self.ops), probs={c: p.tolist() for c, p in probs.items()})
+
+    def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
+        if geno.space != "darts":
+            raise ValueError(f"cannot force a {geno.space!r} genotype on a darts supernet")
+        if "none" not in self.ops:
+            raise ValueError("forcing a darts genotype needs 'none' among the ops, for the edges it drops")
+        concat = list(range(2, 2 + DARTS_STEPS))
+        if geno.normal_concat != concat or geno.reduce_concat != concat:
+            raise ValueError(f"the supernet concatenates nodes {concat}; the genotype asks for others")
+        edge_index = {pair: e for e, pair in enumerate(darts_edges())}
+        out = {}
+        for cell, edges in geno.cells().items():
+            choices = [self.ops.index("none")] * len(edge_index)
+            for k, (op, j) in enumerate(edges):
+                if op not in self.ops:
+                    raise ValueError(f"op {op!r} is not a candidate of this supernet ({list(self.ops)})")
+                e = edge_index[(2 + k // 2, j)]
+                if choices[e] != self.ops.index("none"):
+                    raise ValueError(f"the genotype uses edge {2 + k // 2}<-{j} twice; the supernet has one op per edge")
+                choices[e] = self.ops.index(op)
+            out[cell] = choices
+        return out
+
+    def discretize(self, geno: Optional[Genotype] = None) -> NetworkCIFAR:
+        """NetworkCIFAR of ``geno`` (default: the derived one) with the supernet's weights."""
+        geno = geno or self.genotype()
+        choices = self.choices_from_genotype(geno)
+        model = NetworkCIFAR(geno, self.C, self.N, self.num_classes, affine=self.affine)
+        edge_index = {pair: e for e, pair in enumerate(darts_edges())}
+        source = self.state_dict()
+        target = {}
+        for key in model.state_dict():
+            parts = key.split(".")
+            if parts[0] == "cells" and parts[2] == "edges":
+                cell = model.cells[int(parts[1])]
+                k = int(parts[3])
+                e = edge_index[(2 + k // 2, cell.sources[k])]
+                kind = "reduce" if cell.reduction else "normal"
+                parts[3:4] = [str(e), str(choices[kind][e])]
+            target[key] = source[".".join(parts)]
+        model.load_state_dict(target)
+        return model.to(next(self.parameters()).device)

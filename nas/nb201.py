@@ -1,0 +1,171 @@
+"""The NAS-Bench-201 space: cell, macro network, supernet and discrete network.
+
+The cell has 4 nodes; node ``i`` is the sum of edges ``i<-j`` for all ``j < i``,
+in the order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; node 3 is the output. The
+macro network is a 3x3 conv + BN stem, three stages of ``N`` cells at C, 2C and
+4C channels joined by ResNet reduction blocks, then BN-ReLU, global average
+pooling and a linear classifier.
+
+Derivation takes the argmax over all ops per edge, as GDAS does, so ``none`` may
+win an edge. A node all of whose inputs are ``none`` is a structural zero: the
+ops reading it are skipped rather than run on zeros (in the official code such
+a conv still adds its BN shift), which only matters for degenerate cells.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .genotype import NB201_NODES, Genotype, nb201_edges
+from .ops import NB201_OPS, ReLUConvBN, Zero, build_op, check_ops
+from .supernet import EdgePlan, Supernet, add_all, run_edge
+
+
+class ResNetBlock(nn.Module):
+    """The residual reduction block between NB201 stages."""
+
+    def __init__(self, C_in: int, C_out: int, stride: int = 2):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, stride, 1)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2), nn.Conv2d(C_in, C_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def _cell_forward(x: torch.Tensor, edge_fn: Callable[[int, Optional[torch.Tensor]], Optional[torch.Tensor]]) -> torch.Tensor:
+    nodes: List[Optional[torch.Tensor]] = [x]
+    e = 0
+    for i in range(1, NB201_NODES):
+        terms = []
+        for j in range(i):
+            terms.append(edge_fn(e, nodes[j]))
+            e += 1
+        nodes.append(add_all(terms))
+    out = nodes[-1]
+    # Every path was `none`: the cell outputs zeros (rare; allocates).
+    return out if out is not None else torch.zeros_like(x)
+
+
+class NB201SearchCell(nn.Module):
+    """A cell whose 6 edges each hold every candidate op."""
+
+    def __init__(self, C: int, ops: Sequence[str], affine: bool):
+        super().__init__()
+        self.edges = nn.ModuleList(
+            nn.ModuleList(build_op(name, C, C, 1, affine) for name in ops) for _ in nb201_edges()
+        )
+
+    def forward(self, x: torch.Tensor, plan: EdgePlan) -> torch.Tensor:
+        return _cell_forward(x, lambda e, inp: run_edge(self.edges[e], inp, e, plan))
+
+
+class NB201Cell(nn.Module):
+    """A discrete cell: one op per edge."""
+
+    def __init__(self, C: int, geno: Genotype, affine: bool):
+        super().__init__()
+        self.edges = nn.ModuleList(build_op(op, C, C, 1, affine) for op, _ in geno.normal)
+        self._is_zero = [isinstance(op, Zero) for op in self.edges]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def edge(e: int, inp: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+            return None if inp is None or self._is_zero[e] else self.edges[e](inp)
+        return _cell_forward(x, edge)
+
+
+class NB201Macro(nn.Module):
+    """Stem, three stages of ``N`` cells joined by ResNet blocks, classifier."""
+
+    def __init__(self, C: int, N: int, num_classes: int, make_cell: Callable[[int], nn.Module]):
+        super().__init__()
+        if C < 1 or N < 1 or num_classes < 1:
+            raise ValueError(f"C, N and num_classes must be >= 1, got C={C}, N={N}, num_classes={num_classes}")
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        layers: List[nn.Module] = []
+        C_prev = C
+        for stage, C_stage in enumerate((C, 2 * C, 4 * C)):
+            if stage > 0:
+                layers.append(ResNetBlock(C_prev, C_stage, 2))
+            layers.extend(make_cell(C_stage) for _ in range(N))
+            C_prev = C_stage
+        self.cells = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.global_pooling(self.lastact(x))
+        return self.classifier(x.flatten(1))
+
+
+class NB201Network(NB201Macro):
+    """The standalone NB201 network of one architecture, for retraining."""
+
+    def __init__(self, geno: Genotype, C: int, N: int, num_classes: int, affine: bool = True):
+        if geno.space != "nb201" or len(geno.normal) != len(nb201_edges()):
+            raise ValueError(f"NB201Network needs an nb201 genotype with 6 edges, got {geno.space!r}")
+        super().__init__(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, geno, affine))
+        self.genotype = geno
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.head(x)
+
+
+class NB201Supernet(Supernet):
+    """The NB201 supernet: one ``[6, len(ops)]`` logit tensor shared by all cells."""
+
+    space = "nb201"
+
+    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, mode: str = "gdas",
+                 ops: Sequence[str] = NB201_OPS, affine: bool = False, tau: float = 10.0):
+        ops = check_ops(ops)
+        super().__init__(mode, ops, {"normal": len(nb201_edges())}, tau)
+        self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
+        self.net = NB201Macro(C, N, num_classes, lambda C_cell: NB201SearchCell(C_cell, ops, affine))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self._plans()["normal"]
+        net = self.net
+        x = net.stem(x)
+        for cell in net.cells:
+            x = cell(x, plan) if isinstance(cell, NB201SearchCell) else cell(x)
+        return net.head(x)
+
+    def genotype(self) -> Genotype:
+        """Argmax per edge over all ops (``none`` included, as in GDAS)."""
+        probs = self.probabilities()["normal"]
+        best = probs.argmax(dim=-1).tolist()
+        edges = [(self.ops[k], j) for k, (_, j) in zip(best, nb201_edges())]
+        return Genotype(space="nb201", normal=edges, normal_concat=[NB201_NODES - 1], ops=list(self.ops),
+                        probs={"normal": probs.tolist()})
+
+    def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
+        if geno.space != "nb201":
+            raise ValueError(f"cannot force a {geno.space!r} genotype on an nb201 supernet")
+        missing = [op for op, _ in geno.normal if op not in self.ops]
+        if missing:
+            raise ValueError(f"op(s) {missing} are not candidates of this supernet ({list(self.ops)})")
+        return {"normal": [self.ops.index(op) for op, _ in geno.normal]}
+
+    def discretize(self, geno: Optional[Genotype] = None) -> NB201Network:
+        """The discrete network of ``geno`` (default: the derived one) with the supernet's weights."""
+        geno = geno or self.genotype()
+        choices = self.choices_from_genotype(geno)["normal"]
+        model = NB201Network(geno, self.C, self.N, self.num_classes, affine=self.affine)
+        source = self.net.state_dict()
+        target = {}
+        for key in model.state_dict():
+            parts = key.split(".")
+            # cells.<c>.edges.<e>.rest  <-  cells.<c>.edges.<e>.<chosen op>.rest
+            if parts[0] == "cells" and len(parts) > 3 and parts[2] == "edges":
+                parts.insert(4, str(choices[int(parts[3])]))
+            target[key] = source[".".join(parts)]
+        model.load_state_dict(target)
+        return model.to(next(self.parameters()).device)

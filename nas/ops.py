@@ -1,0 +1,173 @@
+"""Candidate operations and their registry.
+
+Every op is built by a factory with one signature,
+``factory(C_in, C_out, stride, affine) -> nn.Module``, so adding an op is one
+line::
+
+    from nas.ops import register_op
+    register_op("conv_5x5", lambda C_in, C_out, stride, affine:
+                ReLUConvBN(C_in, C_out, 5, stride, 2, affine=affine))
+
+or, as a decorator, ``@register_op("conv_5x5")`` on the factory.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+OpFactory = Callable[[int, int, int, bool], nn.Module]
+
+OPS: Dict[str, OpFactory] = {}
+
+# The standard candidate lists, in the order the spaces' papers use.
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+
+# Ops whose output carries no learned transform; counted by the collapse check.
+PARAMETER_FREE_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
+
+
+def register_op(name: str, factory: Optional[OpFactory] = None, *, overwrite: bool = False):
+    """Register ``factory`` under ``name``; usable as ``@register_op(name)`` too."""
+
+    def add(fn: OpFactory) -> OpFactory:
+        if name in OPS and not overwrite:
+            raise ValueError(f"op {name!r} is already registered; pass overwrite=True to replace it")
+        OPS[name] = fn
+        return fn
+
+    return add if factory is None else add(factory)
+
+
+def build_op(name: str, C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    """Build the registered op ``name``."""
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise UserError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}. "
+                        "Fix the name or register the op with nas.register_op.") from None
+    return factory(C_in, C_out, stride, affine)
+
+
+def check_ops(names: Sequence[str]) -> tuple:
+    """Validate an op list: known names, no duplicates."""
+    names = tuple(names)
+    if not names:
+        raise UserError("the op list is empty; give at least one op")
+    unknown = [n for n in names if n not in OPS]
+    if unknown:
+        raise UserError(f"unknown op(s) {', '.join(map(repr, unknown))}; registered ops: "
+                        f"{', '.join(sorted(OPS))}. Fix the name or register the op with nas.register_op.")
+    if len(set(names)) != len(names):
+        raise UserError(f"the op list {list(names)} names an op twice; list each op once")
+    return names
+
+
+class Zero(nn.Module):
+    """The ``none`` op: a structural zero.
+
+    Mixed edges and cells recognise it and skip it, so it is never computed
+    there; calling it directly still returns the right zeros.
+    """
+
+    def __init__(self, C_out: int, stride: int):
+        super().__init__()
+        self.C_out, self.stride = C_out, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return x.new_zeros(x.shape[0], self.C_out, x.shape[2], x.shape[3])
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
+                 dilation: int = 1, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked DilConvs without dilation, as in DARTS."""
+
+    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
+            DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two offset 1x1 stride-2 convs (no information dropped)."""
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even C_out, got {C_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        # The second conv sees the odd pixels; pad keeps odd sizes working.
+        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+class Pool(nn.Module):
+    """3x3 pooling, with a 1x1 ReLU-conv-BN first when the channel count changes."""
+
+    def __init__(self, kind: str, C_in: int, C_out: int, stride: int, affine: bool):
+        super().__init__()
+        self.preprocess = None if C_in == C_out else ReLUConvBN(C_in, C_out, 1, 1, 0, affine=affine)
+        if kind == "avg":
+            self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+        else:
+            self.pool = nn.MaxPool2d(3, stride=stride, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        return self.pool(x)
+
+
+def _skip(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    if stride == 1 and C_in == C_out:
+        return nn.Identity()
+    if stride == 2:
+        return FactorizedReduce(C_in, C_out, affine)
+    return ReLUConvBN(C_in, C_out, 1, 1, 0, affine=affine)
+
+
+register_op("none", lambda C_in, C_out, stride, affine: Zero(C_out, stride))
+register_op("skip_connect", _skip)
+register_op("nor_conv_1x1", lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 1, stride, 0, affine=affine))
+register_op("nor_conv_3x3", lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 3, stride, 1, affine=affine))
+register_op("avg_pool_3x3", lambda C_in, C_out, stride, affine: Pool("avg", C_in, C_out, stride, affine))
+register_op("max_pool_3x3", lambda C_in, C_out, stride, affine: Pool("max", C_in, C_out, stride, affine))
+register_op("sep_conv_3x3", lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 3, stride, 1, affine))
+register_op("sep_conv_5x5", lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 5, stride, 2, affine))
+register_op("dil_conv_3x3", lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 3, stride, 2, 2, affine))
+register_op("dil_conv_5x5", lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 5, stride, 4, 2, affine))

@@ -1,0 +1,232 @@
+"""The one-path Gumbel supernet: architecture parameters, sampling and mixed edges.
+
+A supernet holds one logit tensor ``[edges, ops]`` per cell type (shared by all
+cells of that type) and relaxes the choice of op on each edge in one of three
+ways, set per supernet:
+
+* ``gdas`` (default): one hard Gumbel-softmax sample per edge and forward.
+  Only the chosen op runs, forward and backward. Its output is scaled by the
+  straight-through weight of the chosen entry, which is exactly 1 going forward
+  and carries the soft sample's gradient to every logit of the edge.
+* ``snas``: soft Gumbel-softmax weights over all ops.
+* ``darts``: plain softmax weights over all ops.
+
+``none`` is a structural zero in every mode: it contributes exactly zero and
+receives exactly zero gradient, so it is never computed. A node whose inputs are
+all structural zeros is itself a structural zero, and ops reading it are skipped
+(the discrete network built by :func:`nas.build_network` does the same, so
+forcing an architecture gives the discrete network's output exactly).
+
+Cost: the sample of every cell type is drawn at once and the chosen indices
+reach the host in one transfer per forward; there is no other host-device
+synchronisation and no per-edge tensor work beyond running the chosen op.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from .genotype import Genotype
+from .ops import Zero
+from .sampler import gumbel_softmax
+
+MODES = ("gdas", "snas", "darts")
+
+
+class _StraightThroughScale(torch.autograd.Function):
+    """``y * w`` for a hard one-hot entry ``w``, which is exactly 1 going forward.
+
+    Returning ``y`` itself saves the two elementwise passes of a real multiply;
+    the backward is that of ``y * w`` at ``w = 1``.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y)
+        ctx.w_dtype = w.dtype
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            # d(y*w)/dw = <grad, y>; accumulate in float32 whatever autocast chose.
+            grad_w = torch.sum(grad * y, dtype=torch.float32).to(ctx.w_dtype)
+        return grad, grad_w
+
+
+@dataclass
+class EdgePlan:
+    """How the edges of one cell type run in this forward.
+
+    ``choices`` (host ints, one per edge) is set in gdas mode and when an
+    architecture is forced; ``weights`` holds per-edge straight-through scalars
+    (gdas, when the logits need a gradient) or per-edge, per-op weights (soft modes).
+    """
+
+    choices: Optional[List[int]]
+    weights: Optional[list]
+    is_zero: Sequence[bool]
+
+
+def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan: EdgePlan) -> Optional[torch.Tensor]:
+    """Output of mixed edge ``e`` on input ``x``; ``None`` is a structural zero."""
+    if x is None:
+        return None
+    if plan.choices is not None:
+        k = plan.choices[e]
+        if plan.is_zero[k]:
+            return None
+        y = candidates[k](x)
+        if plan.weights is not None:
+            y = _StraightThroughScale.apply(y, plan.weights[e])
+        return y
+    out = None
+    for k, op in enumerate(candidates):
+        if plan.is_zero[k]:
+            continue
+        y = plan.weights[e][k] * op(x)
+        out = y if out is None else out + y
+    return out
+
+
+def add_all(terms: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
+    """Sum, skipping structural zeros (``None``)."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
+
+
+class Supernet(nn.Module):
+    """Base class: architecture logits, sampling, derivation hooks.
+
+    Subclasses build the network and implement ``forward`` and ``genotype``.
+    """
+
+    space: str = ""
+
+    def __init__(self, mode: str, ops: Sequence[str], edges_per_cell: Dict[str, int], tau: float = 1.0):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.mode = mode
+        self.ops = tuple(ops)
+        self._is_zero = tuple(op == "none" for op in self.ops)
+        # GDAS initialises the logits with small noise: near-uniform, yet not tied.
+        self.arch = nn.ParameterDict({
+            cell: nn.Parameter(1e-3 * torch.randn(num_edges, len(self.ops))) for cell, num_edges in edges_per_cell.items()
+        })
+        self.tau = tau
+        self._forced: Optional[Dict[str, List[int]]] = None
+        self.last_sample: Optional[Dict[str, List[str]]] = None
+
+    # ---- parameters -------------------------------------------------------
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """The architecture logits, one ``[edges, ops]`` tensor per cell type."""
+        return list(self.arch.values())
+
+    def named_weight_parameters(self) -> Iterator:
+        for name, p in self.named_parameters():
+            if not name.startswith("arch."):
+                yield name, p
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        """Every parameter that is not an architecture logit."""
+        return [p for _, p in self.named_weight_parameters()]
+
+    @property
+    def tau(self) -> float:
+        """Gumbel-softmax temperature used by gdas and snas modes."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        value = float(value)
+        if not value > 0:
+            raise ValueError(f"tau must be > 0, got {value}")
+        self._tau = value
+
+    def probabilities(self) -> Dict[str, torch.Tensor]:
+        """softmax of the logits per cell type, detached."""
+        return {cell: torch.softmax(a.detach().float(), dim=-1) for cell, a in self.arch.items()}
+
+    # ---- forcing an architecture -------------------------------------------
+    def force(self, arch: Union[Genotype, Dict[str, Sequence[Union[int, str]]], None]) -> None:
+        """Run every forward with this architecture (no sampling, no arch gradient).
+
+        ``arch`` is a Genotype of this space, or per cell type a list of op
+        indices or names, one per edge; ``None`` returns to sampling.
+        """
+        if arch is None:
+            self._forced = None
+            return
+        if isinstance(arch, Genotype):
+            arch = self.choices_from_genotype(arch)
+        forced = {}
+        for cell, a in self.arch.items():
+            if cell not in arch:
+                raise ValueError(f"forced architecture lacks cell type {cell!r}")
+            row = [self.ops.index(c) if isinstance(c, str) else int(c) for c in arch[cell]]
+            if len(row) != a.shape[0] or not all(0 <= k < len(self.ops) for k in row):
+                raise ValueError(f"forced architecture for {cell!r} needs {a.shape[0]} op indices in 0..{len(self.ops) - 1}")
+            forced[cell] = row
+        self._forced = forced
+
+    @contextlib.contextmanager
+    def forced(self, arch) -> Iterator[None]:
+        """Context manager form of :meth:`force`."""
+        previous = self._forced
+        self.force(arch)
+        try:
+            yield
+        finally:
+            self._forced = previous
+
+    def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
+        raise NotImplementedError
+
+    # ---- sampling -----------------------------------------------------------
+    def _plans(self) -> Dict[str, EdgePlan]:
+        """Draw this forward's architecture: one plan per cell type."""
+        cells = list(self.arch.keys())
+        if self._forced is not None:
+            self.last_sample = {c: [self.ops[k] for k in self._forced[c]] for c in cells}
+            return {c: EdgePlan(self._forced[c], None, self._is_zero) for c in cells}
+        logits = [self.arch[c] for c in cells]
+        if self.mode == "gdas":
+            need_grad = torch.is_grad_enabled() and logits[0].requires_grad
+            hard = [gumbel_softmax(a, tau=self.tau, hard=True) for a in logits]
+            index = [h.argmax(dim=-1) for h in hard]
+            flat = torch.cat(index).tolist()  # the one host-device transfer of the forward
+            plans, start = {}, 0
+            for c, h, idx in zip(cells, hard, index):
+                choices = flat[start:start + len(idx)]
+                start += len(idx)
+                # The chosen entry of each edge's straight-through one-hot (1.0 forward).
+                weights = list(h.gather(1, idx[:, None]).squeeze(1).unbind(0)) if need_grad else None
+                plans[c] = EdgePlan(choices, weights, self._is_zero)
+            self.last_sample = {c: [self.ops[k] for k in plans[c].choices] for c in cells}
+            return plans
+        plans = {}
+        for c, a in zip(cells, logits):
+            w = gumbel_softmax(a, tau=self.tau, hard=False) if self.mode == "snas" else torch.softmax(a, dim=-1)
+            plans[c] = EdgePlan(None, [row.unbind(0) for row in w.unbind(0)], self._is_zero)
+        self.last_sample = None
+        return plans
+
+    def sampled_architecture(self) -> Optional[Dict[str, List[str]]]:
+        """Op names per edge and cell type chosen by the last forward (gdas or forced)."""
+        return self.last_sample
+
+    def genotype(self) -> Genotype:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"space={self.space}, mode={self.mode}, tau={self.tau:g}, ops={list(self.ops)}"
