@@ -1,0 +1,289 @@
+"""Typed configuration: YAML files and ``--set key=value`` overrides.
+
+A config is a tree of dataclasses. YAML is read with ``yaml.safe_load`` and
+merged into the defaults; unknown keys and wrong types raise :class:`UserError`
+listing what is valid. A ``null`` for an option that cannot be ``None`` is
+dropped, so the option keeps its default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+
+from .errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"          # synthetic | cifar10 | cifar100
+    root: Optional[str] = None        # folder holding the CIFAR archive or its extracted folder
+    download: bool = False            # fetch the official archive when missing
+    verify_md5: bool = True           # check the official MD5s (false for modified copies)
+    weight_fraction: float = 0.5      # share of the training set for the weights; the rest trains the architecture
+    train_subset: Optional[int] = None  # use only this many training images (CPU budgets)
+    augment: bool = True              # random crop (4 px padding) and horizontal flip
+    num_train: int = 4000             # synthetic only: training images
+    num_test: int = 1000              # synthetic only: test images
+    image_size: int = 32              # synthetic only
+    num_classes: int = 10             # synthetic only; CIFAR sets its own
+
+
+@dataclass
+class SupernetConfig:
+    space: str = "nb201"              # nb201 | darts
+    mode: str = "gdas"                # gdas | snas | darts
+    C: int = 16                       # initial channels
+    N: int = 5                        # nb201: cells per stage; darts: total cells
+    ops: Optional[List[str]] = None   # candidate ops; default: the space's standard list
+    affine: bool = False              # learnable BN scale/shift inside cell ops
+
+
+@dataclass
+class WeightOptimConfig:
+    lr: float = 0.025
+    lr_min: float = 0.001             # cosine annealing floor
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0            # max global grad norm; 0 disables
+
+
+@dataclass
+class ArchOptimConfig:
+    lr: float = 3e-4
+    betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 1e-3
+
+
+@dataclass
+class TauConfig:
+    schedule: str = "linear"          # constant | linear | exponential | cosine
+    max: float = 10.0                 # tau at the start
+    min: float = 0.1                  # tau at the end (linear, cosine)
+    decay: float = 0.956              # exponential: tau = max * decay**epoch
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 250
+    batch_size: int = 64
+    steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
+    weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
+    arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
+    tau: TauConfig = field(default_factory=TauConfig)
+
+
+@dataclass
+class RetrainSpaceConfig:
+    """Training protocol of the discrete network of one space."""
+    epochs: int = 200
+    batch_size: int = 256
+    C: int = 16
+    N: int = 5                        # nb201: cells per stage; darts: total cells
+    lr: float = 0.1
+    lr_min: float = 0.0               # cosine annealing floor
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0            # max global grad norm; 0 disables
+    steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
+    auxiliary: bool = False           # darts: auxiliary head
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.0       # darts: ramped linearly from 0 to this value
+    cutout: int = 0                   # side of the cutout square in pixels; 0 disables
+
+
+def _nb201_retrain() -> RetrainSpaceConfig:
+    # NAS-Bench-201's protocol: 200 epochs, batch 256, SGD nesterov 0.1, cosine, wd 5e-4.
+    return RetrainSpaceConfig()
+
+
+def _darts_retrain() -> RetrainSpaceConfig:
+    # DARTS's protocol: 600 epochs, 36 channels, 20 cells, cutout 16, auxiliary 0.4, drop-path 0.2.
+    return RetrainSpaceConfig(epochs=600, batch_size=96, C=36, N=20, lr=0.025, lr_min=0.0, nesterov=False,
+                              weight_decay=3e-4, grad_clip=5.0, auxiliary=True, auxiliary_weight=0.4,
+                              drop_path_prob=0.2, cutout=16)
+
+
+@dataclass
+class RetrainConfig:
+    nb201: RetrainSpaceConfig = field(default_factory=_nb201_retrain)
+    darts: RetrainSpaceConfig = field(default_factory=_darts_retrain)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    bf16: bool = False                # bf16 autocast (CUDA only)
+    channels_last: bool = False       # CUDA memory format
+    log_every: int = 50               # steps between progress-bar updates
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# ---------------------------------------------------------------------------
+def valid_keys(cls: type = Config, prefix: str = "") -> List[str]:
+    """Every dotted key of a config class."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            keys.extend(valid_keys(kind, f"{prefix}{f.name}."))
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; return it in that type."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key} must be a list of {_type_name(args[0])}, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise UserError(f"{key} must be {_type_name(kind)}, got {value!r} ({type(value).__name__})")
+
+
+def _merge(obj: Any, data: Dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in names:
+            raise UserError(f"unknown config key {key!r}; valid keys under "
+                            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise UserError(f"{key} must be a mapping of {', '.join(f.name for f in dataclasses.fields(kind))}")
+            _merge(getattr(obj, name), value, key + ".")
+            continue
+        if value is None and type(None) not in typing.get_args(kind):
+            continue  # an unset option keeps its default
+        setattr(obj, name, _coerce(value, kind, key))
+
+
+def from_dict(data: Optional[Dict[str, Any]]) -> Config:
+    """A Config from a (possibly partial) nested dict."""
+    cfg = Config()
+    if data is None:
+        return cfg
+    if not isinstance(data, dict):
+        raise UserError(f"a config must be a mapping with sections {', '.join(f.name for f in dataclasses.fields(Config))}")
+    _merge(cfg, data, "")
+    return cfg
+
+
+def to_dict(cfg: Config) -> Dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; give an existing YAML file, e.g. configs/default.yaml") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{at}; fix its syntax") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data or {}
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[List[str]] = None) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides (YAML-typed values)."""
+    cfg = from_dict(load_yaml(path) if path is not None else None)
+    for item in overrides or []:
+        apply_override(cfg, item)
+    return cfg
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one ``section.key=value`` override, type-checked."""
+    if "=" not in item:
+        raise UserError(f"override {item!r} must look like section.key=value, e.g. search.epochs=5")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    obj: Any = cfg
+    for depth, name in enumerate(parts):
+        if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+            raise UserError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        if depth < len(parts) - 1:
+            obj = getattr(obj, name)
+    if dataclasses.is_dataclass(getattr(obj, parts[-1])):
+        raise UserError(f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(obj, parts[-1]))[0].name}=...")
+    kind = typing.get_type_hints(type(obj))[parts[-1]]
+    if kind is str or kind == Optional[str]:
+        value: Any = None if raw.strip() in ("null", "~", "None") and kind != str else raw
+    else:
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"cannot read the value of override {item!r}") from None
+    if value is None and type(None) not in typing.get_args(kind):
+        raise UserError(f"{key} cannot be null; give a {_type_name(kind)}")
+    setattr(obj, parts[-1], _coerce(value, kind, key))
+
+
+def save_config(cfg: Config, path: Union[str, Path]) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(diff(va, vb, f"{prefix}{key}."))
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out

@@ -1,0 +1,146 @@
+"""Read a search run directory and report what the search chose."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+
+from .errors import UserError
+from .genotype import Genotype, darts_edges, nb201_edges
+from .io import read_jsonl
+
+
+def edge_names(space: str) -> List[str]:
+    pairs = nb201_edges() if space == "nb201" else darts_edges()
+    return [f"{i}<-{j}" for i, j in pairs]
+
+
+def collapse_counts(geno: Genotype) -> Dict[str, Dict[str, int]]:
+    """Per cell type, how many kept edges are skip, pool, none or parametric ops."""
+    out = {}
+    for cell, edges in geno.cells().items():
+        ops = [op for op, _ in edges]
+        skip = sum(op == "skip_connect" for op in ops)
+        pool = sum("pool" in op for op in ops)
+        none = sum(op == "none" for op in ops)
+        out[cell] = {"skip": skip, "pool": pool, "none": none, "parametric": len(ops) - skip - pool - none}
+    return out
+
+
+def load_report(run_dir: Path) -> Dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-able dict."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder; give the run directory a search wrote (--out)")
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise UserError(f"{run_dir} holds no config.yaml; it is not a search run directory")
+    try:
+        cfg = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{config_path} is not valid YAML; the run directory is damaged") from None
+    geno_path = run_dir / "genotype.json"
+    if not geno_path.exists():
+        raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
+    geno = Genotype.from_json(geno_path.read_text())
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
+    space = geno.space
+    names = edge_names(space)
+    ops = geno.ops or (probs_log[-1]["ops"] if probs_log else [])
+
+    final = {}
+    for cell, rows in (geno.probs or {}).items():
+        final[cell] = [{"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[max(range(len(row)), key=row.__getitem__)]}
+                       for e, row in enumerate(rows)]
+    per_epoch = []
+    for rec in probs_log:
+        per_epoch.append({"epoch": rec["epoch"], **{cell: [rec["ops"][max(range(len(r)), key=r.__getitem__)] for r in rows]
+                                                     for cell, rows in rec["probs"].items()}})
+    epochs_total = (cfg.get("search") or {}).get("epochs")
+    done = metrics[-1]["epoch"] if metrics else 0
+    return {
+        "run_dir": str(run_dir),
+        "space": space,
+        "mode": (cfg.get("supernet") or {}).get("mode"),
+        "epochs_done": done,
+        "epochs_total": epochs_total,
+        "finished": epochs_total is not None and done >= epochs_total,
+        "genotype": str(geno),
+        "genotype_record": geno.to_dict(),
+        "ops": ops,
+        "edges": names,
+        "final_probs": final,
+        "chosen_per_epoch": per_epoch,
+        "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+        "collapse": collapse_counts(geno),
+    }
+
+
+def format_text(report: Dict[str, Any]) -> str:
+    lines = [f"run      {report['run_dir']}",
+             f"space    {report['space']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"
+             + ("" if report["finished"] else " (not finished)"),
+             f"genotype {report['genotype']}", ""]
+    ops = report["ops"]
+    width = max(len(op) for op in ops) if ops else 8
+    for cell, rows in report["final_probs"].items():
+        lines.append(f"op probabilities, {cell} cell (* = argmax)")
+        lines.append("edge    " + " ".join(f"{op:>{width}}" for op in ops))
+        for row in rows:
+            cells = []
+            for op in ops:
+                mark = "*" if op == row["argmax"] else " "
+                cells.append(f"{row['probs'][op]:>{width - 1}.3f}{mark}")
+            lines.append(f"{row['edge']:<8}" + " ".join(cells))
+        lines.append("")
+    if report["chosen_per_epoch"]:
+        for cell in report["final_probs"]:
+            lines.append(f"argmax op per edge and epoch, {cell} cell")
+            lines.append("epoch  " + "  ".join(f"{e:<14}" for e in report["edges"]))
+            for rec in report["chosen_per_epoch"]:
+                lines.append(f"{rec['epoch']:<6} " + "  ".join(f"{op:<14}" for op in rec[cell]))
+            lines.append("")
+    lines.append("architecture entropy per epoch (nats per edge)")
+    lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
+    lines.append("")
+    lines.append("collapse check (ops kept in the derived cell)")
+    for cell, c in report["collapse"].items():
+        lines.append(f"{cell:<7} skip {c['skip']}  pool {c['pool']}  none {c['none']}  parametric {c['parametric']}")
+    return "\n".join(lines)
+
+
+def to_dot(geno: Genotype) -> str:
+    """A Graphviz DOT drawing of the cell(s); ``none`` edges are left out."""
+    out = ["digraph cells {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
+    for cell, edges in geno.cells().items():
+        p = f"{cell}_"
+        out.append(f"  subgraph cluster_{cell} {{")
+        out.append(f'    label="{cell} cell";')
+        if geno.space == "nb201":
+            num_nodes = max(geno.edge_targets(cell)) + 1
+            for n in range(num_nodes):
+                label = "input" if n == 0 else ("output" if n == num_nodes - 1 else f"node {n}")
+                out.append(f'    {p}{n} [label="{label}"];')
+        else:
+            out.append(f'    {p}0 [label="c_{{k-2}}"];')
+            out.append(f'    {p}1 [label="c_{{k-1}}"];')
+            for n in range(2, 2 + len(edges) // 2):
+                out.append(f'    {p}{n} [label="{n - 2}"];')
+            out.append(f'    {p}out [label="c_{{k}}"];')
+        for (op, src), dst in zip(edges, geno.edge_targets(cell)):
+            if op != "none":
+                out.append(f'    {p}{src} -> {p}{dst} [label="{op}"];')
+        if geno.space == "darts":
+            concat = geno.reduce_concat if cell == "reduce" else geno.normal_concat
+            for n in concat:
+                out.append(f"    {p}{n} -> {p}out;")
+        out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def report_json(report: Dict[str, Any]) -> str:
+    return json.dumps(report, indent=2)

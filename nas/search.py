@@ -1,0 +1,241 @@
+"""The architecture search loop (first-order, as in GDAS).
+
+Each iteration takes one SGD step on the weights with a batch of the weights'
+split, then one Adam step on the architecture logits with a batch of the
+architecture's split. tau and the weights' learning rate are pure functions of
+the epoch. After every epoch the run directory gets a metrics line, the
+per-edge op probabilities, the derived genotype and an atomic checkpoint, so a
+stopped run resumes exactly.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import config as config_mod
+from .config import Config
+from .data import search_split
+from .errors import UserError
+from .genotype import Genotype
+from .io import (append_jsonl, atomic_torch_save, atomic_write_text, capture_rng_state, restore_rng_state,
+                 seed_everything, truncate_jsonl)
+from .ops import check_ops
+from .sampler import tau_schedule
+from .spaces import DEFAULT_OPS, SPACES, build_supernet
+from .supernet import MODES, Supernet
+from .training import (Meter, autocast, check_positive, clip_and_step, cosine_lr, load_data, load_for_resume,
+                       make_loader, prepare_run_dir, set_lr, subset_indices)
+
+CHECKPOINT_KIND = "search"
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    genotype: Genotype
+    epochs_done: int
+    finished: bool
+    last_metrics: Optional[dict]
+
+
+def make_tau_schedule(cfg: Config):
+    t = cfg.search.tau
+    try:
+        if t.schedule == "constant":
+            return tau_schedule("constant", tau=t.max)
+        if t.schedule == "exponential":
+            return tau_schedule("exponential", tau0=t.max, decay=t.decay)
+        return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
+    except ValueError as exc:
+        raise UserError(f"search.tau: {exc}") from None
+
+
+def validate(cfg: Config) -> None:
+    """Semantic checks that types alone cannot catch; each names the key to fix."""
+    s, sn = cfg.search, cfg.supernet
+    if sn.space not in SPACES:
+        raise UserError(f"unknown space {sn.space!r} (supernet.space); choose one of: {', '.join(SPACES)}")
+    if sn.mode not in MODES:
+        raise UserError(f"unknown mode {sn.mode!r} (supernet.mode); choose one of: {', '.join(MODES)}")
+    check_ops(sn.ops if sn.ops is not None else DEFAULT_OPS[sn.space])
+    check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
+                      "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
+                      "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})
+    if not 0 < cfg.data.weight_fraction < 1:
+        raise UserError(f"data.weight_fraction must be in (0, 1), got {cfg.data.weight_fraction}")
+    if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
+        raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
+    make_tau_schedule(cfg)
+
+
+def entropy(probs: Dict[str, torch.Tensor]) -> float:
+    """Mean per-edge entropy (nats) of the op distributions."""
+    rows = torch.cat([p for p in probs.values()])
+    return float(-(rows * rows.clamp_min(1e-12).log()).sum(dim=-1).mean())
+
+
+def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool = False,
+               stop_after: Optional[int] = None, progress: bool = True,
+               log: Callable[[str], None] = tqdm.write) -> SearchResult:
+    """Run (or resume) a search into ``run_dir`` on ``device``.
+
+    ``stop_after`` ends this invocation after that many epochs, checkpointed,
+    as if the run had been stopped there.
+    """
+    run_dir = Path(run_dir)
+    validate(cfg)
+    if cfg.run.bf16 and device.type != "cuda":
+        raise UserError("run.bf16 needs a CUDA device; set run.bf16=false or run.device=cuda")
+    ckpt = load_for_resume(run_dir, cfg, CHECKPOINT_KIND) if resume else None
+    if not resume:
+        prepare_run_dir(run_dir)
+        config_mod.save_config(cfg, run_dir / "config.yaml")
+
+    seed = cfg.run.seed
+    seed_everything(seed)
+    data = load_data(cfg)
+    keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
+    idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, seed)
+    idx_w, idx_a = keep[idx_w], keep[idx_a]
+    loader_kw = dict(train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last)
+    loader_w = make_loader(data, data.train_x[idx_w], data.train_y[idx_w], cfg.search.batch_size, seed=seed, **loader_kw)
+    loader_a = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], cfg.search.batch_size, seed=seed + 1,
+                           **loader_kw)
+
+    sn = cfg.supernet
+    net = build_supernet(sn.space, sn.mode, C=sn.C, N=sn.N, num_classes=data.num_classes, ops=sn.ops,
+                         affine=sn.affine, tau=cfg.search.tau.max)
+    net.to(device)
+    if cfg.run.channels_last:
+        net.to(memory_format=torch.channels_last)
+    s = cfg.search
+    weights, arch = net.weight_parameters(), net.arch_parameters()
+    w_opt = torch.optim.SGD(weights, lr=s.weights.lr, momentum=s.weights.momentum, nesterov=s.weights.nesterov,
+                            weight_decay=s.weights.weight_decay)
+    a_opt = torch.optim.Adam(arch, lr=s.arch.lr, betas=tuple(s.arch.betas), weight_decay=s.arch.weight_decay)
+    tau_at = make_tau_schedule(cfg)
+
+    start = 0
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["w_opt"])
+        a_opt.load_state_dict(ckpt["a_opt"])
+        start = int(ckpt["epoch"])
+        restore_rng_state(ckpt["rng"])
+        # Drop lines an interrupted epoch may have left after the checkpoint.
+        for name in ("metrics.jsonl", "arch_probs.jsonl"):
+            truncate_jsonl(run_dir / name, lambda r: r.get("epoch", 0) <= start)
+        log(f"resuming {run_dir} after epoch {start}/{s.epochs}")
+
+    steps = min(len(loader_w), len(loader_a))
+    if s.steps_per_epoch is not None:
+        steps = min(steps, s.steps_per_epoch)
+    if steps < 1:
+        raise UserError("an epoch has no full batch; lower search.batch_size or use more data")
+
+    last = None
+    done = start
+    for epoch in range(start, s.epochs):
+        net.tau = tau_at(epoch, s.epochs)
+        lr = cosine_lr(epoch, s.epochs, s.weights.lr, s.weights.lr_min)
+        set_lr(w_opt, lr)
+        loader_w.set_epoch(epoch)
+        loader_a.set_epoch(epoch)
+        train_meter, val_meter = Meter(device), Meter(device)
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"search {epoch + 1}/{s.epochs}", disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        net.train()
+        for step, ((x_w, y_w), (x_a, y_a)) in enumerate(zip(loader_w, loader_a)):
+            if step >= steps:
+                break
+            search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, s.weights.grad_clip, device,
+                        cfg.run.bf16, train_meter, val_meter)
+            bar.update(1)
+            if progress and (step + 1) % cfg.run.log_every == 0:
+                bar.set_postfix(tau=f"{net.tau:.2f}", acc=f"{train_meter.read()[1]:.1f}")
+        bar.close()
+        train_loss, train_acc = train_meter.read()  # the epoch's one read of the device counters
+        val_loss, val_acc = val_meter.read()
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            raise UserError(f"the training loss became {train_loss} in epoch {epoch + 1}; lower "
+                            "search.weights.lr or enable gradient clipping (search.weights.grad_clip)")
+        geno = net.genotype()
+        probs = net.probabilities()
+        last = {
+            "epoch": epoch + 1, "tau": net.tau, "lr_weights": lr, "lr_arch": a_opt.param_groups[0]["lr"],
+            "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+            "entropy": entropy(probs), "genotype": str(geno),
+            "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
+        }
+        write_epoch(run_dir, net, w_opt, a_opt, cfg, epoch + 1, last, geno, probs)
+        done = epoch + 1
+        log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  "
+            f"val {val_loss:.3f}/{val_acc:.1f}%  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
+            f"{geno}" if len(str(geno)) < 120 else f"epoch {epoch + 1}/{s.epochs} done")
+        if stop_after is not None and done - start >= stop_after:
+            break
+    if ckpt is not None and done == start:
+        log(f"{run_dir} had already finished its {s.epochs} epochs")
+    return SearchResult(run_dir, net.genotype(), done, done >= s.epochs, last)
+
+
+def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[torch.nn.Parameter],
+                w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, x_w: torch.Tensor, y_w: torch.Tensor,
+                x_a: torch.Tensor, y_a: torch.Tensor, grad_clip: float, device: torch.device, bf16: bool,
+                train_meter: Optional[Meter] = None, val_meter: Optional[Meter] = None) -> None:
+    """One weight step then one architecture step."""
+    # Weight step: the logits are frozen, so the supernet runs the sampled
+    # network without the straight-through bookkeeping.
+    for a in arch:
+        a.requires_grad_(False)
+    try:
+        with autocast(device, bf16):
+            logits = net(x_w)
+            loss = F.cross_entropy(logits, y_w)
+        w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        for a in arch:
+            a.requires_grad_(True)
+    clip_and_step(weights, w_opt, grad_clip)
+    if train_meter is not None:
+        train_meter.add(loss, logits, y_w)
+    # Architecture step (first order): gradients for the logits only, so no
+    # weight gradients are computed.
+    with autocast(device, bf16):
+        logits = net(x_a)
+        loss = F.cross_entropy(logits.float(), y_a)
+    a_opt.zero_grad(set_to_none=True)
+    loss.backward(inputs=arch)
+    a_opt.step()
+    if val_meter is not None:
+        val_meter.add(loss, logits, y_a)
+
+
+def write_epoch(run_dir: Path, net: Supernet, w_opt, a_opt, cfg: Config, epoch: int, metrics: dict,
+                geno: Genotype, probs: Dict[str, torch.Tensor]) -> None:
+    """The epoch's outputs; the checkpoint last, so it never runs ahead of the logs."""
+    append_jsonl(run_dir / "metrics.jsonl", metrics)
+    append_jsonl(run_dir / "arch_probs.jsonl", {"epoch": epoch, "ops": list(net.ops),
+                                                "probs": {c: p.tolist() for c, p in probs.items()}})
+    atomic_write_text(run_dir / "genotype.json", geno.to_json())
+    atomic_torch_save({
+        "kind": CHECKPOINT_KIND,
+        "epoch": epoch,
+        "model": net.state_dict(),
+        "w_opt": w_opt.state_dict(),
+        "a_opt": a_opt.state_dict(),
+        # The schedules are pure functions of the epoch; their settings live in the config.
+        "schedules": {"tau": net.tau, "lr_weights": w_opt.param_groups[0]["lr"]},
+        "rng": capture_rng_state(),
+        "config": config_mod.to_dict(cfg),
+    }, run_dir / "checkpoint.pt")
