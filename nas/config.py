@@ -30,7 +30,6 @@ class DataConfig:
     num_train: int = 4000             # synthetic only: training images
     num_test: int = 1000              # synthetic only: test images
     image_size: int = 32              # synthetic only
-    num_classes: int = 10             # synthetic only; CIFAR sets its own
 
 
 @dataclass

@@ -109,15 +109,17 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
     def __init__(self, C: int, num_classes: int):
         super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
         self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        # 8x8 (32x32 inputs) pools to 2x2 as in DARTS; smaller inputs pool adaptively to 2x2.
+        x = self.pool(x) if x.shape[-1] >= 5 else nn.functional.adaptive_avg_pool2d(x, 2)
         return self.classifier(self.features(x).flatten(1))
 
 

@@ -25,6 +25,7 @@ from .flops import count_macs, count_parameters
 from .genotype import Genotype
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, capture_rng_state, restore_rng_state, \
     seed_everything, truncate_jsonl
+from .ops import check_ops
 from .spaces import build_network
 from .training import Meter, autocast, check_positive, clip_and_step, cosine_lr, load_data, load_for_resume, \
     make_loader, prepare_run_dir, set_lr, subset_indices
@@ -88,6 +89,7 @@ def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device
         raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")
     if cfg.run.bf16 and device.type != "cuda":
         raise UserError("run.bf16 needs a CUDA device; set run.bf16=false or run.device=cuda")
+    check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
     ckpt = load_for_resume(run_dir, cfg, CHECKPOINT_KIND) if resume else None
     if ckpt is not None:
         saved = Genotype.from_dict(ckpt["genotype"])

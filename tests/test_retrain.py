@@ -1,0 +1,116 @@
+"""Retraining a discrete network: results, parameter and multiply-add counts, resume, bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import nas
+from nas.cli import main
+from nas.config import load_config
+from nas.flops import count_macs, count_parameters
+from nas.retrain import cutout, run_retrain
+
+TINY = ["data.num_train=192", "data.num_test=64", "data.image_size=16", "run.device=cpu",
+        "retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
+        "retrain.nb201.steps_per_epoch=3",
+        "retrain.darts.C=4", "retrain.darts.N=3", "retrain.darts.epochs=1", "retrain.darts.batch_size=16",
+        "retrain.darts.steps_per_epoch=2", "retrain.darts.cutout=4"]
+SETS = [x for s in TINY for x in ("--set", s)]
+NB201 = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_macs_match_a_hand_count():
+    # All-skip cells: only the stem, the two ResNet blocks and the classifier compute.
+    C, H, classes = 2, 8, 10
+    skip = nas.Genotype.from_nb201("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")
+    model = nas.build_network(skip, C=C, N=1, num_classes=classes)
+    stem = C * 3 * 9 * H * H
+    block1 = (2 * C * C * 9 + 2 * C * 2 * C * 9 + 2 * C * C) * (H // 2) ** 2
+    block2 = (4 * C * 2 * C * 9 + 4 * C * 4 * C * 9 + 4 * C * 2 * C) * (H // 4) ** 2
+    expected = stem + block1 + block2 + 4 * C * classes
+    assert count_macs(model, (3, H, H)) == expected == 10704
+    # One 3x3 conv edge per cell adds C_stage^2 * 9 * pixels in each of the three stages.
+    conv = nas.Genotype.from_nb201("|nor_conv_3x3~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")
+    extra = sum((C * m) ** 2 * 9 * (H // m) ** 2 for m in (1, 2, 4))
+    assert count_macs(nas.build_network(conv, C=C, N=1, num_classes=classes), (3, H, H)) == expected + extra
+
+
+def test_retrain_a_derived_genotype(tmp_path):
+    # Derive a genotype from a (random) supernet, as a search would.
+    geno = nas.build_supernet("nb201", C=4, N=1).genotype()
+    cfg = load_config(None, TINY)
+    result = run_retrain(cfg, geno, tmp_path / "r", torch.device("cpu"), progress=False, log=lambda s: None)
+    assert result.finished and 0.0 <= result.test_acc <= 100.0 and torch.isfinite(torch.tensor(result.test_loss))
+    model = nas.build_network(geno, C=4, N=1, num_classes=10)
+    assert result.params == sum(p.numel() for p in model.parameters()) == count_parameters(model)
+    assert result.macs == count_macs(model, (3, 16, 16))
+    saved = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert saved["test_acc"] == result.test_acc and saved["params"] == result.params
+    for name in ("config.yaml", "genotype.json", "metrics.jsonl", "checkpoint.pt"):
+        assert (tmp_path / "r" / name).exists()
+
+
+def test_retrain_resume_is_exact(tmp_path):
+    cfg = load_config(None, TINY + ["retrain.nb201.epochs=2"])
+    geno = nas.Genotype.from_nb201(NB201)
+    cpu = torch.device("cpu")
+    full = run_retrain(cfg, geno, tmp_path / "full", cpu, progress=False, log=lambda s: None)
+    part = run_retrain(cfg, geno, tmp_path / "part", cpu, stop_after=1, progress=False, log=lambda s: None)
+    assert not part.finished
+    resumed = run_retrain(cfg, geno, tmp_path / "part", cpu, resume=True, progress=False, log=lambda s: None)
+    assert resumed.finished and resumed.test_acc == full.test_acc and resumed.test_loss == full.test_loss
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
+    # A search run directory.
+    search_dir = tmp_path / "search"
+    code, _, err = run_cli(["--out", search_dir, "--quiet", "--set", "search.epochs=1", "--set", "supernet.C=4",
+                            "--set", "supernet.N=1", "--set", "search.steps_per_epoch=2", "--set", "search.batch_size=32"]
+                           + SETS, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["retrain", search_dir, "--out", tmp_path / "r1", "--quiet"] + SETS, capsys)
+    assert code == 0, err
+    geno = nas.Genotype.from_json((search_dir / "genotype.json").read_text())
+    assert str(geno) in out and "test accuracy" in out and "parameters" in out
+    # An NB201 string and a DARTS genotype string.
+    code, out, err = run_cli(["retrain", "--genotype", NB201, "--out", tmp_path / "r2", "--quiet"] + SETS, capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["retrain", "--genotype", nas.genotype.DARTS_V2, "--out", tmp_path / "r3", "--quiet"]
+                             + SETS, capsys)
+    assert code == 0, err
+    assert nas.Genotype.from_json((tmp_path / "r3" / "genotype.json").read_text()).to_darts() == nas.genotype.DARTS_V2
+    # A genotype file.
+    f = tmp_path / "g.json"
+    f.write_text(nas.Genotype.from_nb201(NB201).to_json())
+    code, out, err = run_cli(["retrain", "--genotype", f, "--out", tmp_path / "r4", "--quiet"] + SETS, capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("bad", ["|nor_conv_3x3~0|+|skip_connect~0|", "|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|",
+                                 "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)", "not an architecture",
+                                 "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+def test_malformed_genotype_exits_2(bad, tmp_path, capsys):
+    code, out, err = run_cli(["retrain", "--genotype", bad, "--out", tmp_path / "r"] + SETS, capsys)
+    assert code == 2 and "Traceback" not in err and err.startswith("error: ")
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_cutout_zeroes_one_square_per_image():
+    torch.manual_seed(0)
+    x = torch.ones(64, 3, 16, 16)
+    y = cutout(x, 4)
+    zeros = (y[:, 0] == 0).flatten(1).sum(1)
+    assert (zeros <= 16).all() and (zeros > 0).all()
+    assert torch.equal((y[:, 0] == 0), (y[:, 2] == 0))  # the same square in every channel

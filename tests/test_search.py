@@ -1,0 +1,247 @@
+"""End-to-end search, resume, inspect and the command line's handling of bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import nas
+from nas.cli import main
+from nas.config import load_config
+from nas.search import run_search
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A tiny search: 16x16 synthetic images, a few steps per epoch.
+TINY = [
+    "data.num_train=256", "data.num_test=64", "data.image_size=16",
+    "supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2", "run.device=cpu",
+]
+TINY_NB201 = TINY + ["supernet.space=nb201", "supernet.N=1"]
+TINY_DARTS = TINY + ["supernet.space=darts", "supernet.N=3"]
+RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype.json", "checkpoint.pt", "arch_probs.jsonl"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def nb201_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "nb201"
+    args = ["--out", run_dir, "--quiet"] + [x for s in TINY_NB201 for x in ("--set", s)]
+    assert main([str(a) for a in args]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_search_end_to_end_writes_every_output(space, tmp_path, capsys):
+    run_dir = tmp_path / space
+    sets = TINY_NB201 if space == "nb201" else TINY_DARTS
+    code, out, err = run_cli(["--out", run_dir, "--quiet"] + [x for s in sets for x in ("--set", s)], capsys)
+    assert code == 0, err
+    for name in RUN_FILES:
+        assert (run_dir / name).exists(), name
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for key in ("tau", "lr_weights", "lr_arch", "train_loss", "train_acc", "val_loss", "val_acc", "entropy",
+                "genotype", "epoch_seconds", "images_per_second"):
+        assert key in metrics[-1], key
+    assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in metrics)
+    # tau follows the linear 10 -> 0.1 schedule over the 2 epochs.
+    assert metrics[0]["tau"] == pytest.approx(10.0) and metrics[1]["tau"] == pytest.approx(0.1)
+    geno = nas.Genotype.from_json((run_dir / "genotype.json").read_text())
+    assert geno.space == space and str(geno) == metrics[-1]["genotype"]
+    # The summary names the architecture, each edge's op and probability, and the outputs.
+    assert f"derived architecture: {geno}" in out and str(run_dir) in out
+    assert "probability" in out
+    saved = load_config(run_dir / "config.yaml")
+    assert saved.supernet.space == space and saved.search.epochs == 2
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and {"model", "w_opt", "a_opt", "rng", "config", "schedules"} <= set(ckpt)
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"])
+    probs = [json.loads(line) for line in (run_dir / "arch_probs.jsonl").read_text().splitlines()]
+    assert len(probs) == 2
+    for rows in probs[-1]["probs"].values():
+        assert torch.allclose(torch.tensor(rows).sum(-1), torch.ones(len(rows)), atol=1e-5)
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = load_config(None, TINY_NB201 + ["search.epochs=3"])
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=lambda s: None)
+    part = run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=1, progress=False, log=lambda s: None)
+    assert part.epochs_done == 1 and not part.finished
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=lambda s: None)
+    assert resumed.finished and resumed.epochs_done == 3
+    assert str(resumed.genotype) == str(full.genotype)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    # Same metrics history, one line per epoch.
+    ma = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]
+
+
+def test_resume_cli_continues_a_stopped_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = [x for s in TINY_NB201 for x in ("--set", s)]
+    code, _, err = run_cli(["--out", run_dir, "--quiet", "--stop-after", "1"] + sets, capsys)
+    assert code == 0, err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+    code, out, err = run_cli(["--resume", run_dir, "--quiet"], capsys)
+    assert code == 0, err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "derived architecture" in out
+
+
+def test_inspect_text_json_and_dot(nb201_run, tmp_path, capsys):
+    code, out, err = run_cli(["inspect", nb201_run], capsys)
+    assert code == 0, err
+    geno = nas.Genotype.from_json((nb201_run / "genotype.json").read_text())
+    assert str(geno) in out
+    for op in nas.NB201_OPS:
+        assert op in out
+    for edge in ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"):
+        assert edge in out
+    assert "entropy" in out and "collapse" in out
+
+    dot = tmp_path / "cell.dot"
+    code, out, err = run_cli(["inspect", nb201_run, "--json", "--dot", dot], capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["genotype"] == str(geno)
+    assert report["epochs_done"] == 2 and report["finished"] is True
+    assert [r["epoch"] for r in report["chosen_per_epoch"]] == [1, 2]
+    assert len(report["chosen_per_epoch"][-1]["normal"]) == 6
+    rows = report["final_probs"]["normal"]
+    assert len(rows) == 6 and all(abs(sum(r["probs"].values()) - 1) < 1e-5 for r in rows)
+    assert [r["argmax"] for r in rows] == [op for op, _ in geno.normal]
+    counts = report["collapse"]["normal"]
+    ops = [op for op, _ in geno.normal]
+    assert counts["skip"] == ops.count("skip_connect") and counts["none"] == ops.count("none")
+    assert counts["pool"] == ops.count("avg_pool_3x3")
+    text = dot.read_text()
+    assert text.startswith("digraph")
+    assert text.count("->") == sum(op != "none" for op in ops)
+
+
+# ---- bad input: exit 2, one clear line, no traceback, nothing lost -----------
+def assert_user_error(code, err, *needles):
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.startswith("error: ")
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_missing_and_unparsable_yaml(tmp_path, capsys):
+    code, _, err = run_cli(["--config", tmp_path / "nope.yaml"], capsys)
+    assert_user_error(code, err, "does not exist")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  epochs: [1,\n")
+    code, _, err = run_cli(["--config", bad], capsys)
+    assert_user_error(code, err, "not valid YAML", "line")
+
+
+def test_unknown_keys_and_wrong_types(tmp_path, capsys):
+    code, _, err = run_cli(["--set", "search.epoch=3"], capsys)
+    assert_user_error(code, err, "unknown config key", "search.epochs")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("search:\n  epochs: 2\n  bogus: 1\n")
+    code, _, err = run_cli(["--config", cfg], capsys)
+    assert_user_error(code, err, "search.bogus", "epochs")
+    code, _, err = run_cli(["--set", "search.epochs=three"], capsys)
+    assert_user_error(code, err, "search.epochs must be int")
+    code, _, err = run_cli(["--set", "search.weights.nesterov=5"], capsys)
+    assert_user_error(code, err, "search.weights.nesterov must be bool")
+
+
+def test_unknown_op_and_space(tmp_path, capsys):
+    code, _, err = run_cli(["--out", tmp_path / "a", "--set", "supernet.ops=[none, conv_99x99]"], capsys)
+    assert_user_error(code, err, "conv_99x99", "registered ops")
+    code, _, err = run_cli(["--out", tmp_path / "b", "--set", "supernet.space=nb999"], capsys)
+    assert_user_error(code, err, "nb999", "nb201", "darts")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_data_root(tmp_path, capsys):
+    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "data.name=cifar10",
+                            "--set", f"data.root={tmp_path / 'no_such_dir'}"], capsys)
+    assert_user_error(code, err, str(tmp_path / "no_such_dir"))
+
+
+def test_out_pointing_at_existing_run_is_refused(nb201_run, capsys):
+    before = snapshot(nb201_run)
+    code, _, err = run_cli(["--out", nb201_run] + [x for s in TINY_NB201 for x in ("--set", s)], capsys)
+    assert_user_error(code, err, "already holds a run", "--resume")
+    assert snapshot(nb201_run) == before
+
+
+def test_corrupted_checkpoint(tmp_path, capsys, nb201_run):
+    import shutil
+    run_dir = tmp_path / "copy"
+    shutil.copytree(nb201_run, run_dir)
+    data = (run_dir / "checkpoint.pt").read_bytes()
+    (run_dir / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    before = snapshot(run_dir)
+    code, _, err = run_cli(["--resume", run_dir, "--set", "search.epochs=2"], capsys)
+    assert_user_error(code, err, "checkpoint", "corrupted")
+    assert snapshot(run_dir) == before
+
+
+def test_resume_with_mismatched_config(nb201_run, capsys):
+    before = snapshot(nb201_run)
+    code, _, err = run_cli(["--resume", nb201_run, "--set", "search.batch_size=16"], capsys)
+    assert_user_error(code, err, "does not match", "search.batch_size")
+    assert snapshot(nb201_run) == before
+
+
+def test_entry_point_exit_status_and_no_traceback(tmp_path):
+    """The real entry point, as a user runs it."""
+    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), "--set", "search.nonsense=1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "search.nonsense" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), "inspect", str(tmp_path / "missing")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_default_config_is_the_builtin_nb201_search():
+    cfg = load_config(ROOT / "configs" / "default.yaml")
+    assert cfg.data.name == "synthetic" and cfg.supernet.space == "nb201" and cfg.supernet.mode == "gdas"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_loads_and_validates(name):
+    from nas.search import validate
+    cfg = load_config(ROOT / "configs" / name)
+    validate(cfg)
+    raw = yaml.safe_load((ROOT / "configs" / name).read_text())
+    assert raw, name
+
+
+def test_gdas_nb201_config_matches_the_paper():
+    cfg = load_config(ROOT / "configs" / "nb201_cifar10.yaml")
+    s = cfg.search
+    assert (s.epochs, s.batch_size, cfg.supernet.C, cfg.supernet.N) == (250, 64, 16, 5)
+    assert (s.weights.lr, s.weights.lr_min, s.weights.momentum, s.weights.nesterov, s.weights.weight_decay) == \
+        (0.025, 0.001, 0.9, True, 0.0005)
+    assert (s.arch.lr, s.arch.betas, s.arch.weight_decay) == (0.0003, [0.5, 0.999], 0.001)
+    assert (s.tau.schedule, s.tau.max, s.tau.min, s.weights.grad_clip) == ("linear", 10.0, 0.1, 5.0)
+    assert cfg.data.name == "cifar10" and cfg.data.weight_fraction == 0.5
