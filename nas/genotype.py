@@ -100,12 +100,41 @@ class Genotype:
     @classmethod
     def from_dict(cls, d: dict) -> "Genotype":
         try:
-            return cls(space=d["space"], normal=[tuple(e) for e in d["normal"]],
+            geno = cls(space=d["space"], normal=[tuple(e) for e in d["normal"]],
                        reduce=None if d.get("reduce") is None else [tuple(e) for e in d["reduce"]],
                        normal_concat=d.get("normal_concat", []), reduce_concat=d.get("reduce_concat", []),
                        ops=d.get("ops"), probs=d.get("probs"))
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"not a genotype record ({exc}); expected the JSON that Genotype.to_json writes") from None
+        geno.validate()
+        return geno
+
+    def validate(self) -> None:
+        """Check the wiring: a complete NB201 cell, or DARTS nodes with two in-range inputs each."""
+        if self.space == "nb201":
+            try:
+                num_nodes = _nb201_nodes(len(self.normal))
+            except ValueError:
+                raise UserError(f"an nb201 genotype needs the edges of a complete cell (e.g. 6), got {len(self.normal)}") from None
+            sources = [j for _, j in nb201_edges(num_nodes)]
+            if [j for _, j in self.normal] != sources or self.reduce is not None:
+                raise UserError(f"nb201 genotype edges must read nodes {sources} in order; got {[j for _, j in self.normal]}")
+        elif self.space == "darts":
+            if self.reduce is None:
+                raise UserError("a darts genotype needs both a normal and a reduce cell")
+            for cell, edges, concat in (("normal", self.normal, self.normal_concat),
+                                        ("reduce", self.reduce, self.reduce_concat)):
+                if not edges or len(edges) % 2:
+                    raise UserError(f"the darts {cell} cell needs two edges per node, got {len(edges)} edges")
+                for k, (_, src) in enumerate(edges):
+                    if not 0 <= src < 2 + k // 2:
+                        raise UserError(f"edge {k} of the darts {cell} cell reads node {src}, but node "
+                                        f"{2 + k // 2} can only read nodes 0..{1 + k // 2}")
+                last = 2 + len(edges) // 2
+                if not concat or not all(0 <= v < last for v in concat):
+                    raise UserError(f"{cell}_concat {concat} must list nodes in 0..{last - 1}")
+        else:
+            raise UserError(f"unknown genotype space {self.space!r}; expected nb201 or darts")
 
     @classmethod
     def from_json(cls, text: str) -> "Genotype":
@@ -182,19 +211,17 @@ class Genotype:
             raise UserError(bad)
         for key in ("normal", "reduce"):
             edges = fields[key]
-            if (not isinstance(edges, list) or len(edges) % 2 or not edges
+            if (not isinstance(edges, list)
                     or not all(isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str)
                                and isinstance(e[1], int) for e in edges)):
                 raise UserError(bad)
-            for k, (_, src) in enumerate(edges):
-                if not 0 <= src < 2 + k // 2:
-                    raise UserError(f"malformed DARTS genotype: edge {k} of {key} reads node {src}, "
-                                    f"but node {2 + k // 2} can only read nodes 0..{1 + k // 2}")
         for key in ("normal_concat", "reduce_concat"):
             if not isinstance(fields[key], list) or not all(isinstance(v, int) for v in fields[key]):
                 raise UserError(bad)
-        return cls(space="darts", normal=fields["normal"], reduce=fields["reduce"],
+        geno = cls(space="darts", normal=fields["normal"], reduce=fields["reduce"],
                    normal_concat=list(fields["normal_concat"]), reduce_concat=list(fields["reduce_concat"]))
+        geno.validate()
+        return geno
 
     # ---- any format ------------------------------------------------------
     @classmethod

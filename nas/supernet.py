@@ -24,6 +24,7 @@ synchronisation and no per-edge tensor work beyond running the chosen op.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
@@ -149,8 +150,8 @@ class Supernet(nn.Module):
     @tau.setter
     def tau(self, value: float) -> None:
         value = float(value)
-        if not value > 0:
-            raise ValueError(f"tau must be > 0, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"tau must be a finite number > 0, got {value}")
         self._tau = value
 
     def probabilities(self) -> Dict[str, torch.Tensor]:

@@ -259,10 +259,6 @@ BAD_CONCAT = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG nas/genotype.py Genotype.from_darts: normal_concat/reduce_concat are only checked to be int lists, "
-    "not that they name existing nodes (0 <= v < 2 + len(edges)//2) or are non-empty; build_network then fails "
-    "with IndexError in DartsCell.forward ([2,3,4,9]), silently aliases node 5 (-1), or breaks ([])"))
 @pytest.mark.parametrize("text", list(BAD_CONCAT.values()), ids=list(BAD_CONCAT))
 def test_darts_concat_must_name_existing_nodes(text):
     with pytest.raises(nas.UserError):
@@ -286,9 +282,6 @@ BAD_RECORDS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG nas/genotype.py Genotype.from_dict/from_json: no structural validation; edge sources, edge counts, "
-    "concat nodes and the space are accepted unchecked (unlike from_nb201/from_darts)"))
 @pytest.mark.parametrize("text", list(BAD_RECORDS.values()), ids=list(BAD_RECORDS))
 def test_json_record_structure_is_validated(text):
     with pytest.raises(nas.UserError):

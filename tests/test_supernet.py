@@ -204,8 +204,6 @@ def test_tau():
     assert "tau=1" in repr(net)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG nas/supernet.py Supernet.tau setter accepts inf; the gdas/snas forward "
-                                        "then fails in gumbel_softmax ('tau must be a finite number')")
 def test_tau_rejects_infinity():
     net = make("nb201")
     with pytest.raises(ValueError):
