@@ -12,7 +12,7 @@ whose strongest non-``none`` op is strongest, with that op.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -27,6 +27,31 @@ STEM_MULTIPLIER = 3
 
 def reduction_layers(num_cells: int) -> Tuple[int, int]:
     return num_cells // 3, 2 * num_cells // 3
+
+
+def _stem(C: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, STEM_MULTIPLIER * C, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(STEM_MULTIPLIER * C))
+
+
+def _build_cells(C: int, N: int, make_cell: Callable[..., nn.Module]) -> Tuple[nn.ModuleList, List[int]]:
+    """The macro network's cells, built by ``make_cell(C_pp, C_p, C, reduction, reduction_prev)``.
+
+    Returns the cells and each cell's output channels.
+    """
+    C_pp = C_p = STEM_MULTIPLIER * C
+    C_curr, reduction_prev = C, False
+    cells, widths = nn.ModuleList(), []
+    for i in range(N):
+        reduction = i in reduction_layers(N)
+        if reduction:
+            C_curr *= 2
+        cell = make_cell(C_pp, C_p, C_curr, reduction, reduction_prev)
+        cells.append(cell)
+        reduction_prev = reduction
+        C_pp, C_p = C_p, MULTIPLIER * C_curr
+        widths.append(C_p)
+    return cells, widths
 
 
 def _preprocess(C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool) -> Tuple[nn.Module, nn.Module]:
@@ -142,27 +167,17 @@ class NetworkCIFAR(nn.Module):
         if geno.space != "darts":
             raise ValueError(f"NetworkCIFAR needs a darts genotype, got {geno.space!r}")
         _check_macro(C, N, num_classes)
+        if len(geno.normal_concat) != MULTIPLIER or len(geno.reduce_concat) != MULTIPLIER:
+            raise ValueError(f"NetworkCIFAR concatenates {MULTIPLIER} nodes per cell; the genotype asks for "
+                             f"{len(geno.normal_concat)} and {len(geno.reduce_concat)}")
         self.genotype, self.drop_path_prob, self.auxiliary = geno, drop_path_prob, auxiliary
-        C_curr = STEM_MULTIPLIER * C
-        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        reductions = reduction_layers(N)
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        self.aux_index = reductions[1]
-        self.aux_head = None
-        for i in range(N):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            cell = DartsCell(geno, C_pp, C_p, C_curr, reduction, reduction_prev, affine)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, len(cell.concat) * C_curr
-            if auxiliary and i == self.aux_index:
-                self.aux_head = AuxiliaryHeadCIFAR(C_p, num_classes)
+        self.stem = _stem(C)
+        self.cells, widths = _build_cells(
+            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsCell(geno, C_pp, C_p, C_cell, red, red_prev, affine))
+        self.aux_index = reduction_layers(N)[1]
+        self.aux_head = AuxiliaryHeadCIFAR(widths[self.aux_index], num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor):
         aux = None
@@ -187,21 +202,11 @@ class DartsSupernet(Supernet):
         num_edges = len(darts_edges())
         super().__init__(mode, ops, {"normal": num_edges, "reduce": num_edges}, tau)
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
-        C_curr = STEM_MULTIPLIER * C
-        self.stem = nn.Sequential(nn.Conv2d(3, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        reductions = reduction_layers(N)
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(N):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            self.cells.append(DartsSearchCell(C_pp, C_p, C_curr, reduction, reduction_prev, ops, affine))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, MULTIPLIER * C_curr
+        self.stem = _stem(C)
+        self.cells, widths = _build_cells(
+            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsSearchCell(C_pp, C_p, C_cell, red, red_prev, ops, affine))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+        self.classifier = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plans = self._plans()
