@@ -15,6 +15,7 @@ Nothing here picks a device: the caller passes it.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import os
@@ -278,10 +279,13 @@ def _read_batches(paths: Sequence[Path], spec: _CifarSpec) -> tuple[torch.Tensor
     images, labels = [], []
     for path in paths:
         try:
-            with open(path, "rb") as f:
+            f = open(path, "rb")
+        except OSError as exc:
+            raise UserError(f"cannot read {path} ({exc}). Fix: check that the file is readable") from None
+        try:
+            with f:
                 batch = _BatchUnpickler(f, encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, ImportError, MemoryError) as exc:
+        except Exception as exc:  # a corrupted pickle can fail in many ways
             raise UserError(
                 f"cannot read {path}: truncated or corrupted ({type(exc).__name__}: {exc}). "
                 "Fix: delete it (or its folder) and extract or download it again"
@@ -312,7 +316,13 @@ def _safe_extract(archive: Path, root: Path, folder: str) -> None:
 
     Only ``root/folder`` appears, and only once extraction has fully succeeded.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.extract-", dir=root))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.extract-", dir=root))
+    except OSError as exc:
+        raise UserError(
+            f"cannot extract {archive}: {root} is not writable ({exc}). Fix: make it writable, or extract "
+            f"the archive there yourself (tar xzf {archive.name})"
+        ) from None
     tmp_real = tmp.resolve()
 
     def inside(p: Path) -> bool:
@@ -348,13 +358,22 @@ def _safe_extract(archive: Path, root: Path, folder: str) -> None:
                 f"{archive} does not contain the folder {folder}/. Fix: delete it and download the "
                 "official archive again"
             )
-        os.replace(tmp_real / folder, root / folder)
+        try:
+            os.replace(tmp_real / folder, root / folder)
+        except OSError:
+            if not (root / folder).is_dir():  # else another process extracted it meanwhile
+                raise
     except UserError:
         raise
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise UserError(
             f"cannot extract {archive}: truncated or corrupted ({type(exc).__name__}: {exc}). "
             "Fix: delete it and download it again (data.download=true)"
+        ) from None
+    except OSError as exc:
+        raise UserError(
+            f"cannot extract {archive} into {root} ({type(exc).__name__}: {exc}). "
+            "Fix: check the free disk space and the folder's permissions"
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
