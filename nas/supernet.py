@@ -33,7 +33,7 @@ from torch import nn
 
 from .genotype import Genotype
 from .ops import Zero
-from .sampler import gumbel_softmax
+from .sampler import gumbel_max, gumbel_softmax
 
 MODES = ("gdas", "snas", "darts")
 
@@ -203,8 +203,15 @@ class Supernet(nn.Module):
         logits = [self.arch[c] for c in cells]
         if self.mode == "gdas":
             need_grad = torch.is_grad_enabled() and logits[0].requires_grad
-            hard = [gumbel_softmax(a, tau=self.tau, hard=True) for a in logits]
-            index = [h.argmax(dim=-1) for h in hard]
+            if need_grad:
+                hard = [gumbel_softmax(a, tau=self.tau, hard=True) for a in logits]
+                index = [h.argmax(dim=-1) for h in hard]
+            else:
+                # Frozen logits (the weight step): only the indices are needed. gumbel_max
+                # draws the same noise and returns the same index as the hard sample's argmax,
+                # without building the straight-through one-hot (half the small kernels).
+                hard = [None] * len(logits)
+                index = [gumbel_max(a) for a in logits]
             flat = torch.cat(index).tolist()  # the one host-device transfer of the forward
             plans, start = {}, 0
             for c, h, idx in zip(cells, hard, index):
