@@ -30,6 +30,7 @@ class DataConfig:
     num_train: int = 4000             # synthetic only: training images
     num_test: int = 1000              # synthetic only: test images
     image_size: int = 32              # synthetic only
+    num_classes: int = 5              # synthetic only (2..10 glyph classes; the first five differ most)
 
 
 @dataclass

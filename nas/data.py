@@ -155,6 +155,7 @@ def load_dataset(
     num_train: int = 10000,
     num_test: int = 2000,
     image_size: int = 32,
+    num_classes: int = 10,
     seed: int = 0,
 ) -> ImageData:
     """Load ``name`` (one of :data:`DATASETS`).
@@ -166,7 +167,7 @@ def load_dataset(
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     if key == "synthetic":
-        return make_synthetic(num_train, num_test, image_size=image_size, seed=seed)
+        return make_synthetic(num_train, num_test, image_size=image_size, num_classes=num_classes, seed=seed)
     if key not in _CIFAR:
         raise UserError(
             f"unknown data set {name!r}: valid names are {', '.join(DATASETS)} "
@@ -581,11 +582,11 @@ SYNTHETIC_GLYPHS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("plus", (".......", "...2...", "...2...", ".11111.", "...2...", "...2...", ".......")),
     ("corner", (".......", ".1.....", ".1.....", ".1.....", ".1.....", ".12222.", ".......")),
     ("tee", (".......", ".11111.", "...2...", "...2...", "...2...", "...2...", ".......")),
-    ("tee-gap", (".......", ".11111.", ".......", "...2...", "...2...", "...2...", ".......")),
     ("parallel-1", (".......", ".......", ".11111.", ".......", ".22222.", ".......", ".......")),
-    ("broken-line", (".......", ".......", ".......", "111.222", ".......", ".......", ".......")),
     ("cross-diagonal", (".......", ".1...2.", "..1.2..", "...1...", "..2.1..", ".2...1.", ".......")),
     ("vee", (".......", ".1...2.", "..1.2..", "...1...", ".......", ".......", ".......")),
+    ("tee-gap", (".......", ".11111.", ".......", "...2...", "...2...", "...2...", ".......")),
+    ("broken-line", (".......", ".......", ".......", "111.222", ".......", ".......", ".......")),
     ("corner-gap", (".......", ".1.....", ".1.....", ".1.....", ".1.....", ".1.222.", ".......")),
     ("parallel-2", (".......", ".11111.", ".......", ".......", ".22222.", ".......", ".......")),
 )

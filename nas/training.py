@@ -59,7 +59,7 @@ class Meter:
 def load_data(cfg: Config) -> ImageData:
     d = cfg.data
     return load_dataset(d.name, d.root, download=d.download, verify_md5=d.verify_md5, num_train=d.num_train,
-                        num_test=d.num_test, image_size=d.image_size, seed=cfg.run.seed)
+                        num_test=d.num_test, image_size=d.image_size, num_classes=d.num_classes, seed=cfg.run.seed)
 
 
 def subset_indices(num: int, subset: Optional[int], seed: int) -> torch.Tensor:
