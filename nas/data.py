@@ -592,6 +592,7 @@ SYNTHETIC_GLYPHS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 _GLYPH = 7
+_STROKE_SIGNS = (-1.0, 1.0)  # strokes darker or lighter than the background, per channel
 
 
 def _glyph_bank(num_classes: int) -> np.ndarray:
@@ -638,7 +639,7 @@ def _synthetic_images(
         """Draw one glyph per image (an all-zero mask draws nothing) at a random place, strokes in random colours."""
         y0 = rng.integers(0, size - _GLYPH + 1, num)
         x0 = rng.integers(0, size - _GLYPH + 1, num)
-        sign = rng.choice(np.array([-1.0, 1.0], np.float32), (num, 2, 3))
+        sign = rng.choice(np.array(_STROKE_SIGNS, np.float32), (num, 2, 3))
         colour = np.clip(base[:, None, :, 0, 0] + sign * rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32), 0, 1)
         i, dy, dx = np.nonzero(masks)
         img[i, :, y0[i] + dy, x0[i] + dx] = colour[i, masks[i, dy, dx] - 1]
