@@ -178,9 +178,10 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
         }
         write_epoch(run_dir, net, w_opt, a_opt, cfg, epoch + 1, last, geno, probs)
         done = epoch + 1
+        arch_text = str(geno) if geno.space == "nb201" else "genotype.json updated"
         log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  "
             f"val {val_loss:.3f}/{val_acc:.1f}%  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
-            f"{geno}" if len(str(geno)) < 120 else f"epoch {epoch + 1}/{s.epochs} done")
+            f"{arch_text}")
         if stop_after is not None and done - start >= stop_after:
             break
     if ckpt is not None and done == start:
