@@ -15,6 +15,12 @@ their test accuracy:
     python experiments/synthetic_proxy_check.py --models real --real 8,1 16,1
 
 SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule per step, no augmentation.
+
+Results (CPU, 5000 train / 1000 test images, 10 classes, 4 epochs, batch 64, lr 0.05; test accuracy):
+
+    proxy conv_heavy C=16   50.9 / 58.2  (seeds 0 / 1)      nb201 C=8  N=1: conv 69.7, skip  8.8, pool 8.5
+    proxy shallow    C=16   39.5 / 16.0                     nb201 C=16 N=1: conv 81.2, skip  9.1
+    proxy blur       C=16    7.9 /  9.8                     nb201 C=8  N=2: conv 75.1, skip  9.6, pool 9.5
 """
 from __future__ import annotations
 

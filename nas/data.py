@@ -675,8 +675,10 @@ def make_synthetic(
     takes several stacked nonlinear 3x3 convolutions at full resolution: first a colour-independent
     stroke detector, then the arrangement of strokes around each pixel. Averaging (avg-pool cells)
     blurs 1-pixel strokes and gaps away, and an all-skip network has only its (linear) stem at full
-    resolution before striding. Conv-heavy cells therefore win clearly after a few epochs (see
-    ``experiments/synthetic_proxy_check.py``).
+    resolution before striding. Conv-heavy cells therefore win clearly after a few epochs: with
+    ``experiments/synthetic_proxy_check.py`` (5000 train / 1000 test, 4 epochs) the NB201 network
+    with all edges nor_conv_3x3 reaches 70-81% test accuracy (C=8..16, N=1..2), all skip_connect
+    and all avg_pool_3x3 stay at chance (9-10%).
 
     Train and test images come from independent streams of ``seed``; labels are balanced.
     """
