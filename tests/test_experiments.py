@@ -1,0 +1,95 @@
+"""The experiment scripts' --quick modes: each runs, exits 0 and writes the expected JSON.
+
+Each script runs in its own process (as a user would run it) from the
+repository root, with a tiny budget and a temporary run cache. All four take
+well under two minutes together on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 110
+
+
+def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "x.json"
+    proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--quick", "--out", str(out), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
+    record = json.loads(out.read_text())
+    assert record["experiment"] == script and record["quick"] is True
+    assert record["command"].startswith(f"python experiments/{script}.py --quick")
+    for key in ("platform", "cpu_model", "nproc", "torch"):
+        assert key in record["machine"]
+    assert record["table"] and record["table"].splitlines()[-1] in proc.stdout  # the table is printed last
+    return record
+
+
+def finite_acc(row: dict) -> bool:
+    return isinstance(row["test_acc"], float) and math.isfinite(row["test_acc"]) and 0 <= row["test_acc"] <= 100
+
+
+def test_search_vs_random(tmp_path):
+    rec = run_quick("search_vs_random", tmp_path)
+    k = rec["k"]
+    datasets = ["synthetic"] + ([] if "cifar10" in rec["skipped"] else ["cifar10"])
+    for dataset in datasets:
+        for method in ("search", "random"):
+            rows = [r for r in rec["rows"] if r["dataset"] == dataset and r["method"] == method]
+            assert len(rows) == k >= 2
+            assert all(finite_acc(r) for r in rows)
+            assert all(r["genotype"].startswith("|") and 0 <= r["param_free"] <= 6 for r in rows)
+    assert {(s["dataset"], s["method"]) for s in rec["summary"]} == {(d, m) for d in datasets
+                                                                      for m in ("search", "random")}
+    assert all(math.isfinite(s["test_acc_mean"]) for s in rec["summary"])
+
+
+def test_search_vs_random_skips_missing_cifar(tmp_path):
+    rec = run_quick("search_vs_random", tmp_path, "--datasets", "cifar10", "--cifar-root", str(tmp_path / "none"))
+    assert "cifar10" in rec["skipped"] and rec["rows"] == []
+
+
+def test_compare_modes(tmp_path):
+    rec = run_quick("compare_modes", tmp_path)
+    assert [s["mode"] for s in rec["summary"]] == ["gdas", "darts", "snas"]
+    for mode in ("gdas", "darts", "snas"):
+        rows = [r for r in rec["rows"] if r["mode"] == mode]
+        assert len(rows) == rec["seeds"] >= 2
+        assert all(finite_acc(r) for r in rows)
+        for r in rows:
+            c = r["counts"]
+            assert r["param_free"] == c["skip"] + c["pool"] + c["none"] and c["parametric"] + r["param_free"] == 6
+    assert all(math.isfinite(s["test_acc_mean"]) and len(s["cells"]) == rec["seeds"] for s in rec["summary"])
+
+
+def test_seed_variance(tmp_path):
+    rec = run_quick("seed_variance", tmp_path)
+    n = rec["seeds"]
+    assert n >= 3 and len(rec["rows"]) == n
+    assert len(rec["frequency"]) == 6 and all(len(row) == 5 and sum(row) == n for row in rec["frequency"])
+    assert sum(c["seeds"] for c in rec["distinct_cells"]) == n
+    for row in rec["mean_final_probs"]:
+        assert math.isclose(sum(row), 1.0, abs_tol=1e-4)
+
+
+def test_arch_matters(tmp_path):
+    rec = run_quick("arch_matters", tmp_path)
+    names = [s["cell_name"] for s in rec["summary"]]
+    assert names[:3] == ["all nor_conv_3x3", "all skip_connect", "all avg_pool_3x3"]
+    assert len(rec["rows"]) == len(names) * rec["seeds"] and rec["seeds"] >= 2
+    assert all(finite_acc(r) for r in rec["rows"])
+    assert isinstance(rec["clear_win"], bool)
+
+
+@pytest.mark.parametrize("script", ["search_vs_random", "compare_modes", "seed_variance", "arch_matters"])
+def test_help(script):
+    proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "--quick" in proc.stdout
