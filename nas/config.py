@@ -73,6 +73,7 @@ class SearchConfig:
     epochs: int = 250
     batch_size: int = 64
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
+    warmup_epochs: int = 0            # first epochs train the weights only (no architecture steps)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)

@@ -68,6 +68,8 @@ def validate(cfg: Config) -> None:
     check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})
+    if not 0 <= s.warmup_epochs < s.epochs:
+        raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs}")
     if not 0 < cfg.data.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {cfg.data.weight_fraction}")
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
@@ -157,7 +159,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             if step >= steps:
                 break
             search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, s.weights.grad_clip, device,
-                        cfg.run.bf16, train_meter, val_meter)
+                        cfg.run.bf16, train_meter, val_meter, arch_step=epoch >= s.warmup_epochs)
             bar.update(1)
             if progress and (step + 1) % cfg.run.log_every == 0:
                 bar.set_postfix(tau=f"{net.tau:.2f}", acc=f"{train_meter.read()[1]:.1f}")
@@ -172,7 +174,8 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
         probs = net.probabilities()
         last = {
             "epoch": epoch + 1, "tau": net.tau, "lr_weights": lr, "lr_arch": a_opt.param_groups[0]["lr"],
-            "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc,
+            "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val_loss if val_meter.count else None, "val_acc": val_acc if val_meter.count else None,
             "entropy": entropy(probs), "genotype": str(geno),
             "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
         }
@@ -180,7 +183,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
         done = epoch + 1
         arch_text = str(geno) if geno.space == "nb201" else "genotype.json updated"
         log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  "
-            f"val {val_loss:.3f}/{val_acc:.1f}%  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
+            + (f"val {val_loss:.3f}/{val_acc:.1f}%" if val_meter.count else "warm-up (no arch step)") + f"  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
             f"{arch_text}")
         if stop_after is not None and done - start >= stop_after:
             break
@@ -192,8 +195,9 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
 def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[torch.nn.Parameter],
                 w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, x_w: torch.Tensor, y_w: torch.Tensor,
                 x_a: torch.Tensor, y_a: torch.Tensor, grad_clip: float, device: torch.device, bf16: bool,
-                train_meter: Optional[Meter] = None, val_meter: Optional[Meter] = None) -> None:
-    """One weight step then one architecture step."""
+                train_meter: Optional[Meter] = None, val_meter: Optional[Meter] = None,
+                arch_step: bool = True) -> None:
+    """One weight step then (unless ``arch_step`` is false, as in warm-up) one architecture step."""
     # Weight step: the logits are frozen, so the supernet runs the sampled
     # network without the straight-through bookkeeping.
     for a in arch:
@@ -210,6 +214,8 @@ def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[tor
     clip_and_step(weights, w_opt, grad_clip)
     if train_meter is not None:
         train_meter.add(loss, logits, y_w)
+    if not arch_step:
+        return
     # Architecture step (first order): gradients for the logits only, so no
     # weight gradients are computed.
     with autocast(device, bf16):

@@ -245,3 +245,16 @@ def test_gdas_nb201_config_matches_the_paper():
     assert (s.arch.lr, s.arch.betas, s.arch.weight_decay) == (0.0003, [0.5, 0.999], 0.001)
     assert (s.tau.schedule, s.tau.max, s.tau.min, s.weights.grad_clip) == ("linear", 10.0, 0.1, 5.0)
     assert cfg.data.name == "cifar10" and cfg.data.weight_fraction == 0.5
+
+
+def test_warmup_epochs_train_the_weights_only(tmp_path):
+    from nas.io import seed_everything
+    cfg = load_config(None, TINY_NB201 + ["search.warmup_epochs=1"])
+    run_search(cfg, tmp_path / "w", torch.device("cpu"), progress=False, log=lambda s: None)
+    seed_everything(cfg.run.seed)
+    initial = nas.build_supernet("nb201", C=4, N=1, num_classes=cfg.data.num_classes).probabilities()["normal"]
+    probs = [json.loads(x)["probs"]["normal"] for x in (tmp_path / "w" / "arch_probs.jsonl").read_text().splitlines()]
+    assert torch.equal(torch.tensor(probs[0]), initial)        # warm-up: logits untouched
+    assert not torch.equal(torch.tensor(probs[1]), initial)    # then the architecture moves
+    metrics = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["val_loss"] is None and metrics[1]["val_loss"] is not None
