@@ -10,13 +10,7 @@ from nas.genotype import Genotype, nb201_edges
 from nas.ops import OPS, Zero, build_op, register_op
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is faster and immune to oversubscribed CI cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # The registry as shipped, read at collection time (user ops added by tests are removed again).

@@ -30,13 +30,7 @@ from nas.sampler import gumbel_softmax
 from nas.supernet import _StraightThroughScale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one thread is faster and immune to oversubscribed CI cores.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SPACES = ("nb201", "darts")
