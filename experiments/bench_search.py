@@ -41,10 +41,17 @@ On CUDA it also counts host-device synchronisations per search iteration
 (``torch.cuda.set_sync_debug_mode("warn")``) and times bf16 autocast and
 channels_last variants of the gdas iteration.
 
-    python experiments/bench_search.py                       # full run (about half an hour on 2 CPU cores)
+    python experiments/bench_search.py                       # full run, every core
+    python experiments/bench_search.py --threads 1           # full run on cores shared with other jobs
     python experiments/bench_search.py --quick --out /tmp/b.json
     python experiments/bench_search.py --only step --repeats 9
     python experiments/bench_search.py --before old.json     # keep an earlier run's figures as "before"
+
+Threads: every core by default, as asked. Where other jobs share the cores, torch's
+intra-op threads wait for each other at every op and the timings fall apart (on 2
+shared cores, 2 threads ran a step 3-10x slower than 1 thread and the A/A control
+was off by up to 87%); ``--threads 1`` then measures the code rather than the
+scheduler. A full run took 10 minutes with one thread on such a machine.
 """
 from __future__ import annotations
 
@@ -254,7 +261,7 @@ def discrete(s: Settings, geno: Genotype, device: torch.device, seed: int = 0):
 
 
 def bias_logits(net, geno: Genotype) -> None:
-    """Logits that make the gdas sample ``geno`` with certainty: 0 everywhere, +BIAS on the chosen ops."""
+    """Logits that make the gdas sample ``geno`` with near-certainty: 0 everywhere, +BIAS on the chosen ops."""
     choices = net.choices_from_genotype(geno)["normal"]
     a = net.arch["normal"]
     with torch.no_grad():
