@@ -50,7 +50,7 @@ def test_retrain_a_derived_genotype(tmp_path):
     cfg = load_config(None, TINY)
     result = run_retrain(cfg, geno, tmp_path / "r", torch.device("cpu"), progress=False, log=lambda s: None)
     assert result.finished and 0.0 <= result.test_acc <= 100.0 and torch.isfinite(torch.tensor(result.test_loss))
-    model = nas.build_network(geno, C=4, N=1, num_classes=10)
+    model = nas.build_network(geno, C=4, N=1, num_classes=cfg.data.num_classes)
     assert result.params == sum(p.numel() for p in model.parameters()) == count_parameters(model)
     assert result.macs == count_macs(model, (3, 16, 16))
     saved = json.loads((tmp_path / "r" / "result.json").read_text())
