@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,40 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "experiments"))  # for common.py, when imported as a module too
+from common import machine  # noqa: E402
 from nas.sampler import gumbel_softmax  # noqa: E402
 
 SHAPES = [(6, 5), (4096, 1000)]
 MODES = ["forward", "forward+backward"]
 DEFAULT_OUT = ROOT / "experiments" / "results" / "bench_sampler.json"
 TAU = 1.0
-
-
-def _machine(device: torch.device) -> Dict[str, object]:
-    info: Dict[str, object] = {
-        "platform": platform.platform(),
-        "uname": " ".join(platform.uname()),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if hasattr(os, "getloadavg"):  # other processes competing for the CPU
-        info["loadavg_1_5_15min"] = list(os.getloadavg())
-    try:  # the CPU model name, where Linux tells it
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = info.get("cpu_model") or info["processor"] or "cpu"
-    return info
 
 
 def _step(
@@ -161,7 +134,7 @@ def main(argv: List[str] | None = None) -> int:
 
     result = {
         "benchmark": "gumbel_softmax(hard=True, tau=1): nas.sampler vs torch.nn.functional",
-        "machine": _machine(device),
+        "machine": machine(device),
         "quick": args.quick,
         "rows": rows,
     }

@@ -60,7 +60,6 @@ import gc
 import json
 import math
 import os
-import platform
 import random
 import resource
 import statistics
@@ -80,6 +79,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "experiments"))  # for common.py, when imported as a module too
+from common import machine  # noqa: E402
 from nas.genotype import Genotype  # noqa: E402
 from nas.ops import NB201_OPS  # noqa: E402
 from nas.search import search_step  # noqa: E402
@@ -137,43 +138,6 @@ def settings_for(quick: bool, repeats: Optional[int]) -> Settings:
 # ----------------------------------------------------------------------------------------------
 # Machine, timing
 # ----------------------------------------------------------------------------------------------
-
-
-def machine(device: torch.device) -> Dict[str, object]:
-    info: Dict[str, object] = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.strip().startswith("Model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    except (OSError, subprocess.SubprocessError):
-        pass
-    if "cpu_model" not in info:
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-    try:
-        info["load_average_at_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = info.get("cpu_model") or platform.processor() or "cpu"
-    return info
 
 
 def sync(device: torch.device) -> None:

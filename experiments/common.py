@@ -139,11 +139,13 @@ def nproc() -> Optional[int]:
         return os.cpu_count()
 
 
-def machine() -> Dict[str, Any]:
+def machine(device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """The machine a figure was measured on (and the device, when given)."""
     info: Dict[str, Any] = {
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
         "nproc": nproc(),
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -153,6 +155,13 @@ def machine() -> Dict[str, Any]:
         info["load_average_at_start"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         pass
+    if device is not None:
+        info["device"] = str(device)
+        if device.type == "cuda":
+            info["device_name"] = torch.cuda.get_device_name(device)
+            info["cuda_version"] = torch.version.cuda
+        else:
+            info["device_name"] = info["cpu_model"] or platform.processor() or "cpu"
     return info
 
 
