@@ -5,17 +5,18 @@ Everything runs in-process through the library API (``nas.search.run_search``,
 their resolved config (and, for a retrain, the architecture), so scripts that
 need the same run share it: the gdas searches of ``search_vs_random`` are the
 ones ``compare_modes`` and ``seed_variance`` read. A cached run is reused only
-when it finished; anything else is deleted and run again.
+when it finished and was made by the same library source (a hash of
+``nas/*.py``); anything else is deleted and run again.
 
-The settings of the full runs live here (``SEARCH_*``, ``RETRAIN_*``) so every
-script uses the same budget; ``--quick`` swaps in tiny ones.
+The settings of the full runs live here (``DATA_SYNTHETIC``, ``SEARCH``,
+``RETRAIN_*``, ``CIFAR_*``) so every script uses the same budget; ``--quick``
+swaps in tiny ones.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
-import math
 import os
 import pickle
 import platform
@@ -61,8 +62,10 @@ CACHE_VERSION = 1
 # and learns much faster without it: with augmentation an all-nor_conv_3x3 network is often still at
 # chance after 300 steps.
 DATA_SYNTHETIC = ["data.name=synthetic", "data.num_train=4000", "data.num_test=1000", "data.augment=false"]
-SEARCH = [                      # on top of configs/default.yaml (nb201, C=8, N=1, gdas, lr 0.05, arch lr 3e-3)
-    "search.epochs=10", "search.batch_size=64",
+SEARCH = [                      # pinned here, so later edits of configs/default.yaml do not change it
+    "supernet.space=nb201", "supernet.mode=gdas", "supernet.C=8", "supernet.N=1",
+    "search.epochs=10", "search.batch_size=64", "search.weights.lr=0.05", "search.weights.lr_min=0.001",
+    "search.arch.lr=0.003", "search.tau.schedule=linear", "search.tau.max=10.0", "search.tau.min=0.1",
 ]
 RETRAIN_SYNTHETIC = [           # the discrete network from scratch: 5 epochs over the 4000 images (310 steps)
     "retrain.nb201.C=8", "retrain.nb201.N=1", "retrain.nb201.epochs=5", "retrain.nb201.batch_size=64",
@@ -492,10 +495,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
 def try_pyplot():
     """matplotlib.pyplot with the Agg backend, or None: plots are optional extras."""
     try:
@@ -531,7 +530,8 @@ def cifar_data(ctx: Context, root: Optional[str]) -> Optional[Path]:
     src = Path(root) if root else DEFAULT_CIFAR_ROOT
     if not cifar_available(src):
         msg = (f"SKIPPING the CIFAR-10 part: no {src / 'cifar-10-batches-py'} (build it with "
-               f"`python ../shared/data/cifar10/build_cifar10.py data/` from the repository root, or pass --cifar-root)")
+               "`python ../shared/data/cifar10/build_cifar10.py data/` from the repository root, "
+               "or pass --cifar-root)")
         print(msg, file=sys.stderr, flush=True)
         return None
     n_train, n_test = (QUICK_CIFAR_TRAIN, QUICK_CIFAR_TEST) if ctx.args.quick else (CIFAR_TRAIN, CIFAR_TEST)

@@ -32,10 +32,10 @@ def main() -> int:
     ctx = C.setup(args)
     n = args.seeds or (3 if args.quick else 4)
     data = C.dataset_overrides(ctx)
-    mode_set = [] if args.mode == "gdas" else [f"supernet.mode={args.mode}"]
     searches = []
     for seed in range(n):
-        s = ctx.runner.search(data + C.search_overrides(args.quick) + mode_set + [f"run.seed={seed}"],
+        overrides = data + C.search_overrides(args.quick) + [f"supernet.mode={args.mode}", f"run.seed={seed}"]
+        s = ctx.runner.search(overrides,
                               label=f"{args.dataset} {args.mode} seed {seed}")
         probs = s["genotype"].probs["normal"]
         searches.append({"seed": seed, "genotype": str(s["genotype"]), "ops": C.cell_ops(s["genotype"]),
