@@ -9,7 +9,7 @@ import random
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Callable, Dict, Union
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ def read_jsonl(path: PathLike) -> list:
     return out
 
 
-def truncate_jsonl(path: PathLike, keep: callable) -> None:
+def truncate_jsonl(path: PathLike, keep: Callable[[dict], bool]) -> None:
     """Atomically keep only the records for which ``keep(record)`` holds (used on resume)."""
     path = Path(path)
     if path.exists():
