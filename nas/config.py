@@ -123,7 +123,7 @@ class RunConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     bf16: bool = False                # bf16 autocast (CUDA only)
     channels_last: bool = False       # CUDA memory format
-    log_every: int = 50               # steps between progress-bar updates
+    log_every: int = 50               # steps between progress-bar postfix updates; 0: none
 
 
 @dataclass

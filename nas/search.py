@@ -70,6 +70,8 @@ def validate(cfg: Config) -> None:
                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})
     if not 0 <= s.warmup_epochs < s.epochs:
         raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs}")
+    if cfg.run.log_every < 0:
+        raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {cfg.run.log_every}")
     if not 0 < cfg.data.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {cfg.data.weight_fraction}")
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
@@ -161,7 +163,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, s.weights.grad_clip, device,
                         cfg.run.bf16, train_meter, val_meter, arch_step=epoch >= s.warmup_epochs)
             bar.update(1)
-            if progress and (step + 1) % cfg.run.log_every == 0:
+            if progress and cfg.run.log_every > 0 and (step + 1) % cfg.run.log_every == 0:
                 bar.set_postfix(tau=f"{net.tau:.2f}", acc=f"{train_meter.read()[1]:.1f}")
         bar.close()
         train_loss, train_acc = train_meter.read()  # the epoch's one read of the device counters

@@ -171,6 +171,23 @@ def test_unknown_keys_and_wrong_types(tmp_path, capsys):
     assert_user_error(code, err, "search.weights.nesterov must be bool")
 
 
+@pytest.mark.parametrize("override, needle", [
+    ("search.epochs=0", "search.epochs must be > 0"),
+    ("search.warmup_epochs=2", "search.warmup_epochs"),
+    ("run.log_every=-1", "run.log_every must be >= 0"),
+    ("data.weight_fraction=1.0", "data.weight_fraction"),
+])
+def test_out_of_range_values(override, needle, tmp_path, capsys):
+    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "search.epochs=2", "--set", override], capsys)
+    assert_user_error(code, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_log_every_zero_turns_the_postfix_off(tmp_path, capsys):
+    args = ["--out", tmp_path / "r", "--set", "run.log_every=0"] + [x for s in TINY_NB201 for x in ("--set", s)]
+    assert run_cli(args, capsys)[0] == 0
+
+
 def test_unknown_op_and_space(tmp_path, capsys):
     code, _, err = run_cli(["--out", tmp_path / "a", "--set", "supernet.ops=[none, conv_99x99]"], capsys)
     assert_user_error(code, err, "conv_99x99", "registered ops")
