@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
@@ -84,7 +85,54 @@ class Zero(nn.Module):
         return x.new_zeros(x.shape[0], self.C_out, x.shape[2], x.shape[3])
 
 
-class ReLUConvBN(nn.Sequential):
+def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``bn(x) * scale`` for a one-element ``scale``, folded into the BN's affine parameters.
+
+    GDAS multiplies each chosen op's output by its straight-through weight (1.0 going
+    forward) so the architecture logits get ``d loss / d w = <grad, y>``. A separate
+    multiply makes autograd keep ``y`` for that; folded into the BN (weight ``gamma * w``,
+    bias ``beta * w``) the gradient comes from BN's own backward, which already keeps its
+    input. Same values, same gradients, one feature map less per edge.
+    """
+    bn._check_input_dim(x)
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    if bn.weight is None:
+        weight, bias = scale.expand(bn.num_features), None
+    else:
+        weight, bias = bn.weight * scale, bn.bias * scale
+    return F.batch_norm(
+        x,
+        bn.running_mean if not bn.training or bn.track_running_stats else None,
+        bn.running_var if not bn.training or bn.track_running_stats else None,
+        weight, bias, use_batch_stats, momentum, bn.eps,
+    )
+
+
+class ScalableSequential(nn.Sequential):
+    """A Sequential ending in a BatchNorm2d (or another ScalableSequential).
+
+    ``forward(x, scale)`` returns ``forward(x) * scale`` with the scale folded into the
+    final BN (:func:`scaled_batch_norm`); mixed edges use it for the straight-through weight.
+    """
+
+    accepts_scale = True
+
+    def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:  # type: ignore[override]
+        *body, tail = self._modules.values()
+        for module in body:
+            x = module(x)
+        if scale is None:
+            return tail(x)
+        if isinstance(tail, nn.BatchNorm2d):
+            return scaled_batch_norm(tail, x, scale)
+        return tail(x, scale)
+
+
+class ReLUConvBN(ScalableSequential):
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
                  dilation: int = 1, affine: bool = True):
         super().__init__(
@@ -94,7 +142,7 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-class DilConv(nn.Sequential):
+class DilConv(ScalableSequential):
     """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
@@ -107,7 +155,7 @@ class DilConv(nn.Sequential):
         )
 
 
-class SepConv(nn.Sequential):
+class SepConv(ScalableSequential):
     """Two stacked DilConvs without dilation, as in DARTS."""
 
     def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
@@ -129,11 +177,14 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    accepts_scale = True
+
+    def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.relu(x)
         # The second conv sees the odd pixels; pad keeps odd sizes working.
-        shifted = nn.functional.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+        y = torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
+        return self.bn(y) if scale is None else scaled_batch_norm(self.bn, y, scale)
 
 
 class Pool(nn.Module):

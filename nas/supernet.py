@@ -83,10 +83,12 @@ def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan:
         k = plan.choices[e]
         if plan.is_zero[k]:
             return None
-        y = candidates[k](x)
-        if plan.weights is not None:
-            y = _StraightThroughScale.apply(y, plan.weights[e])
-        return y
+        op = candidates[k]
+        if plan.weights is None:
+            return op(x)
+        if getattr(op, "accepts_scale", False):
+            return op(x, plan.weights[e])  # folded into the op's last BN: saves no extra tensor
+        return _StraightThroughScale.apply(op(x), plan.weights[e])
     out = None
     for k, op in enumerate(candidates):
         if plan.is_zero[k]:

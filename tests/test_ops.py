@@ -77,6 +77,46 @@ def test_affine_false_ops_have_no_bn_parameters(name):
             assert m.running_mean is not None  # running statistics are still tracked
 
 
+SCALABLE = [(name, stride) for name in BUILTIN_OPS for stride in (1, 2)
+            if getattr(build_op(name, C, C, stride, affine=False), "accepts_scale", False)]
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+@pytest.mark.parametrize("name, stride", SCALABLE)
+def test_scale_folded_into_bn_equals_explicit_product(name, stride, affine, training):
+    """op(x, w) is op(x) * w: same output, same gradients, same BN running statistics."""
+    torch.manual_seed(0)
+    folded = build_op(name, C, C, stride, affine=affine)
+    explicit = build_op(name, C, C, stride, affine=affine)
+    explicit.load_state_dict(folded.state_dict())
+    folded.train(training), explicit.train(training)
+    x = torch.randn(3, C, 8, 8)
+    hw = _expected_hw(8, stride)
+    r = torch.randn(3, C, hw, hw)
+    results = []
+    for op, run in ((folded, lambda op, x, w: op(x, w)), (explicit, lambda op, x, w: op(x) * w)):
+        xi = x.clone().requires_grad_(True)
+        w = torch.tensor(0.7, requires_grad=True)  # not 1, so a wrong fold would show
+        y = run(op, xi, w)
+        (y * r).sum().backward()
+        grads = [p.grad.clone() for p in op.parameters()]
+        results.append((y.detach(), w.grad, xi.grad, grads, [b.clone() for b in op.buffers()]))
+    (y1, w1, x1, g1, b1), (y2, w2, x2, g2, b2) = results
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w1, w2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(x1, x2, rtol=1e-4, atol=1e-5)
+    for a, b in zip(g1 + b1, g2 + b2):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_ops_accept_a_folded_scale():
+    # The ops that end in a BN take the straight-through weight themselves (saving memory).
+    names = {name for name, _ in SCALABLE}
+    assert {"nor_conv_1x1", "nor_conv_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+            "dil_conv_5x5", "skip_connect"} <= names
+
+
 def test_zero_op_called_directly_gives_right_zeros():
     z = build_op("none", C, 2 * C, 2, affine=False)
     y = z(torch.randn(3, C, 9, 9))

@@ -25,7 +25,9 @@ from torch import nn
 import nas
 import nas.supernet as supernet_module
 from nas.genotype import DARTS_V2, Genotype, darts_edges, nb201_edges
+import nas.ops as ops_module
 from nas.nb201 import NB201SearchCell
+from nas.ops import FactorizedReduce, ScalableSequential
 from nas.sampler import gumbel_softmax
 from nas.supernet import _StraightThroughScale
 
@@ -370,20 +372,30 @@ def test_gdas_supernet_gradients_equal_explicit_product(space):
 
     for model, patch in ((net, False), (ref, True)):
         torch.manual_seed(11)
-        ctx = (mock.patch.object(supernet_module._StraightThroughScale, "apply", explicit_product)
-               if patch else contextlib.nullcontext())
-        with ctx:
+        with contextlib.ExitStack() as stack:
+            if patch:
+                # The reference multiplies every chosen op's output by its weight: no custom
+                # autograd function, no scale folded into a BN.
+                stack.enter_context(mock.patch.object(supernet_module._StraightThroughScale, "apply",
+                                                      explicit_product))
+                for cls in (ScalableSequential, FactorizedReduce):
+                    stack.enter_context(mock.patch.object(cls, "accepts_scale", False))
+            else:
+                folded = stack.enter_context(mock.patch.object(ops_module, "scaled_batch_norm",
+                                                               wraps=ops_module.scaled_batch_norm))
             y = model(x)
         F.cross_entropy(y, labels()).backward()
         outs.append(y.detach())
     assert net.sampled_architecture() == ref.sampled_architecture()
-    assert torch.equal(outs[0], outs[1])
+    # A BN with weight 1.0 rounds like one without, up to the kernel's operation order.
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     for (name, p), (_, q) in zip(net.named_parameters(), ref.named_parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             # Equal up to float reassociation in autograd's accumulation order.
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-6, msg=name)
     assert products and all(w.item() == 1.0 for w in products)  # the patched path really ran
+    assert folded.call_count > 0  # and the BN-folded path ran in the model under test
     assert any(torch.count_nonzero(a.grad) for a in net.arch_parameters())
 
 
