@@ -94,6 +94,9 @@ def test_quick_run_writes_every_section(tmp_path):
     for r in memory.values():
         assert r["peak_bytes"] > 0
     assert res["memory"]["summary"]["gdas_over_discrete"] > 0
+    if res["device"] == "cpu":  # both allocator settings, every case
+        assert {(r["allocator"], r["case"]) for r in res["memory"]["rows"]} == {
+            (a, c) for a in ("default", "mmap_threshold_128k") for c in memory}
 
     tp = res["throughput"]
     assert tp["images_per_second"] > 0 and tp["estimated_full_search_s"] > 0
