@@ -26,17 +26,26 @@ def main() -> int:
     p = C.parser(__doc__, f"{NAME}.json")
     p.add_argument("--seeds", type=int, default=None, help="retraining seeds (default 3; quick 2)")
     p.add_argument("--mixed", action="store_true", help=f"also retrain the mixed cell {MIXED}")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="retraining epochs (default: the shared budget of experiments/common.py). The glyph "
+                        "task sits on a chance plateau for a while, so a longer budget shows the "
+                        "architecture's effect without the plateau lottery")
     args = p.parse_args()
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        p.error("--retrain-epochs must be >= 1")
     ctx = C.setup(args)
     cells = dict(CELLS)
     if args.mixed:
         cells["mixed (ResNet cell)"] = C.Genotype.from_nb201(MIXED)
     seeds = args.seeds or (2 if args.quick else 3)
     data = C.dataset_overrides(ctx)
+    retrain = C.retrain_overrides(args.dataset, args.quick)
+    if args.retrain_epochs is not None:
+        retrain.append(f"retrain.nb201.epochs={args.retrain_epochs}")
     rows = []
     for name, geno in cells.items():
         for seed in range(seeds):
-            r = ctx.runner.retrain(data + C.retrain_overrides(args.dataset, args.quick) + [f"run.seed={seed}"], geno,
+            r = ctx.runner.retrain(data + retrain + [f"run.seed={seed}"], geno,
                                    label=f"{name} seed {seed}")
             rows.append({"cell_name": name, "seed": seed, "genotype": str(geno), "param_free": C.param_free(geno),
                          "test_acc": r["test_acc"], "test_loss": r["test_loss"], "params": r["params"],
@@ -57,14 +66,15 @@ def main() -> int:
     verdict = (f"all nor_conv_3x3 beats all skip_connect and all avg_pool_3x3 by {gap:.2f} points (mean); "
                f"every conv seed above every skip/pool seed: {'yes' if clear else 'NO'}")
     text = "\n".join([
-        f"Fixed cells retrained with the same budget, {seeds} seeds each:",
+        f"Fixed cells retrained with the same budget ({' '.join(retrain)}), {seeds} seeds each:",
         C.table(["cell", "test acc % (mean ± std)", "per seed", "params", "MACs", "genotype"],
                 [[s["cell_name"], f"{s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f}",
                   " ".join(f"{v:.1f}" for v in s["per_seed"]), f"{s['params']:,}", f"{s['macs']:,}", s["genotype"]]
                  for s in summary]),
         verdict,
     ])
-    C.finish(ctx, NAME, {"seeds": seeds, "dataset": args.dataset, "budget": C.budget(args.quick), "rows": rows,
+    C.finish(ctx, NAME, {"seeds": seeds, "dataset": args.dataset, "budget": C.budget(args.quick),
+                         "retrain_overrides": retrain, "rows": rows,
                          "summary": summary,
                          "gap_conv_vs_best_param_free": gap, "clear_win": clear, "verdict": verdict}, text)
     return 0
