@@ -11,7 +11,7 @@ import torch
 
 from .config import load_config
 from .errors import UserError
-from .genotype import Genotype, darts_edges, nb201_edges
+from .genotype import Genotype, darts_edges, disconnected_warning, nb201_edges
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 COMMANDS = ("search", "inspect", "retrain")
@@ -79,6 +79,8 @@ def _summary(result) -> str:
         for (op, src), dst in zip(edges, geno.edge_targets(cell)):
             p = probs[index[(dst, src)]][ops.index(op)] if probs and op in ops else float("nan")
             lines.append(f"  {dst}<-{src}  {op:<14} {p:.3f}")
+    if geno.disconnected_cells():  # the network would give a constant output
+        lines += ["", disconnected_warning(geno)]
     run_dir = result.run_dir
     lines += ["", f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
               f"inspect with: python search.py inspect {run_dir}"]

@@ -76,6 +76,28 @@ class Genotype:
             return [i for i, _ in nb201_edges(_nb201_nodes(len(edges)))]
         return [2 + k // 2 for k in range(len(edges))]
 
+    def disconnected_cells(self) -> List[str]:
+        """Cell types whose output does not depend on the cell's input(s).
+
+        That happens when every path from an input node to the output crosses a
+        ``none`` edge (searches can derive such cells when ``none`` wins); the
+        network then computes the same output for every image.
+        """
+        out = []
+        for cell, edges in self.cells().items():
+            targets = self.edge_targets(cell)
+            live = {0} if self.space == "nb201" else {0, 1}
+            for (op, src), dst in zip(edges, targets):  # kept edges are in node order
+                if op != "none" and src in live:
+                    live.add(dst)
+            if self.space == "nb201":
+                outputs = [max(targets)] if targets else []
+            else:
+                outputs = self.normal_concat if cell == "normal" else self.reduce_concat
+            if not any(n in live for n in outputs):
+                out.append(cell)
+        return out
+
     # ---- comparisons ignore the probabilities ----------------------------
     def same_architecture(self, other: "Genotype") -> bool:
         return (self.space, self.normal, self.reduce, self.normal_concat, self.reduce_concat) == \
@@ -268,3 +290,13 @@ DARTS_V2 = (
     "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), "
     "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
 )
+
+
+def disconnected_warning(geno: Genotype) -> str:
+    """One warning line naming ``geno``'s disconnected cells ("" when there are none)."""
+    cells = geno.disconnected_cells()
+    if not cells:
+        return ""
+    return (f"warning: the {' and '.join(cells)} cell ignores its input (every path from the input to the "
+            "output has a none edge), so the network gives the same output for every image; search longer "
+            "or train another architecture")

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import yaml
 
 from .errors import UserError
-from .genotype import Genotype, darts_edges, nb201_edges
+from .genotype import Genotype, darts_edges, disconnected_warning, nb201_edges
 from .io import read_jsonl
 
 
@@ -76,6 +76,7 @@ def load_report(run_dir: Path) -> Dict[str, Any]:
         "chosen_per_epoch": per_epoch,
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
         "collapse": collapse_counts(geno),
+        "disconnected_cells": geno.disconnected_cells(),
     }
 
 
@@ -109,6 +110,8 @@ def format_text(report: Dict[str, Any]) -> str:
     lines.append("collapse check (ops kept in the derived cell)")
     for cell, c in report["collapse"].items():
         lines.append(f"{cell:<7} skip {c['skip']}  pool {c['pool']}  none {c['none']}  parametric {c['parametric']}")
+    if report["disconnected_cells"]:
+        lines.append(disconnected_warning(Genotype.from_dict(report["genotype_record"])))
     return "\n".join(lines)
 
 

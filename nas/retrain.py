@@ -22,7 +22,7 @@ from . import config as config_mod
 from .config import Config, RetrainSpaceConfig
 from .errors import UserError
 from .flops import count_macs, count_parameters
-from .genotype import Genotype
+from .genotype import Genotype, disconnected_warning
 from .io import append_jsonl, atomic_torch_save, atomic_write_text, capture_rng_state, restore_rng_state, \
     seed_everything, truncate_jsonl
 from .ops import check_ops
@@ -237,6 +237,8 @@ def run_retrain_cli(args) -> int:
         cfg = load_config(base, args.overrides)
         run_dir = Path(args.out) if args.out else default_run_dir("retrain", args.config)
     device = resolve_device(cfg.run.device)
+    if geno.disconnected_cells():
+        print(disconnected_warning(geno), file=sys.stderr)
     print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
           f"writing {run_dir}", flush=True)
     try:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 import nas
-from nas.genotype import DARTS_V2, Genotype, darts_edges, nb201_edges
+from nas.genotype import DARTS_V2, Genotype, darts_edges, disconnected_warning, nb201_edges
 
 NB201_ALL = list(itertools.product(nas.NB201_OPS, repeat=6))
 
@@ -286,3 +286,32 @@ BAD_RECORDS = {
 def test_json_record_structure_is_validated(text):
     with pytest.raises(nas.UserError):
         Genotype.from_json(text)
+
+
+@pytest.mark.parametrize("text, dead", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", False),
+    # every edge out of the input is none (a darts-mode search derived this one)
+    ("|none~0|+|none~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|skip_connect~2|", True),
+    # node 1 is dead, but 0 -> 2 -> 3 carries the input
+    ("|none~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|", False),
+    # only the edges into the output are none
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|", True),
+    # the direct edge alone suffices
+    ("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", False),
+])
+def test_disconnected_nb201_cells(text, dead):
+    geno = Genotype.from_nb201(text)
+    assert geno.disconnected_cells() == (["normal"] if dead else [])
+    assert ("ignores its input" in disconnected_warning(geno)) is dead
+
+
+def test_disconnected_darts_cells():
+    geno = Genotype.parse(DARTS_V2)
+    assert geno.disconnected_cells() == []
+    # reduce cell: every kept edge none -> no concat node sees inputs 0 or 1
+    dead = Genotype("darts", geno.normal, [("none", j) for _, j in geno.reduce], geno.normal_concat,
+                    geno.reduce_concat)
+    assert dead.disconnected_cells() == ["reduce"]
+    # node 2 alive through one edge keeps the cell alive, since node 2 is concatenated
+    alive = [("sep_conv_3x3", 0)] + [("none", j) for _, j in geno.reduce[1:]]
+    assert Genotype("darts", geno.normal, alive, geno.normal_concat, geno.reduce_concat).disconnected_cells() == []

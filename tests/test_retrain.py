@@ -98,6 +98,13 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     assert code == 0, err
 
 
+def test_retraining_a_disconnected_cell_warns(tmp_path, capsys):
+    dead = "|none~0|+|none~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|skip_connect~2|"
+    code, out, err = run_cli(["retrain", "--genotype", dead, "--out", tmp_path / "r", "--quiet"] + SETS, capsys)
+    assert code == 0, err
+    assert "warning: the normal cell ignores its input" in err
+
+
 @pytest.mark.parametrize("bad", ["|nor_conv_3x3~0|+|skip_connect~0|", "|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|",
                                  "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)", "not an architecture",
                                  "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|"])

@@ -135,6 +135,7 @@ def test_inspect_text_json_and_dot(nb201_run, tmp_path, capsys):
     ops = [op for op, _ in geno.normal]
     assert counts["skip"] == ops.count("skip_connect") and counts["none"] == ops.count("none")
     assert counts["pool"] == ops.count("avg_pool_3x3")
+    assert report["disconnected_cells"] == geno.disconnected_cells()
     text = dot.read_text()
     assert text.startswith("digraph")
     assert text.count("->") == sum(op != "none" for op in ops)
