@@ -32,6 +32,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def set_cpu_threads(threads: Optional[int]) -> None:
+    """Apply ``run.threads`` (``None`` keeps torch's default). On cores shared with other
+    jobs, fewer threads than cores can be much faster."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {threads}")
+    torch.set_num_threads(threads)
+
+
 def default_run_dir(kind: str, config_path: Optional[str]) -> Path:
     stem = Path(config_path).stem if config_path else "default"
     return Path("runs") / f"{kind}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -109,6 +119,7 @@ def cmd_search(args) -> int:
 
     cfg, run_dir = _config_for(args, "search")
     device = resolve_device(cfg.run.device)
+    set_cpu_threads(cfg.run.threads)
     print(f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
           f"{cfg.search.epochs} epochs on {device}; writing {run_dir}", flush=True)
     try:

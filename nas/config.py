@@ -121,6 +121,7 @@ class RetrainConfig:
 class RunConfig:
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None     # torch CPU threads; null: torch's default (one per core)
     bf16: bool = False                # bf16 autocast (CUDA only)
     channels_last: bool = False       # CUDA memory format
     log_every: int = 50               # steps between progress-bar postfix updates; 0: none

@@ -208,7 +208,7 @@ def run_retrain_cli(args) -> int:
     """``python search.py retrain RUN_DIR | --genotype G [--config] [--set] [--out] [--resume]``."""
     import sys
 
-    from .cli import DEFAULT_CONFIG, default_run_dir, resolve_device
+    from .cli import DEFAULT_CONFIG, default_run_dir, resolve_device, set_cpu_threads
     from .config import load_config
 
     if args.resume:
@@ -237,6 +237,7 @@ def run_retrain_cli(args) -> int:
         cfg = load_config(base, args.overrides)
         run_dir = Path(args.out) if args.out else default_run_dir("retrain", args.config)
     device = resolve_device(cfg.run.device)
+    set_cpu_threads(cfg.run.threads)
     if geno.disconnected_cells():
         print(disconnected_warning(geno), file=sys.stderr)
     print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "

@@ -177,11 +177,22 @@ def test_unknown_keys_and_wrong_types(tmp_path, capsys):
     ("search.warmup_epochs=2", "search.warmup_epochs"),
     ("run.log_every=-1", "run.log_every must be >= 0"),
     ("data.weight_fraction=1.0", "data.weight_fraction"),
+    ("run.threads=0", "run.threads must be >= 1"),
 ])
 def test_out_of_range_values(override, needle, tmp_path, capsys):
     code, _, err = run_cli(["--out", tmp_path / "r", "--set", "search.epochs=2", "--set", override], capsys)
     assert_user_error(code, err, needle)
     assert not (tmp_path / "r").exists()
+
+
+def test_run_threads_sets_torch_threads(tmp_path, capsys):
+    before = torch.get_num_threads()
+    try:
+        args = ["--out", tmp_path / "r", "--quiet", "--set", "run.threads=1"] + [x for s in TINY_NB201 for x in ("--set", s)]
+        assert run_cli(args, capsys)[0] == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_log_every_zero_turns_the_postfix_off(tmp_path, capsys):
