@@ -41,6 +41,8 @@ class SupernetConfig:
     N: int = 5                        # nb201: cells per stage; darts: total cells
     ops: Optional[List[str]] = None   # candidate ops; default: the space's standard list
     affine: bool = False              # learnable BN scale/shift inside cell ops
+    derive_none: Optional[bool] = None  # may `none` win an edge when deriving? null: the space's rule
+                                        # (nb201: yes, as GDAS; darts: no). nb201 + false: DARTS's rule
 
 
 @dataclass

@@ -300,3 +300,16 @@ def disconnected_warning(geno: Genotype) -> str:
     return (f"warning: the {' and '.join(cells)} cell ignores its input (every path from the input to the "
             "output has a none edge), so the network gives the same output for every image; search longer "
             "or train another architecture")
+
+
+def derive_argmax(probs, ops: Sequence[str], include_none: bool) -> List[int]:
+    """Per row of ``probs`` (edges x ops), the index of the derived op.
+
+    With ``include_none`` false, ``none`` never wins unless it is the only op. Why a search
+    may want that: ``none``'s output is zero, so its logit gets no gradient of its own and
+    gains whenever the sampled ops' outputs would rather be scaled down, which says little
+    about whether the edge is useful (DARTS excludes it from derivation for this reason).
+    """
+    rows = [list(map(float, row)) for row in probs]
+    skip = None if include_none or "none" not in ops or len(ops) == 1 else list(ops).index("none")
+    return [max((k for k in range(len(row)) if k != skip), key=row.__getitem__) for row in rows]

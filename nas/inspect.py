@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 import yaml
 
 from .errors import UserError
-from .genotype import Genotype, darts_edges, disconnected_warning, nb201_edges
+from .genotype import Genotype, darts_edges, derive_argmax, disconnected_warning, nb201_edges
 from .io import read_jsonl
 
 
@@ -51,14 +51,19 @@ def load_report(run_dir: Path) -> Dict[str, Any]:
     names = edge_names(space)
     ops = geno.ops or (probs_log[-1]["ops"] if probs_log else [])
 
+    # The op each edge would derive, by the run's rule (nas.genotype.derive_argmax).
+    derive_none = (cfg.get("supernet") or {}).get("derive_none")
+    include_none = space == "nb201" if derive_none is None else bool(derive_none)
     final = {}
     for cell, rows in (geno.probs or {}).items():
-        final[cell] = [{"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[max(range(len(row)), key=row.__getitem__)]}
+        best = derive_argmax(rows, ops, include_none)
+        final[cell] = [{"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[best[e]]}
                        for e, row in enumerate(rows)]
     per_epoch = []
     for rec in probs_log:
-        per_epoch.append({"epoch": rec["epoch"], **{cell: [rec["ops"][max(range(len(r)), key=r.__getitem__)] for r in rows]
-                                                     for cell, rows in rec["probs"].items()}})
+        per_epoch.append({"epoch": rec["epoch"], **{
+            cell: [rec["ops"][k] for k in derive_argmax(rows, rec["ops"], include_none)]
+            for cell, rows in rec["probs"].items()}})
     epochs_total = (cfg.get("search") or {}).get("epochs")
     done = metrics[-1]["epoch"] if metrics else 0
     return {
@@ -75,6 +80,7 @@ def load_report(run_dir: Path) -> Dict[str, Any]:
         "final_probs": final,
         "chosen_per_epoch": per_epoch,
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+        "derive_none": include_none,
         "collapse": collapse_counts(geno),
         "disconnected_cells": geno.disconnected_cells(),
     }
@@ -88,7 +94,8 @@ def format_text(report: Dict[str, Any]) -> str:
     ops = report["ops"]
     width = max(len(op) for op in ops) if ops else 8
     for cell, rows in report["final_probs"].items():
-        lines.append(f"op probabilities, {cell} cell (* = argmax)")
+        rule = "argmax" if report["derive_none"] else "argmax over the ops other than none"
+        lines.append(f"op probabilities, {cell} cell (* = {rule})")
         lines.append("edge    " + " ".join(f"{op:>{width}}" for op in ops))
         for row in rows:
             cells = []

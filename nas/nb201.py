@@ -7,7 +7,8 @@ macro network is a 3x3 conv + BN stem, three stages of ``N`` cells at C, 2C and
 pooling and a linear classifier.
 
 Derivation takes the argmax over all ops per edge, as GDAS does, so ``none`` may
-win an edge. A node all of whose inputs are ``none`` is a structural zero: the
+win an edge; with ``derive_none=False`` it takes the argmax over the other ops, as
+DARTS's derivation does. A node all of whose inputs are ``none`` is a structural zero: the
 ops reading it are skipped rather than run on zeros (in the official code such
 a conv still adds its BN shift), which only matters for degenerate cells.
 """
@@ -18,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from .genotype import NB201_NODES, Genotype, nb201_edges
+from .genotype import NB201_NODES, Genotype, derive_argmax, nb201_edges
 from .ops import NB201_OPS, ReLUConvBN, Zero, build_op, check_ops
 from .supernet import EdgePlan, Supernet, add_all, run_edge
 
@@ -124,10 +125,12 @@ class NB201Supernet(Supernet):
     space = "nb201"
 
     def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, mode: str = "gdas",
-                 ops: Sequence[str] = NB201_OPS, affine: bool = False, tau: float = 10.0):
+                 ops: Sequence[str] = NB201_OPS, affine: bool = False, tau: float = 10.0,
+                 derive_none: bool = True):
         ops = check_ops(ops)
         super().__init__(mode, ops, {"normal": len(nb201_edges())}, tau)
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
+        self.derive_none = derive_none
         self.net = NB201Macro(C, N, num_classes, lambda C_cell: NB201SearchCell(C_cell, ops, affine))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,9 +142,10 @@ class NB201Supernet(Supernet):
         return net.head(x)
 
     def genotype(self) -> Genotype:
-        """Argmax per edge over all ops (``none`` included, as in GDAS)."""
+        """Argmax per edge over all ops (``none`` included, as in GDAS; excluded when
+        ``derive_none`` is false, as in DARTS)."""
         probs = self.probabilities()["normal"]
-        best = probs.argmax(dim=-1).tolist()
+        best = derive_argmax(probs, self.ops, self.derive_none)
         edges = [(self.ops[k], j) for k, (_, j) in zip(best, nb201_edges())]
         return Genotype(space="nb201", normal=edges, normal_concat=[NB201_NODES - 1], ops=list(self.ops),
                         probs={"normal": probs.tolist()})

@@ -65,6 +65,9 @@ def validate(cfg: Config) -> None:
     if sn.mode not in MODES:
         raise UserError(f"unknown mode {sn.mode!r} (supernet.mode); choose one of: {', '.join(MODES)}")
     check_ops(sn.ops if sn.ops is not None else DEFAULT_OPS[sn.space])
+    if sn.space == "darts" and sn.derive_none:
+        raise UserError("supernet.derive_none: the darts space never derives none edges (it keeps each node's "
+                        "two strongest non-none edges); leave it unset (null) for darts")
     check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})
@@ -115,7 +118,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
 
     sn = cfg.supernet
     net = build_supernet(sn.space, sn.mode, C=sn.C, N=sn.N, num_classes=data.num_classes, ops=sn.ops,
-                         affine=sn.affine, tau=cfg.search.tau.max)
+                         affine=sn.affine, tau=cfg.search.tau.max, derive_none=sn.derive_none)
     net.to(device)
     if cfg.run.channels_last:
         net.to(memory_format=torch.channels_last)

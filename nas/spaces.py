@@ -17,7 +17,8 @@ DEFAULT_OPS = {"nb201": NB201_OPS, "darts": DARTS_OPS}
 
 
 def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, num_classes: int = 10,
-                   ops: Optional[Sequence[str]] = None, affine: bool = False, tau: float = 10.0) -> Supernet:
+                   ops: Optional[Sequence[str]] = None, affine: bool = False, tau: float = 10.0,
+                   derive_none: Optional[bool] = None) -> Supernet:
     """A supernet of ``space`` ("nb201" or "darts").
 
     Args:
@@ -26,6 +27,9 @@ def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, n
         ops: candidate op names (default: the space's standard list).
         affine: learn BN scale and shift in the cells' ops (searches usually do not).
         tau: initial Gumbel-softmax temperature; set ``net.tau`` as it anneals.
+        derive_none: whether ``none`` may win an edge in :meth:`genotype`. ``None``: the
+            space's rule (nb201: yes, as in GDAS; darts: no, as in DARTS). nb201 with
+            ``False`` takes each edge's argmax over the other ops, DARTS's rule.
 
     Example::
 
@@ -38,6 +42,12 @@ def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, n
     if mode not in MODES:
         raise UserError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     ops = DEFAULT_OPS[space] if ops is None else ops
+    if space == "nb201":
+        return SPACES[space](C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau,
+                             derive_none=True if derive_none is None else derive_none)
+    if derive_none:
+        raise UserError("the darts space never derives none edges (it keeps each node's two strongest "
+                        "non-none edges); leave supernet.derive_none unset for it")
     return SPACES[space](C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau)
 
 

@@ -195,6 +195,25 @@ def test_run_threads_sets_torch_threads(tmp_path, capsys):
         torch.set_num_threads(before)
 
 
+def test_derive_none_false_keeps_none_out_of_the_genotype(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    args = ["--out", run_dir, "--quiet", "--set", "supernet.derive_none=false"] + [
+        x for s in TINY_NB201 for x in ("--set", s)]
+    assert run_cli(args, capsys)[0] == 0
+    geno = nas.Genotype.from_json((run_dir / "genotype.json").read_text())
+    assert "none" not in [op for op, _ in geno.normal]
+    code, out, _ = run_cli(["inspect", run_dir, "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["derive_none"] is False
+    assert [r["argmax"] for r in report["final_probs"]["normal"]] == [op for op, _ in geno.normal]
+    assert all("none" not in rec["normal"] for rec in report["chosen_per_epoch"])
+    code, _, err = run_cli(["--out", tmp_path / "d", "--set", "supernet.space=darts",
+                            "--set", "supernet.derive_none=true"], capsys)
+    assert_user_error(code, err, "derive_none")
+    assert not (tmp_path / "d").exists()
+
+
 def test_log_every_zero_turns_the_postfix_off(tmp_path, capsys):
     args = ["--out", tmp_path / "r", "--set", "run.log_every=0"] + [x for s in TINY_NB201 for x in ("--set", s)]
     assert run_cli(args, capsys)[0] == 0

@@ -718,3 +718,26 @@ def test_drop_path_is_unbiased():
     assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
     assert math.isclose(kept.float().mean().item(), 0.7, abs_tol=0.02)
     assert math.isclose(y.mean().item(), 1.0, abs_tol=0.03)
+
+
+# ---------------------------------------------------------------------------
+# Derivation rule for none (supernet.derive_none)
+# ---------------------------------------------------------------------------
+def test_nb201_derive_none_rule():
+    with_none, without_none = make("nb201"), make("nb201", derive_none=False)
+    assert with_none.derive_none is True and without_none.derive_none is False
+    logits = torch.tensor([[3.0, 1.0, 2.0, 0.0, 0.5]] * 3 + [[0.0, 1.0, 2.0, 3.0, 0.5]] * 3)  # none first
+    for net in (with_none, without_none):
+        with torch.no_grad():
+            net.arch["normal"].copy_(logits)
+    assert [op for op, _ in with_none.genotype().normal] == ["none"] * 3 + ["nor_conv_3x3"] * 3
+    # none would win the first three edges; the rule takes the strongest other op there
+    assert [op for op, _ in without_none.genotype().normal] == ["nor_conv_1x1"] * 3 + ["nor_conv_3x3"] * 3
+    # the probabilities keep every op
+    assert without_none.genotype().probs == with_none.genotype().probs
+
+
+def test_darts_space_refuses_derive_none():
+    with pytest.raises(nas.UserError, match="derive_none"):
+        nas.build_supernet("darts", derive_none=True, **SIZES["darts"])
+    assert make("darts", derive_none=False).genotype().space == "darts"  # DARTS's own rule: accepted
