@@ -93,3 +93,24 @@ def test_help(script):
     proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "--quick" in proc.stdout
+
+
+def test_scale_gradients_on_a_tiny_search(tmp_path):
+    from nas.cli import main
+    run_dir = tmp_path / "run"
+    tiny = ["data.num_train=128", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
+            "search.batch_size=32", "search.steps_per_epoch=2", "search.epochs=1", "run.device=cpu"]
+    assert main(["--out", str(run_dir), "--quiet"] + [x for s in tiny for x in ("--set", s)]) == 0
+    out = tmp_path / "g.json"
+    proc = subprocess.run([sys.executable, "experiments/scale_gradients.py", str(run_dir), "--batches", "4",
+                           "--batch-size", "16", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["none"]["n"] == 0  # a structural zero: never a gradient
+    assert sum(r["n"] for r in rows.values()) > 0
+    assert all(math.isfinite(r["mean_G"]) for r in rows.values() if r["n"])
+    assert "share G>0" in proc.stdout
+    bad = subprocess.run([sys.executable, "experiments/scale_gradients.py", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert bad.returncode == 2 and "no checkpoint.pt" in bad.stderr
