@@ -93,7 +93,8 @@ def data_overrides(dataset: str, quick: bool, cifar_root: Optional[Path] = None)
     if dataset == "cifar10":
         if cifar_root is None:
             raise ValueError("cifar10 needs the root of the subset folder")
-        return ["data.name=cifar10", f"data.root={cifar_root}", "data.verify_md5=false"]
+        # augment pinned: configs/default.yaml (the base config) turns it off for the synthetic data
+        return ["data.name=cifar10", f"data.root={cifar_root}", "data.verify_md5=false", "data.augment=true"]
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
