@@ -88,7 +88,8 @@ def test_arch_matters(tmp_path):
     assert isinstance(rec["clear_win"], bool)
 
 
-@pytest.mark.parametrize("script", ["search_vs_random", "compare_modes", "seed_variance", "arch_matters"])
+@pytest.mark.parametrize("script", ["search_vs_random", "compare_modes", "seed_variance", "arch_matters",
+                                    "cpu_config_cells"])
 def test_help(script):
     proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
@@ -114,3 +115,14 @@ def test_scale_gradients_on_a_tiny_search(tmp_path):
     bad = subprocess.run([sys.executable, "experiments/scale_gradients.py", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=TIMEOUT_S)
     assert bad.returncode == 2 and "no checkpoint.pt" in bad.stderr
+
+
+def test_cpu_config_cells(tmp_path):
+    rec = run_quick("cpu_config_cells", tmp_path)
+    rules = [s["rule"] for s in rec["summary"]]
+    assert rules == ["with none (GDAS)", "without none (derive_none: false)", "uniform random"]
+    assert all(finite_acc(r) for r in rec["rows"])
+    assert all(r["none"] == 0 for r in rec["rows"] if r["rule"].startswith("without none"))
+    # per run, the two rules differ exactly on the edges where none wins
+    runs = {r["run"] for r in rec["rows"] if r["rule"] != "uniform random"}
+    assert len(runs) == 2
