@@ -310,6 +310,7 @@ def derive_argmax(probs, ops: Sequence[str], include_none: bool) -> List[int]:
     gains whenever the sampled ops' outputs would rather be scaled down, which says little
     about whether the edge is useful (DARTS excludes it from derivation for this reason).
     """
-    rows = [list(map(float, row)) for row in probs]
+    # a tensor moves to the host in one transfer, not one per entry
+    rows = probs.tolist() if hasattr(probs, "tolist") else [list(map(float, row)) for row in probs]
     skip = None if include_none or "none" not in ops or len(ops) == 1 else list(ops).index("none")
     return [max((k for k in range(len(row)) if k != skip), key=row.__getitem__) for row in rows]
