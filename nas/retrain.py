@@ -238,6 +238,7 @@ def run_retrain_cli(args) -> int:
         run_dir = Path(args.out) if args.out else default_run_dir("retrain", args.config)
     device = resolve_device(cfg.run.device)
     set_cpu_threads(cfg.run.threads)
+    check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))  # errors before warnings
     if geno.disconnected_cells():
         print(disconnected_warning(geno), file=sys.stderr)
     print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
