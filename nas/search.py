@@ -28,7 +28,7 @@ from .io import (append_jsonl, atomic_torch_save, atomic_write_text, capture_rng
                  seed_everything, truncate_jsonl)
 from .ops import check_ops
 from .sampler import tau_schedule
-from .spaces import DEFAULT_OPS, SPACES, build_supernet
+from .spaces import DEFAULT_OPS, SPACES, build_supernet, check_derive_none
 from .supernet import MODES, Supernet
 from .training import (Meter, autocast, check_positive, clip_and_step, cosine_lr, load_data, load_for_resume,
                        make_loader, prepare_run_dir, set_lr, subset_indices)
@@ -65,9 +65,7 @@ def validate(cfg: Config) -> None:
     if sn.mode not in MODES:
         raise UserError(f"unknown mode {sn.mode!r} (supernet.mode); choose one of: {', '.join(MODES)}")
     check_ops(sn.ops if sn.ops is not None else DEFAULT_OPS[sn.space])
-    if sn.space == "darts" and sn.derive_none:
-        raise UserError("supernet.derive_none: the darts space never derives none edges (it keeps each node's "
-                        "two strongest non-none edges); leave it unset (null) for darts")
+    check_derive_none(sn.space, sn.derive_none)
     check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})

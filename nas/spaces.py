@@ -16,6 +16,13 @@ SPACES: Dict[str, Type[Supernet]] = {"nb201": NB201Supernet, "darts": DartsSuper
 DEFAULT_OPS = {"nb201": NB201_OPS, "darts": DARTS_OPS}
 
 
+def check_derive_none(space: str, derive_none: Optional[bool]) -> None:
+    """The darts space has one derivation rule (no ``none`` edges); refuse asking it for another."""
+    if space == "darts" and derive_none:
+        raise UserError("supernet.derive_none: the darts space never derives none edges (it keeps each "
+                        "node's two strongest non-none edges); leave it unset (null) for darts")
+
+
 def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, num_classes: int = 10,
                    ops: Optional[Sequence[str]] = None, affine: bool = False, tau: float = 10.0,
                    derive_none: Optional[bool] = None) -> Supernet:
@@ -45,9 +52,7 @@ def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, n
     if space == "nb201":
         return SPACES[space](C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau,
                              derive_none=True if derive_none is None else derive_none)
-    if derive_none:
-        raise UserError("the darts space never derives none edges (it keeps each node's two strongest "
-                        "non-none edges); leave supernet.derive_none unset for it")
+    check_derive_none(space, derive_none)
     return SPACES[space](C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau)
 
 
