@@ -36,7 +36,12 @@ def main() -> int:
     p.add_argument("runs", nargs="*", type=Path, help="finished nb201_cifar10_cpu search run directories")
     p.add_argument("-k", "--k", type=int, default=3, help="random cells (default 3)")
     p.add_argument("--cifar-root", default=None, help="folder holding cifar-10-batches-py/ (default: data/)")
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="longer retrains: this many full passes over the subset (default: the shared budget, "
+                        "6 epochs of 40 steps)")
     args = p.parse_args()
+    if args.retrain_epochs is not None and args.retrain_epochs < 1:
+        p.error("--retrain-epochs must be >= 1")
     if not args.quick and not args.runs:
         p.error("give at least one search run directory (or --quick)")
     ctx = C.setup(args)
@@ -52,6 +57,8 @@ def main() -> int:
             return 2
         runs = args.runs
         retrain = C.data_overrides("cifar10", False, root) + C.retrain_overrides("cifar10", False) + ["run.seed=0"]
+    if args.retrain_epochs is not None:
+        retrain += [f"retrain.nb201.epochs={args.retrain_epochs}", "retrain.nb201.steps_per_epoch=null"]
     rows = []
     for run in runs:
         geno = Genotype.from_json((Path(run) / "genotype.json").read_text())
@@ -72,7 +79,7 @@ def main() -> int:
         summary.append({"rule": rule, "n": len(sel), "test_acc_mean": m, "test_acc_std": sd,
                         "param_free_mean": sum(r["param_free"] for r in sel) / len(sel)})
     text = "\n".join([
-        "Cells retrained with the same budget and seed:",
+        f"Cells retrained with the same budget and seed ({' '.join(o for o in retrain if o.startswith('retrain.'))}):",
         C.table(["source", "cell from", "test acc %", "param-free ops", "params", "cell"],
                 [[Path(r["run"]).name, r["rule"], f"{r['test_acc']:.2f}", r["param_free"], f"{r['params']:,}",
                   r["genotype"]] for r in rows]),
@@ -81,7 +88,8 @@ def main() -> int:
                 [[s["rule"], s["n"], f"{s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f}",
                   f"{s['param_free_mean']:.1f}"] for s in summary]),
     ])
-    C.finish(ctx, NAME, {"runs": [str(r) for r in runs], "rows": rows, "summary": summary,
+    C.finish(ctx, NAME, {"runs": [str(r) for r in runs], "retrain_overrides": retrain, "rows": rows,
+                         "summary": summary,
                          "budget": C.budget(args.quick)}, text)
     return 0
 
