@@ -89,8 +89,9 @@ def _summary(result) -> str:
         for (op, src), dst in zip(edges, geno.edge_targets(cell)):
             p = probs[index[(dst, src)]][ops.index(op)] if probs and op in ops else float("nan")
             lines.append(f"  {dst}<-{src}  {op:<14} {p:.3f}")
-    if geno.disconnected_cells():  # the network would give a constant output
-        lines += ["", disconnected_warning(geno)]
+    warning = disconnected_warning(geno)  # the network would give a constant output
+    if warning:
+        lines += ["", warning]
     run_dir = result.run_dir
     lines += ["", f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
               f"inspect with: python search.py inspect {run_dir}"]

@@ -122,11 +122,11 @@ class ScalableSequential(nn.Sequential):
     accepts_scale = True
 
     def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:  # type: ignore[override]
+        if scale is None:
+            return super().forward(x)  # the plain Sequential: no extra work off the arch step
         *body, tail = self._modules.values()
         for module in body:
             x = module(x)
-        if scale is None:
-            return tail(x)
         if isinstance(tail, nn.BatchNorm2d):
             return scaled_batch_norm(tail, x, scale)
         return tail(x, scale)

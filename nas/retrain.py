@@ -239,8 +239,9 @@ def run_retrain_cli(args) -> int:
     device = resolve_device(cfg.run.device)
     set_cpu_threads(cfg.run.threads)
     check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))  # errors before warnings
-    if geno.disconnected_cells():
-        print(disconnected_warning(geno), file=sys.stderr)
+    warning = disconnected_warning(geno)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
           f"writing {run_dir}", flush=True)
     try:
