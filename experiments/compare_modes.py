@@ -38,7 +38,7 @@ def main() -> int:
     rows = []
     for mode in modes:
         for seed in range(seeds):
-            s = ctx.runner.search(data + C.search_overrides(args.quick) + [f"supernet.mode={mode}", f"run.seed={seed}"],
+            s = ctx.runner.search(data + C.search_overrides(args.dataset, args.quick) + [f"supernet.mode={mode}", f"run.seed={seed}"],
                                   label=f"{args.dataset} {mode} seed {seed}")
             r = ctx.runner.retrain(retrain, s["genotype"], label=f"{args.dataset} {mode} seed {seed}")
             counts = C.collapse_counts(s["genotype"])["normal"]

@@ -47,7 +47,7 @@ def main() -> int:
     ctx = C.setup(args)
     if args.quick:  # tiny synthetic searches stand in for the CIFAR-10 runs
         data = C.data_overrides("synthetic", True)
-        runs = [ctx.runner.search(data + C.search_overrides(True) + [f"run.seed={s}"], label=f"quick search {s}")["run_dir"]
+        runs = [ctx.runner.search(data + C.search_overrides("cifar10", True) + [f"run.seed={s}"], label=f"quick search {s}")["run_dir"]
                 for s in range(2)]
         retrain = data + C.retrain_overrides("synthetic", True) + ["run.seed=0"]
     else:

@@ -45,7 +45,7 @@ def main() -> int:
         data = C.data_overrides(dataset, args.quick, root)
         retrain = data + C.retrain_overrides(dataset, args.quick) + [f"run.seed={args.retrain_seed}"]
         for seed in range(k):
-            s = ctx.runner.search(data + C.search_overrides(args.quick) + [f"run.seed={seed}"],
+            s = ctx.runner.search(data + C.search_overrides(dataset, args.quick) + [f"run.seed={seed}"],
                                   label=f"{dataset} gdas seed {seed}")
             r = ctx.runner.retrain(retrain, s["genotype"], label=f"{dataset} searched seed {seed}")
             last = s["metrics"][-1]

@@ -34,7 +34,7 @@ def main() -> int:
     data = C.dataset_overrides(ctx)
     searches = []
     for seed in range(n):
-        overrides = data + C.search_overrides(args.quick) + [f"supernet.mode={args.mode}", f"run.seed={seed}"]
+        overrides = data + C.search_overrides(args.dataset, args.quick) + [f"supernet.mode={args.mode}", f"run.seed={seed}"]
         s = ctx.runner.search(overrides,
                               label=f"{args.dataset} {args.mode} seed {seed}")
         probs = s["genotype"].probs["normal"]

@@ -591,23 +591,28 @@ SYNTHETIC_GLYPHS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("parallel-2", (".......", ".11111.", ".......", ".......", ".22222.", ".......", ".......")),
 )
 
-_GLYPH = 7
-_STROKE_SIGNS = (-1.0, 1.0)  # strokes darker or lighter than the background, per channel
+_GLYPH = 7  # the glyphs' design grid (above)
+_SCALE = 2  # each grid cell is drawn as a 2 x 2 block: 2-pixel strokes and gaps, 14 x 14 glyphs
+_GLYPH_PX = _GLYPH * _SCALE
+
+
+def _upscale(masks: np.ndarray) -> np.ndarray:
+    return masks.repeat(_SCALE, axis=-2).repeat(_SCALE, axis=-1)
 
 
 def _glyph_bank(num_classes: int) -> np.ndarray:
-    """int8 num_classes x 8 x 7 x 7: each glyph in its 8 orientations (rotations, mirror images)."""
+    """int8 num_classes x 8 x 14 x 14: each glyph in its 8 orientations (rotations, mirror images)."""
     bank = np.zeros((num_classes, 8, _GLYPH, _GLYPH), np.int8)
     for k, (_, rows) in enumerate(SYNTHETIC_GLYPHS[:num_classes]):
         g = np.array([[".12".index(ch) for ch in row] for row in rows], np.int8)
         for r in range(4):
             bank[k, r] = np.rot90(g, r)
             bank[k, 4 + r] = np.rot90(g.T, r)
-    return bank
+    return _upscale(bank)
 
 
 def _stroke_bank() -> np.ndarray:
-    """int8 16 x 7 x 7: single straight strokes of length 2..5, horizontal, vertical and diagonal."""
+    """int8 16 x 14 x 14: single straight strokes of length 2..5 cells, horizontal, vertical and diagonal."""
     out = []
     for length in (2, 3, 4, 5):
         for dy, dx, x0 in ((0, 1, 0), (1, 0, 0), (1, 1, 0), (1, -1, _GLYPH - 1)):
@@ -615,7 +620,7 @@ def _stroke_bank() -> np.ndarray:
             for i in range(length):
                 m[i * dy, x0 + i * dx] = 1
             out.append(m)
-    return np.stack(out)
+    return _upscale(np.stack(out))
 
 
 def _synthetic_images(
@@ -625,22 +630,15 @@ def _synthetic_images(
     labels = rng.permutation(np.arange(num) % num_classes)
     glyphs = _glyph_bank(num_classes)
     strokes = _stroke_bank()
-    # background: a random colour per image plus a smooth random colour field (bilinear from 4 x 4)
-    base = rng.uniform(0.2, 0.8, (num, 3, 1, 1)).astype(np.float32)
-    coarse = rng.normal(0.0, 0.08, (num, 3, 4, 4)).astype(np.float32)
-    pos = np.clip((np.arange(size) + 0.5) * 4 / size - 0.5, 0, 3)
-    lo = np.minimum(pos.astype(int), 2)
-    up = np.zeros((size, 4), np.float32)
-    up[np.arange(size), lo] = 1 - (pos - lo)
-    up[np.arange(size), lo + 1] = pos - lo
-    img = up @ coarse @ up.T + base  # N x 3 x size x size
+    base = rng.uniform(0.2, 0.8, (num, 3, 1, 1)).astype(np.float32)  # a random background colour per image
+    img = np.repeat(np.repeat(base, size, axis=2), size, axis=3)  # N x 3 x size x size
 
     def stamp(masks: np.ndarray) -> None:
         """Draw one glyph per image (an all-zero mask draws nothing) at a random place, strokes in random colours."""
-        y0 = rng.integers(0, size - _GLYPH + 1, num)
-        x0 = rng.integers(0, size - _GLYPH + 1, num)
-        sign = rng.choice(np.array(_STROKE_SIGNS, np.float32), (num, 2, 3))
-        colour = np.clip(base[:, None, :, 0, 0] + sign * rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32), 0, 1)
+        y0 = rng.integers(0, size - _GLYPH_PX + 1, num)
+        x0 = rng.integers(0, size - _GLYPH_PX + 1, num)
+        # each stroke its own colour, lighter than the background in every channel
+        colour = np.clip(base[:, None, :, 0, 0] + rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32), 0, 1)
         i, dy, dx = np.nonzero(masks)
         img[i, :, y0[i] + dy, x0[i] + dx] = colour[i, masks[i, dy, dx] - 1]
 
@@ -665,20 +663,21 @@ def make_synthetic(
 ) -> ImageData:
     """A small image task, generated in a second, on which the choice of NAS-Bench-201 cell matters.
 
-    Each image shows 2-4 copies of its class's glyph (see :data:`SYNTHETIC_GLYPHS`: two 1-pixel
-    strokes that cross, touch at an end or in the middle, or miss each other by one pixel), in
-    random places, orientations (8) and colours (each stroke its own), among 1-4 single distractor
-    strokes, on a random smooth colour field with pixel noise.
+    Each image shows 2-4 copies of its class's glyph (see :data:`SYNTHETIC_GLYPHS`: two strokes
+    that cross, touch at an end or in the middle, or miss each other by one grid cell), drawn with
+    2-pixel strokes at random places, orientations (8) and colours (each stroke its own, lighter
+    than the background), among 1-4 single distractor strokes, on a random background colour with
+    pixel noise.
 
     Why the architecture matters: no single stroke, colour, orientation or position says anything
-    about the class; the class is the *junction* of two strokes, at 1-pixel precision. Finding it
-    takes several stacked nonlinear 3x3 convolutions at full resolution: first a colour-independent
-    stroke detector, then the arrangement of strokes around each pixel. Averaging (avg-pool cells)
-    blurs 1-pixel strokes and gaps away, and an all-skip network has only its (linear) stem at full
-    resolution before striding. Conv-heavy cells therefore win clearly after a few epochs: with
-    ``experiments/synthetic_proxy_check.py`` (5000 train / 1000 test, 4 epochs) the NB201 network
-    with all edges nor_conv_3x3 reaches 70-81% test accuracy (C=8..16, N=1..2), all skip_connect
-    and all avg_pool_3x3 stay at chance (9-10%).
+    about the class; the class is the *junction* of two strokes, at 2-pixel precision. Finding it
+    takes a nonlinear stroke detector and then a second nonlinear stage at full resolution. Averaging
+    (avg-pool cells) blurs the 2-pixel gaps away, and an all-skip network has only its linear stem
+    at full resolution before striding. With the experiments' retrain budget (4000 images, 5 epochs,
+    C=8, N=1) the all-nor_conv_3x3 network reaches about 91%, all skip_connect about 79% and all
+    avg_pool_3x3 about 25% (5 classes; ``experiments/arch_matters.py``). Unlike 1-pixel strokes on
+    a smooth colour field (this task's first version), the signal survives the mixed paths of a
+    weight-sharing supernet, so a search can learn it.
 
     Train and test images come from independent streams of ``seed``; labels are balanced.
     """
@@ -687,8 +686,8 @@ def make_synthetic(
             f"the synthetic data set has 2..{len(SYNTHETIC_GLYPHS)} classes, not {num_classes}. "
             "Fix: choose num_classes in that range"
         )
-    if int(image_size) < 2 * _GLYPH:
-        raise UserError(f"synthetic images need image_size >= {2 * _GLYPH}, got {image_size}. Fix: use 32")
+    if int(image_size) < _GLYPH_PX:
+        raise UserError(f"synthetic images need image_size >= {_GLYPH_PX}, got {image_size}. Fix: use 32")
     if int(num_train) < 1 or int(num_test) < 1:
         raise UserError(
             f"synthetic data needs at least 1 training and 1 test image, got {num_train} and {num_test}. "
