@@ -66,6 +66,7 @@ SEARCH = [                      # pinned here, so later edits of configs/default
     "supernet.space=nb201", "supernet.mode=gdas", "supernet.C=8", "supernet.N=1",
     "search.epochs=10", "search.batch_size=64", "search.weights.lr=0.05", "search.weights.lr_min=0.001",
     "search.arch.lr=0.003", "search.tau.schedule=linear", "search.tau.max=10.0", "search.tau.min=0.1",
+    "search.warmup_epochs=0",
 ]
 # The supernet learns the glyph task slowly (its paths change every step): 10 warm-up epochs train the
 # weights alone, then 20 epochs search; with 10 epochs in all it was still near chance (experiments/README.md)

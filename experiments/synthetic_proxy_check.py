@@ -16,7 +16,9 @@ their test accuracy:
 
 SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule per step, no augmentation.
 
-Results (CPU, 5000 train / 1000 test images, 10 classes, 4 epochs, batch 64, lr 0.05; test accuracy):
+Results for the task's first version (1-pixel strokes of either polarity on a smooth colour field; the
+current task draws 2-pixel light strokes, see ``make_synthetic``), CPU, 5000 train / 1000 test images,
+10 classes, 4 epochs, batch 64, lr 0.05; test accuracy:
 
     proxy conv_heavy C=16   50.9 / 58.2  (seeds 0 / 1)      nb201 C=8  N=1: conv 69.7, skip  8.8, pool 8.5
     proxy shallow    C=16   39.5 / 16.0                     nb201 C=16 N=1: conv 81.2, skip  9.1

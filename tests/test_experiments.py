@@ -37,18 +37,35 @@ def finite_acc(row: dict) -> bool:
 
 
 def test_search_vs_random(tmp_path):
-    rec = run_quick("search_vs_random", tmp_path)
+    rec = run_quick("search_vs_random", tmp_path, "--k-random", "3")
     k = rec["k"]
+    assert rec["k_random"] == 3
     datasets = ["synthetic"] + ([] if "cifar10" in rec["skipped"] else ["cifar10"])
     for dataset in datasets:
-        for method in ("search", "random"):
+        for method, n in (("search", k), ("random", 3)):
             rows = [r for r in rec["rows"] if r["dataset"] == dataset and r["method"] == method]
-            assert len(rows) == k >= 2
+            assert len(rows) == n and k >= 2
             assert all(finite_acc(r) for r in rows)
             assert all(r["genotype"].startswith("|") and 0 <= r["param_free"] <= 6 for r in rows)
+        found = [r["test_acc"] for r in rec["rows"] if r["dataset"] == dataset and r["method"] == "search"]
+        drawn = [r["test_acc"] for r in rec["rows"] if r["dataset"] == dataset and r["method"] == "random"]
+        expected = sum((a > b) + 0.5 * (a == b) for a in found for b in drawn) / (len(found) * len(drawn))
+        assert rec["pairwise_win_share"][dataset] == pytest.approx(expected)
     assert {(s["dataset"], s["method"]) for s in rec["summary"]} == {(d, m) for d in datasets
                                                                       for m in ("search", "random")}
     assert all(math.isfinite(s["test_acc_mean"]) for s in rec["summary"])
+
+
+def test_pairwise_win_share():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from search_vs_random import pairwise_win_share
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    assert pairwise_win_share([90.0, 95.0], [80.0, 85.0, 70.0]) == 1.0
+    assert pairwise_win_share([50.0], [80.0, 85.0]) == 0.0
+    assert pairwise_win_share([80.0, 60.0], [80.0, 70.0]) == pytest.approx((0.5 + 1 + 0 + 0) / 4)
+    assert math.isnan(pairwise_win_share([], [1.0]))
 
 
 def test_search_vs_random_skips_missing_cifar(tmp_path):
