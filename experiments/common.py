@@ -84,7 +84,8 @@ RETRAIN_CIFAR = [               # 6 epochs of 40 steps (about 3 passes over the 
 CIFAR_TRAIN, CIFAR_TEST = 5000, 2000   # the fixed CIFAR-10 subset (seeded), see cifar_subset()
 
 QUICK_DATA_SYNTHETIC = ["data.name=synthetic", "data.num_train=256", "data.num_test=128", "data.image_size=16"]
-QUICK_SEARCH = ["supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2"]
+QUICK_SEARCH = ["supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2",
+                "search.warmup_epochs=0"]
 QUICK_RETRAIN = ["retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
                  "retrain.nb201.steps_per_epoch=3"]
 QUICK_CIFAR_TRAIN, QUICK_CIFAR_TEST = 256, 128
