@@ -70,7 +70,8 @@ def validate(cfg: Config) -> None:
                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr})
     if not 0 <= s.warmup_epochs < s.epochs:
-        raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs}")
+        raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs} with "
+                        f"search.epochs={s.epochs}. Fix: lower it, e.g. --set search.warmup_epochs=0")
     if cfg.run.log_every < 0:
         raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {cfg.run.log_every}")
     if not 0 < cfg.data.weight_fraction < 1:
