@@ -576,8 +576,8 @@ class BatchLoader:
 
 #: The synthetic task's glyphs on a 7 x 7 grid: "1" and "2" mark the glyph's two strokes, which are
 #: coloured independently. Class ``k`` is glyph ``k``. Every glyph is built from the same parts (short
-#: 1-pixel strokes, also used for the distractors); the classes differ only in how two strokes meet:
-#: crossing, touching at an end or the middle, or missing each other by one pixel.
+#: strokes one grid cell wide, also used for the distractors); the classes differ only in how two strokes meet:
+#: crossing, touching at an end or the middle, or missing each other by one grid cell (drawn 2 x 2 pixels).
 SYNTHETIC_GLYPHS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("plus", (".......", "...2...", "...2...", ".11111.", "...2...", "...2...", ".......")),
     ("corner", (".......", ".1.....", ".1.....", ".1.....", ".1.....", ".12222.", ".......")),
@@ -674,8 +674,8 @@ def make_synthetic(
     takes a nonlinear stroke detector and then a second nonlinear stage at full resolution. Averaging
     (avg-pool cells) blurs the 2-pixel gaps away, and an all-skip network has only its linear stem
     at full resolution before striding. With the experiments' retrain budget (4000 images, 5 epochs,
-    C=8, N=1) the all-nor_conv_3x3 network reaches about 91%, all skip_connect about 79% and all
-    avg_pool_3x3 about 25% (5 classes; ``experiments/arch_matters.py``). Unlike 1-pixel strokes on
+    C=8, N=1) the all-nor_conv_3x3 network reaches about 95%, all skip_connect about 77% and all
+    avg_pool_3x3 about 23% (5 classes, 5 seeds; ``experiments/arch_matters.py``). Unlike 1-pixel strokes on
     a smooth colour field (this task's first version), the signal survives the mixed paths of a
     weight-sharing supernet, so a search can learn it.
 
