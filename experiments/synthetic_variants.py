@@ -1,8 +1,8 @@
 """Variants of the built-in glyph task: which ones a weight-sharing supernet can learn.
 
 The glyph task's first version (1-pixel strokes of either polarity on a smooth colour field) was
-learned by discrete conv networks but never by a supernet. This script rebuilds the generator of
-``nas.data`` with four knobs and, for each variant, retrains the all-conv, all-skip and all-pool
+learned by discrete conv networks but never by a supernet. This script sets the knobs of
+``nas.data``'s generator and, for each variant, retrains the all-conv, all-skip and all-pool
 cells with the experiments' budget and runs one gdas search, reporting the supernet's final
 train and validation accuracy:
 
@@ -12,7 +12,7 @@ train and validation accuracy:
 * ``epochs`` / ``warmup``: the search's length and warm-up epochs.
 
 The shipped task is ``scale=2 polarity=light field=0`` (``nas.data.make_synthetic``); with those
-knobs the generator here draws the same distribution. The runs are written under ``--work``
+knobs it draws exactly the library's images. The runs are written under ``--work``
 (default: a temporary folder) and not cached, because the library cannot tell the variants apart.
 
     python experiments/synthetic_variants.py                       # the variants in VARIANTS
@@ -21,6 +21,7 @@ knobs the generator here draws the same distribution. The runs are written under
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -28,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-import numpy as np
 import torch
 
 import common as C
@@ -37,6 +37,7 @@ from nas.retrain import run_retrain
 from nas.search import run_search
 
 NAME = "synthetic_variants"
+LIBRARY_IMAGES = data_module._synthetic_images
 # (scale, polarity, field, search epochs, warm-up epochs); the first is the task's first version
 VARIANTS = [(1, "either", 0.08, 10, 0), (2, "either", 0.08, 10, 0), (1, "light", 0.08, 10, 0),
             (1, "light", 0.0, 10, 0), (2, "either", 0.0, 30, 10), (2, "light", 0.0, 10, 0), (2, "light", 0.0, 30, 10)]
@@ -45,47 +46,7 @@ CELLS = ("nor_conv_3x3", "skip_connect", "avg_pool_3x3")
 
 def variant_images(scale: int, polarity: str, field: float):
     """A drop-in for ``nas.data._synthetic_images`` with the variant's knobs."""
-    glyph_px = data_module._GLYPH * scale
-
-    def upscale(m: np.ndarray) -> np.ndarray:
-        # the library's banks are drawn at its own scale: take one pixel per grid cell, then redraw
-        step = data_module._SCALE
-        return m[..., ::step, ::step].repeat(scale, axis=-2).repeat(scale, axis=-1)
-
-    def images(num: int, size: int, num_classes: int, rng: np.random.Generator):
-        labels = rng.permutation(np.arange(num) % num_classes)
-        glyphs = upscale(data_module._glyph_bank(num_classes))
-        strokes = upscale(data_module._stroke_bank())
-        base = rng.uniform(0.2, 0.8, (num, 3, 1, 1)).astype(np.float32)
-        img = np.repeat(np.repeat(base, size, axis=2), size, axis=3)
-        if field > 0:  # bilinear upsampling of a 4 x 4 random colour field
-            coarse = rng.normal(0.0, field, (num, 3, 4, 4)).astype(np.float32)
-            pos = np.clip((np.arange(size) + 0.5) * 4 / size - 0.5, 0, 3)
-            lo = np.minimum(pos.astype(int), 2)
-            up = np.zeros((size, 4), np.float32)
-            up[np.arange(size), lo] = 1 - (pos - lo)
-            up[np.arange(size), lo + 1] = pos - lo
-            img = img + up @ coarse @ up.T
-
-        def stamp(masks: np.ndarray) -> None:
-            y0 = rng.integers(0, size - glyph_px + 1, num)
-            x0 = rng.integers(0, size - glyph_px + 1, num)
-            delta = rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32)
-            if polarity == "either":
-                delta = delta * rng.choice(np.array([-1.0, 1.0], np.float32), (num, 2, 3))
-            colour = np.clip(base[:, None, :, 0, 0] + delta, 0, 1)
-            i, dy, dx = np.nonzero(masks)
-            img[i, :, y0[i] + dy, x0[i] + dx] = colour[i, masks[i, dy, dx] - 1]
-
-        n_glyphs = rng.integers(2, 5, num)
-        n_strokes = rng.integers(1, 5, num)
-        for r in range(4):
-            stamp(strokes[rng.integers(0, len(strokes), num)] * (r < n_strokes)[:, None, None])
-            stamp(glyphs[labels, rng.integers(0, 8, num)] * (r < n_glyphs)[:, None, None])
-        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.04)
-        return np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8), labels.astype(np.int64)
-
-    return images
+    return functools.partial(LIBRARY_IMAGES, scale=scale, light=polarity == "light", field=field)
 
 
 def fmt(acc: Any) -> str:

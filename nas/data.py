@@ -596,23 +596,23 @@ _SCALE = 2  # each grid cell is drawn as a 2 x 2 block: 2-pixel strokes and gaps
 _GLYPH_PX = _GLYPH * _SCALE
 
 
-def _upscale(masks: np.ndarray) -> np.ndarray:
-    return masks.repeat(_SCALE, axis=-2).repeat(_SCALE, axis=-1)
+def _upscale(masks: np.ndarray, scale: int) -> np.ndarray:
+    return masks.repeat(scale, axis=-2).repeat(scale, axis=-1)
 
 
-def _glyph_bank(num_classes: int) -> np.ndarray:
-    """int8 num_classes x 8 x 14 x 14: each glyph in its 8 orientations (rotations, mirror images)."""
+def _glyph_bank(num_classes: int, scale: int = _SCALE) -> np.ndarray:
+    """int8 num_classes x 8 x 14 x 14 (at scale 2): each glyph in its 8 orientations (rotations, mirror images)."""
     bank = np.zeros((num_classes, 8, _GLYPH, _GLYPH), np.int8)
     for k, (_, rows) in enumerate(SYNTHETIC_GLYPHS[:num_classes]):
         g = np.array([[".12".index(ch) for ch in row] for row in rows], np.int8)
         for r in range(4):
             bank[k, r] = np.rot90(g, r)
             bank[k, 4 + r] = np.rot90(g.T, r)
-    return _upscale(bank)
+    return _upscale(bank, scale)
 
 
-def _stroke_bank() -> np.ndarray:
-    """int8 16 x 14 x 14: single straight strokes of length 2..5 cells, horizontal, vertical and diagonal."""
+def _stroke_bank(scale: int = _SCALE) -> np.ndarray:
+    """int8 16 x 14 x 14 (at scale 2): single straight strokes of length 2..5 cells, horizontal, vertical and diagonal."""
     out = []
     for length in (2, 3, 4, 5):
         for dy, dx, x0 in ((0, 1, 0), (1, 0, 0), (1, 1, 0), (1, -1, _GLYPH - 1)):
@@ -620,25 +620,44 @@ def _stroke_bank() -> np.ndarray:
             for i in range(length):
                 m[i * dy, x0 + i * dx] = 1
             out.append(m)
-    return _upscale(np.stack(out))
+    return _upscale(np.stack(out), scale)
 
 
 def _synthetic_images(
-    num: int, size: int, num_classes: int, rng: np.random.Generator
+    num: int, size: int, num_classes: int, rng: np.random.Generator, *,
+    scale: int = _SCALE, light: bool = True, field: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``num`` images (uint8 N x 3 x size x size) and balanced labels of the glyph task."""
+    """``num`` images (uint8 N x 3 x size x size) and balanced labels of the glyph task.
+
+    The keywords make the task's variants for ``experiments/synthetic_variants.py``: ``scale``
+    pixels per grid cell, strokes lighter than the background (``light``) or of random polarity
+    per channel, and the std of a smooth colour field on the background (0: none). The task's
+    first version was ``scale=1, light=False, field=0.08``.
+    """
     labels = rng.permutation(np.arange(num) % num_classes)
-    glyphs = _glyph_bank(num_classes)
-    strokes = _stroke_bank()
+    glyphs = _glyph_bank(num_classes, scale)
+    strokes = _stroke_bank(scale)
+    glyph_px = _GLYPH * scale
     base = rng.uniform(0.2, 0.8, (num, 3, 1, 1)).astype(np.float32)  # a random background colour per image
     img = np.repeat(np.repeat(base, size, axis=2), size, axis=3)  # N x 3 x size x size
+    if field > 0:  # plus a smooth random colour field: bilinear upsampling of 4 x 4 normal values
+        coarse = rng.normal(0.0, field, (num, 3, 4, 4)).astype(np.float32)
+        pos = np.clip((np.arange(size) + 0.5) * 4 / size - 0.5, 0, 3)
+        lo = np.minimum(pos.astype(int), 2)
+        up = np.zeros((size, 4), np.float32)
+        up[np.arange(size), lo] = 1 - (pos - lo)
+        up[np.arange(size), lo + 1] = pos - lo
+        img += up @ coarse @ up.T
 
     def stamp(masks: np.ndarray) -> None:
         """Draw one glyph per image (an all-zero mask draws nothing) at a random place, strokes in random colours."""
-        y0 = rng.integers(0, size - _GLYPH_PX + 1, num)
-        x0 = rng.integers(0, size - _GLYPH_PX + 1, num)
-        # each stroke its own colour, lighter than the background in every channel
-        colour = np.clip(base[:, None, :, 0, 0] + rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32), 0, 1)
+        y0 = rng.integers(0, size - glyph_px + 1, num)
+        x0 = rng.integers(0, size - glyph_px + 1, num)
+        # each stroke its own colour, lighter than the background in every channel (or either way)
+        delta = rng.uniform(0.35, 0.7, (num, 2, 3)).astype(np.float32)
+        if not light:
+            delta *= rng.choice(np.array([-1.0, 1.0], np.float32), (num, 2, 3))
+        colour = np.clip(base[:, None, :, 0, 0] + delta, 0, 1)
         i, dy, dx = np.nonzero(masks)
         img[i, :, y0[i] + dy, x0[i] + dx] = colour[i, masks[i, dy, dx] - 1]
 
