@@ -24,13 +24,6 @@ import common as C
 NAME = "search_vs_random"
 
 
-def pairwise_win_share(found: list, drawn: list) -> float:
-    """Share of (found, drawn) pairs with found > drawn, ties counting half (the Mann-Whitney U / n m)."""
-    if not found or not drawn:
-        return float("nan")
-    return sum((a > b) + 0.5 * (a == b) for a in found for b in drawn) / (len(found) * len(drawn))
-
-
 def main() -> int:
     p = C.parser(__doc__, f"{NAME}.json", dataset_option=False)
     p.add_argument("-k", "--k", type=int, default=None,
@@ -79,11 +72,12 @@ def main() -> int:
             m, sd = C.mean_std(r["test_acc"] for r in sel)
             summary.append({"dataset": dataset, "method": method, "n": len(sel), "test_acc_mean": m,
                             "test_acc_std": sd, "param_free_mean": C.mean_std(r["param_free"] for r in sel)[0]})
-    wins = {}
+    wins, p_values = {}, {}
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         found = [r["test_acc"] for r in rows if r["dataset"] == dataset and r["method"] == "search"]
         drawn = [r["test_acc"] for r in rows if r["dataset"] == dataset and r["method"] == "random"]
-        wins[dataset] = pairwise_win_share(found, drawn)
+        wins[dataset] = C.pairwise_win_share(found, drawn)
+        p_values[dataset] = C.win_share_p_value(found, drawn)
     text = "\n".join([
         "Per architecture (retrained with the same budget and seed):",
         C.table(["data", "method", "#", "test acc %", "param-free ops", "params", "cell"],
@@ -95,11 +89,12 @@ def main() -> int:
                 [[s["dataset"], s["method"], s["n"], f"{s['test_acc_mean']:.2f} ± {s['test_acc_std']:.2f}",
                   f"{s['param_free_mean']:.1f}"] for s in summary]),
         "",
-        *[f"{d}: searched cell better than random cell in {w:.2f} of the search x random pairs (0.5: no better)"
-          for d, w in wins.items()],
+        *[f"{d}: searched cell better than random cell in {w:.2f} of the search x random pairs (0.5: no better; "
+          f"one-sided permutation p = {p_values[d]:.3f})" for d, w in wins.items()],
         *[f"skipped {d}: {why}" for d, why in skipped.items()],
     ])
-    C.finish(ctx, NAME, {"k": k, "k_random": k_random, "pairwise_win_share": wins, "random_seed": args.random_seed, "retrain_seed": args.retrain_seed,
+    C.finish(ctx, NAME, {"k": k, "k_random": k_random, "pairwise_win_share": wins,
+                         "win_share_p_value": p_values, "random_seed": args.random_seed, "retrain_seed": args.retrain_seed,
                          "budget": C.budget(args.quick), "skipped": skipped, "rows": rows, "summary": summary}, text)
     return 0
 

@@ -56,16 +56,35 @@ def test_search_vs_random(tmp_path):
     assert all(math.isfinite(s["test_acc_mean"]) for s in rec["summary"])
 
 
-def test_pairwise_win_share():
+def _common():
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
-        from search_vs_random import pairwise_win_share
+        import common
     finally:
         sys.path.remove(str(ROOT / "experiments"))
+    return common
+
+
+def test_pairwise_win_share():
+    pairwise_win_share = _common().pairwise_win_share
     assert pairwise_win_share([90.0, 95.0], [80.0, 85.0, 70.0]) == 1.0
     assert pairwise_win_share([50.0], [80.0, 85.0]) == 0.0
     assert pairwise_win_share([80.0, 60.0], [80.0, 70.0]) == pytest.approx((0.5 + 1 + 0 + 0) / 4)
     assert math.isnan(pairwise_win_share([], [1.0]))
+
+
+def test_win_share_p_value():
+    p_value = _common().win_share_p_value
+    # 3 searched cells above all 10 random ones: only 1 of the C(13, 3) = 286 splits does that well
+    found, drawn = [50.0, 51.0, 52.0], [float(v) for v in range(40, 50)]
+    assert p_value(found, drawn) == pytest.approx(1 / 286)
+    # the sampled version (forced by max_exact=0) agrees with the exact one
+    assert p_value(found, drawn, max_exact=0, samples=20_000) == pytest.approx(1 / 286, abs=0.002)
+    # the lowest cell wins nothing: every split does at least as well
+    assert p_value([1.0], [2.0, 3.0]) == 1.0
+    # a tie counts half: 5 against (5, 1) has share 0.75, and 2 of the 3 splits reach it (p counts >=)
+    assert p_value([5.0], [5.0, 1.0]) == pytest.approx(2 / 3)
+    assert math.isnan(p_value([], [1.0]))
 
 
 def test_search_vs_random_skips_missing_cifar(tmp_path):
@@ -170,3 +189,25 @@ def test_cpu_config_cells(tmp_path):
     # per run, the two rules differ exactly on the edges where none wins
     runs = {r["run"] for r in rec["rows"] if r["rule"] != "uniform random"}
     assert len(runs) == 2
+    searched = [s for s in rec["summary"] if s["rule"] != "uniform random"]
+    for s in searched:
+        found = [r["test_acc"] for r in rec["rows"] if r["rule"] == s["rule"]]
+        drawn = [r["test_acc"] for r in rec["rows"] if r["rule"] == "uniform random"]
+        assert s["win_share_vs_random"] == pytest.approx(_common().pairwise_win_share(found, drawn))
+        assert 0 < s["win_share_p_value"] <= 1
+    # each search's op probabilities over the epochs (the plot's data): rows sum to 1
+    for name, t in rec["op_probabilities"].items():
+        assert t["epochs"] == list(range(1, len(t["epochs"]) + 1))
+        assert all(sum(t["probs"][op][e] for op in t["ops"]) == pytest.approx(1.0) for e in range(len(t["epochs"])))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "a,b"], "--seeds takes comma-separated integers"),
+    (["--seeds", "0", "runs/x"], "not both"),
+    ([], "give search run directories"),
+    (["experiments"], "has no genotype.json"),
+])
+def test_cpu_config_cells_bad_arguments(args, message):
+    proc = subprocess.run([sys.executable, "experiments/cpu_config_cells.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
