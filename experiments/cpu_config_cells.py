@@ -16,6 +16,11 @@ random) pairs in which the searched cell retrains better (0.5: no better than ra
 sampling) and its one-sided permutation p-value. With matplotlib installed, a PNG next to the
 JSON shows each search's op probabilities over the epochs.
 
+Calibration rows: the three cells that the GDAS authors' code derives on CIFAR-10 at full
+budget, and the all-``skip_connect`` cell their DARTS searches collapse to (as published in
+NATS-Bench), retrained with the same budget. If the budget does not put those GDAS cells above
+random cells and the collapsed cell below them, it cannot rank cells as a full retrain does.
+
     python experiments/cpu_config_cells.py --seeds 0,1,2                     # runs the searches (about 30 min each)
     python experiments/cpu_config_cells.py RUN_DIR [RUN_DIR ...]             # finished searches
     python experiments/cpu_config_cells.py RUN_DIR ... --retrain-epochs 20   # longer retrains
@@ -33,6 +38,20 @@ from nas.io import read_jsonl
 NAME = "cpu_config_cells"
 CPU_CONFIG = C.ROOT / "configs" / "nb201_cifar10_cpu.yaml"
 RANDOM_RULE = "uniform random"
+# Calibration cells, as published by the GDAS/NAS-Bench-201 authors (NATS-Bench's algos-v2 README,
+# CIFAR-10, full 250-epoch searches on a GPU): their GDAS code's three derived cells, and the cell
+# their DARTS V1 and V2 searches collapse to on every seed (all skip_connect). Retrained with the
+# same budget, they show whether that budget ranks cells the way a full-scale search does.
+REFERENCE_CELLS = {
+    "GDAS, authors' code, full budget": [
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_1x1~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        "|avg_pool_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
+    ],
+    "DARTS collapse (all skip_connect)": [
+        "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+    ],
+}
 
 
 def cells_of(geno: Genotype):
@@ -128,6 +147,13 @@ def main() -> int:
         for rule, cell in cells_of(geno):
             r = ctx.runner.retrain(retrain, cell, label=f"{Path(run).name} {rule}")
             rows.append({"run": str(run), "rule": rule, "genotype": str(cell), "param_free": C.param_free(cell),
+                         "none": sum(op == "none" for op, _ in cell.normal), "test_acc": r["test_acc"],
+                         "params": r["params"], "macs": r["macs"]})
+    for rule, cells in REFERENCE_CELLS.items():
+        for i, text in enumerate(cells):
+            cell = Genotype.from_nb201(text)
+            r = ctx.runner.retrain(retrain, cell, label=f"{rule} {i}")
+            rows.append({"run": f"reference {i}", "rule": rule, "genotype": str(cell), "param_free": C.param_free(cell),
                          "none": sum(op == "none" for op, _ in cell.normal), "test_acc": r["test_acc"],
                          "params": r["params"], "macs": r["macs"]})
     for i, cell in enumerate(C.random_nb201_cells(k, 0)):

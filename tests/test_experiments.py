@@ -183,11 +183,12 @@ def test_scale_gradients_on_a_tiny_search(tmp_path):
 def test_cpu_config_cells(tmp_path):
     rec = run_quick("cpu_config_cells", tmp_path)
     rules = [s["rule"] for s in rec["summary"]]
-    assert rules == ["with none (GDAS)", "without none (derive_none: false)", "uniform random"]
+    assert rules == ["with none (GDAS)", "without none (derive_none: false)", "GDAS, authors' code, full budget",
+                     "DARTS collapse (all skip_connect)", "uniform random"]
     assert all(finite_acc(r) for r in rec["rows"])
     assert all(r["none"] == 0 for r in rec["rows"] if r["rule"].startswith("without none"))
     # per run, the two rules differ exactly on the edges where none wins
-    runs = {r["run"] for r in rec["rows"] if r["rule"] != "uniform random"}
+    runs = {r["run"] for r in rec["rows"] if r["rule"] in rules[:2]}
     assert len(runs) == 2
     searched = [s for s in rec["summary"] if s["rule"] != "uniform random"]
     for s in searched:
