@@ -197,21 +197,18 @@ def main() -> int:
 
 
 def draw_trajectories(plt, trajectories: Dict[str, Optional[dict]]) -> None:
-    """Each op's mean probability (over the 6 edges) against the epoch, one line style per search."""
-    styles = ["-", "--", ":", "-."]
-    colors = {}
-    for i, (name, t) in enumerate(trajectories.items()):
-        if t is None:
-            continue
+    """One panel per search: each op's probability, averaged over the 6 edges, against the epoch."""
+    shown = {name: t for name, t in trajectories.items() if t is not None}
+    plt.gcf().set_size_inches(3.6 * max(1, len(shown)), 3.4)
+    for i, (name, t) in enumerate(shown.items()):
+        ax = plt.subplot(1, len(shown), i + 1, sharey=plt.gcf().axes[0] if i else None)
         for op in t["ops"]:
-            line = plt.plot(t["epochs"], t["probs"][op], styles[i % len(styles)], color=colors.get(op),
-                            label=op if op not in colors else None)[0]
-            colors.setdefault(op, line.get_color())
-    plt.xlabel("epoch")
-    plt.ylabel("mean op probability over the edges")
-    plt.title("op probabilities during the search (" + ", ".join(
-        f"{name}: {styles[i % len(styles)]}" for i, name in enumerate(trajectories)) + ")", fontsize=8)
-    plt.legend(fontsize=7)
+            ax.plot(t["epochs"], t["probs"][op], label=op)
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("epoch")
+        if i == 0:
+            ax.set_ylabel("op probability (mean over edges)")
+            ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":
