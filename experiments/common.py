@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
+import math
 import os
 import pickle
 import platform
@@ -252,22 +254,24 @@ def win_share_p_value(found: Sequence[float], drawn: Sequence[float], max_exact:
     Exact (every split of the pool) up to ``max_exact`` splits, else ``samples`` seeded random splits.
     Small samples cannot reach small p: with 3 against 10 the least possible p is 1/286.
     """
-    import itertools
-    import math
-
     if not found or not drawn:
         return float("nan")
     pool, n = list(found) + list(drawn), len(found)
-    observed = pairwise_win_share(found, drawn) - 1e-12
+    observed = pairwise_win_share(found, drawn) - 1e-12  # >= up to rounding of the shares
+
     def share(picked: Sequence[int]) -> float:
         chosen = set(picked)
         return pairwise_win_share([pool[i] for i in picked], [v for i, v in enumerate(pool) if i not in chosen])
-    if math.comb(len(pool), n) <= max_exact:
-        splits = list(itertools.combinations(range(len(pool)), n))
+
+    exact = math.comb(len(pool), n)
+    if exact <= max_exact:
+        splits: Iterable[Sequence[int]] = itertools.combinations(range(len(pool)), n)
+        count = exact
     else:
         rng = random.Random(seed)
-        splits = [rng.sample(range(len(pool)), n) for _ in range(samples)]
-    return sum(share(s) >= observed for s in splits) / len(splits)
+        splits = (rng.sample(range(len(pool)), n) for _ in range(samples))
+        count = samples
+    return sum(share(s) >= observed for s in splits) / count
 
 
 def fmt_pm(values: Iterable[float], digits: int = 2) -> str:

@@ -21,7 +21,7 @@ budget, and the all-``skip_connect`` cell their DARTS searches collapse to (as p
 NATS-Bench), retrained with the same budget. If the budget does not put those GDAS cells above
 random cells and the collapsed cell below them, it cannot rank cells as a full retrain does.
 
-    python experiments/cpu_config_cells.py --seeds 0,1,2                     # runs the searches (about 30 min each)
+    python experiments/cpu_config_cells.py --seeds 0,1,2                     # runs the searches (28-31 min each on one core)
     python experiments/cpu_config_cells.py RUN_DIR [RUN_DIR ...]             # finished searches
     python experiments/cpu_config_cells.py RUN_DIR ... --retrain-epochs 20   # longer retrains
     python experiments/cpu_config_cells.py --quick --out /tmp/x.json         # smoke test: tiny synthetic searches
@@ -141,26 +141,23 @@ def main() -> int:
         retrain = C.data_overrides("cifar10", False, root) + C.retrain_overrides("cifar10", False) + ["run.seed=0"]
     if args.retrain_epochs is not None:
         retrain += [f"retrain.nb201.epochs={args.retrain_epochs}", "retrain.nb201.steps_per_epoch=null"]
+    def retrain_row(source: str, rule: str, cell: Genotype, label: str) -> dict:
+        r = ctx.runner.retrain(retrain, cell, label=label)
+        return {"run": source, "rule": rule, "genotype": str(cell), "param_free": C.param_free(cell),
+                "none": sum(op == "none" for op, _ in cell.normal), "test_acc": r["test_acc"],
+                "params": r["params"], "macs": r["macs"]}
+
     rows = []
     for run in runs:
         geno = Genotype.from_json((Path(run) / "genotype.json").read_text())
         for rule, cell in cells_of(geno):
-            r = ctx.runner.retrain(retrain, cell, label=f"{Path(run).name} {rule}")
-            rows.append({"run": str(run), "rule": rule, "genotype": str(cell), "param_free": C.param_free(cell),
-                         "none": sum(op == "none" for op, _ in cell.normal), "test_acc": r["test_acc"],
-                         "params": r["params"], "macs": r["macs"]})
+            rows.append(retrain_row(str(run), rule, cell, label=f"{Path(run).name} {rule}"))
     for rule, cells in REFERENCE_CELLS.items():
         for i, text in enumerate(cells):
             cell = Genotype.from_nb201(text)
-            r = ctx.runner.retrain(retrain, cell, label=f"{rule} {i}")
-            rows.append({"run": f"reference {i}", "rule": rule, "genotype": str(cell), "param_free": C.param_free(cell),
-                         "none": sum(op == "none" for op, _ in cell.normal), "test_acc": r["test_acc"],
-                         "params": r["params"], "macs": r["macs"]})
+            rows.append(retrain_row(f"reference {i}", rule, cell, label=f"{rule} {i}"))
     for i, cell in enumerate(C.random_nb201_cells(k, 0)):
-        r = ctx.runner.retrain(retrain, cell, label=f"random {i}")
-        rows.append({"run": f"random {i}", "rule": RANDOM_RULE, "genotype": str(cell),
-                     "param_free": C.param_free(cell), "none": sum(op == "none" for op, _ in cell.normal),
-                     "test_acc": r["test_acc"], "params": r["params"], "macs": r["macs"]})
+        rows.append(retrain_row(f"random {i}", RANDOM_RULE, cell, label=f"random {i}"))
     summary = []
     drawn = [r["test_acc"] for r in rows if r["rule"] == RANDOM_RULE]
     for rule in dict.fromkeys(r["rule"] for r in rows):

@@ -190,12 +190,17 @@ def test_cpu_config_cells(tmp_path):
     # per run, the two rules differ exactly on the edges where none wins
     runs = {r["run"] for r in rec["rows"] if r["rule"] in rules[:2]}
     assert len(runs) == 2
+    for run in runs:
+        with_none, without = (next(r["genotype"] for r in rec["rows"] if r["run"] == run and r["rule"] == rule)
+                              for rule in rules[:2])
+        for a, b in zip(with_none.strip("|").split("|"), without.strip("|").split("|")):
+            assert a == b or a.startswith("none~"), (with_none, without)
     searched = [s for s in rec["summary"] if s["rule"] != "uniform random"]
     for s in searched:
         found = [r["test_acc"] for r in rec["rows"] if r["rule"] == s["rule"]]
         drawn = [r["test_acc"] for r in rec["rows"] if r["rule"] == "uniform random"]
         assert s["win_share_vs_random"] == pytest.approx(_common().pairwise_win_share(found, drawn))
-        assert 0 < s["win_share_p_value"] <= 1
+        assert s["win_share_p_value"] == pytest.approx(_common().win_share_p_value(found, drawn))
     # each search's op probabilities over the epochs (the plot's data): rows sum to 1
     for name, t in rec["op_probabilities"].items():
         assert t["epochs"] == list(range(1, len(t["epochs"]) + 1))
