@@ -60,6 +60,9 @@ class ArchOptimConfig:
     lr: float = 3e-4
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 1e-3
+    beta_decay: float = 0.0           # beta-decay weight (beta-DARTS, Ye et al., CVPR 2022): adds
+                                      # lambda * mean_edges logsumexp(alpha) to the arch loss, lambda
+                                      # ramped linearly from 0 over the architecture epochs; 0 disables
 
 
 @dataclass
@@ -76,6 +79,8 @@ class SearchConfig:
     batch_size: int = 64
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
     warmup_epochs: int = 0            # first epochs train the weights only (no architecture steps)
+    prune: bool = False               # progressive pruning: after warm-up, at evenly spaced epochs, each
+                                      # edge drops its least probable op until one is left
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)

@@ -76,9 +76,40 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {cfg.run.log_every}")
     if not 0 < cfg.data.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {cfg.data.weight_fraction}")
+    if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
+        raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
+    if s.prune and sn.mode != "gdas":
+        raise UserError(f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; "
+                        "set search.prune=false")
+    num_ops = len(sn.ops if sn.ops is not None else DEFAULT_OPS[sn.space])
+    if s.prune and s.epochs - s.warmup_epochs < num_ops:
+        raise UserError(f"search.prune needs at least one architecture epoch per op ({num_ops}); got "
+                        f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs")
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
         raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
     make_tau_schedule(cfg)
+
+
+def prune_events(epochs: int, warmup_epochs: int, num_ops: int) -> List[int]:
+    """The epoch boundaries after which progressive pruning drops one op per edge.
+
+    ``num_ops - 1`` events spread evenly over the architecture epochs, so the last
+    ``(epochs - warmup_epochs) / num_ops`` epochs train the decided network alone.
+    """
+    span = epochs - warmup_epochs
+    return [warmup_epochs + round((k + 1) * span / num_ops) for k in range(num_ops - 1)]
+
+
+def ops_to_keep(epoch: int, events: List[int], num_ops: int) -> int:
+    """How many ops each edge keeps while epoch ``epoch`` (0-based) runs."""
+    return num_ops - sum(b <= epoch for b in events)
+
+
+def beta_decay_weight(epoch: int, epochs: int, warmup_epochs: int, beta_decay: float) -> float:
+    """beta-DARTS's lambda for epoch ``epoch``: 0 in warm-up, then linear up to ``beta_decay``."""
+    if beta_decay == 0 or epoch < warmup_epochs:
+        return 0.0
+    return beta_decay * (epoch - warmup_epochs + 1) / (epochs - warmup_epochs)
 
 
 def entropy(probs: Dict[str, torch.Tensor]) -> float:
@@ -146,9 +177,20 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
     if steps < 1:
         raise UserError("an epoch has no full batch; lower search.batch_size or use more data")
 
+    events = prune_events(s.epochs, s.warmup_epochs, len(net.ops)) if s.prune else []
+    keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
     last = None
     done = start
     for epoch in range(start, s.epochs):
+        if s.prune:
+            # Idempotent: a resumed run's mask (in the checkpoint) already has the earlier events.
+            while net.num_alive() > ops_to_keep(epoch, events, len(net.ops)):
+                removed = net.prune_weakest(keep_none=keep_none)
+                log(f"pruned before epoch {epoch + 1}: " + "; ".join(
+                    f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items()))
+        beta = beta_decay_weight(epoch, s.epochs, s.warmup_epochs, s.arch.beta_decay)
+        # Once every edge has one op left, the logits get no gradient: skip the arch step.
+        arch_epoch = epoch >= s.warmup_epochs and net.num_alive() > 1
         net.tau = tau_at(epoch, s.epochs)
         lr = cosine_lr(epoch, s.epochs, s.weights.lr, s.weights.lr_min)
         set_lr(w_opt, lr)
@@ -163,7 +205,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             if step >= steps:
                 break
             search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, s.weights.grad_clip, device,
-                        cfg.run.bf16, train_meter, val_meter, arch_step=epoch >= s.warmup_epochs)
+                        cfg.run.bf16, train_meter, val_meter, arch_step=arch_epoch, beta_decay=beta)
             bar.update(1)
             if progress and cfg.run.log_every > 0 and (step + 1) % cfg.run.log_every == 0:
                 bar.set_postfix(tau=f"{net.tau:.2f}", acc=f"{train_meter.read()[1]:.1f}")
@@ -181,13 +223,16 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss if val_meter.count else None, "val_acc": val_acc if val_meter.count else None,
             "entropy": entropy(probs), "genotype": str(geno),
+            **({"ops_left": net.num_alive()} if s.prune else {}),
+            **({"beta_decay": beta} if s.arch.beta_decay else {}),
             "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
         }
         write_epoch(run_dir, net, w_opt, a_opt, cfg, epoch + 1, last, geno, probs)
         done = epoch + 1
         arch_text = str(geno) if geno.space == "nb201" else "genotype.json updated"
         log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  "
-            + (f"val {val_loss:.3f}/{val_acc:.1f}%" if val_meter.count else "warm-up (no arch step)") + f"  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
+            + (f"val {val_loss:.3f}/{val_acc:.1f}%" if val_meter.count
+               else "warm-up (no arch step)" if epoch < s.warmup_epochs else "decided (weights only)") + f"  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
             f"{arch_text}")
         if stop_after is not None and done - start >= stop_after:
             break
@@ -200,8 +245,12 @@ def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[tor
                 w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer, x_w: torch.Tensor, y_w: torch.Tensor,
                 x_a: torch.Tensor, y_a: torch.Tensor, grad_clip: float, device: torch.device, bf16: bool,
                 train_meter: Optional[Meter] = None, val_meter: Optional[Meter] = None,
-                arch_step: bool = True) -> None:
-    """One weight step then (unless ``arch_step`` is false, as in warm-up) one architecture step."""
+                arch_step: bool = True, beta_decay: float = 0.0) -> None:
+    """One weight step then (unless ``arch_step`` is false, as in warm-up) one architecture step.
+
+    ``beta_decay`` > 0 adds beta-DARTS's ``beta_decay * mean_edges logsumexp(alpha)`` to the
+    architecture loss; its gradient is ``beta_decay * softmax(alpha) / edges``.
+    """
     # Weight step: the logits are frozen, so the supernet runs the sampled
     # network without the straight-through bookkeeping.
     for a in arch:
@@ -225,11 +274,20 @@ def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[tor
     with autocast(device, bf16):
         logits = net(x_a)
         loss = F.cross_entropy(logits.float(), y_a)
+    objective = loss
+    if beta_decay:
+        objective = loss + beta_decay * beta_decay_term(net)
     a_opt.zero_grad(set_to_none=True)
-    loss.backward(inputs=arch)
+    objective.backward(inputs=arch)
     a_opt.step()
     if val_meter is not None:
         val_meter.add(loss, logits, y_a)
+
+
+def beta_decay_term(net: Supernet) -> torch.Tensor:
+    """mean over all edges of ``logsumexp(alpha_edge)`` (pruned ops excluded)."""
+    rows = torch.cat([net.logits(c).float() for c in net.arch])
+    return torch.logsumexp(rows, dim=-1).mean()
 
 
 def write_epoch(run_dir: Path, net: Supernet, w_opt, a_opt, cfg: Config, epoch: int, metrics: dict,

@@ -126,6 +126,10 @@ class Supernet(nn.Module):
         self.arch = nn.ParameterDict({
             cell: nn.Parameter(1e-3 * torch.randn(num_edges, len(self.ops))) for cell, num_edges in edges_per_cell.items()
         })
+        # Which ops each edge may still choose (progressive pruning clears entries). A buffer,
+        # so checkpoints carry it and a resumed search keeps what it pruned.
+        for cell, num_edges in edges_per_cell.items():
+            self.register_buffer(f"alive_{cell}", torch.ones(num_edges, len(self.ops), dtype=torch.bool))
         self.tau = tau
         self._forced: Optional[Dict[str, List[int]]] = None
         self.last_sample: Optional[Dict[str, List[str]]] = None
@@ -156,9 +160,66 @@ class Supernet(nn.Module):
             raise ValueError(f"tau must be a finite number > 0, got {value}")
         self._tau = value
 
+    def alive(self, cell: str) -> torch.Tensor:
+        """``[edges, ops]`` bool: the ops each edge of ``cell`` may still choose."""
+        return getattr(self, f"alive_{cell}")
+
+    def logits(self, cell: str) -> torch.Tensor:
+        """The logits of ``cell`` with pruned ops at -inf (probability exactly 0)."""
+        a = self.arch[cell]
+        if self._all_alive[cell]:
+            return a
+        return a.masked_fill(~self.alive(cell), float("-inf"))
+
+    @property
+    def _all_alive(self) -> Dict[str, bool]:
+        # Cached on the host: checking the mask on the device every forward would be a sync.
+        cache = getattr(self, "_alive_cache", None)
+        if cache is None:
+            cache = {cell: bool(self.alive(cell).all()) for cell in self.arch}
+            self._alive_cache = cache
+        return cache
+
+    def prune_weakest(self, keep_none: bool = True) -> Dict[str, List[str]]:
+        """On every edge with more than one op left, remove the least probable op.
+
+        With ``keep_none`` false, ``none`` goes first when only it and one other op are left,
+        so the survivor is never ``none`` (the none-excluded derivation rule). Returns the
+        removed op per edge, per cell type.
+        """
+        removed = {}
+        probs = self.probabilities()
+        for cell, p in probs.items():
+            alive = self.alive(cell)
+            names = []
+            for e in range(p.shape[0]):
+                left = alive[e].nonzero().flatten().tolist()
+                if len(left) <= 1:
+                    names.append("")
+                    continue
+                if not keep_none and len(left) == 2 and "none" in self.ops and self.ops.index("none") in left:
+                    k = self.ops.index("none")
+                else:
+                    k = min(left, key=lambda j: float(p[e, j]))
+                alive[e, k] = False
+                names.append(self.ops[k])
+            removed[cell] = names
+        self._alive_cache = None
+        return removed
+
+    def num_alive(self) -> int:
+        """The most ops any edge can still choose (1: the architecture is decided)."""
+        return max(int(self.alive(c).sum(dim=-1).max()) for c in self.arch)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self._alive_cache = None
+        for cell in self.arch:  # checkpoints from before pruning existed: nothing was pruned
+            state_dict.setdefault(f"{prefix}alive_{cell}", torch.ones_like(self.alive(cell)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def probabilities(self) -> Dict[str, torch.Tensor]:
-        """softmax of the logits per cell type, detached."""
-        return {cell: torch.softmax(a.detach().float(), dim=-1) for cell, a in self.arch.items()}
+        """softmax of the logits per cell type (pruned ops at 0), detached."""
+        return {cell: torch.softmax(self.logits(cell).detach().float(), dim=-1) for cell in self.arch}
 
     # ---- forcing an architecture -------------------------------------------
     def force(self, arch: Union[Genotype, Dict[str, Sequence[Union[int, str]]], None]) -> None:
@@ -202,7 +263,7 @@ class Supernet(nn.Module):
         if self._forced is not None:
             self.last_sample = {c: [self.ops[k] for k in self._forced[c]] for c in cells}
             return {c: EdgePlan(self._forced[c], None, self._is_zero) for c in cells}
-        logits = [self.arch[c] for c in cells]
+        logits = [self.logits(c) for c in cells]
         if self.mode == "gdas":
             need_grad = torch.is_grad_enabled() and logits[0].requires_grad
             if need_grad:

@@ -1,0 +1,181 @@
+"""Search options beyond plain GDAS: progressive pruning and beta-decay regularisation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import nas
+from nas.cli import main
+from nas.config import load_config
+from nas.search import beta_decay_term, beta_decay_weight, ops_to_keep, prune_events, run_search, search_step
+
+TINY = [
+    "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
+    "search.batch_size=32", "search.steps_per_epoch=3", "run.device=cpu",
+]
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+# ---- progressive pruning ---------------------------------------------------
+
+def test_prune_events_spread_over_the_architecture_epochs():
+    # The CPU config: 60 epochs, 20 warm-up, 5 ops -> 4 events, 8 decided epochs at the end.
+    assert prune_events(60, 20, 5) == [28, 36, 44, 52]
+    assert [ops_to_keep(e, [28, 36, 44, 52], 5) for e in (0, 27, 28, 35, 36, 51, 52, 59)] == [5, 5, 4, 4, 3, 2, 1, 1]
+    assert prune_events(5, 0, 5) == [1, 2, 3, 4]
+
+
+def test_prune_weakest_removes_exactly_the_least_probable_op_per_edge():
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    ops = list(net.ops)
+    with torch.no_grad():
+        a = net.arch["normal"]
+        a.copy_(torch.arange(a.numel(), dtype=torch.float32).view_as(a).remainder(7) / 7)
+    before = net.probabilities()["normal"]
+    removed = net.prune_weakest()
+    expected = [ops[int(before[e].argmin())] for e in range(before.shape[0])]
+    assert removed["normal"] == expected
+    after = net.probabilities()["normal"]
+    for e, op in enumerate(expected):
+        assert after[e, ops.index(op)] == 0.0
+        assert int(net.alive("normal")[e].sum()) == len(ops) - 1
+    assert torch.allclose(after.sum(-1), torch.ones(after.shape[0]))
+    # The surviving ops keep their relative probabilities.
+    keep = net.alive("normal")
+    assert torch.allclose(after[keep].view(6, 4), (before[keep].view(6, 4) / before[keep].view(6, 4).sum(-1, keepdim=True)))
+
+
+def test_none_excluded_rule_drops_none_at_the_final_choice():
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3, derive_none=False)
+    with torch.no_grad():
+        net.arch["normal"].zero_()
+        net.arch["normal"][:, net.ops.index("none")] = 5.0  # none is by far the most probable
+    for _ in range(len(net.ops) - 1):
+        net.prune_weakest(keep_none=False)
+    assert net.num_alive() == 1
+    assert "none" not in [op for op, _ in net.genotype().normal]
+    # With GDAS's rule none survives the same pruning.
+    net2 = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    net2.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("alive_")}, strict=False)
+    with torch.no_grad():
+        net2.alive("normal").fill_(True)
+    for _ in range(len(net2.ops) - 1):
+        net2.prune_weakest(keep_none=True)
+    assert [op for op, _ in net2.genotype().normal] == ["none"] * 6
+
+
+def test_pruned_ops_are_never_sampled_and_get_no_gradient():
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    net.prune_weakest()
+    net.prune_weakest()
+    alive = net.alive("normal").clone()
+    x = torch.randn(2, 3, 8, 8)
+    for _ in range(50):
+        net(x)
+        chosen = [net.ops.index(op) for op in net.sampled_architecture()["normal"]]
+        assert all(alive[e, k] for e, k in enumerate(chosen))
+    net.zero_grad()
+    net(x).sum().backward()
+    grad = net.arch["normal"].grad
+    assert torch.isfinite(grad).all()
+    assert (grad[~alive] == 0).all()
+
+
+def test_pruning_mask_travels_in_the_state_dict_and_old_checkpoints_load():
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    net.prune_weakest()
+    state = net.state_dict()
+    fresh = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.alive("normal"), net.alive("normal"))
+    assert torch.equal(fresh.probabilities()["normal"], net.probabilities()["normal"])
+    old = {k: v for k, v in state.items() if not k.startswith("alive_")}  # a checkpoint from before pruning
+    fresh.load_state_dict(old)
+    assert bool(fresh.alive("normal").all())
+
+
+def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
+    cfg = load_config(None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=true"])
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    metrics = lines(tmp_path / "full" / "metrics.jsonl")
+    assert [m["ops_left"] for m in metrics] == [5, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert metrics[-1]["entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics[-1]["val_loss"] is None          # decided: no architecture step
+    probs = lines(tmp_path / "full" / "arch_probs.jsonl")
+    assert probs[-1]["probs"] == probs[-2]["probs"]  # the logits no longer move
+    # Stopped in the middle of the pruning, then resumed: the same search.
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=4, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(resumed.genotype) == str(full.genotype)
+    assert [m["train_loss"] for m in lines(tmp_path / "part" / "metrics.jsonl")] == [m["train_loss"] for m in metrics]
+
+
+def test_pruning_runs_on_the_darts_space(tmp_path):
+    cfg = load_config(None, TINY + ["supernet.space=darts", "supernet.N=3", "search.epochs=9",
+                                    "search.warmup_epochs=0", "search.prune=true"])
+    result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
+    metrics = lines(tmp_path / "d" / "metrics.jsonl")
+    assert metrics[-1]["ops_left"] == 1
+    for cell, edges in result.genotype.cells().items():
+        assert all(op != "none" for op, _ in edges)
+
+
+# ---- beta-decay ---------------------------------------------------------------
+
+def test_beta_decay_gradient_is_lambda_softmax_over_edges():
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].normal_()
+    net.zero_grad()
+    (2.5 * beta_decay_term(net)).backward()
+    a = net.arch["normal"]
+    expected = 2.5 * torch.softmax(a.detach(), -1) / a.shape[0]
+    assert torch.allclose(a.grad, expected, atol=1e-6)
+
+
+def test_beta_decay_ramps_linearly_after_warm_up():
+    assert [beta_decay_weight(e, 10, 2, 4.0) for e in (0, 1, 2, 5, 9)] == [0.0, 0.0, 0.5, 2.0, 4.0]
+    assert beta_decay_weight(9, 10, 2, 0.0) == 0.0
+
+
+def test_beta_decay_pulls_the_arch_step_toward_uniform():
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+
+    def spread(beta: float) -> float:
+        torch.manual_seed(1)
+        net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+        with torch.no_grad():
+            net.arch["normal"].copy_(torch.linspace(-2, 2, 30).view(6, 5))
+        w, a = net.weight_parameters(), net.arch_parameters()
+        w_opt = torch.optim.SGD(w, lr=0.0)
+        a_opt = torch.optim.SGD(a, lr=1.0)
+        search_step(net, w, a, w_opt, a_opt, x, y, x, y, 0.0, torch.device("cpu"), False, beta_decay=beta)
+        return float(net.arch["normal"].std())
+
+    # Same noise and data: only the regulariser differs, and it shrinks the spread of the logits.
+    assert spread(30.0) < spread(0.0)
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
+    (["search.prune=true", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
+    (["search.prune=true", "search.epochs=4", "search.warmup_epochs=0"], "at least one architecture epoch per op"),
+])
+def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [x for s in TINY + ["search.epochs=2", "search.warmup_epochs=0"]
+                                                         + overrides for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
