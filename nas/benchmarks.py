@@ -655,3 +655,49 @@ def load_benchmark(path: Union[str, os.PathLike, None] = None) -> NB201Benchmark
         return NB201Benchmark(_load_csv(p))
     raise UserError(f"benchmark path {p} does not exist; pass the NATS-tss-v1_0-3ffb9-simple directory, a CSV "
                     "file, or nothing for the packaged CIFAR-10 table")
+
+
+PROTOCOL = ("NAS-Bench-201's own training of this cell on CIFAR-10 (200 epochs, 50k training images, "
+            "mean of 3 seeds), whatever data the search ran on")
+
+
+def is_benchmark_cell(arch: Union[Genotype, str]) -> bool:
+    """Whether ``arch`` is a cell NAS-Bench-201 holds (nb201 space, 4 nodes, its five ops)."""
+    try:
+        cell_ops(arch)
+    except UserError:
+        return False
+    return True
+
+
+def cell_report(arch: Arch, bench: Optional[NB201Benchmark] = None, epochs: Sequence[int] = (200,)) -> dict:
+    """What ``inspect``, ``lookup`` and the search log say about one cell, as a JSON-able dict.
+
+    Always the packaged CIFAR-10 test accuracy and its percentile in the space; with ``bench``
+    (official files or a CSV), every dataset and metric it holds, per protocol in ``epochs``.
+    """
+    packaged = load_benchmark()
+    i = packaged.index(arch)
+    out = {"index": i, "arch": packaged.arch_string(i), "cifar10_test": packaged.query(i),
+           "percentile": packaged.percentile(i), "protocol": PROTOCOL}
+    if bench is not None:
+        tables: Dict[str, Dict[str, Dict[str, float]]] = {}
+        protocols = epochs if isinstance(bench._source, _DirectorySource) else (200,)
+        for e in protocols:
+            tables[str(e)] = {ds: {m: bench.query(i, ds, m, epochs=e) for m in bench.metrics(ds)}
+                              for ds in bench.datasets()}
+        out["source"] = bench.source
+        out["epochs"] = tables
+    return out
+
+
+def format_cell_report(report: dict) -> List[str]:
+    """Text lines for :func:`cell_report`."""
+    lines = [f"NAS-Bench-201 CIFAR-10 test accuracy {report['cifar10_test']:.2f}%  "
+             f"(percentile {report['percentile']:.1f} of the 15,625 cells; index {report['index']})",
+             f"  this is {report['protocol']}"]
+    for e, tables in (report.get("epochs") or {}).items():
+        lines.append(f"  {report['source']}, {e}-epoch protocol, mean over seeds:")
+        for ds, metrics in tables.items():
+            lines.append(f"    {ds:<15} " + "  ".join(f"{m} {v:.2f}%" for m, v in metrics.items()))
+    return lines

@@ -9,12 +9,13 @@ from typing import List, Optional
 
 import torch
 
+from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import load_config
 from .errors import UserError
 from .genotype import Genotype, darts_edges, disconnected_warning, nb201_edges
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
-COMMANDS = ("search", "inspect", "retrain")
+COMMANDS = ("search", "inspect", "retrain", "lookup")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,13 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="search.py", description="Differentiable architecture search with Gumbel-softmax sampling.",
         epilog="Commands: (none) or 'search' runs a search; 'inspect RUN_DIR' shows what a search chose; "
-               "'retrain RUN_DIR | --genotype G' trains the discrete network.")
+               "'retrain RUN_DIR | --genotype G' trains the discrete network; "
+               "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy.")
     sub = parser.add_subparsers(dest="command")
     _add_run_args(sub.add_parser("search", help="run an architecture search"))
     p = sub.add_parser("inspect", help="show the ops a search chose")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--dot", metavar="FILE", help="write a Graphviz DOT drawing of the cell(s)")
+    p.add_argument("--benchmark", metavar="PATH",
+                   help="official NATS-Bench topology directory (or CSV) for every dataset's figures")
+    p = sub.add_parser("lookup", help="look cells up in NAS-Bench-201",
+                       description="Look cells up in NAS-Bench-201. Each ARCH is an official arch string, an index "
+                                   "0..15624, a genotype JSON file or a search run directory.")
+    p.add_argument("archs", nargs="+", metavar="ARCH")
+    p.add_argument("--benchmark", metavar="PATH",
+                   help="official NATS-Bench topology directory (or CSV) for every dataset's figures")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("retrain", help="train the discrete network of a searched or given architecture")
     p.add_argument("run_dir", nargs="?", help="a finished (or running) search run directory")
     p.add_argument("--genotype", metavar="FILE_OR_STRING",
@@ -92,6 +103,8 @@ def _summary(result) -> str:
     warning = disconnected_warning(geno)  # the network would give a constant output
     if warning:
         lines += ["", warning]
+    if is_benchmark_cell(geno):
+        lines += [""] + format_cell_report(cell_report(geno))
     run_dir = result.run_dir
     lines += ["", f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
               f"inspect with: python search.py inspect {run_dir}"]
@@ -138,12 +151,47 @@ def cmd_inspect(args) -> int:
     from .inspect import format_text, load_report, report_json, to_dot
     from .io import atomic_write_text
 
-    report = load_report(Path(args.run_dir))
+    bench = load_benchmark(args.benchmark) if args.benchmark else None
+    report = load_report(Path(args.run_dir), bench)
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
     print(report_json(report) if args.json else format_text(report))
     if args.dot and not args.json:
         print(f"\nwrote {args.dot}")
+    return 0
+
+
+def _lookup_target(text: str):
+    """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
+    if text.strip().isdigit():
+        return int(text)
+    if text.lstrip().startswith(("|", "Genotype(", "{")):
+        return Genotype.parse(text)
+    path = Path(text)
+    if path.is_dir():
+        geno_path = path / "genotype.json"
+        if not geno_path.exists():
+            raise UserError(f"{path} holds no genotype.json; give a search run directory after its first epoch")
+        return Genotype.from_json(geno_path.read_text())
+    if path.is_file():
+        return Genotype.parse(path.read_text())
+    raise UserError(f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
+                    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+
+
+def cmd_lookup(args) -> int:
+    import json
+
+    bench = load_benchmark(args.benchmark) if args.benchmark else None
+    reports = [{"query": text, **cell_report(_lookup_target(text), bench, epochs=(200, 12))} for text in args.archs]
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2))
+        return 0
+    for k, r in enumerate(reports):
+        if k:
+            print()
+        print(r["arch"])
+        print("\n".join(format_cell_report(r)))
     return 0
 
 
@@ -159,7 +207,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "search")
     args = build_parser().parse_args(argv)
-    handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain}[args.command]
+    handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain,
+               "lookup": cmd_lookup}[args.command]
     try:
         return handler(args)
     except UserError as exc:

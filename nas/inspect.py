@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .errors import UserError
 from .genotype import Genotype, darts_edges, derive_argmax, disconnected_warning, nb201_edges
 from .io import read_jsonl
@@ -29,8 +30,12 @@ def collapse_counts(geno: Genotype) -> Dict[str, Dict[str, int]]:
     return out
 
 
-def load_report(run_dir: Path) -> Dict[str, Any]:
-    """Everything ``inspect`` shows, as a JSON-able dict."""
+def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-able dict.
+
+    For an nb201 cell, ``benchmark`` holds its NAS-Bench-201 figures (the packaged CIFAR-10 table,
+    plus every dataset of ``benchmark`` when given); ``None`` for other cells.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder; give the run directory a search wrote (--out)")
@@ -80,9 +85,13 @@ def load_report(run_dir: Path) -> Dict[str, Any]:
         "final_probs": final,
         "chosen_per_epoch": per_epoch,
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+        # From each epoch's logged genotype, so runs from before the benchmark field get it too.
+        "benchmark_per_epoch": [{"epoch": m["epoch"], "cifar10_test": load_benchmark().query(m["genotype"])}
+                                for m in metrics if is_benchmark_cell(m.get("genotype") or "")],
         "derive_none": include_none,
         "collapse": collapse_counts(geno),
         "disconnected_cells": geno.disconnected_cells(),
+        "benchmark": cell_report(geno, benchmark, epochs=(200, 12)) if is_benchmark_cell(geno) else None,
     }
 
 
@@ -114,11 +123,17 @@ def format_text(report: Dict[str, Any]) -> str:
     lines.append("architecture entropy per epoch (nats per edge)")
     lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
     lines.append("")
+    if report.get("benchmark_per_epoch"):
+        lines.append("NAS-Bench-201 CIFAR-10 test accuracy of the derived cell per epoch (%)")
+        lines.append("  ".join(f"{r['epoch']}:{r['cifar10_test']:.2f}" for r in report["benchmark_per_epoch"]))
+        lines.append("")
     lines.append("collapse check (ops kept in the derived cell)")
     for cell, c in report["collapse"].items():
         lines.append(f"{cell:<7} skip {c['skip']}  pool {c['pool']}  none {c['none']}  parametric {c['parametric']}")
     if report["disconnected_cells"]:
         lines.append(disconnected_warning(Genotype.from_dict(report["genotype_record"])))
+    if report.get("benchmark"):
+        lines += [""] + format_cell_report(report["benchmark"])
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import config as config_mod
+from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
 from .data import search_split
 from .errors import UserError
@@ -218,6 +219,8 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
                             "search.weights.lr or enable gradient clipping (search.weights.grad_clip)")
         geno = net.genotype()
         probs = net.probabilities()
+        # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
+        benchmark = benchmark_fields(geno)
         last = {
             "epoch": epoch + 1, "tau": net.tau, "lr_weights": lr, "lr_arch": a_opt.param_groups[0]["lr"],
             "train_loss": train_loss, "train_acc": train_acc,
@@ -225,15 +228,17 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             "entropy": entropy(probs), "genotype": str(geno),
             **({"ops_left": net.num_alive()} if s.prune else {}),
             **({"beta_decay": beta} if s.arch.beta_decay else {}),
+            **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
         }
         write_epoch(run_dir, net, w_opt, a_opt, cfg, epoch + 1, last, geno, probs)
         done = epoch + 1
         arch_text = str(geno) if geno.space == "nb201" else "genotype.json updated"
-        log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  "
-            + (f"val {val_loss:.3f}/{val_acc:.1f}%" if val_meter.count
-               else "warm-up (no arch step)" if epoch < s.warmup_epochs else "decided (weights only)") + f"  H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  "
-            f"{arch_text}")
+        phase = (f"val {val_loss:.3f}/{val_acc:.1f}%" if val_meter.count
+                 else "warm-up (no arch step)" if epoch < s.warmup_epochs else "decided (weights only)")
+        bench_text = f"NB201 {benchmark['cifar10_test']:.2f}%  " if benchmark else ""
+        log(f"epoch {epoch + 1}/{s.epochs}  tau {net.tau:.3f}  train {train_loss:.3f}/{train_acc:.1f}%  {phase}  "
+            f"H {last['entropy']:.3f}  {last['images_per_second']:.0f} img/s  {bench_text}{arch_text}")
         if stop_after is not None and done - start >= stop_after:
             break
     if ckpt is not None and done == start:
@@ -282,6 +287,14 @@ def search_step(net: Supernet, weights: List[torch.nn.Parameter], arch: List[tor
     a_opt.step()
     if val_meter is not None:
         val_meter.add(loss, logits, y_a)
+
+
+def benchmark_fields(geno: Genotype) -> Optional[dict]:
+    """The derived cell's NAS-Bench-201 CIFAR-10 test accuracy and percentile (None off the benchmark)."""
+    if not is_benchmark_cell(geno):
+        return None
+    bench = load_benchmark()
+    return {"cifar10_test": bench.query(geno), "percentile": round(bench.percentile(geno), 2)}
 
 
 def beta_decay_term(net: Supernet) -> torch.Tensor:
