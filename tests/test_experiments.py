@@ -217,3 +217,39 @@ def test_cpu_config_cells_bad_arguments(args, message):
     proc = subprocess.run([sys.executable, "experiments/cpu_config_cells.py", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_nb201_evidence(tmp_path):
+    rec = run_quick("nb201_evidence", tmp_path, "--modes")
+    bench = __import__("nas").load_benchmark()
+    # Part 1-2: the recorded CPU-config searches, looked up (values from the packaged table).
+    runs = {r["run"]: r for r in rec["cpu_config_runs"]}
+    assert runs["run_xeon_s1"]["benchmark"] == bench.query(runs["run_xeon_s1"]["genotype"]) == 93.8967
+    assert rec["search_vs_random"]["space_mean"] == pytest.approx(87.06, abs=0.01)
+    assert 0 < rec["search_vs_random"]["p_random_mean_at_least"] <= 1
+    # Part 3: Kendall's tau per file is a rank correlation.
+    assert rec["calibration"] and all(-1 <= c["kendall_tau"] <= 1 for c in rec["calibration"])
+    # Part 4: every mode, both rules, read from the same search.
+    assert {r["mode"] for r in rec["modes"]} == {"gdas", "snas", "darts"}
+    for r in rec["modes"]:
+        for rule in ("gdas_rule", "none_excluded"):
+            assert r[rule]["benchmark"] == bench.query(r[rule]["genotype"])
+        assert r["none_excluded"]["counts"]["none"] == 0
+        # the rules differ only on edges where none wins
+        a = r["gdas_rule"]["genotype"].replace("+", "").strip("|").split("|")
+        b = r["none_excluded"]["genotype"].replace("+", "").strip("|").split("|")
+        assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
+
+
+def test_kendall_tau_b_against_hand_values():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from nb201_evidence import kendall_tau_b
+    finally:
+        sys.path.pop(0)
+    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # pairs: (1,2) C, (1,3) D, (2,3) D -> (1 - 2) / 3
+    assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # a tie in x: tau-b = (C - D) / sqrt((C + D + Tx) (C + D + Ty)); here C=2, D=0, Tx=1, Ty=0
+    assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / (3 * 2) ** 0.5)
