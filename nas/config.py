@@ -79,8 +79,11 @@ class SearchConfig:
     batch_size: int = 64
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
     warmup_epochs: int = 0            # first epochs train the weights only (no architecture steps)
-    prune: bool = False               # progressive pruning: after warm-up, at evenly spaced epochs, each
-                                      # edge drops its least probable op until one is left
+    prune: str = "off"                # progressive pruning: after warm-up, at evenly spaced epochs, each
+                                      # edge drops its weakest op until one is left. off | probability
+                                      # (the least probable op) | loss (the op whose edge-restricted
+                                      # supernet has the highest validation loss; nas.selection)
+    prune_batches: int = 16           # prune=loss: validation batches (arch split) per measured op
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)

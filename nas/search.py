@@ -29,12 +29,14 @@ from .io import (append_jsonl, atomic_torch_save, atomic_write_text, capture_rng
                  seed_everything, truncate_jsonl)
 from .ops import check_ops
 from .sampler import tau_schedule
+from .selection import edge_op_losses
 from .spaces import DEFAULT_OPS, SPACES, build_supernet, check_derive_none
 from .supernet import MODES, Supernet
 from .training import (Meter, autocast, check_positive, clip_and_step, cosine_lr, load_data, load_for_resume,
                        make_loader, prepare_run_dir, set_lr, subset_indices)
 
 CHECKPOINT_KIND = "search"
+PRUNE_RULES = ("off", "probability", "loss")
 
 
 @dataclass
@@ -79,13 +81,17 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {cfg.data.weight_fraction}")
     if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
         raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
-    if s.prune and sn.mode != "gdas":
+    if s.prune not in PRUNE_RULES:
+        raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
+    pruning = s.prune != "off"
+    if pruning and sn.mode != "gdas":
         raise UserError(f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; "
-                        "set search.prune=false")
+                        "set search.prune=off")
     num_ops = len(sn.ops if sn.ops is not None else DEFAULT_OPS[sn.space])
-    if s.prune and s.epochs - s.warmup_epochs < num_ops:
+    if pruning and s.epochs - s.warmup_epochs < num_ops:
         raise UserError(f"search.prune needs at least one architecture epoch per op ({num_ops}); got "
                         f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs")
+    check_positive(**{"search.prune_batches": s.prune_batches})
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
         raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
     make_tau_schedule(cfg)
@@ -178,15 +184,32 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
     if steps < 1:
         raise UserError("an epoch has no full batch; lower search.batch_size or use more data")
 
-    events = prune_events(s.epochs, s.warmup_epochs, len(net.ops)) if s.prune else []
+    pruning = s.prune != "off"
+    events = prune_events(s.epochs, s.warmup_epochs, len(net.ops)) if pruning else []
+    if s.prune == "loss":
+        # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
+        loader_eval = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], cfg.search.batch_size,
+                                  train=False, augment=False, seed=seed, device=device,
+                                  channels_last=cfg.run.channels_last)
+        eval_batches = [b for _, b in zip(range(s.prune_batches), loader_eval)]
     keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
     last = None
     done = start
     for epoch in range(start, s.epochs):
-        if s.prune:
+        pruned, prune_scores = {}, None
+        if pruning:
             # Idempotent: a resumed run's mask (in the checkpoint) already has the earlier events.
             while net.num_alive() > ops_to_keep(epoch, events, len(net.ops)):
-                removed = net.prune_weakest(keep_none=keep_none)
+                scores = None
+                if s.prune == "loss":
+                    losses = edge_op_losses(net, eval_batches, seed=seed + epoch)
+                    scores = {c: -v for c, v in losses.items()}
+                    # Logged so that both derivation rules can be read off the last event.
+                    prune_scores = {c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
+                                    for c, v in losses.items()}
+                removed = net.prune_weakest(keep_none=keep_none, scores=scores)
+                for cell, ops in removed.items():
+                    pruned.setdefault(cell, []).append(ops)
                 log(f"pruned before epoch {epoch + 1}: " + "; ".join(
                     f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items()))
         beta = beta_decay_weight(epoch, s.epochs, s.warmup_epochs, s.arch.beta_decay)
@@ -226,7 +249,9 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
             "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss if val_meter.count else None, "val_acc": val_acc if val_meter.count else None,
             "entropy": entropy(probs), "genotype": str(geno),
-            **({"ops_left": net.num_alive()} if s.prune else {}),
+            **({"ops_left": net.num_alive()} if pruning else {}),
+            **({"pruned": pruned} if pruned else {}),
+            **({"prune_losses": prune_scores} if prune_scores else {}),
             **({"beta_decay": beta} if s.arch.beta_decay else {}),
             **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,

@@ -180,15 +180,18 @@ class Supernet(nn.Module):
             self._alive_cache = cache
         return cache
 
-    def prune_weakest(self, keep_none: bool = True) -> Dict[str, List[str]]:
-        """On every edge with more than one op left, remove the least probable op.
+    def prune_weakest(self, keep_none: bool = True,
+                      scores: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, List[str]]:
+        """On every edge with more than one op left, remove the op with the lowest score.
 
+        ``scores`` (per cell type, ``[edges, ops]``, higher is better) defaults to the op
+        probabilities; :func:`nas.selection.edge_op_losses` gives measured ones (negate them).
         With ``keep_none`` false, ``none`` goes first when only it and one other op are left,
         so the survivor is never ``none`` (the none-excluded derivation rule). Returns the
         removed op per edge, per cell type.
         """
         removed = {}
-        probs = self.probabilities()
+        probs = self.probabilities() if scores is None else scores
         for cell, p in probs.items():
             alive = self.alive(cell)
             names = []

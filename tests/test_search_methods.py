@@ -105,7 +105,7 @@ def test_pruning_mask_travels_in_the_state_dict_and_old_checkpoints_load():
 
 
 def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
-    cfg = load_config(None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=true"])
+    cfg = load_config(None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability"])
     full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "full" / "metrics.jsonl")
     assert [m["ops_left"] for m in metrics] == [5, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
@@ -122,12 +122,79 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
 
 def test_pruning_runs_on_the_darts_space(tmp_path):
     cfg = load_config(None, TINY + ["supernet.space=darts", "supernet.N=3", "search.epochs=9",
-                                    "search.warmup_epochs=0", "search.prune=true"])
+                                    "search.warmup_epochs=0", "search.prune=probability"])
     result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "d" / "metrics.jsonl")
     assert metrics[-1]["ops_left"] == 1
     for cell, edges in result.genotype.cells().items():
         assert all(op != "none" for op, _ in edges)
+
+
+# ---- pruning by measured validation loss -------------------------------------------
+
+def _decided_but_edge0(net):
+    """Leave edge 0 of the normal cell with every op; decide every other edge (op index 3)."""
+    alive = net.alive("normal")
+    alive[1:] = False
+    alive[1:, 3] = True
+    net._alive_cache = None
+
+
+def test_edge_op_losses_measure_the_restricted_network():
+    from nas.selection import edge_op_losses
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    _decided_but_edge0(net)
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    losses = edge_op_losses(net, batches)["normal"]
+    assert torch.isinf(losses[1:]).all()  # decided edges are not measured
+    net.train()
+    for k, op in enumerate(net.ops):
+        arch = [k] + [3] * 5
+        with torch.no_grad(), net.forced({"normal": arch}):
+            buffers = {n: b.clone() for n, b in net.named_buffers()}
+            expected = sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
+            for n, b in net.named_buffers():
+                b.copy_(buffers[n])
+        assert losses[0, k].item() == pytest.approx(expected, rel=1e-5), op
+
+
+def test_edge_op_losses_leave_the_search_untouched_and_repeat_exactly():
+    from nas.selection import edge_op_losses
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    first = edge_op_losses(net, batches, seed=3)["normal"]
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert torch.equal(edge_op_losses(net, batches, seed=3)["normal"], first)  # common random numbers
+    assert torch.isfinite(first).all()
+
+
+def test_loss_pruning_removes_the_op_with_the_highest_loss():
+    from nas.selection import edge_op_losses
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    losses = edge_op_losses(net, batches)["normal"]
+    removed = net.prune_weakest(scores={"normal": -losses})["normal"]
+    assert removed == [net.ops[int(losses[e].argmax())] for e in range(6)]
+
+
+def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
+    cfg = load_config(None, TINY + ["search.epochs=6", "search.warmup_epochs=1", "search.prune=loss",
+                                    "search.prune_batches=2"])
+    result = run_search(cfg, tmp_path / "l", torch.device("cpu"), progress=False, log=quiet)
+    metrics = lines(tmp_path / "l" / "metrics.jsonl")
+    assert metrics[-1]["ops_left"] == 1
+    removed = [op for m in metrics for ops in m.get("pruned", {}).get("normal", []) for op in ops]
+    assert len(removed) == 4 * 6  # four events, one op per edge each
+    kept = [op for op, _ in result.genotype.normal]
+    for e, op in enumerate(kept):
+        assert op not in [ops[e] for m in metrics for ops in m.get("pruned", {}).get("normal", [])]
 
 
 # ---- beta-decay ---------------------------------------------------------------
@@ -161,16 +228,18 @@ def test_beta_decay_pulls_the_arch_step_toward_uniform():
         w_opt = torch.optim.SGD(w, lr=0.0)
         a_opt = torch.optim.SGD(a, lr=1.0)
         search_step(net, w, a, w_opt, a_opt, x, y, x, y, 0.0, torch.device("cpu"), False, beta_decay=beta)
-        return float(net.arch["normal"].std())
+        return float(net.arch["normal"].detach().std())
 
     # Same noise and data: only the regulariser differs, and it shrinks the spread of the logits.
     assert spread(30.0) < spread(0.0)
 
 
 @pytest.mark.parametrize("overrides, needle", [
+    (["search.prune=maybe"], "choose one of: off, probability, loss"),
+    (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
     (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
-    (["search.prune=true", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
-    (["search.prune=true", "search.epochs=4", "search.warmup_epochs=0"], "at least one architecture epoch per op"),
+    (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
+    (["search.prune=probability", "search.epochs=4", "search.warmup_epochs=0"], "at least one architecture epoch per op"),
 ])
 def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):
     args = ["--out", str(tmp_path / "r"), "--quiet"] + [x for s in TINY + ["search.epochs=2", "search.warmup_epochs=0"]
