@@ -253,3 +253,32 @@ def test_kendall_tau_b_against_hand_values():
     assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
     # a tie in x: tau-b = (C - D) / sqrt((C + D + Tx) (C + D + Ty)); here C=2, D=0, Tx=1, Ty=0
     assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / (3 * 2) ** 0.5)
+
+
+def test_nb201_cpu_search(tmp_path):
+    out = tmp_path / "x.json"
+    cmd = [sys.executable, "experiments/nb201_cpu_search.py", "--quick", "--out", str(out), "--variant", "q",
+           "--seeds", "0", "--set", "search.prune=loss", "--set", "search.prune_batches=2"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(out.read_text())
+    bench = __import__("nas").load_benchmark()
+    (row,) = rec["runs"]
+    assert row["seed"] == 0 and row["settings"] == ["search.prune=loss", "search.prune_batches=2"]
+    assert row["minutes"] > 0 and row["final_entropy"] == pytest.approx(0.0, abs=1e-6)
+    # The CPU config derives with the none-excluded rule, and that rule never keeps none.
+    assert row["genotype"] == row["none_excluded"]["genotype"]
+    assert row["none_excluded"]["counts"]["none"] == 0
+    for rule in ("gdas_rule", "none_excluded"):
+        assert row[rule]["benchmark"] == bench.query(row[rule]["genotype"])
+    a = row["gdas_rule"]["genotype"].replace("+", "").strip("|").split("|")
+    b = row["none_excluded"]["genotype"].replace("+", "").strip("|").split("|")
+    assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
+    assert len(row["benchmark_per_epoch"]) == row["epochs"] == 6
+    # A second variant merges into the same file.
+    proc = subprocess.run(cmd[:6] + ["p", "--seeds", "0", "--set", "search.prune=probability"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(out.read_text())
+    assert [(r["variant"], r["seed"]) for r in rec["runs"]] == [("q", 0), ("p", 0)]
+    assert {s["variant"] for s in rec["summary"]} == {"q", "p"}

@@ -1,0 +1,259 @@
+"""The CPU config's searches, judged by NAS-Bench-201: one row per (variant, seed).
+
+Runs ``python search.py --config configs/nb201_cifar10_cpu.yaml`` for each seed with the
+variant's ``--set`` overrides (as a user runs it, in a subprocess), or reads finished run
+directories, and records for each run: the derived cell under both derivation rules (GDAS's,
+where ``none`` may win, and the none-excluded one), its NAS-Bench-201 CIFAR-10 test accuracy
+and percentile, its skip / pool / none counts, the final entropy and the wall time. Rows are
+merged into ``experiments/results/nb201_cpu_search.json`` by (variant, seed), so variants
+measured in different sessions land in one table. With matplotlib it also draws the derived
+cell's benchmark accuracy over the epochs, one line per run, per variant.
+
+    python experiments/nb201_cpu_search.py --variant loss-prune --seeds 0,1 --parallel 2 \\
+        --set search.prune=loss
+    python experiments/nb201_cpu_search.py --variant baseline --collect runs/a runs/b   # finished runs
+    python experiments/nb201_cpu_search.py --report                                      # table only
+    python experiments/nb201_cpu_search.py --quick --out /tmp/x.json                    # the test
+
+Both rules from one run: for a search without pruning, from its final op probabilities; for a
+pruned one, from its last pruning event, where each edge chose between its last two ops: the
+survivor by the measured loss (or probability) is GDAS's rule, the survivor among the ops other
+than ``none`` the none-excluded rule.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import common as C
+import yaml
+
+import nas
+from nas.genotype import Genotype, derive_argmax
+
+NAME = "nb201_cpu_search"
+CONFIG = C.ROOT / "configs" / "nb201_cifar10_cpu.yaml"
+RUNS = C.ROOT / "runs" / NAME
+SOURCES = [0, 0, 1, 0, 1, 2]
+QUICK = ["data.name=synthetic", "data.train_subset=null", "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4",
+         "supernet.N=1", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=6",
+         "search.warmup_epochs=1"]
+
+
+def cell(ops: Sequence[str]) -> str:
+    return str(Genotype(space="nb201", normal=list(zip(ops, SOURCES)), normal_concat=[3]))
+
+
+def both_rules(run_dir: Path) -> Dict[str, str]:
+    """GDAS's rule and the none-excluded rule, read from one finished run."""
+    metrics = C.read_jsonl(run_dir / "metrics.jsonl")
+    probs_log = C.read_jsonl(run_dir / "arch_probs.jsonl")
+    events = [m for m in metrics if m.get("pruned")]
+    ops = probs_log[-1]["ops"]
+    if not events:
+        rows = probs_log[-1]["probs"]["normal"]
+        return {rule: cell([ops[k] for k in derive_argmax(rows, ops, include_none)])
+                for rule, include_none in (("gdas_rule", True), ("none_excluded", False))}
+    last = events[-1]
+    # The ops alive before the last event: everything, minus what the earlier events removed.
+    alive = [set(ops) for _ in SOURCES]
+    for m in events[:-1]:
+        for removed in m["pruned"]["normal"]:
+            for e, op in enumerate(removed):
+                alive[e].discard(op)
+    if "prune_losses" in last:
+        score = [[-x if x is not None else float("-inf") for x in row] for row in last["prune_losses"]["normal"]]
+    else:  # probability pruning: the probabilities after the previous epoch
+        prev = next(r for r in probs_log if r["epoch"] == last["epoch"] - 1)
+        score = prev["probs"]["normal"]
+    out = {}
+    for rule, keep_none in (("gdas_rule", True), ("none_excluded", False)):
+        chosen = []
+        for e, left in enumerate(alive):
+            # As Supernet.prune_weakest: drop the lowest score (the first op on ties), none first
+            # under the none-excluded rule once two ops are left.
+            cands = [op for op in ops if op in left]
+            while len(cands) > 1:
+                if not keep_none and len(cands) == 2 and "none" in cands:
+                    cands.remove("none")
+                else:
+                    cands.remove(min(cands, key=lambda op: score[e][ops.index(op)]))
+            chosen.append(cands[0])
+        out[rule] = cell(chosen)
+    return out
+
+
+def row_for(run_dir: Path, variant: str, seed: int, overrides: Sequence[str], minutes: Optional[float],
+            parallel: int, threads: Optional[int]) -> Dict[str, Any]:
+    bench = nas.load_benchmark()
+    metrics = C.read_jsonl(run_dir / "metrics.jsonl")
+    geno = Genotype.from_json((run_dir / "genotype.json").read_text())
+    rules = both_rules(run_dir)
+    row = {"variant": variant, "seed": seed, "genotype": str(geno), "settings": list(overrides),
+           "minutes": minutes, "epoch_minutes": sum(m["epoch_seconds"] for m in metrics) / 60,
+           "parallel_searches": parallel, "threads": threads, "run_dir": str(run_dir),
+           "epochs": metrics[-1]["epoch"], "final_entropy": metrics[-1]["entropy"],
+           "final_train_acc": metrics[-1]["train_acc"],
+           "benchmark": bench.query(geno), "percentile": bench.percentile(geno),
+           "benchmark_per_epoch": [bench.query(m["genotype"]) for m in metrics]}
+    for rule, arch in rules.items():
+        row[rule] = {"genotype": arch, "benchmark": bench.query(arch), "percentile": bench.percentile(arch),
+                     "counts": C.collapse_counts(Genotype.from_nb201(arch))["normal"]}
+    return row
+
+
+def launch(variant: str, seeds: Sequence[int], overrides: Sequence[str], parallel: int, threads: Optional[int],
+           quick: bool, runs_dir: Path) -> List[Dict[str, Any]]:
+    """Run the searches, ``parallel`` at a time, each in its own process; returns their rows."""
+    pending = list(seeds)
+    active: List[Any] = []
+    rows = []
+    while pending or active:
+        while pending and len(active) < parallel:
+            seed = pending.pop(0)
+            out = runs_dir / f"{variant}-s{seed}"
+            sets = (QUICK if quick else ["data.verify_md5=false"]) + [f"run.seed={seed}"] + list(overrides)
+            if threads is not None:
+                sets.append(f"run.threads={threads}")
+            cmd = [sys.executable, str(C.ROOT / "search.py"), "--config", str(CONFIG), "--out", str(out), "--quiet"]
+            for s in sets:
+                cmd += ["--set", s]
+            log = open(runs_dir / f"{variant}-s{seed}.log", "w")
+            C.log(f"start {variant} seed {seed}: {' '.join(cmd[1:])}")
+            active.append((seed, out, subprocess.Popen(cmd, cwd=C.ROOT, stdout=log, stderr=subprocess.STDOUT),
+                           time.perf_counter(), log))
+        time.sleep(0.2 if quick else 5)
+        for item in list(active):
+            seed, out, proc, t0, log = item
+            if proc.poll() is None:
+                continue
+            active.remove(item)
+            log.close()
+            if proc.returncode != 0:
+                raise SystemExit(f"{variant} seed {seed} failed (exit {proc.returncode}); see {log.name}")
+            minutes = (time.perf_counter() - t0) / 60
+            rows.append(row_for(out, variant, seed, overrides, minutes, parallel, threads))
+            C.log(f"done {variant} seed {seed}: {minutes:.1f} min, {rows[-1]['benchmark']:.2f}%  {rows[-1]['genotype']}")
+    return rows
+
+
+def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    out = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        sel = [r for r in rows if r["variant"] == variant]
+        rec = {"variant": variant, "seeds": [r["seed"] for r in sel], "settings": sel[0]["settings"]}
+        for key in ("gdas_rule", "none_excluded"):
+            accs = [r[key]["benchmark"] for r in sel]
+            rec[key] = {"mean": C.mean_std(accs)[0], "std": C.mean_std(accs)[1], "min": min(accs),
+                        "none_mean": sum(r[key]["counts"]["none"] for r in sel) / len(sel)}
+        rec["derived_mean"] = C.mean_std(r["benchmark"] for r in sel)[0]
+        rec["minutes_mean"] = C.mean_std(r["minutes"] for r in sel if r["minutes"] is not None)[0] \
+            if any(r["minutes"] is not None for r in sel) else None
+        out.append(rec)
+    return out
+
+
+def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
+    bench = nas.load_benchmark()
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+
+    def draw(plt):
+        fig = plt.gcf()
+        fig.set_size_inches(4.2 * len(variants), 3.6)
+        for i, variant in enumerate(variants):
+            ax = fig.add_subplot(1, len(variants), i + 1)
+            for r in rows:
+                if r["variant"] == variant:
+                    ax.plot(range(1, len(r["benchmark_per_epoch"]) + 1), r["benchmark_per_epoch"],
+                            label=f"seed {r['seed']}")
+            ax.axhline(bench.best().accuracy, color="grey", ls=":", lw=1)
+            ax.set_ylim(80, 95)
+            ax.set_title(variant, fontsize=9)
+            ax.set_xlabel("epoch")
+            if i == 0:
+                ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
+            ax.legend(fontsize=7)
+    return C.save_plot(draw, path)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", help="name of the method variant (a row label)")
+    p.add_argument("--seeds", default="0", help="comma-separated search seeds (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of this variant (repeatable)")
+    p.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="finished run directories to record instead")
+    p.add_argument("--parallel", type=int, default=1, help="searches at once (default 1, as a user runs it)")
+    p.add_argument("--threads", type=int, default=None, help="run.threads of each search (default: the config's)")
+    p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the JSON")
+    p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
+    p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json)")
+    args = p.parse_args()
+    out = Path(args.out) if args.out else C.RESULTS / f"{NAME}.json"
+    if not args.report and not args.variant:
+        p.error("--variant is required (or --report)")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if args.parallel < 1:
+        p.error("--parallel must be >= 1")
+    record = json.loads(out.read_text()) if out.exists() else {"experiment": NAME, "runs": []}
+    new: List[Dict[str, Any]] = []
+    if args.collect:
+        for d in args.collect:
+            run_dir = Path(d)
+            if not (run_dir / "genotype.json").exists():
+                p.error(f"{run_dir} is not a finished search run directory")
+            cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+            new.append(row_for(run_dir, args.variant, int(cfg["run"]["seed"]), args.overrides, None, args.parallel,
+                               cfg["run"].get("threads")))
+    elif not args.report:
+        runs_dir = Path(tempfile.mkdtemp(prefix="nas-cpu-search-")) if args.quick else RUNS
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        new = launch(args.variant, seeds, args.overrides, args.parallel, args.threads, args.quick, runs_dir)
+    keys = {(r["variant"], r["seed"]) for r in new}
+    runs = [r for r in record["runs"] if (r["variant"], r["seed"]) not in keys] + new
+    order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
+    runs.sort(key=lambda r: (order[r["variant"]], r["seed"]))
+    for r in new:
+        r["machine"], r["code"], r["command"] = C.machine(), C.git_state(), C.command_line()
+    summ = summary(runs) if runs else []
+    png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
+    text = "\n".join([
+        "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules):",
+        C.table(["variant", "seed", "GDAS rule %", "pct", "none", "none-excluded %", "pct", "skip", "pool",
+                 "H final", "min", "cell (none-excluded)"],
+                [[r["variant"], r["seed"], f"{r['gdas_rule']['benchmark']:.2f}", f"{r['gdas_rule']['percentile']:.1f}",
+                  r["gdas_rule"]["counts"]["none"], f"{r['none_excluded']['benchmark']:.2f}",
+                  f"{r['none_excluded']['percentile']:.1f}", r["none_excluded"]["counts"]["skip"],
+                  r["none_excluded"]["counts"]["pool"], f"{r['final_entropy']:.3f}",
+                  "-" if r["minutes"] is None else f"{r['minutes']:.1f}", r["none_excluded"]["genotype"]]
+                 for r in runs]),
+        "",
+        "Per variant (mean ± std over seeds):",
+        C.table(["variant", "seeds", "GDAS rule %", "none edges", "none-excluded %", "worst seed %", "min/run"],
+                [[s["variant"], ",".join(map(str, s["seeds"])),
+                  f"{s['gdas_rule']['mean']:.2f} ± {s['gdas_rule']['std']:.2f}", f"{s['gdas_rule']['none_mean']:.1f}",
+                  f"{s['none_excluded']['mean']:.2f} ± {s['none_excluded']['std']:.2f}",
+                  f"{s['none_excluded']['min']:.2f}",
+                  "-" if s["minutes_mean"] is None else f"{s['minutes_mean']:.1f}"] for s in summ]),
+    ])
+    record.update({"experiment": NAME, "quick": args.quick, "config": str(CONFIG.relative_to(C.ROOT)),
+                   "runs": runs, "summary": summ, "plot": png, "table": text,
+                   "command": C.command_line(), "machine": C.machine()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
