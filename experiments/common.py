@@ -68,7 +68,7 @@ SEARCH = [                      # pinned here, so later edits of configs/default
     "supernet.space=nb201", "supernet.mode=gdas", "supernet.C=8", "supernet.N=1",
     "search.epochs=10", "search.batch_size=64", "search.weights.lr=0.05", "search.weights.lr_min=0.001",
     "search.arch.lr=0.003", "search.tau.schedule=linear", "search.tau.max=10.0", "search.tau.min=0.1",
-    "search.warmup_epochs=0",
+    "search.warmup_epochs=0", "search.prune=off",
 ]
 # The supernet learns the glyph task slowly (its paths change every step): 10 warm-up epochs train the
 # weights alone, then 20 epochs search; with 10 epochs in all it was still near chance (experiments/README.md)
@@ -87,7 +87,7 @@ CIFAR_TRAIN, CIFAR_TEST = 5000, 2000   # the fixed CIFAR-10 subset (seeded), see
 
 QUICK_DATA_SYNTHETIC = ["data.name=synthetic", "data.num_train=256", "data.num_test=128", "data.image_size=16"]
 QUICK_SEARCH = ["supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2",
-                "search.warmup_epochs=0"]
+                "search.warmup_epochs=0", "search.prune=off"]
 QUICK_RETRAIN = ["retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
                  "retrain.nb201.steps_per_epoch=3"]
 QUICK_CIFAR_TRAIN, QUICK_CIFAR_TEST = 256, 128

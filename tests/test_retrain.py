@@ -13,7 +13,7 @@ from nas.config import load_config
 from nas.flops import count_macs, count_parameters
 from nas.retrain import cutout, run_retrain
 
-TINY = ["data.num_train=192", "data.num_test=64", "data.image_size=16", "run.device=cpu", "search.warmup_epochs=0",
+TINY = ["data.num_train=192", "data.num_test=64", "data.image_size=16", "run.device=cpu", "search.warmup_epochs=0", "search.prune=off",
         "retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
         "retrain.nb201.steps_per_epoch=3",
         "retrain.darts.C=4", "retrain.darts.N=3", "retrain.darts.epochs=1", "retrain.darts.batch_size=16",

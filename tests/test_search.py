@@ -23,6 +23,7 @@ TINY = [
     "data.num_train=256", "data.num_test=64", "data.image_size=16",
     "supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2", "run.device=cpu",
     "search.warmup_epochs=0",  # configs/default.yaml warms up for 10 epochs
+    "search.prune=off",        # and prunes, which needs more epochs
 ]
 TINY_NB201 = TINY + ["supernet.space=nb201", "supernet.N=1"]
 TINY_DARTS = TINY + ["supernet.space=darts", "supernet.N=3"]
@@ -181,7 +182,7 @@ def test_unknown_keys_and_wrong_types(tmp_path, capsys):
     ("run.threads=0", "run.threads must be >= 1"),
 ])
 def test_out_of_range_values(override, needle, tmp_path, capsys):
-    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "search.epochs=2", "--set", "search.warmup_epochs=0",
+    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "search.epochs=2", "--set", "search.warmup_epochs=0", "--set", "search.prune=off",
                             "--set", override], capsys)
     assert_user_error(code, err, needle)
     assert not (tmp_path / "r").exists()
