@@ -33,9 +33,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import common as C
 import yaml
+from nb201_evidence import both_rules as rules_from_probs
 
 import nas
-from nas.genotype import Genotype, derive_argmax
+from nas.genotype import Genotype
 
 NAME = "nb201_cpu_search"
 CONFIG = C.ROOT / "configs" / "nb201_cifar10_cpu.yaml"
@@ -57,9 +58,7 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     events = [m for m in metrics if m.get("pruned")]
     ops = probs_log[-1]["ops"]
     if not events:
-        rows = probs_log[-1]["probs"]["normal"]
-        return {rule: cell([ops[k] for k in derive_argmax(rows, ops, include_none)])
-                for rule, include_none in (("gdas_rule", True), ("none_excluded", False))}
+        return rules_from_probs(probs_log[-1]["probs"]["normal"], ops)
     last = events[-1]
     # The ops alive before the last event: everything, minus what the earlier events removed.
     alive = [set(ops) for _ in SOURCES]
