@@ -160,6 +160,12 @@ def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
     bench = nas.load_benchmark()
+    # The config before this study, as recorded (none-excluded rule): the comparison panel.
+    recorded = []
+    for f in sorted((C.RESULTS / "cifar_cpu_config").glob("run_xeon_s*_metrics.jsonl")):
+        recorded.append({"variant": "shipped before (recorded)", "seed": int(f.stem.split("_s")[1][0]),
+                         "benchmark_per_epoch": [bench.query(m["genotype"]) for m in C.read_jsonl(f)]})
+    rows = recorded + list(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
     def draw(plt):
