@@ -130,6 +130,8 @@ class Supernet(nn.Module):
         # so checkpoints carry it and a resumed search keeps what it pruned.
         for cell, num_edges in edges_per_cell.items():
             self.register_buffer(f"alive_{cell}", torch.ones(num_edges, len(self.ops), dtype=torch.bool))
+        # Whether nothing is pruned, per cell type, kept on the host (None: recompute once).
+        self._alive_cache: Optional[Dict[str, bool]] = {cell: True for cell in edges_per_cell}
         self.tau = tau
         self._forced: Optional[Dict[str, List[int]]] = None
         self.last_sample: Optional[Dict[str, List[str]]] = None
@@ -174,7 +176,7 @@ class Supernet(nn.Module):
     @property
     def _all_alive(self) -> Dict[str, bool]:
         # Cached on the host: checking the mask on the device every forward would be a sync.
-        cache = getattr(self, "_alive_cache", None)
+        cache = self._alive_cache
         if cache is None:
             cache = {cell: bool(self.alive(cell).all()) for cell in self.arch}
             self._alive_cache = cache
