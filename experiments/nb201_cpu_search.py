@@ -36,6 +36,7 @@ import yaml
 from nb201_evidence import both_rules as rules_from_probs
 
 import nas
+from nas.benchmarks import cell_string
 from nas.genotype import Genotype
 
 NAME = "nb201_cpu_search"
@@ -45,10 +46,6 @@ SOURCES = [0, 0, 1, 0, 1, 2]
 QUICK = ["data.name=synthetic", "data.train_subset=null", "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4",
          "supernet.N=1", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=6",
          "search.warmup_epochs=1"]
-
-
-def cell(ops: Sequence[str]) -> str:
-    return str(Genotype(space="nb201", normal=list(zip(ops, SOURCES)), normal_concat=[3]))
 
 
 def both_rules(run_dir: Path) -> Dict[str, str]:
@@ -84,7 +81,7 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
                 else:
                     cands.remove(min(cands, key=lambda op: score[e][ops.index(op)]))
             chosen.append(cands[0])
-        out[rule] = cell(chosen)
+        out[rule] = cell_string(chosen)
     return out
 
 

@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import common as C
 
 import nas
-from nas.benchmarks import is_benchmark_cell
+from nas.benchmarks import cell_string, is_benchmark_cell
 from nas.genotype import Genotype, derive_argmax
 
 NAME = "nb201_evidence"
@@ -227,9 +227,7 @@ def both_rules(probs: List[List[float]], ops: Sequence[str]) -> Dict[str, str]:
     """The cells GDAS's rule and the none-excluded rule derive from the same probabilities."""
     out = {}
     for rule, include_none in (("gdas_rule", True), ("none_excluded", False)):
-        chosen = [ops[k] for k in derive_argmax(probs, ops, include_none)]
-        geno = Genotype(space="nb201", normal=list(zip(chosen, [0, 0, 1, 0, 1, 2])), normal_concat=[3])
-        out[rule] = str(geno)
+        out[rule] = cell_string([ops[k] for k in derive_argmax(probs, ops, include_none)])
     return out
 
 

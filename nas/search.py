@@ -214,7 +214,7 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
                     f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items()))
         beta = beta_decay_weight(epoch, s.epochs, s.warmup_epochs, s.arch.beta_decay)
         # Once every edge has one op left, the logits get no gradient: skip the arch step.
-        arch_epoch = epoch >= s.warmup_epochs and net.num_alive() > 1
+        arch_epoch = epoch >= s.warmup_epochs and (not pruning or net.num_alive() > 1)
         net.tau = tau_at(epoch, s.epochs)
         lr = cosine_lr(epoch, s.epochs, s.weights.lr, s.weights.lr_min)
         set_lr(w_opt, lr)
