@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import pickle
 import tarfile
 import urllib.error
@@ -15,7 +16,8 @@ import pytest
 import torch
 
 from nas import data
-from nas.data import BatchLoader, ImageData, crop_flip, load_dataset, make_synthetic, random_crop_flip, search_split
+from nas.data import (BatchLoader, ImageData, crop_flip, load_dataset, make_synthetic, random_crop_flip, search_split,
+                      subset_indices)
 from nas.errors import UserError
 
 N_PER_BATCH = 20
@@ -419,3 +421,99 @@ def test_synthetic_options() -> None:
     assert int(e.train_y.max()) < 8 and e.num_classes == 8
     with pytest.raises(UserError):
         make_synthetic(10, 10, num_classes=1)
+
+
+def _sha256(t: torch.Tensor) -> str:
+    return hashlib.sha256(np.ascontiguousarray(t.numpy()).tobytes()).hexdigest()
+
+
+def _digest(d: ImageData) -> list:
+    return [_sha256(d.train_x), _sha256(d.test_x), _sha256(d.train_y), _sha256(d.test_y), list(d.mean), list(d.std)]
+
+
+# Computed with nas/data.py before it became a package (the second by patching its private
+# _synthetic_images with scale=1, light=False, field=0.08, as experiments/synthetic_variants.py did).
+SHIPPED_DIGEST = [
+    "0084911d087c61a17ecc9cbc0f58514c0841fefbd80e74e961ed16e64cc94f8d",
+    "3e132ed752d6f1b04975b9612d9bcafdb06fa0bb4301213f7c4a13c2e6f4713e",
+    "7dda7c33365038a7ced2bbaccd368077972c9a77d7b8c23121623436fbb78c75",
+    "52ce7f7fc5a600e3797449503965e4ee2c117983640584b1a9807841d982c58f",
+    [0.6925, 0.6487, 0.6363],
+    [0.2319, 0.258, 0.2564],
+]
+FIRST_VERSION_DIGEST = [
+    "f667c2b5603c6ebc416fd8ff132447aeefc3910057cbd55c2db45e107792feb0",
+    "0571ade1884272e60ee09828aba9984ef8d34c3498f4a43d2fb79abb6c154fa5",
+    "dd0e3491d3150670c6ebbe9148b74ef156b4dd17592d80b80db32200c81f17a6",
+    "d3e435b8f7a89f38e24991673f750f95a2c2e7c1a68229b2445eeb0fbbc893dd",
+    [0.5337, 0.5223, 0.5129],
+    [0.2067, 0.1994, 0.2002],
+]
+
+
+def test_synthetic_defaults_are_the_shipped_task() -> None:
+    assert _digest(make_synthetic(40, 10, image_size=16, num_classes=3, seed=1)) == SHIPPED_DIGEST
+    explicit = make_synthetic(40, 10, image_size=16, num_classes=3, seed=1, glyph_scale=2, polarity="light", field=0.0)
+    assert _digest(explicit) == SHIPPED_DIGEST
+    first = load_dataset("synthetic", None, num_train=120, num_test=30, image_size=32, num_classes=5, seed=4,
+                         glyph_scale=1, polarity="either", field=0.08)
+    assert _digest(first) == FIRST_VERSION_DIGEST
+
+
+def _deviation(**knobs) -> torch.Tensor:
+    """200 images' pixels minus their image's per-channel median (the background colour)."""
+    x = make_synthetic(200, 1, image_size=32, num_classes=5, seed=0, **knobs).train_x.float()
+    return x - x.flatten(2).median(2).values[..., None, None]
+
+
+def test_synthetic_polarity() -> None:
+    light, either = _deviation(), _deviation(polarity="either")
+    assert float((light < -60).float().mean()) == 0.0  # strokes only ever lighter (pixel noise std ~10)
+    assert float((light > 60).float().mean()) > 0.05
+    assert float((either < -60).float().mean()) > 0.03  # about half the stroke channels darker
+    assert float((either > 60).float().mean()) > 0.03
+
+
+def test_synthetic_glyph_scale() -> None:
+    def stroke_pixels(scale: int) -> float:
+        return float((_deviation(glyph_scale=scale).abs() > 60).any(1).float().sum((1, 2)).mean())
+
+    one, two = stroke_pixels(1), stroke_pixels(2)
+    assert 3.0 < two / one < 4.5  # strokes twice as wide and long: about 4x the pixels (less overlaps)
+    assert make_synthetic(4, 2, image_size=7, glyph_scale=1).train_x.shape == (4, 3, 7, 7)  # 7 x 7 glyphs fit
+    with pytest.raises(UserError, match=r"image_size >= 14, got 7"):
+        make_synthetic(4, 2, image_size=7)
+    with pytest.raises(UserError, match=r"glyph_scale=3 need image_size >= 21, got 20"):
+        make_synthetic(4, 2, image_size=20, glyph_scale=3)
+
+
+def test_synthetic_field() -> None:
+    def background_std(field: float) -> float:
+        dev = _deviation(field=field)
+        bg = dev.abs() < 50
+        return float(torch.stack([dev[i, c][bg[i, c]].std() for i in range(dev.shape[0]) for c in range(3)]).median())
+
+    plain, field = background_std(0.0), background_std(0.08)
+    assert 9.0 < plain < 11.5  # pixel noise only (std 0.04 * 255)
+    assert field > 1.4 * plain
+
+
+@pytest.mark.parametrize("knob, value", [
+    ("glyph_scale", 0), ("glyph_scale", 1.5), ("glyph_scale", True), ("glyph_scale", "2"),
+    ("polarity", "dark"), ("polarity", None), ("polarity", "Light"),
+    ("field", -0.1), ("field", math.nan), ("field", math.inf), ("field", "0.1"), ("field", True),
+])
+def test_synthetic_bad_knobs(knob: str, value: object) -> None:
+    with pytest.raises(ValueError, match=knob):
+        make_synthetic(10, 10, **{knob: value})
+    with pytest.raises(ValueError, match=knob):
+        load_dataset("synthetic", num_train=10, num_test=10, **{knob: value})
+
+
+def test_subset_indices() -> None:
+    assert torch.equal(subset_indices(7, None, 0), torch.arange(7))
+    a = subset_indices(100, 10, 3)
+    assert torch.equal(a, subset_indices(100, 10, 3)) and torch.equal(a, a.sort().values) and len(set(a.tolist())) == 10
+    assert not torch.equal(a, subset_indices(100, 10, 4))
+    with pytest.raises(UserError, match="train_subset"):
+        subset_indices(10, 11, 0)
