@@ -1,55 +1,36 @@
-"""The command line: ``python search.py [inspect|retrain] ...``."""
+"""The command line: ``python search.py [inspect|retrain|lookup] ...`` (also installed as ``gumbel-nas``).
+
+argparse lives here alone; the library below never imports this module. Each
+command turns its arguments into explicit values (a config, a run directory, a
+device) and calls the library.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
-
-import torch
+from typing import List, Optional, Tuple
 
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
-from .config import load_config
+from .config import Config, load_config
 from .errors import UserError
-from .genotype import Genotype, darts_edges, disconnected_warning, nb201_edges
+from .genotype import Genotype, disconnected_warning
+from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 COMMANDS = ("search", "inspect", "retrain", "lookup")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"run.device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"run.device={name} but no CUDA GPU is visible; set run.device=cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"run.device={name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def set_cpu_threads(threads: Optional[int]) -> None:
-    """Apply ``run.threads`` (``None`` keeps torch's default). On cores shared with other
-    jobs, fewer threads than cores can be much faster."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {threads}")
-    torch.set_num_threads(threads)
-
-
-def default_run_dir(kind: str, config_path: Optional[str]) -> Path:
-    stem = Path(config_path).stem if config_path else "default"
-    return Path("runs") / f"{kind}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+@dataclass
+class Invocation:
+    """Where a running command writes, so that Ctrl-C can say how to continue."""
+    run_dir: Optional[Path] = None
+    resume_command: str = ""
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    p.add_argument("--config", help="YAML config: a path, or a shipped config by name, e.g. nb201_cifar10_cpu "
+                   "(default: configs/default.yaml)")
     p.add_argument("--out", help="run directory to create (default: runs/<kind>-<config>-<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set search.epochs=5 (repeatable)")
@@ -89,13 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _summary(result) -> str:
+    from .spaces import get_space
+
     geno: Genotype = result.genotype
     lines = [f"derived architecture: {geno}", ""]
     ops = geno.ops or []
     for cell, edges in geno.cells().items():
         probs = (geno.probs or {}).get(cell)
-        pairs = nb201_edges() if geno.space == "nb201" else darts_edges()
-        index = {pair: e for e, pair in enumerate(pairs)}
+        index = {pair: e for e, pair in enumerate(get_space(geno.space).edges())}
         lines.append(f"{cell} cell: edge, chosen op, probability")
         for (op, src), dst in zip(edges, geno.edge_targets(cell)):
             p = probs[index[(dst, src)]][ops.index(op)] if probs and op in ops else float("nan")
@@ -113,8 +95,13 @@ def _summary(result) -> str:
     return "\n".join(lines)
 
 
-def _config_for(args, kind: str):
-    """The config and run directory for a search or retrain invocation."""
+def _load(config: Optional[str], overrides: List[str], fallback: Optional[Path] = None) -> Config:
+    """``--config`` (a path, or a shipped config's name) with ``--set`` overrides on top."""
+    return load_config(find_config(config) if config else fallback or default_config(), overrides)
+
+
+def _config_for(args, kind: str) -> Tuple[Config, Path]:
+    """The config and run directory for a search invocation."""
     if args.resume:
         run_dir = Path(args.resume)
         if args.out and Path(args.out) != run_dir:
@@ -122,33 +109,28 @@ def _config_for(args, kind: str):
         saved = run_dir / "config.yaml"
         if not saved.exists():
             raise UserError(f"{run_dir} holds no run to resume (no config.yaml); check the path")
-        return load_config(args.config or saved, args.overrides), run_dir
-    config_path = args.config or str(DEFAULT_CONFIG)
-    cfg = load_config(config_path, args.overrides)
+        return _load(args.config, args.overrides, saved), run_dir
+    cfg = _load(args.config, args.overrides)
     return cfg, Path(args.out) if args.out else default_run_dir(kind, args.config)
 
 
-def cmd_search(args) -> int:
+def cmd_search(args, invocation: Invocation) -> int:
     from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
     device = resolve_device(cfg.run.device)
     set_cpu_threads(cfg.run.threads)
+    invocation.run_dir, invocation.resume_command = run_dir, f"python search.py --resume {run_dir}"
     print(f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
           f"{cfg.search.epochs} epochs on {device}; writing {run_dir}", flush=True)
-    try:
-        result = run_search(cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
-                            progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the last checkpoint in {run_dir} is intact; continue with "
-              f"python search.py --resume {run_dir}", file=sys.stderr)
-        return 130
+    result = run_search(cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
+                        progress=not args.quiet)
     print(_summary(result))
     return 0
 
 
-def cmd_inspect(args) -> int:
-    from .inspect import format_text, load_report, report_json, to_dot
+def cmd_inspect(args, invocation: Invocation) -> int:
+    from .report import format_text, load_report, report_json, to_dot
     from .io import atomic_write_text
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
@@ -179,7 +161,7 @@ def _lookup_target(text: str):
                     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
 
 
-def cmd_lookup(args) -> int:
+def cmd_lookup(args, invocation: Invocation) -> int:
     import json
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
@@ -195,13 +177,80 @@ def cmd_lookup(args) -> int:
     return 0
 
 
-def cmd_retrain(args) -> int:
-    from .retrain import run_retrain_cli
+def read_genotype(text_or_path: str) -> Genotype:
+    """``--genotype``: an architecture string (NB201, DARTS or JSON) or a file holding one."""
+    path = Path(text_or_path)
+    looks_like_file = not text_or_path.lstrip().startswith(("|", "Genotype(", "{"))
+    if looks_like_file:
+        if not path.exists():
+            raise UserError(f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
+                            "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, or a genotype.json")
+        try:
+            text_or_path = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read --genotype file {path}: {exc}") from None
+    return Genotype.parse(text_or_path)
 
-    return run_retrain_cli(args)
+
+def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
+    """The config, architecture and run directory of ``retrain RUN_DIR | --genotype G``."""
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.out and Path(args.out) != run_dir:
+            raise UserError("give either --out (a new run) or --resume (an existing run), not both")
+        if not (run_dir / "config.yaml").exists() or not (run_dir / "genotype.json").exists():
+            raise UserError(f"{run_dir} holds no retrain run to resume (no config.yaml/genotype.json)")
+        cfg = _load(args.config, args.overrides, run_dir / "config.yaml")
+        geno = Genotype.from_json((run_dir / "genotype.json").read_text())
+        if args.genotype and not read_genotype(args.genotype).same_architecture(geno):
+            raise UserError(f"{run_dir} trains {geno}; resume it without a different --genotype")
+        return cfg, geno, run_dir
+    if bool(args.run_dir) == bool(args.genotype):
+        raise UserError("give a search run directory or --genotype, exactly one of them")
+    base = None
+    if args.run_dir:
+        search_dir = Path(args.run_dir)
+        if not (search_dir / "genotype.json").exists():
+            raise UserError(f"{search_dir} holds no genotype.json; give a search run directory "
+                            "that finished at least one epoch")
+        geno = Genotype.from_json((search_dir / "genotype.json").read_text())
+        if (search_dir / "config.yaml").exists():
+            base = search_dir / "config.yaml"
+    else:
+        geno = read_genotype(args.genotype)
+    cfg = _load(args.config, args.overrides, base)
+    return cfg, geno, Path(args.out) if args.out else default_run_dir("retrain", args.config)
+
+
+def cmd_retrain(args, invocation: Invocation) -> int:
+    from .ops import check_ops
+    from .retrain import protocol, run_retrain
+
+    cfg, geno, run_dir = _retrain_setup(args)
+    device = resolve_device(cfg.run.device)
+    set_cpu_threads(cfg.run.threads)
+    try:  # an unknown op is reported before the disconnected-cell warning
+        check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
+    except ValueError as exc:
+        raise UserError(f"the architecture cannot be built: {exc}") from None
+    warning = disconnected_warning(geno)
+    if warning:
+        print(warning, file=sys.stderr)
+    invocation.run_dir, invocation.resume_command = run_dir, f"python search.py retrain --resume {run_dir}"
+    print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
+          f"writing {run_dir}", flush=True)
+    result = run_retrain(cfg, geno, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
+                         progress=not args.quiet)
+    print(f"architecture: {geno}")
+    print(f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs")
+    print(f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)")
+    print(f"outputs in {run_dir}/" + ("" if result.finished else
+                                      f"; continue with: python search.py retrain --resume {run_dir}"))
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; returns the exit status (2 for a user mistake, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # No command means a search, so `python search.py --set ...` works.
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
@@ -209,11 +258,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain,
                "lookup": cmd_lookup}[args.command]
+    invocation = Invocation()
     try:
-        return handler(args)
+        return handler(args, invocation)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: the last checkpoint is intact; continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt:  # the one place Ctrl-C is turned into advice
+        if invocation.run_dir is None:
+            print("\ninterrupted", file=sys.stderr)
+        else:
+            print(f"\ninterrupted: the last checkpoint in {invocation.run_dir} is intact; continue with "
+                  f"{invocation.resume_command}", file=sys.stderr)
         return 130
+
+
+def main_exit() -> None:
+    """The ``gumbel-nas`` console script."""
+    sys.exit(main())

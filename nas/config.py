@@ -8,6 +8,7 @@ dropped, so the option keeps its default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +300,78 @@ def diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
         elif va != vb:
             out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
     return out
+
+
+# ---------------------------------------------------------------------------
+PRUNE_RULES = ("off", "probability", "loss")
+
+
+def _check_positive(**values: Any) -> None:
+    for key, value in values.items():
+        if value is not None and not value > 0:
+            raise UserError(f"{key} must be > 0, got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Every semantic check that types alone cannot catch, once, at the boundary; each names the key to fix.
+
+    ``run_search`` and ``run_retrain`` call it first, so the library below them can assume a sound
+    config (its constructors raise ``ValueError`` for bad arguments).
+    """
+    from .ops import check_ops
+    from .searcher import make_tau_schedule
+    from .spaces import get_space
+    from .supernet import MODES
+
+    s, sn, d, r = cfg.search, cfg.supernet, cfg.data, cfg.run
+    try:
+        space = get_space(sn.space)
+    except ValueError as exc:
+        raise UserError(f"{exc} (supernet.space)") from None
+    if sn.mode not in MODES:
+        raise UserError(f"unknown mode {sn.mode!r} (supernet.mode); choose one of: {', '.join(MODES)}")
+    ops = sn.ops if sn.ops is not None else space.default_ops
+    try:
+        check_ops(ops)
+        space.check_derive_none(sn.derive_none)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    _check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
+                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
+                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr,
+                       "search.prune_batches": s.prune_batches})
+    if not 0 <= s.warmup_epochs < s.epochs:
+        raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs} with "
+                        f"search.epochs={s.epochs}. Fix: lower it, e.g. --set search.warmup_epochs=0")
+    if r.log_every < 0:
+        raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {r.log_every}")
+    if r.threads is not None and r.threads < 1:
+        raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
+    if not 0 < d.weight_fraction < 1:
+        raise UserError(f"data.weight_fraction must be in (0, 1), got {d.weight_fraction}")
+    if d.train_subset is not None and d.train_subset < 1:
+        raise UserError(f"data.train_subset must be >= 1 (or null for the whole training set), got {d.train_subset}")
+    if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
+        raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
+    if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
+        raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
+    if s.prune not in PRUNE_RULES:
+        raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
+    if s.prune != "off":
+        if sn.mode != "gdas":
+            raise UserError(f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; "
+                            "set search.prune=off")
+        if s.epochs - s.warmup_epochs < len(ops):
+            raise UserError(f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "
+                            f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs")
+    try:
+        make_tau_schedule(s.tau)
+    except ValueError as exc:
+        raise UserError(f"search.tau: {exc}") from None
+    for f in dataclasses.fields(cfg.retrain):
+        p, section = getattr(cfg.retrain, f.name), f"retrain.{f.name}"
+        _check_positive(**{f"{section}.epochs": p.epochs, f"{section}.batch_size": p.batch_size,
+                           f"{section}.C": p.C, f"{section}.N": p.N, f"{section}.lr": p.lr,
+                           f"{section}.steps_per_epoch": p.steps_per_epoch})
+        if not 0 <= p.drop_path_prob < 1:
+            raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
 
 OpFactory = Callable[[int, int, int, bool], nn.Module]
 
@@ -50,7 +49,7 @@ def build_op(name: str, C_in: int, C_out: int, stride: int, affine: bool) -> nn.
     try:
         factory = OPS[name]
     except KeyError:
-        raise UserError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}. "
+        raise ValueError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}. "
                         "Fix the name or register the op with nas.register_op.") from None
     return factory(C_in, C_out, stride, affine)
 
@@ -59,13 +58,13 @@ def check_ops(names: Sequence[str]) -> tuple:
     """Validate an op list: known names, no duplicates."""
     names = tuple(names)
     if not names:
-        raise UserError("the op list is empty; give at least one op")
+        raise ValueError("the op list is empty; give at least one op")
     unknown = [n for n in names if n not in OPS]
     if unknown:
-        raise UserError(f"unknown op(s) {', '.join(map(repr, unknown))}; registered ops: "
+        raise ValueError(f"unknown op(s) {', '.join(map(repr, unknown))}; registered ops: "
                         f"{', '.join(sorted(OPS))}. Fix the name or register the op with nas.register_op.")
     if len(set(names)) != len(names):
-        raise UserError(f"the op list {list(names)} names an op twice; list each op once")
+        raise ValueError(f"the op list {list(names)} names an op twice; list each op once")
     return names
 
 

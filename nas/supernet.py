@@ -297,6 +297,13 @@ class Supernet(nn.Module):
         self.last_sample = None
         return plans
 
+    def sample_architecture(self) -> Optional[Dict[str, List[str]]]:
+        """Draw one architecture exactly as a forward does (same noise, same one host transfer)
+        without running the network; returns the op names per edge and cell type (gdas or forced;
+        ``None`` in the soft modes). Benchmarks time it; every forward draws its own."""
+        self._plans()
+        return self.last_sample
+
     def sampled_architecture(self) -> Optional[Dict[str, List[str]]]:
         """Op names per edge and cell type chosen by the last forward (gdas or forced)."""
         return self.last_sample

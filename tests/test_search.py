@@ -280,7 +280,7 @@ def test_default_config_is_the_builtin_nb201_search():
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_loads_and_validates(name):
-    from nas.search import validate
+    from nas.config import validate
     cfg = load_config(ROOT / "configs" / name)
     validate(cfg)
     raw = yaml.safe_load((ROOT / "configs" / name).read_text())

@@ -9,7 +9,8 @@ import torch
 import nas
 from nas.cli import main
 from nas.config import load_config
-from nas.search import beta_decay_term, beta_decay_weight, ops_to_keep, prune_events, run_search, search_step
+from nas.search import ops_to_keep, prune_events, run_search
+from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
 
 TINY = [
     "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
@@ -224,10 +225,11 @@ def test_beta_decay_pulls_the_arch_step_toward_uniform():
         net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
         with torch.no_grad():
             net.arch["normal"].copy_(torch.linspace(-2, 2, 30).view(6, 5))
-        w, a = net.weight_parameters(), net.arch_parameters()
-        w_opt = torch.optim.SGD(w, lr=0.0)
-        a_opt = torch.optim.SGD(a, lr=1.0)
-        search_step(net, w, a, w_opt, a_opt, x, y, x, y, 0.0, torch.device("cpu"), False, beta_decay=beta)
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.0)
+        a_opt = torch.optim.SGD(net.arch_parameters(), lr=1.0)
+        searcher = Searcher(net, w_opt, a_opt, epochs=1, beta_decay_at=lambda epoch: beta)
+        searcher.start_epoch(0)
+        searcher.step((x, y), (x, y))
         return float(net.arch["normal"].detach().std())
 
     # Same noise and data: only the regulariser differs, and it shrinks the spread of the logits.

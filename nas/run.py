@@ -1,0 +1,147 @@
+"""The run skeleton that search and retrain share.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch),
+the task's own logs and an atomic ``checkpoint.pt`` written after every epoch,
+so a stopped run resumes exactly. :func:`run_epochs` prepares or resumes the
+directory and drives the epoch loop (progress bar, NaN check, metrics line,
+``stop_after``, checkpoint); an :class:`EpochTask` supplies what is its own.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence
+
+from tqdm import tqdm
+
+from . import config as config_mod
+from .config import Config
+from .errors import UserError
+from .io import (append_jsonl, atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state,
+                 seed_everything, truncate_jsonl)
+
+RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` for a new run; refuse one that already holds a run."""
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise UserError(f"--out {run_dir} is a file; choose a folder")
+        present = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if present:
+            raise UserError(f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
+                            f"--resume {run_dir}, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
+    """The run's checkpoint, after checking it belongs to ``kind`` and matches ``cfg``."""
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    if ckpt.get("kind") != kind:
+        raise UserError(f"{run_dir}/checkpoint.pt is a {ckpt.get('kind')!r} checkpoint, not a {kind!r} one")
+    changed = config_mod.diff(ckpt["config"], config_mod.to_dict(cfg))
+    if changed:
+        raise UserError(f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "
+                        "Resume with the run's own config (drop --config/--set) or start a new run with --out")
+    return ckpt
+
+
+class EpochTask(Protocol):
+    """What a kind of run (search, retrain) adds to the skeleton."""
+
+    kind: str                 # the checkpoint's "kind"; a resume refuses another kind
+    logs: Sequence[str]       # jsonl files in the run dir with one ``epoch`` line each (metrics.jsonl first)
+    epochs: int
+    nan_hint: str             # the fix named when the training loss is not finite
+
+    def state_dict(self) -> Dict[str, Any]: ...            # checkpoint entries (model, optimisers)
+
+    def load_state_dict(self, ckpt: Dict[str, Any]) -> None: ...
+
+    def start_epoch(self, epoch: int) -> int: ...          # 0-based epoch; returns its number of steps
+
+    def batches(self) -> Iterable[Any]: ...
+
+    def step(self, batch: Any) -> None: ...
+
+    def postfix(self) -> Dict[str, str]: ...               # progress-bar figures (may read the device)
+
+    def end_epoch(self, epoch: int, seconds: float) -> Dict[str, Any]: ...  # the metrics line (train_loss in it)
+
+    def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None: ...  # after the metrics line
+
+    def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...   # the epoch's log line
+
+
+@dataclass
+class EpochsDone:
+    start: int        # epochs done before this invocation
+    done: int         # epochs done after it
+    finished: bool
+    last_metrics: Optional[dict]
+
+
+def open_run(run_dir: Path, cfg: Config, kind: str, resume: bool,
+             check_resumed: Optional[Callable[[Dict[str, Any]], None]] = None) -> Optional[Dict[str, Any]]:
+    """Start a new run directory (saving the config) or load the checkpoint of the one to resume."""
+    if resume:
+        ckpt = load_for_resume(run_dir, cfg, kind)
+        if check_resumed is not None:
+            check_resumed(ckpt)
+        return ckpt
+    prepare_run_dir(run_dir)
+    config_mod.save_config(cfg, run_dir / "config.yaml")
+    return None
+
+
+def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path,
+               ckpt: Optional[Dict[str, Any]], *, desc: str, stop_after: Optional[int] = None,
+               progress: bool = True, log: Callable[[str], None] = tqdm.write) -> "tuple[EpochTask, EpochsDone]":
+    """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs.
+
+    Every epoch ends with the metrics line, the task's own outputs and then the checkpoint, so the
+    checkpoint never runs ahead of the logs. ``stop_after`` ends this invocation after that many
+    epochs, as if the run had been stopped there.
+    """
+    seed_everything(cfg.run.seed)
+    task = task_factory()
+    start = 0
+    if ckpt is not None:
+        task.load_state_dict(ckpt)
+        start = int(ckpt["epoch"])
+        restore_rng_state(ckpt["rng"])
+        # Drop lines an interrupted epoch may have left after the checkpoint.
+        for name in task.logs:
+            truncate_jsonl(run_dir / name, lambda r: r.get("epoch", 0) <= start)
+        log(f"resuming {run_dir} after epoch {start}/{task.epochs}")
+    done, last = start, None
+    for epoch in range(start, task.epochs):
+        steps = task.start_epoch(epoch)
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{task.epochs}", disable=not progress, leave=False,
+                   dynamic_ncols=True)
+        for step, batch in enumerate(task.batches()):
+            if step >= steps:
+                break
+            task.step(batch)
+            bar.update(1)
+            if progress and cfg.run.log_every > 0 and (step + 1) % cfg.run.log_every == 0:
+                bar.set_postfix(**task.postfix())
+        bar.close()
+        seconds = time.perf_counter() - t0
+        metrics = task.end_epoch(epoch, seconds)
+        train_loss = metrics["train_loss"]
+        if not math.isfinite(train_loss):
+            raise UserError(f"the training loss became {train_loss} in epoch {epoch + 1}; {task.nan_hint}")
+        append_jsonl(run_dir / task.logs[0], metrics)
+        task.write_outputs(run_dir, epoch + 1, metrics)
+        atomic_torch_save({"kind": task.kind, "epoch": epoch + 1, **task.state_dict(), "rng": capture_rng_state(),
+                           "config": config_mod.to_dict(cfg)}, run_dir / "checkpoint.pt")
+        done, last = epoch + 1, metrics
+        log(task.describe(epoch, metrics))
+        if stop_after is not None and done - start >= stop_after:
+            break
+    return task, EpochsDone(start, done, done >= task.epochs, last)

@@ -1,0 +1,162 @@
+"""The search's optimisation state and its step (first order, as in GDAS and DARTS-1st).
+
+A :class:`Searcher` holds the supernet, the weights' SGD and the logits' Adam,
+gradient clipping, the autocast context (built once) and the epoch's meters.
+The search loop, the benchmarks and the tests all drive this one object::
+
+    searcher = Searcher.from_config(net, cfg.search, device=device)
+    for epoch in range(cfg.search.epochs):
+        searcher.start_epoch(epoch)            # tau, learning rate, beta-decay weight; fresh meters
+        for batch_w, batch_a in zip(loader_w, loader_a):
+            searcher.step(batch_w, batch_a, arch_step=epoch >= cfg.search.warmup_epochs)
+        train_loss, train_acc = searcher.train_meter.read()
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .config import SearchConfig
+from .sampler import tau_schedule
+from .supernet import Supernet
+from .training import Meter, autocast, clip_and_step, cosine_lr, set_lr
+
+Batch = Tuple[torch.Tensor, torch.Tensor]
+
+
+def make_tau_schedule(tau_cfg) -> Callable[[int, int], float]:
+    """``search.tau`` as a pure function ``(epoch, epochs) -> tau`` (ValueError on bad settings)."""
+    t = tau_cfg
+    if t.schedule == "constant":
+        return tau_schedule("constant", tau=t.max)
+    if t.schedule == "exponential":
+        return tau_schedule("exponential", tau0=t.max, decay=t.decay)
+    return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
+
+
+def beta_decay_weight(epoch: int, epochs: int, warmup_epochs: int, beta_decay: float) -> float:
+    """beta-DARTS's lambda for epoch ``epoch``: 0 in warm-up, then linear up to ``beta_decay``."""
+    if beta_decay == 0 or epoch < warmup_epochs:
+        return 0.0
+    return beta_decay * (epoch - warmup_epochs + 1) / (epochs - warmup_epochs)
+
+
+def beta_decay_term(net: Supernet) -> torch.Tensor:
+    """mean over all edges of ``logsumexp(alpha_edge)`` (pruned ops excluded)."""
+    rows = torch.cat([net.logits(c).float() for c in net.arch])
+    return torch.logsumexp(rows, dim=-1).mean()
+
+
+class Searcher:
+    """The supernet with both optimisers; :meth:`step` is one weight step then one architecture step.
+
+    Args:
+        net: the supernet (on its device already).
+        weight_optimizer: over ``net.weight_parameters()``.
+        arch_optimizer: over ``net.arch_parameters()``.
+        epochs: the search's length, for the schedules.
+        tau_at: ``(epoch, epochs) -> tau``, a pure function of the epoch.
+        lr_at: ``epoch -> learning rate of the weights``; ``None`` leaves it alone.
+        beta_decay_at: ``epoch -> beta-decay weight``; ``None`` is 0 throughout.
+        grad_clip: max global norm of the weights' gradient; 0 disables.
+        device, bf16: bf16 autocast on CUDA when ``bf16``.
+    """
+
+    def __init__(self, net: Supernet, weight_optimizer: torch.optim.Optimizer,
+                 arch_optimizer: torch.optim.Optimizer, *, epochs: int,
+                 tau_at: Optional[Callable[[int, int], float]] = None,
+                 lr_at: Optional[Callable[[int], float]] = None,
+                 beta_decay_at: Optional[Callable[[int], float]] = None, grad_clip: float = 0.0,
+                 device: Optional[torch.device] = None, bf16: bool = False):
+        self.net = net
+        self.weight_optimizer = weight_optimizer
+        self.arch_optimizer = arch_optimizer
+        self.epochs = epochs
+        self.tau_at, self.lr_at, self.beta_decay_at = tau_at, lr_at, beta_decay_at
+        self.grad_clip = grad_clip
+        self.device = device if device is not None else next(net.parameters()).device
+        self.weights = list(net.weight_parameters())
+        self.arch = list(net.arch_parameters())
+        self.autocast = autocast(self.device, bf16)  # built once, entered every step
+        self.beta_decay = 0.0
+        self.lr = weight_optimizer.param_groups[0]["lr"]
+        self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
+
+    @classmethod
+    def from_config(cls, net: Supernet, search: SearchConfig, *, device: Optional[torch.device] = None,
+                    bf16: bool = False) -> "Searcher":
+        """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam)."""
+        w, a = search.weights, search.arch
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov,
+                                weight_decay=w.weight_decay)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay)
+        epochs, warmup = search.epochs, search.warmup_epochs
+        return cls(net, w_opt, a_opt, epochs=epochs, tau_at=make_tau_schedule(search.tau),
+                   lr_at=lambda e: cosine_lr(e, epochs, w.lr, w.lr_min),
+                   beta_decay_at=lambda e: beta_decay_weight(e, epochs, warmup, a.beta_decay),
+                   grad_clip=w.grad_clip, device=device, bf16=bf16)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Set tau, the weights' learning rate and the beta-decay weight for ``epoch`` (0-based); reset the meters."""
+        if self.tau_at is not None:
+            self.net.tau = self.tau_at(epoch, self.epochs)
+        if self.lr_at is not None:
+            self.lr = self.lr_at(epoch)
+            set_lr(self.weight_optimizer, self.lr)
+        self.beta_decay = self.beta_decay_at(epoch) if self.beta_decay_at is not None else 0.0
+        self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
+
+    def step(self, batch_w: Batch, batch_a: Optional[Batch] = None, arch_step: bool = True) -> None:
+        """One weight step on ``batch_w``, then (when ``arch_step``, as after warm-up) one
+        architecture step on ``batch_a``."""
+        self.weight_step(*batch_w)
+        if arch_step:
+            if batch_a is None:
+                raise ValueError("an architecture step needs batch_a")
+            self.arch_step(*batch_a)
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """SGD on the weights. The logits are frozen meanwhile, so the supernet runs the
+        sampled network without the straight-through bookkeeping."""
+        for a in self.arch:
+            a.requires_grad_(False)
+        try:
+            with self.autocast:
+                logits = self.net(x)
+                loss = F.cross_entropy(logits, y)
+            self.weight_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        finally:
+            for a in self.arch:
+                a.requires_grad_(True)
+        clip_and_step(self.weights, self.weight_optimizer, self.grad_clip)
+        self.train_meter.add(loss, logits, y)
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Adam on the logits (first order): gradients for the logits only, none for the weights.
+
+        With a beta-decay weight > 0 the objective adds beta-DARTS's
+        ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is ``beta_decay * softmax(alpha) / edges``.
+        """
+        with self.autocast:
+            logits = self.net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        objective = loss
+        if self.beta_decay:
+            objective = loss + self.beta_decay * beta_decay_term(self.net)
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        objective.backward(inputs=self.arch)
+        self.arch_optimizer.step()
+        self.val_meter.add(loss, logits, y)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The checkpoint entries: the supernet and both optimisers."""
+        return {"model": self.net.state_dict(), "w_opt": self.weight_optimizer.state_dict(),
+                "a_opt": self.arch_optimizer.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.net.load_state_dict(state["model"])
+        self.weight_optimizer.load_state_dict(state["w_opt"])
+        self.arch_optimizer.load_state_dict(state["a_opt"])

@@ -1,0 +1,268 @@
+"""The house rules of the package: the Searcher object, the run skeleton, validation at the
+boundary, one Ctrl-C handler, the library never importing the command line, packaging."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nas
+from nas.cli import main
+from nas.config import Config, load_config, validate
+from nas.run import open_run, run_epochs
+from nas.runtime import find_config, packaged_config
+from nas.searcher import Searcher
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "nas"
+
+
+# ---- the library never imports the command line -------------------------------------------
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield ("." * node.level) + (node.module or "")
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                                        if p.name != "cli.py"))
+def test_library_modules_import_neither_argparse_nor_the_cli(path):
+    names = set(_imports(PACKAGE / path))
+    assert "argparse" not in names, path
+    assert not any(n.endswith("cli") and n.lstrip(".") in ("cli", "nas.cli") for n in names), path
+
+
+def test_importing_the_library_runs_nothing_and_leaves_the_cli_unloaded():
+    code = ("import sys, nas, nas.search, nas.retrain, nas.report, nas.data, nas.searcher, nas.run; "
+            "assert 'nas.cli' not in sys.modules and 'argparse' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_user_error_is_a_value_error():
+    assert issubclass(nas.UserError, ValueError)
+    with pytest.raises(ValueError):
+        load_config(None, ["search.epochs=zero"])
+
+
+# ---- the Searcher --------------------------------------------------------------------------
+def _tiny_searcher(**kw):
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", "gdas", C=4, N=1, num_classes=3)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.05)
+    return net, Searcher(net, w_opt, a_opt, epochs=4, **kw)
+
+
+def test_searcher_step_is_a_weight_step_then_an_arch_step_by_hand():
+    x_w, y_w = torch.randn(6, 3, 8, 8), torch.randint(0, 3, (6,))
+    x_a, y_a = torch.randn(6, 3, 8, 8), torch.randint(0, 3, (6,))
+    net, searcher = _tiny_searcher(grad_clip=5.0)
+    searcher.start_epoch(0)
+    torch.manual_seed(7)
+    searcher.step((x_w, y_w), (x_a, y_a))
+
+    twin, _ = _tiny_searcher()
+    w_opt = torch.optim.SGD(twin.weight_parameters(), lr=0.1, momentum=0.9)
+    a_opt = torch.optim.Adam(twin.arch_parameters(), lr=0.05)
+    torch.manual_seed(7)
+    for a in twin.arch_parameters():
+        a.requires_grad_(False)
+    w_opt.zero_grad()
+    F.cross_entropy(twin(x_w), y_w).backward()
+    for a in twin.arch_parameters():
+        a.requires_grad_(True)
+    torch.nn.utils.clip_grad_norm_(twin.weight_parameters(), 5.0)
+    w_opt.step()
+    a_opt.zero_grad()
+    F.cross_entropy(twin(x_a), y_a).backward(inputs=twin.arch_parameters())
+    a_opt.step()
+
+    for (name, p), q in zip(net.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert searcher.train_meter.count == 6 and searcher.val_meter.count == 6
+
+
+def test_searcher_arch_step_leaves_weights_without_gradient_and_warmup_leaves_logits():
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    net, searcher = _tiny_searcher()
+    searcher.start_epoch(0)
+    before = net.arch["normal"].detach().clone()
+    searcher.step((x, y), arch_step=False)
+    assert torch.equal(net.arch["normal"], before)
+    assert searcher.val_meter.count == 0
+    grads = [None if p.grad is None else p.grad.clone() for p in net.weight_parameters()]  # the weight step's
+    searcher.arch_step(x, y)
+    assert not torch.equal(net.arch["normal"], before)
+    # backward(inputs=arch): the architecture step computes no weight gradient
+    for p, g in zip(net.weight_parameters(), grads):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+    assert any(g is not None for g in grads)
+    with pytest.raises(ValueError, match="batch_a"):
+        searcher.step((x, y), None, arch_step=True)
+
+
+def test_searcher_start_epoch_applies_the_schedules_and_resets_the_meters():
+    net, searcher = _tiny_searcher(tau_at=lambda e, n: 10.0 - e, lr_at=lambda e: 0.5 / (e + 1),
+                                   beta_decay_at=lambda e: 0.25 * e)
+    searcher.start_epoch(0)
+    searcher.step((torch.randn(2, 3, 8, 8), torch.tensor([0, 1])), arch_step=False)
+    searcher.start_epoch(3)
+    assert net.tau == 7.0 and searcher.lr == 0.125 and searcher.beta_decay == 0.75
+    assert searcher.weight_optimizer.param_groups[0]["lr"] == 0.125
+    assert searcher.train_meter.count == 0
+
+
+def test_searcher_from_config_matches_the_config():
+    cfg = load_config(None, ["search.weights.lr=0.2", "search.arch.lr=0.01", "search.epochs=10",
+                             "search.tau.max=4", "search.tau.min=1"])
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    searcher = Searcher.from_config(net, cfg.search)
+    assert isinstance(searcher.weight_optimizer, torch.optim.SGD)
+    assert searcher.arch_optimizer.param_groups[0]["lr"] == 0.01
+    searcher.start_epoch(0)
+    assert (net.tau, searcher.lr) == (4.0, 0.2)
+    searcher.start_epoch(9)
+    assert net.tau == pytest.approx(1.0) and 0.001 < searcher.lr < 0.2  # the last epoch reaches tau.min
+
+
+# ---- the run skeleton ----------------------------------------------------------------------
+class CountingTask:
+    """A toy task: one parameter, three steps per epoch, a loss that can be made NaN."""
+
+    kind = "toy"
+    logs = ("metrics.jsonl",)
+    nan_hint = "lower toy.lr"
+
+    def __init__(self, epochs: int, nan_at: int = -1):
+        self.epochs, self.nan_at = epochs, nan_at
+        self.w = torch.zeros(())
+
+    def state_dict(self):
+        return {"w": self.w.clone()}
+
+    def load_state_dict(self, ckpt):
+        self.w = ckpt["w"].clone()
+
+    def start_epoch(self, epoch):
+        self.epoch, self.total = epoch, 0.0
+        return 3
+
+    def batches(self):
+        return iter(range(10))  # more batches than steps: the skeleton stops at 3
+
+    def step(self, batch):
+        self.w += torch.rand(())  # consumes the global RNG, which a resume must restore
+        self.total += 1
+
+    def postfix(self):
+        return {}
+
+    def end_epoch(self, epoch, seconds):
+        loss = float("nan") if epoch == self.nan_at else float(self.w)
+        return {"epoch": epoch + 1, "train_loss": loss, "steps": self.total}
+
+    def write_outputs(self, run_dir, epoch, metrics):
+        (run_dir / "last.txt").write_text(str(epoch))
+
+    def describe(self, epoch, metrics):
+        return f"epoch {epoch + 1}"
+
+
+def _toy_run(run_dir: Path, epochs: int, resume: bool = False, stop_after=None, nan_at: int = -1):
+    cfg = Config()
+    ckpt = open_run(run_dir, cfg, "toy", resume)
+    return run_epochs(lambda: CountingTask(epochs, nan_at), cfg, run_dir, ckpt, desc="toy",
+                      stop_after=stop_after, progress=False, log=lambda s: None)
+
+
+def test_run_skeleton_stops_resumes_exactly_and_truncates_the_logs(tmp_path):
+    whole, whole_done = _toy_run(tmp_path / "whole", 4)
+    assert whole_done.finished and whole_done.done == 4 and whole_done.last_metrics["steps"] == 3
+    _, first = _toy_run(tmp_path / "split", 4, stop_after=2)
+    assert (first.start, first.done, first.finished) == (0, 2, False)
+    with open(tmp_path / "split" / "metrics.jsonl", "a") as f:  # an interrupted epoch's line
+        f.write(json.dumps({"epoch": 3, "train_loss": -1.0}) + "\n")
+    split, rest = _toy_run(tmp_path / "split", 4, resume=True)
+    assert (rest.start, rest.done, rest.finished) == (2, 4, True)
+    assert torch.equal(split.w, whole.w)
+    assert (tmp_path / "split" / "metrics.jsonl").read_text() == (tmp_path / "whole" / "metrics.jsonl").read_text()
+    ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert ckpt["kind"] == "toy" and ckpt["epoch"] == 4 and (tmp_path / "split" / "last.txt").read_text() == "4"
+
+
+def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path):
+    with pytest.raises(nas.UserError, match="training loss became nan in epoch 2; lower toy.lr"):
+        _toy_run(tmp_path / "r", 3, nan_at=1)
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    with pytest.raises(nas.UserError, match="already holds a run"):
+        _toy_run(tmp_path / "r", 3)
+
+
+# ---- validation at the boundary ------------------------------------------------------------
+@pytest.mark.parametrize("override, needle", [
+    ("supernet.space=cube", "unknown space 'cube'"),
+    ("supernet.mode=adam", "unknown mode 'adam' (supernet.mode)"),
+    ("supernet.ops=[none,no_such_op]", "no_such_op"),
+    ("run.threads=0", "run.threads must be >= 1"),
+    ("retrain.darts.epochs=0", "retrain.darts.epochs must be > 0"),
+    ("retrain.nb201.drop_path_prob=1.5", "retrain.nb201.drop_path_prob must be in [0, 1)"),
+    ("search.tau.min=-1", "search.tau"),
+])
+def test_validate_names_the_key(override, needle):
+    with pytest.raises(nas.UserError) as info:
+        validate(load_config(None, [override]))
+    assert needle in str(info.value)
+
+
+def test_library_constructors_raise_value_error():
+    with pytest.raises(ValueError, match="unknown mode"):
+        nas.build_supernet("nb201", "adam", C=4, N=1)
+    with pytest.raises(ValueError, match="no_such_op"):
+        nas.build_op("no_such_op", 4, 4, 1, True)
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import nas.search
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nas.search, "run_search", interrupted)
+    code = main(["--out", str(tmp_path / "r"), "--quiet", "--set", "run.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert f"the last checkpoint in {tmp_path / 'r'} is intact; continue with python search.py --resume" in err
+
+
+# ---- packaging -----------------------------------------------------------------------------
+def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert packaged_config("default") is not None
+    assert find_config("configs/nb201_cifar10_cpu.yaml").read_text() == \
+        (ROOT / "configs" / "nb201_cifar10_cpu.yaml").read_text()
+    assert packaged_config("elsewhere/default.yaml") is None  # a path with a folder is never swapped
+    assert load_config(find_config("nb201_cifar10_cpu")).data.name == "cifar10"
+
+
+def test_the_wheel_ships_the_configs_and_the_console_script(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("gumbel_nas-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    assert sorted(Path(n).name for n in names if n.startswith("nas/configs/")) == shipped
+    assert "nas/benchmark_data/README.md" in names and any(n.startswith("nas/data/") for n in names)
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "gumbel-nas = nas.cli:main_exit" in entry_points
