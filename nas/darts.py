@@ -12,17 +12,87 @@ whose strongest non-``none`` op is strongest, with that op.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import ast
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
-from .genotype import DARTS_STEPS, Genotype, darts_edges
+from .errors import UserError
+from .genotype import Genotype
 from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN, Zero, build_op, check_ops
+from .spaces import SearchSpace, register_space
 from .supernet import EdgePlan, Supernet, add_all, run_edge
 
+DARTS_STEPS = 4  # intermediate nodes per DARTS cell
 MULTIPLIER = 4  # intermediate nodes concatenated into the cell output
 STEM_MULTIPLIER = 3
+
+# The published DARTS (second order) cell, in DARTS's own print form.
+DARTS_V2 = (
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], "
+    "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), "
+    "('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])"
+)
+
+
+def darts_edges(steps: int = DARTS_STEPS) -> List[Tuple[int, int]]:
+    """The ``(to, from)`` pairs of a DARTS cell: node 2+i takes every earlier state."""
+    return [(2 + i, j) for i in range(steps) for j in range(2 + i)]
+
+
+# ---- DARTS genotype strings -----------------------------------------------------------
+def to_darts(geno: Genotype) -> str:
+    """DARTS's ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])``."""
+    if geno.space != "darts":
+        raise ValueError(f"to_darts needs a darts genotype, this one is {geno.space!r}")
+    return (f"Genotype(normal={geno.normal!r}, normal_concat={geno.normal_concat!r}, "
+            f"reduce={geno.reduce!r}, reduce_concat={geno.reduce_concat!r})")
+
+
+def from_darts(text: str) -> Genotype:
+    """Parse DARTS's printed genotype (the call is parsed, never evaluated; :class:`nas.UserError` if malformed)."""
+    text = text.strip()
+    bad = (f"malformed DARTS genotype {text[:80]!r}: expected "
+           "Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])")
+    try:
+        call = ast.parse(text, mode="eval").body
+    except SyntaxError:
+        raise UserError(bad) from None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"
+            and not call.args):
+        raise UserError(bad)
+    try:
+        fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
+    except ValueError:
+        raise UserError(bad) from None
+    if set(fields) != {"normal", "normal_concat", "reduce", "reduce_concat"}:
+        raise UserError(bad)
+    for key in ("normal", "reduce"):
+        edges = fields[key]
+        if (not isinstance(edges, list)
+                or not all(isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str)
+                           and isinstance(e[1], int) for e in edges)):
+            raise UserError(bad)
+    for key in ("normal_concat", "reduce_concat"):
+        if not isinstance(fields[key], list) or not all(isinstance(v, int) for v in fields[key]):
+            raise UserError(bad)
+    geno = Genotype(space="darts", normal=fields["normal"], reduce=fields["reduce"],
+                    normal_concat=list(fields["normal_concat"]), reduce_concat=list(fields["reduce_concat"]))
+    geno.validate()
+    return geno
+
+
+def _literal(node: ast.expr):
+    """A literal, or ``range(a, b)`` as DARTS's search code prints the concat lists."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+            and not node.keywords and 1 <= len(node.args) <= 2):
+        bounds = [ast.literal_eval(a) for a in node.args]
+        if all(isinstance(b, int) for b in bounds):
+            return list(range(*bounds))
+        raise ValueError("range() takes ints")
+    return ast.literal_eval(node)
 
 
 def reduction_layers(num_cells: int) -> Tuple[int, int]:
@@ -277,3 +347,82 @@ class DartsSupernet(Supernet):
             target[key] = source[".".join(parts)]
         model.load_state_dict(target)
         return model.to(next(self.parameters()).device)
+
+
+class DartsSpace(SearchSpace):
+    """The DARTS CNN space: normal and reduction cells, two kept edges per node, DARTS's derivation."""
+
+    name = "darts"
+    default_ops = DARTS_OPS
+    default_derive_none = False  # DARTS: none never wins an edge
+    supports_auxiliary = True
+    cell_types = ("normal", "reduce")
+    genotype_format = "a DARTS Genotype(...) string"
+
+    def check_derive_none(self, derive_none: Optional[bool]) -> None:
+        """The darts space has one derivation rule (no ``none`` edges); refuse asking it for another."""
+        if derive_none:
+            raise ValueError("supernet.derive_none: the darts space never derives none edges (it keeps each "
+                             "node's two strongest non-none edges); leave it unset (null) for darts")
+
+    def edges(self) -> List[Tuple[int, int]]:
+        return darts_edges()
+
+    def parse_genotype(self, text: str) -> Optional[Genotype]:
+        s = text.strip()
+        return from_darts(s) if s.startswith("Genotype(") else None
+
+    def recognizes(self, text: str) -> bool:
+        return text.lstrip().startswith("Genotype(")
+
+    def format_genotype(self, geno: Genotype) -> str:
+        return to_darts(geno)
+
+    def log_text(self, geno: Genotype) -> str:
+        return "genotype.json updated"  # two cells of DARTS's print form do not fit a log line
+
+    def validate_genotype(self, geno: Genotype) -> None:
+        """Both cells, each node with two in-range inputs, concat lists naming existing nodes."""
+        if geno.reduce is None:
+            raise UserError("a darts genotype needs both a normal and a reduce cell")
+        for cell, edges, concat in (("normal", geno.normal, geno.normal_concat),
+                                    ("reduce", geno.reduce, geno.reduce_concat)):
+            if not edges or len(edges) % 2:
+                raise UserError(f"the darts {cell} cell needs two edges per node, got {len(edges)} edges")
+            for k, (_, src) in enumerate(edges):
+                if not 0 <= src < 2 + k // 2:
+                    raise UserError(f"edge {k} of the darts {cell} cell reads node {src}, but node "
+                                    f"{2 + k // 2} can only read nodes 0..{1 + k // 2}")
+            last = 2 + len(edges) // 2
+            if not concat or not all(0 <= v < last for v in concat):
+                raise UserError(f"{cell}_concat {concat} must list nodes in 0..{last - 1}")
+
+    def edge_targets(self, geno: Genotype, cell: str) -> List[int]:
+        return [2 + k // 2 for k in range(len(geno.cells()[cell]))]  # two kept edges per node
+
+    def input_nodes(self, geno: Genotype, cell: str) -> Set[int]:
+        return {0, 1}  # the outputs of the two previous cells
+
+    def output_nodes(self, geno: Genotype, cell: str) -> List[int]:
+        return geno.reduce_concat if cell == "reduce" else geno.normal_concat
+
+    def dot_nodes(self, geno: Genotype, cell: str) -> List[Tuple[str, str]]:
+        nodes = [("0", "c_{k-2}"), ("1", "c_{k-1}")]
+        nodes += [(str(n), str(n - 2)) for n in range(2, 2 + len(geno.cells()[cell]) // 2)]
+        return nodes + [("out", "c_{k}")]
+
+    def dot_edges(self, geno: Genotype, cell: str) -> List[Tuple[str, str, Optional[str]]]:
+        return super().dot_edges(geno, cell) + [(str(n), "out", None) for n in self.output_nodes(geno, cell)]
+
+    def build_supernet(self, *, mode: str, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool,
+                       tau: float, derive_none: bool) -> DartsSupernet:
+        # derive_none is False here: check_derive_none refused anything else
+        return DartsSupernet(C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau)
+
+    def build_network(self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool,
+                      drop_path_prob: float, affine: bool) -> NetworkCIFAR:
+        return NetworkCIFAR(geno, C=C, N=N, num_classes=num_classes, auxiliary=auxiliary,
+                            drop_path_prob=drop_path_prob, affine=affine)
+
+
+DARTS_SPACE = register_space(DartsSpace())

@@ -14,14 +14,71 @@ a conv still adds its BN shift), which only matters for degenerate cells.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
-from .genotype import NB201_NODES, Genotype, derive_argmax, nb201_edges
+from .errors import UserError
+from .genotype import Edge, Genotype, derive_argmax
 from .ops import NB201_OPS, ReLUConvBN, Zero, build_op, check_ops
+from .spaces import SearchSpace, register_space
 from .supernet import EdgePlan, Supernet, add_all, run_edge
+
+NB201_NODES = 4  # node 0 is the input, node 3 the output
+
+
+def nb201_edges(num_nodes: int = NB201_NODES) -> List[Tuple[int, int]]:
+    """The ``(to, from)`` pairs of an NB201 cell in the official order."""
+    return [(i, j) for i in range(1, num_nodes) for j in range(i)]
+
+
+def nb201_nodes(num_edges: int) -> int:
+    """The node count of a complete NB201-style cell with ``num_edges`` edges (``ValueError`` if none)."""
+    n = 1
+    while n * (n - 1) // 2 < num_edges:
+        n += 1
+    if n * (n - 1) // 2 != num_edges:
+        raise ValueError(f"{num_edges} edges do not form a complete NB201-style cell")
+    return n
+
+
+# ---- NAS-Bench-201 strings ---------------------------------------------------------
+def to_nb201(geno: Genotype) -> str:
+    """The official ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` string of an nb201 genotype."""
+    if geno.space != "nb201":
+        raise ValueError(f"to_nb201 needs an nb201 genotype, this one is {geno.space!r}")
+    num_nodes = nb201_nodes(len(geno.normal))
+    parts, k = [], 0
+    for i in range(1, num_nodes):
+        node = []
+        for j in range(i):
+            op, src = geno.normal[k]
+            node.append(f"{op}~{src}")
+            k += 1
+        parts.append("|" + "|".join(node) + "|")
+    return "+".join(parts)
+
+
+def from_nb201(text: str) -> Genotype:
+    """Parse an official NAS-Bench-201 architecture string (:class:`nas.UserError` if malformed)."""
+    text = text.strip()
+    nodes = text.split("+")
+    edges: List[Edge] = []
+    for i, node in enumerate(nodes, start=1):
+        if len(node) < 2 or node[0] != "|" or node[-1] != "|":
+            raise UserError(f"malformed NB201 string {text!r}: node {i} {node!r} must look like |op~0|op~1|; "
+                            "expected e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|")
+        items = node[1:-1].split("|")
+        if len(items) != i:
+            raise UserError(f"malformed NB201 string {text!r}: node {i} needs {i} inputs, got {len(items)}")
+        for j, item in enumerate(items):
+            m = re.fullmatch(r"([A-Za-z0-9_]+)~(\d+)", item)
+            if m is None or int(m.group(2)) != j:
+                raise UserError(f"malformed NB201 string {text!r}: expected 'op~{j}' in node {i}, got {item!r}")
+            edges.append((m.group(1), j))
+    return Genotype(space="nb201", normal=edges, normal_concat=[len(nodes)])
 
 
 class ResNetBlock(nn.Module):
@@ -173,3 +230,59 @@ class NB201Supernet(Supernet):
             target[key] = source[".".join(parts)]
         model.load_state_dict(target)
         return model.to(next(self.parameters()).device)
+
+
+class NB201Space(SearchSpace):
+    """The NAS-Bench-201 space: one cell type, every edge kept, GDAS's derivation rule by default.
+
+    Its genotypes may have any complete cell (``from_nb201`` reads any node count); the
+    supernet and network use the 4-node cell.
+    """
+
+    name = "nb201"
+    default_ops = NB201_OPS
+    default_derive_none = True  # GDAS: none may win an edge
+    supports_auxiliary = False
+    cell_types = ("normal",)
+    genotype_format = "an NB201 string (|op~0|+|op~0|op~1|+...)"
+
+    def edges(self) -> List[Tuple[int, int]]:
+        return nb201_edges()
+
+    def parse_genotype(self, text: str) -> Optional[Genotype]:
+        s = text.strip()
+        return from_nb201(s) if s.startswith("|") else None
+
+    def recognizes(self, text: str) -> bool:
+        return text.lstrip().startswith("|")
+
+    def format_genotype(self, geno: Genotype) -> str:
+        return to_nb201(geno)
+
+    def validate_genotype(self, geno: Genotype) -> None:
+        """A complete NB201 cell whose edges read their sources in the official order."""
+        try:
+            num_nodes = nb201_nodes(len(geno.normal))
+        except ValueError:
+            raise UserError(f"an nb201 genotype needs the edges of a complete cell (e.g. 6), got {len(geno.normal)}") from None
+        sources = [j for _, j in nb201_edges(num_nodes)]
+        if [j for _, j in geno.normal] != sources or geno.reduce is not None:
+            raise UserError(f"nb201 genotype edges must read nodes {sources} in order; got {[j for _, j in geno.normal]}")
+
+    def edge_targets(self, geno: Genotype, cell: str) -> List[int]:
+        return [i for i, _ in nb201_edges(nb201_nodes(len(geno.cells()[cell])))]
+
+    def input_nodes(self, geno: Genotype, cell: str) -> Set[int]:
+        return {0}
+
+    def build_supernet(self, *, mode: str, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool,
+                       tau: float, derive_none: bool) -> NB201Supernet:
+        return NB201Supernet(C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau,
+                             derive_none=derive_none)
+
+    def build_network(self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool,
+                      drop_path_prob: float, affine: bool) -> NB201Network:
+        return NB201Network(geno, C=C, N=N, num_classes=num_classes, affine=affine)
+
+
+NB201_SPACE = register_space(NB201Space())

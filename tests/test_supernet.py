@@ -1,4 +1,5 @@
-"""Supernets (nas/supernet.py, nas/nb201.py, nas/darts.py) and the builders (nas/spaces.py).
+"""Supernets (nas/supernet.py, nas/nb201.py, nas/darts.py) and the builders (nas/spaces.py; the
+registry itself is tested in tests/test_spaces.py).
 
 Conventions checked here, from the library's docstrings:
 
@@ -631,20 +632,25 @@ def test_one_host_transfer_per_gdas_forward(space, mode):
 # Builders and discrete networks
 # ---------------------------------------------------------------------------
 def test_build_supernet_rejects_unknown_space_and_mode():
-    with pytest.raises(nas.UserError, match="space"):
+    # Bad arguments to the library are ValueErrors naming the choices.
+    with pytest.raises(ValueError, match="unknown space 'resnet'; choose one of: nb201, darts"):
         nas.build_supernet("resnet", C=4, N=1)
-    with pytest.raises(nas.UserError, match="mode"):
+    with pytest.raises(ValueError, match="unknown mode 'enas'; choose one of: gdas, snas, darts"):
         nas.build_supernet("nb201", "enas", C=4, N=1)
-    with pytest.raises(nas.UserError):
+    with pytest.raises(ValueError, match="unknown space 'foo'"):
         nas.build_network(Genotype("foo", [("none", 0)]), C=4, N=1)
-    with pytest.raises(nas.UserError):
+    with pytest.raises(ValueError, match="auxiliary"):
         nas.build_network(Genotype.from_nb201(NB201_TARGET), C=4, N=1, auxiliary=True)
+
+
+SUPERNET_CLASSES = {"nb201": nas.nb201.NB201Supernet, "darts": nas.darts.DartsSupernet}
 
 
 @pytest.mark.parametrize("space", SPACES)
 def test_build_supernet_classes_and_defaults(space):
     net = make(space, tau=3.0)
-    assert isinstance(net, nas.SPACES[space]) and isinstance(net, nas.Supernet)
+    assert isinstance(net, SUPERNET_CLASSES[space]) and isinstance(net, nas.Supernet)
+    assert nas.SPACES[space] is nas.get_space(space) and nas.get_space(space).name == space
     assert net.space == space and net.tau == 3.0 and net.ops == STANDARD_OPS[space]
     # Search cells do not learn BN affine parameters by default.
     for cell in search_cells(net):
@@ -738,6 +744,6 @@ def test_nb201_derive_none_rule():
 
 
 def test_darts_space_refuses_derive_none():
-    with pytest.raises(nas.UserError, match="derive_none"):
+    with pytest.raises(ValueError, match="supernet.derive_none"):
         nas.build_supernet("darts", derive_none=True, **SIZES["darts"])
     assert make("darts", derive_none=False).genotype().space == "darts"  # DARTS's own rule: accepted

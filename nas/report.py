@@ -1,4 +1,4 @@
-"""Read a search run directory and report what the search chose."""
+"""Read a search run directory and report what the search chose (``python search.py inspect``)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +9,14 @@ import yaml
 
 from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .errors import UserError
-from .genotype import Genotype, darts_edges, derive_argmax, disconnected_warning, nb201_edges
+from .genotype import Genotype, derive_argmax, disconnected_warning
 from .io import read_jsonl
+from .spaces import get_space
 
 
 def edge_names(space: str) -> List[str]:
-    pairs = nb201_edges() if space == "nb201" else darts_edges()
-    return [f"{i}<-{j}" for i, j in pairs]
+    """``"to<-from"`` per edge of ``space``'s cells, in its edge order."""
+    return get_space(space).edge_names()
 
 
 def collapse_counts(geno: Genotype) -> Dict[str, Dict[str, int]]:
@@ -58,7 +59,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
 
     # The op each edge would derive, by the run's rule (nas.genotype.derive_argmax).
     derive_none = (cfg.get("supernet") or {}).get("derive_none")
-    include_none = space == "nb201" if derive_none is None else bool(derive_none)
+    include_none = get_space(space).default_derive_none if derive_none is None else bool(derive_none)
     final = {}
     for cell, rows in (geno.probs or {}).items():
         best = derive_argmax(rows, ops, include_none)
@@ -138,33 +139,8 @@ def format_text(report: Dict[str, Any]) -> str:
 
 
 def to_dot(geno: Genotype) -> str:
-    """A Graphviz DOT drawing of the cell(s); ``none`` edges are left out."""
-    out = ["digraph cells {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
-    for cell, edges in geno.cells().items():
-        p = f"{cell}_"
-        out.append(f"  subgraph cluster_{cell} {{")
-        out.append(f'    label="{cell} cell";')
-        if geno.space == "nb201":
-            num_nodes = max(geno.edge_targets(cell)) + 1
-            for n in range(num_nodes):
-                label = "input" if n == 0 else ("output" if n == num_nodes - 1 else f"node {n}")
-                out.append(f'    {p}{n} [label="{label}"];')
-        else:
-            out.append(f'    {p}0 [label="c_{{k-2}}"];')
-            out.append(f'    {p}1 [label="c_{{k-1}}"];')
-            for n in range(2, 2 + len(edges) // 2):
-                out.append(f'    {p}{n} [label="{n - 2}"];')
-            out.append(f'    {p}out [label="c_{{k}}"];')
-        for (op, src), dst in zip(edges, geno.edge_targets(cell)):
-            if op != "none":
-                out.append(f'    {p}{src} -> {p}{dst} [label="{op}"];')
-        if geno.space == "darts":
-            concat = geno.reduce_concat if cell == "reduce" else geno.normal_concat
-            for n in concat:
-                out.append(f"    {p}{n} -> {p}out;")
-        out.append("  }")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    """A Graphviz DOT drawing of the cell(s); ``none`` edges are left out (drawn by the space)."""
+    return get_space(geno.space).to_dot(geno)
 
 
 def report_json(report: Dict[str, Any]) -> str:
