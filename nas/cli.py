@@ -143,11 +143,19 @@ def cmd_inspect(args, invocation: Invocation) -> int:
     return 0
 
 
+def _is_architecture_text(text: str) -> bool:
+    """Genotype JSON or any registered space's format, rather than a file name."""
+    from .spaces import SPACES
+
+    text = text.strip()
+    return text.startswith("{") or any(space.recognizes(text) for space in SPACES.values())
+
+
 def _lookup_target(text: str):
     """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
     if text.strip().isdigit():
         return int(text)
-    if text.lstrip().startswith(("|", "Genotype(", "{")):
+    if _is_architecture_text(text):
         return Genotype.parse(text)
     path = Path(text)
     if path.is_dir():
@@ -180,7 +188,7 @@ def cmd_lookup(args, invocation: Invocation) -> int:
 def read_genotype(text_or_path: str) -> Genotype:
     """``--genotype``: an architecture string (NB201, DARTS or JSON) or a file holding one."""
     path = Path(text_or_path)
-    looks_like_file = not text_or_path.lstrip().startswith(("|", "Genotype(", "{"))
+    looks_like_file = not _is_architecture_text(text_or_path)
     if looks_like_file:
         if not path.exists():
             raise UserError(f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
@@ -223,19 +231,11 @@ def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
 
 
 def cmd_retrain(args, invocation: Invocation) -> int:
-    from .ops import check_ops
     from .retrain import protocol, run_retrain
 
     cfg, geno, run_dir = _retrain_setup(args)
     device = resolve_device(cfg.run.device)
     set_cpu_threads(cfg.run.threads)
-    try:  # an unknown op is reported before the disconnected-cell warning
-        check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
-    except ValueError as exc:
-        raise UserError(f"the architecture cannot be built: {exc}") from None
-    warning = disconnected_warning(geno)
-    if warning:
-        print(warning, file=sys.stderr)
     invocation.run_dir, invocation.resume_command = run_dir, f"python search.py retrain --resume {run_dir}"
     print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
           f"writing {run_dir}", flush=True)

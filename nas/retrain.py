@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -21,7 +22,7 @@ from .config import Config, RetrainSpaceConfig, validate
 from .data import subset_indices
 from .errors import UserError
 from .flops import count_macs, count_parameters
-from .genotype import Genotype
+from .genotype import Genotype, disconnected_warning
 from .io import atomic_write_text
 from .ops import check_ops
 from .run import open_run, run_epochs
@@ -78,8 +79,12 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, bf16: bool) -
 
 def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device, *, resume: bool = False,
                 stop_after: Optional[int] = None, progress: bool = True,
-                log: Callable[[str], None] = tqdm.write) -> RetrainResult:
-    """Train ``geno``'s discrete network into ``run_dir``; resumable and exact on CPU."""
+                log: Callable[[str], None] = tqdm.write,
+                warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> RetrainResult:
+    """Train ``geno``'s discrete network into ``run_dir``; resumable and exact on CPU.
+
+    ``log`` gets the progress lines, ``warn`` the warnings (a cell that ignores its input).
+    """
     run_dir = Path(run_dir)
     validate(cfg)
     p = protocol(cfg, geno.space)
@@ -88,6 +93,9 @@ def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device
         check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
     except ValueError as exc:
         raise UserError(f"the architecture cannot be built: {exc}") from None
+    warning = disconnected_warning(geno)  # after the errors: the network would give a constant output
+    if warning:
+        warn(warning)
 
     def same_architecture(ckpt: Dict[str, Any]) -> None:
         saved = Genotype.from_dict(ckpt["genotype"])

@@ -27,7 +27,7 @@ from .run import open_run, run_epochs
 from .runtime import check_device_options
 from .searcher import Searcher, beta_decay_term, beta_decay_weight  # noqa: F401  (re-exported)
 from .selection import edge_op_losses
-from .spaces import build_supernet
+from .spaces import build_supernet, get_space
 from .training import load_data, make_loader
 
 CHECKPOINT_KIND = "search"
@@ -203,8 +203,7 @@ class SearchTask:
         atomic_write_text(run_dir / "genotype.json", self.geno.to_json())
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
-        geno_text = m["genotype"]
-        arch_text = geno_text if len(geno_text) <= 120 else "genotype.json updated"
+        arch_text = get_space(self.geno.space).log_text(self.geno)
         phase = (f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%" if m["val_loss"] is not None
                  else "warm-up (no arch step)" if epoch < self.search.warmup_epochs else "decided (weights only)")
         bench = m.get("benchmark")

@@ -326,11 +326,7 @@ def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, n
         logits = net(images)
         print(net.genotype())
     """
-    from .supernet import MODES  # here: nas.supernet imports nas.genotype, which imports this module
-
-    sp = get_space(space)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    sp = get_space(space)  # the mode is checked by the Supernet constructor
     return sp.build_supernet(mode=mode, C=C, N=N, num_classes=num_classes,
                              ops=sp.default_ops if ops is None else ops, affine=affine, tau=tau,
                              derive_none=sp.resolve_derive_none(derive_none))

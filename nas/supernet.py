@@ -118,7 +118,7 @@ class Supernet(nn.Module):
     def __init__(self, mode: str, ops: Sequence[str], edges_per_cell: Dict[str, int], tau: float = 1.0):
         super().__init__()
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+            raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
         self.mode = mode
         self.ops = tuple(ops)
         self._is_zero = tuple(op == "none" for op in self.ops)

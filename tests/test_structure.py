@@ -44,7 +44,7 @@ def test_library_modules_import_neither_argparse_nor_the_cli(path):
 
 def test_importing_the_library_runs_nothing_and_leaves_the_cli_unloaded():
     code = ("import sys, nas, nas.search, nas.retrain, nas.report, nas.data, nas.searcher, nas.run; "
-            "assert 'nas.cli' not in sys.modules and 'argparse' not in sys.modules, sorted(sys.modules)")
+            "assert 'nas.cli' not in sys.modules")  # (torch itself imports argparse)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
