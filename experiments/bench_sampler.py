@@ -9,8 +9,8 @@ Rows: logits of 6x5 (a NAS-Bench-201 cell: 6 edges, 5 operations) and
 4096x1000, each for the forward pass and for forward + backward. The logits
 require grad in both rows, as architecture parameters do.
 
-    python experiments/bench_sampler.py                 # full run
-    python experiments/bench_sampler.py --quick --out /tmp/b.json
+    python -m experiments.bench_sampler                 # full run (from the repository root)
+    python -m experiments.bench_sampler --quick --out /tmp/b.json
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -28,18 +27,15 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-# Run as a script from any directory: make the repository importable.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-sys.path.insert(0, str(ROOT / "experiments"))  # for common.py, when imported as a module too
-from common import machine  # noqa: E402
-from nas.sampler import gumbel_softmax  # noqa: E402
+from experiments.machine import machine
+from experiments.settings import RESULTS
+from nas.errors import UserError
+from nas.runtime import resolve_device, set_cpu_threads
+from nas.sampler import gumbel_softmax
 
 SHAPES = [(6, 5), (4096, 1000)]
 MODES = ["forward", "forward+backward"]
-DEFAULT_OUT = ROOT / "experiments" / "results" / "bench_sampler.json"
+DEFAULT_OUT = RESULTS / "bench_sampler.json"
 TAU = 1.0
 
 
@@ -108,16 +104,13 @@ def main(argv: List[str] | None = None) -> int:
 
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        device = resolve_device(args.device)
+    except UserError as exc:
+        parser.error(f"--device {args.device}: {exc}")
+    set_cpu_threads(args.threads)
 
     rows = []
     for shape in SHAPES:

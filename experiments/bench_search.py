@@ -20,14 +20,16 @@ step        Per architecture (8 seeded random + all nor_conv_3x3 + all skip_conn
             warm-up, so machine noise hits all alike; medians are compared (and the
             median of the per-round ratios, ``ratio_paired``).
             The limit: ratio 1.00 (the supernet can do no less work); target <= 1.05.
-modes       One full search iteration (``nas.search.search_step``: weight step then
+modes       One full search iteration (``nas.searcher.Searcher.step``: weight step then
             architecture step) in gdas, darts and snas modes, interleaved; gdas's
             speedup over darts and snas. Target: gdas >= 4x faster than darts.
+            The optimisers are those of ``configs/nb201_cifar10.yaml`` (SGD 0.025 with
+            clip 5, Adam 3e-4), read from the shipped config.
 memory      Peak memory of a search iteration, every case in its own fresh process:
             CPU: peak RSS (VmHWM, reset just before the first step; ru_maxrss cannot
             be used: the kernel hands a parent's high-water mark to its children) minus
-            the RSS just before the first step, after building the model and the data; CUDA: max_memory_allocated minus the
-            memory allocated before the first step. gdas (sampled path of the
+            the RSS just before the first step, after building the model and the data;
+            CUDA: max_memory_allocated minus the memory allocated before the first step. gdas (sampled path of the
             all-nor_conv_3x3 architecture, and random sampling at initial logits),
             darts and snas, against the discrete all-nor_conv_3x3 network's training
             step. Target: gdas <= 1.15x discrete. On CPU every case runs twice:
@@ -47,11 +49,11 @@ On CUDA it also counts host-device synchronisations per search iteration
 (``torch.cuda.set_sync_debug_mode("warn")``) and times bf16 autocast and
 channels_last variants of the gdas iteration.
 
-    python experiments/bench_search.py                       # full run, every core
-    python experiments/bench_search.py --threads 1           # full run on cores shared with other jobs
-    python experiments/bench_search.py --quick --out /tmp/b.json
-    python experiments/bench_search.py --only step --repeats 9
-    python experiments/bench_search.py --before old.json     # keep an earlier run's figures as "before"
+    python -m experiments.bench_search                       # full run, every core (from the repository root)
+    python -m experiments.bench_search --threads 1           # full run on cores shared with other jobs
+    python -m experiments.bench_search --quick --out /tmp/b.json
+    python -m experiments.bench_search --only step --repeats 9
+    python -m experiments.bench_search --before old.json     # keep an earlier run's figures as "before"
 
 Threads: every core by default, as asked. Where other jobs share the cores, torch's
 intra-op threads wait for each other at every op and the timings fall apart (on 2
@@ -80,30 +82,29 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-# Run as a script from any directory: make the repository importable.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from experiments.machine import command_line, machine
+from experiments.settings import RESULTS, ROOT
+from nas.config import load_config
+from nas.data import BatchLoader
+from nas.errors import UserError
+from nas.genotype import Genotype
+from nas.ops import NB201_OPS
+from nas.runtime import find_config, resolve_device, set_cpu_threads
+from nas.searcher import Searcher
+from nas.spaces import build_network, build_supernet
 
-sys.path.insert(0, str(ROOT / "experiments"))  # for common.py, when imported as a module too
-from common import machine  # noqa: E402
-from nas.genotype import Genotype  # noqa: E402
-from nas.ops import NB201_OPS  # noqa: E402
-from nas.search import search_step  # noqa: E402
-from nas.spaces import build_network, build_supernet  # noqa: E402
-
-DEFAULT_OUT = ROOT / "experiments" / "results" / "bench_search.json"
+DEFAULT_OUT = RESULTS / "bench_search.json"
 SECTIONS = ("step", "modes", "memory", "throughput")
 MODES = ("gdas", "darts", "snas")
 # Logit added to the chosen op of each edge: another op wins a Gumbel-max draw with probability
 # about 4 * exp(-30) ~ 4e-13 per edge (every forward checks that it did not).
 BIAS = 30.0
-GRAD_CLIP = 5.0
-# The nb201_cifar10 config (configs/nb201_cifar10.yaml).
-W_OPT = dict(lr=0.025, momentum=0.9, nesterov=True, weight_decay=5e-4)
-A_OPT = dict(lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# The search section of the nb201_cifar10 config (configs/nb201_cifar10.yaml): its optimisers
+# (SGD lr 0.025, momentum 0.9, nesterov, weight decay 5e-4, clip 5; Adam 3e-4) drive every step.
+SEARCH = load_config(find_config("configs/nb201_cifar10.yaml")).search
+GRAD_CLIP = SEARCH.weights.grad_clip
+W_OPT = dict(lr=SEARCH.weights.lr, momentum=SEARCH.weights.momentum, nesterov=SEARCH.weights.nesterov,
+             weight_decay=SEARCH.weights.weight_decay)
 PAPER_GDAS_SECONDS = 28926.0  # NAS-Bench-201 paper, GDAS search on CIFAR-10 (one V100)
 PAPER_EPOCHS, PAPER_SPLIT = 250, 25000
 MEMORY_CASES = ("discrete", "gdas", "gdas_random", "darts", "snas")
@@ -254,14 +255,20 @@ def weight_step_fn(model, params, x, y) -> Callable[[], torch.Tensor]:
     return step
 
 
+def searcher_for(net, device: torch.device, bf16: bool = False) -> Searcher:
+    """The search's optimisation state for ``net``, as the nb201_cifar10 config builds it, at its first epoch."""
+    searcher = Searcher.from_config(net, SEARCH, device=device, bf16=bf16)
+    searcher.start_epoch(0)  # tau 10, the weights' initial learning rate
+    return searcher
+
+
 def search_step_fn(net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = False) -> Callable[[], None]:
-    """One search iteration as nas.search runs it: weight step, then architecture step."""
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    w_opt = torch.optim.SGD(weights, **W_OPT)
-    a_opt = torch.optim.Adam(arch, **A_OPT)
+    """One search iteration as the search runs it (``Searcher.step``): weight step, then architecture step."""
+    searcher = searcher_for(net, device, bf16)
+    batch_w, batch_a = (x_w, y_w), (x_a, y_a)
 
     def step() -> None:
-        search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, GRAD_CLIP, device, bf16)
+        searcher.step(batch_w, batch_a)
 
     return step
 
@@ -271,57 +278,61 @@ def search_step_fn(net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = F
 # ----------------------------------------------------------------------------------------------
 
 
+def step_row(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor, i: int,
+             geno: Genotype) -> Dict[str, object]:
+    """The step section's row of one architecture: forced, sampled, discrete and the A/A control."""
+    net = supernet(s, "gdas", device, seed=i)
+    weights = net.weight_parameters()
+    bias_logits(net, geno)
+    net.arch["normal"].requires_grad_(False)  # as Searcher.weight_step does
+    expected = [op for op, _ in geno.normal]
+    mismatches = [0]
+    super_step = weight_step_fn(net, weights, x, y)
+
+    def forced() -> None:
+        with net.forced(geno):
+            super_step()
+
+    def sampled() -> None:
+        super_step()
+        if net.sampled_architecture()["normal"] != expected:
+            mismatches[0] += 1
+
+    model = discrete(s, geno, device, seed=i)
+    disc_step = weight_step_fn(model, list(model.parameters()), x, y)
+    # An A/A control: a second copy of the discrete network (the supernet's weights) doing
+    # the same work; its ratio to the first shows the noise floor of this machine.
+    copy = net.discretize(geno).train()
+    copy_step = weight_step_fn(copy, list(copy.parameters()), x, y)
+    times = interleaved({"forced": forced, "sampled": sampled, "discrete": disc_step, "discrete_copy": copy_step},
+                        device, s.repeats, s.warmup)
+    m = {k: med(v) for k, v in times.items()}
+    q = statistics.quantiles(times["discrete"], n=4) if len(times["discrete"]) >= 2 else [m["discrete"]] * 3
+    return {
+        "arch": geno.to_nb201(),
+        "forced_ms": 1e3 * m["forced"],
+        "sampled_ms": 1e3 * m["sampled"],
+        "discrete_ms": 1e3 * m["discrete"],
+        "ratio": m["forced"] / m["discrete"],
+        "ratio_sampled": m["sampled"] / m["discrete"],
+        "ratio_paired": paired_ratio(times["forced"], times["discrete"]),
+        "ratio_sampled_paired": paired_ratio(times["sampled"], times["discrete"]),
+        "aa_ratio": m["discrete_copy"] / m["discrete"],
+        "discrete_iqr_rel": (q[2] - q[0]) / m["discrete"],
+        "sample_mismatches": mismatches[0],
+        "times_ms": {k: [round(1e3 * t, 3) for t in v] for k, v in times.items()},
+    }
+
+
 def bench_step(s: Settings, device: torch.device, log) -> Dict[str, object]:
     rows = []
     x, y = make_batch(s, device, seed=1)
     for i, geno in enumerate(benchmark_archs(s)):
-        arch = geno.to_nb201()
-        net = supernet(s, "gdas", device, seed=i)
-        weights = net.weight_parameters()
-        bias_logits(net, geno)
-        net.arch["normal"].requires_grad_(False)  # as the weight step of nas.search.search_step
-        expected = [op for op, _ in geno.normal]
-        mismatches = [0]
-        super_step = weight_step_fn(net, weights, x, y)
-
-        def forced() -> None:
-            with net.forced(geno):
-                super_step()
-
-        def sampled() -> None:
-            super_step()
-            if net.sampled_architecture()["normal"] != expected:
-                mismatches[0] += 1
-
-        model = discrete(s, geno, device, seed=i)
-        disc_step = weight_step_fn(model, list(model.parameters()), x, y)
-        # An A/A control: a second copy of the discrete network (the supernet's weights) doing
-        # the same work; its ratio to the first shows the noise floor of this machine.
-        copy = net.discretize(geno).train()
-        copy_step = weight_step_fn(copy, list(copy.parameters()), x, y)
-        times = interleaved({"forced": forced, "sampled": sampled, "discrete": disc_step, "discrete_copy": copy_step},
-                            device, s.repeats, s.warmup)
-        m = {k: med(v) for k, v in times.items()}
-        q = statistics.quantiles(times["discrete"], n=4) if len(times["discrete"]) >= 2 else [m["discrete"]] * 3
-        row = {
-            "arch": arch,
-            "forced_ms": 1e3 * m["forced"],
-            "sampled_ms": 1e3 * m["sampled"],
-            "discrete_ms": 1e3 * m["discrete"],
-            "ratio": m["forced"] / m["discrete"],
-            "ratio_sampled": m["sampled"] / m["discrete"],
-            "ratio_paired": paired_ratio(times["forced"], times["discrete"]),
-            "ratio_sampled_paired": paired_ratio(times["sampled"], times["discrete"]),
-            "aa_ratio": m["discrete_copy"] / m["discrete"],
-            "discrete_iqr_rel": (q[2] - q[0]) / m["discrete"],
-            "sample_mismatches": mismatches[0],
-            "times_ms": {k: [round(1e3 * t, 3) for t in v] for k, v in times.items()},
-        }
+        row = step_row(s, device, x, y, i, geno)  # its models are freed on return
         rows.append(row)
-        log(f"step {i + 1}: {arch}  forced {row['forced_ms']:.1f} ms, sampled {row['sampled_ms']:.1f} ms, "
+        log(f"step {i + 1}: {row['arch']}  forced {row['forced_ms']:.1f} ms, sampled {row['sampled_ms']:.1f} ms, "
             f"discrete {row['discrete_ms']:.1f} ms  ratio {row['ratio']:.3f} / {row['ratio_sampled']:.3f}  "
             f"(A/A {row['aa_ratio']:.3f})")
-        del net, model, copy
         gc.collect()
     sampling = bench_sampling(s, device)
     log(f"sampling: {sampling['weight_step_us']:.1f} us per weight-step forward, "
@@ -343,7 +354,7 @@ def bench_step(s: Settings, device: torch.device, log) -> Dict[str, object]:
 
 
 def bench_sampling(s: Settings, device: torch.device, calls: int = 2000) -> Dict[str, float]:
-    """Median microseconds of drawing one forward's architecture (``net._plans()``, gdas mode).
+    """Median microseconds of drawing one forward's architecture (``net.sample_architecture()``, gdas mode).
 
     ``weight_step``: the logits frozen, as in the weight step (only the indices are needed);
     ``arch_step``: the logits require grad (the straight-through weights are built too).
@@ -356,7 +367,7 @@ def bench_sampling(s: Settings, device: torch.device, calls: int = 2000) -> Dict
             a.requires_grad_(grad)
         times = []
         for i in range(calls + 100):
-            dt = timed(net._plans, device)
+            dt = timed(net.sample_architecture, device)
             if i >= 100:
                 times.append(dt)
         out[f"{name}_us"] = 1e6 * med(times)
@@ -500,7 +511,7 @@ def memory_child(case: str, s: Settings, device: torch.device) -> Dict[str, obje
 
 def bench_memory(s: Settings, device: torch.device, quick: bool, log) -> Dict[str, object]:
     rows = []
-    base = [sys.executable, str(Path(__file__).resolve()), "--device", device.type,
+    base = [sys.executable, "-m", "experiments.bench_search", "--device", device.type,
             "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else [])
     # A process's peak memory does not depend on what runs beside it, so --quick starts
     # its children at once (they are import-bound); a full run starts them one by one.
@@ -550,25 +561,14 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
     n = s.throughput_images
     images = [torch.randint(0, 256, (n, 3, s.size, s.size), dtype=torch.uint8, generator=g) for _ in range(2)]
     labels = [torch.randint(0, s.num_classes, (n,), generator=g) for _ in range(2)]
-    try:
-        from nas.data import BatchLoader
-    except ImportError:  # pragma: no cover - older trees
-        BatchLoader = None
-    if BatchLoader is not None:
-        loaders = [BatchLoader(images[k], labels[k], s.batch, mean=CIFAR_MEAN, std=CIFAR_STD, augment=True,
-                               shuffle=True, drop_last=True, seed=s.seed + k, device=device) for k in range(2)]
-        feed = "nas.data.BatchLoader (augment, shuffle)"
-    else:
-        mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-        loaders = [[(((images[k][i:i + s.batch].float() / 255 - mean) / std).to(device),
-                     labels[k][i:i + s.batch].to(device)) for i in range(0, n - s.batch + 1, s.batch)]
-                   for k in range(2)]
-        feed = "pre-normalised tensors (nas.data.BatchLoader not found)"
+    # Normalised by the images' own per-channel statistics (random images: any values cost the same).
+    flat = images[0].float().div(255).transpose(0, 1).reshape(3, -1)
+    mean, std = tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())
+    loaders = [BatchLoader(images[k], labels[k], s.batch, mean=mean, std=std, augment=True,
+                           shuffle=True, drop_last=True, seed=s.seed + k, device=device) for k in range(2)]
+    feed = "nas.data.BatchLoader (augment, shuffle)"
     net = supernet(s, "gdas", device)
-    weights, arch = net.weight_parameters(), net.arch_parameters()
-    w_opt = torch.optim.SGD(weights, **W_OPT)
-    a_opt = torch.optim.Adam(arch, **A_OPT)
+    searcher = searcher_for(net, device)
     iters = min(s.throughput_iters, len(loaders[0]) - 1)
     per_iter: List[float] = []
     sync(device)
@@ -577,7 +577,7 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
         if i == 1:  # iteration 0 is the warm-up
             sync(device)
             start = last = time.perf_counter()
-        search_step(net, weights, arch, w_opt, a_opt, x_w, y_w, x_a, y_a, GRAD_CLIP, device, False)
+        searcher.step((x_w, y_w), (x_a, y_a))
         if i >= 1:
             if device.type == "cuda" and i == iters:
                 sync(device)
@@ -601,7 +601,8 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
         "paper_gdas_s": PAPER_GDAS_SECONDS, "paper_device": "one NVIDIA V100 GPU (NAS-Bench-201 paper)",
         "vs_paper": est / PAPER_GDAS_SECONDS,
     }
-    log(f"throughput: {out['images_per_second']:.1f} img/s, estimated full search {out['estimated_full_search_h']:.1f} h")
+    log(f"throughput: {out['images_per_second']:.1f} img/s, "
+        f"estimated full search {out['estimated_full_search_h']:.1f} h")
     return out
 
 
@@ -630,8 +631,8 @@ def table(res: Dict[str, object]) -> str:
         lines.append(f"max ratio forced {sm['max_ratio']:.3f}, sampled {sm['max_ratio_sampled']:.3f} (target <= 1.05); "
                      f"paired geomean {sm['geomean_ratio_paired']:.3f} / {sm['geomean_ratio_sampled_paired']:.3f}; "
                      f"A/A control off by up to {100 * sm['max_abs_aa_deviation']:.1f}% (the noise floor)")
-        lines.append(f"drawing the architecture (gdas _plans): {sm['sampling_weight_step_us']:.1f} us per weight-step "
-                     f"forward, {sm['sampling_arch_step_us']:.1f} us per arch-step forward")
+        lines.append(f"drawing the architecture (gdas sample_architecture): {sm['sampling_weight_step_us']:.1f} us "
+                     f"per weight-step forward, {sm['sampling_arch_step_us']:.1f} us per arch-step forward")
     if "modes" in res:
         lines.append("")
         lines.append(f"{'search iteration (weight + arch step)':<40} {'median':>11} {'x gdas':>8} {'syncs':>6}")
@@ -696,15 +697,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     bad = [x for x in only if x not in SECTIONS]
     if bad or not only:
         parser.error(f"--only: unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except UserError as exc:
+        parser.error(f"--device {args.device}: {exc}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     # Every core by default. --quick uses one thread: its tiny ops are all synchronisation
     # when the cores are shared with other jobs (one step took 1.2 s with 2 threads, 10 ms with 1).
     threads = args.threads if args.threads is not None else (1 if args.quick else os.cpu_count() or 1)
-    torch.set_num_threads(threads)
+    set_cpu_threads(threads)
     s = settings_for(args.quick, args.repeats)
 
     if args.memory_child:
@@ -716,8 +718,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     res: Dict[str, object] = {
         "benchmark": "bench_search",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else
-        "bench_search.main(" + " ".join(argv) + ")",
+        "command": command_line() if argv is None else "bench_search.main(" + " ".join(argv) + ")",
         "machine": machine(device),
         "device": device.type,
         "settings": asdict(s),

@@ -1,7 +1,7 @@
 """Regenerate the packaged NAS-Bench-201 CIFAR-10 table (nas/benchmark_data/) from the exported CSV.
 
-    python experiments/build_benchmark_table.py ../shared/benchmarks/nb201/cifar10.csv
-    python experiments/build_benchmark_table.py cifar10.csv --meta tests/fixtures/nats-tss-sample/meta.pickle.pbz2
+    python -m experiments.build_benchmark_table ../shared/benchmarks/nb201/cifar10.csv
+    python -m experiments.build_benchmark_table cifar10.csv --meta tests/fixtures/nats-tss-sample/meta.pickle.pbz2
 
 The CSV has columns index, arch, cifar10_test_accuracy, one row per cell in the official order.
 Writes two .npy files, both in official index order:
@@ -11,8 +11,9 @@ Writes two .npy files, both in official index order:
 
 The official order is not a formula of the ops, hence the second file. Checks that the indices are
 0..15624, that each accuracy has at most 4 decimals, that the archs are 15,625 distinct NB201
-cells, with --meta that they equal the official meta_archs list, and that the written table
-reads back to the CSV's values.
+cells, with --meta that they equal the official order (the arch strings of an official NATS-Bench
+directory's meta file, read with ``nas.load_benchmark``), and that the written table reads back
+to the CSV's values.
 """
 from __future__ import annotations
 
@@ -21,15 +22,24 @@ import csv
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import List
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as ``python experiments/x.py`` from anywhere
-    sys.path.insert(0, str(ROOT))
+from nas import benchmarks as B
+from nas import load_benchmark
+from nas.errors import UserError
 
-from nas import benchmarks as B  # noqa: E402
-from nas.errors import UserError  # noqa: E402
+META_FILE = "meta.pickle.pbz2"  # the meta file of an official NATS-Bench topology directory
+
+
+def official_archs(meta: Path) -> List[str]:
+    """The arch strings of an official NATS-Bench directory, in index order; ``meta`` is the
+    directory or its meta file."""
+    if meta.is_file() and meta.name != META_FILE:
+        raise UserError(f"--meta {meta}: pass an official NATS-Bench directory or its {META_FILE}")
+    bench = load_benchmark(meta.parent if meta.is_file() else meta)  # reads the meta file only
+    return [bench.arch_string(i) for i in range(len(bench))]
 
 
 def build(csv_path: Path, out_dir: Path, meta: Path = None) -> None:
@@ -60,7 +70,7 @@ def build(csv_path: Path, out_dir: Path, meta: Path = None) -> None:
     if len(set(codes.tolist())) != B.NUM_CELLS:
         raise UserError(f"{csv_path} lists some cell twice; it must hold each of the {B.NUM_CELLS} cells once")
     if meta is not None:
-        official = B._read_pickle(meta)["meta_archs"]
+        official = official_archs(meta)
         if official != [r["arch"].strip() for r in rows]:
             raise UserError(f"{csv_path}'s arch column differs from {meta}'s meta_archs list")
         print(f"arch order matches {meta}")
@@ -82,7 +92,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", type=Path, help="the exported CSV (index, arch, cifar10_test_accuracy)")
     p.add_argument("--out", type=Path, default=B.DATA_DIR, help="output directory (default: nas/benchmark_data)")
-    p.add_argument("--meta", type=Path, default=None, help="an official meta.pickle.pbz2 to check the order against")
+    p.add_argument("--meta", type=Path, default=None,
+                   help=f"an official NATS-Bench directory (or its {META_FILE}) to check the order against")
     args = p.parse_args()
     try:
         build(args.csv, args.out, args.meta)

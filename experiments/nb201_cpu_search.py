@@ -9,11 +9,11 @@ merged into ``experiments/results/nb201_cpu_search.json`` by (variant, seed), so
 measured in different sessions land in one table. With matplotlib it also draws the derived
 cell's benchmark accuracy over the epochs, one line per run, per variant.
 
-    python experiments/nb201_cpu_search.py --variant loss-prune --seeds 0,1 --parallel 2 \\
+    python -m experiments.nb201_cpu_search --variant loss-prune --seeds 0,1 --parallel 2 \\
         --set search.prune=loss
-    python experiments/nb201_cpu_search.py --variant baseline --collect runs/a runs/b   # finished runs
-    python experiments/nb201_cpu_search.py --report                                      # table only
-    python experiments/nb201_cpu_search.py --quick --out /tmp/x.json                    # the test
+    python -m experiments.nb201_cpu_search --variant baseline --collect runs/a runs/b   # finished runs
+    python -m experiments.nb201_cpu_search --report                                      # table only
+    python -m experiments.nb201_cpu_search --quick --variant q --out /tmp/x.json        # the test
 
 Both rules from one run: for a search without pruning, from its final op probabilities; for a
 pruned one, from its last pruning event, where each edge chose between its last two ops: the
@@ -31,34 +31,40 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import common as C
 import yaml
-from nb201_evidence import both_rules as rules_from_probs
 
 import nas
+from experiments.machine import command_line, git_state, machine
+from experiments.nb201_evidence import both_rules as rules_from_probs
+from experiments.settings import RESULTS, ROOT, rel
+from experiments.stats import mean_std
+from experiments.tables import log, save_plot, table
 from nas.benchmarks import cell_string
 from nas.genotype import Genotype
+from nas.io import read_jsonl
+from nas.report import collapse_counts
+from nas.runtime import find_config
 
 NAME = "nb201_cpu_search"
-CONFIG = C.ROOT / "configs" / "nb201_cifar10_cpu.yaml"
-RUNS = C.ROOT / "runs" / NAME
-SOURCES = [0, 0, 1, 0, 1, 2]
-QUICK = ["data.name=synthetic", "data.train_subset=null", "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4",
-         "supernet.N=1", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=6",
-         "search.warmup_epochs=1"]
+CONFIG = find_config("configs/nb201_cifar10_cpu.yaml").resolve()   # the shipped CPU config
+SEARCH_SCRIPT = ROOT / "search.py"                                   # the command line, as a user runs it
+RUNS = ROOT / "runs" / NAME
+QUICK = ["data.name=synthetic", "data.train_subset=null", "data.num_train=256", "data.num_test=64",
+         "data.image_size=16", "supernet.C=4", "supernet.N=1", "search.batch_size=32", "search.steps_per_epoch=3",
+         "search.epochs=6", "search.warmup_epochs=1"]
 
 
 def both_rules(run_dir: Path) -> Dict[str, str]:
     """GDAS's rule and the none-excluded rule, read from one finished run."""
-    metrics = C.read_jsonl(run_dir / "metrics.jsonl")
-    probs_log = C.read_jsonl(run_dir / "arch_probs.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
     events = [m for m in metrics if m.get("pruned")]
     ops = probs_log[-1]["ops"]
     if not events:
         return rules_from_probs(probs_log[-1]["probs"]["normal"], ops)
     last = events[-1]
     # The ops alive before the last event: everything, minus what the earlier events removed.
-    alive = [set(ops) for _ in SOURCES]
+    alive = [set(ops) for _ in probs_log[-1]["probs"]["normal"]]   # one set per edge
     for m in events[:-1]:
         for removed in m["pruned"]["normal"]:
             for e, op in enumerate(removed):
@@ -88,7 +94,7 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
 def row_for(run_dir: Path, variant: str, seed: int, overrides: Sequence[str], minutes: Optional[float],
             parallel: int, threads: Optional[int]) -> Dict[str, Any]:
     bench = nas.load_benchmark()
-    metrics = C.read_jsonl(run_dir / "metrics.jsonl")
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
     geno = Genotype.from_json((run_dir / "genotype.json").read_text())
     rules = both_rules(run_dir)
     row = {"variant": variant, "seed": seed, "genotype": str(geno), "settings": list(overrides),
@@ -100,7 +106,7 @@ def row_for(run_dir: Path, variant: str, seed: int, overrides: Sequence[str], mi
            "benchmark_per_epoch": [bench.query(m["genotype"]) for m in metrics]}
     for rule, arch in rules.items():
         row[rule] = {"genotype": arch, "benchmark": bench.query(arch), "percentile": bench.percentile(arch),
-                     "counts": C.collapse_counts(Genotype.from_nb201(arch))["normal"]}
+                     "counts": collapse_counts(Genotype.from_nb201(arch))["normal"]}
     return row
 
 
@@ -117,25 +123,25 @@ def launch(variant: str, seeds: Sequence[int], overrides: Sequence[str], paralle
             sets = (QUICK if quick else ["data.verify_md5=false"]) + [f"run.seed={seed}"] + list(overrides)
             if threads is not None:
                 sets.append(f"run.threads={threads}")
-            cmd = [sys.executable, str(C.ROOT / "search.py"), "--config", str(CONFIG), "--out", str(out), "--quiet"]
+            cmd = [sys.executable, str(SEARCH_SCRIPT), "--config", str(CONFIG), "--out", str(out), "--quiet"]
             for s in sets:
                 cmd += ["--set", s]
-            log = open(runs_dir / f"{variant}-s{seed}.log", "w")
-            C.log(f"start {variant} seed {seed}: {' '.join(cmd[1:])}")
-            active.append((seed, out, subprocess.Popen(cmd, cwd=C.ROOT, stdout=log, stderr=subprocess.STDOUT),
-                           time.perf_counter(), log))
+            log_file = open(runs_dir / f"{variant}-s{seed}.log", "w")
+            log(f"start {variant} seed {seed}: {' '.join(cmd[1:])}")
+            active.append((seed, out, subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT),
+                           time.perf_counter(), log_file))
         time.sleep(0.2 if quick else 5)
         for item in list(active):
-            seed, out, proc, t0, log = item
+            seed, out, proc, t0, log_file = item
             if proc.poll() is None:
                 continue
             active.remove(item)
-            log.close()
+            log_file.close()
             if proc.returncode != 0:
-                raise SystemExit(f"{variant} seed {seed} failed (exit {proc.returncode}); see {log.name}")
+                raise SystemExit(f"{variant} seed {seed} failed (exit {proc.returncode}); see {log_file.name}")
             minutes = (time.perf_counter() - t0) / 60
             rows.append(row_for(out, variant, seed, overrides, minutes, parallel, threads))
-            C.log(f"done {variant} seed {seed}: {minutes:.1f} min, {rows[-1]['benchmark']:.2f}%  {rows[-1]['genotype']}")
+            log(f"done {variant} seed {seed}: {minutes:.1f} min, {rows[-1]['benchmark']:.2f}%  {rows[-1]['genotype']}")
     return rows
 
 
@@ -146,10 +152,10 @@ def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         rec = {"variant": variant, "seeds": [r["seed"] for r in sel], "settings": sel[0]["settings"]}
         for key in ("gdas_rule", "none_excluded"):
             accs = [r[key]["benchmark"] for r in sel]
-            rec[key] = {"mean": C.mean_std(accs)[0], "std": C.mean_std(accs)[1], "min": min(accs),
+            rec[key] = {"mean": mean_std(accs)[0], "std": mean_std(accs)[1], "min": min(accs),
                         "none_mean": sum(r[key]["counts"]["none"] for r in sel) / len(sel)}
-        rec["derived_mean"] = C.mean_std(r["benchmark"] for r in sel)[0]
-        rec["minutes_mean"] = C.mean_std(r["minutes"] for r in sel if r["minutes"] is not None)[0] \
+        rec["derived_mean"] = mean_std(r["benchmark"] for r in sel)[0]
+        rec["minutes_mean"] = mean_std(r["minutes"] for r in sel if r["minutes"] is not None)[0] \
             if any(r["minutes"] is not None for r in sel) else None
         out.append(rec)
     return out
@@ -159,9 +165,9 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
     bench = nas.load_benchmark()
     # The config before this study, as recorded (none-excluded rule): the comparison panel.
     recorded = []
-    for f in sorted((C.RESULTS / "cifar_cpu_config").glob("run_xeon_s*_metrics.jsonl")):
+    for f in sorted((RESULTS / "cifar_cpu_config").glob("run_xeon_s*_metrics.jsonl")):
         recorded.append({"variant": "shipped before (recorded)", "seed": int(f.stem.split("_s")[1][0]),
-                         "benchmark_per_epoch": [bench.query(m["genotype"]) for m in C.read_jsonl(f)]})
+                         "benchmark_per_epoch": [bench.query(m["genotype"]) for m in read_jsonl(f)]})
     rows = recorded + list(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
@@ -181,7 +187,7 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
             if i == 0:
                 ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
             ax.legend(fontsize=7)
-    return C.save_plot(draw, path)
+    return save_plot(draw, path)
 
 
 def main() -> int:
@@ -197,7 +203,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
     p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json)")
     args = p.parse_args()
-    out = Path(args.out) if args.out else C.RESULTS / f"{NAME}.json"
+    out = Path(args.out) if args.out else RESULTS / f"{NAME}.json"
     if not args.report and not args.variant:
         p.error("--variant is required (or --report)")
     try:
@@ -225,13 +231,13 @@ def main() -> int:
     order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
     runs.sort(key=lambda r: (order[r["variant"]], r["seed"]))
     for r in new:
-        r["machine"], r["code"], r["command"] = C.machine(), C.git_state(), C.command_line()
+        r["machine"], r["code"], r["command"] = machine(), git_state(), command_line()
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
     text = "\n".join([
         "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules; min: wall "
         "minutes, ~ the sum of epoch times for collected runs):",
-        C.table(["variant", "seed", "GDAS rule %", "pct", "none", "none-excluded %", "pct", "skip", "pool",
+        table(["variant", "seed", "GDAS rule %", "pct", "none", "none-excluded %", "pct", "skip", "pool",
                  "H final", "min", "cell (none-excluded)"],
                 [[r["variant"], r["seed"], f"{r['gdas_rule']['benchmark']:.2f}", f"{r['gdas_rule']['percentile']:.1f}",
                   r["gdas_rule"]["counts"]["none"], f"{r['none_excluded']['benchmark']:.2f}",
@@ -242,16 +248,16 @@ def main() -> int:
                  for r in runs]),
         "",
         "Per variant (mean ± std over seeds):",
-        C.table(["variant", "seeds", "GDAS rule %", "none edges", "none-excluded %", "worst seed %", "min/run"],
+        table(["variant", "seeds", "GDAS rule %", "none edges", "none-excluded %", "worst seed %", "min/run"],
                 [[s["variant"], ",".join(map(str, s["seeds"])),
                   f"{s['gdas_rule']['mean']:.2f} ± {s['gdas_rule']['std']:.2f}", f"{s['gdas_rule']['none_mean']:.1f}",
                   f"{s['none_excluded']['mean']:.2f} ± {s['none_excluded']['std']:.2f}",
                   f"{s['none_excluded']['min']:.2f}",
                   "-" if s["minutes_mean"] is None else f"{s['minutes_mean']:.1f}"] for s in summ]),
     ])
-    record.update({"experiment": NAME, "quick": args.quick, "config": str(CONFIG.relative_to(C.ROOT)),
+    record.update({"experiment": NAME, "quick": args.quick, "config": rel(CONFIG),
                    "runs": runs, "summary": summ, "plot": png, "table": text,
-                   "command": C.command_line(), "machine": C.machine()})
+                   "command": command_line(), "machine": machine()})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -12,7 +12,8 @@ Four parts, one JSON (``experiments/results/nb201_evidence.json``):
    recorded by earlier experiments and the benchmark's, per experiment file: what that
    evidence could and could not rank.
 4. **Modes and derivation rules** (``--modes``, runs searches): gdas, snas and darts on
-   NB201 CIFAR-10 at a CPU budget (``common.SEARCH`` on the fixed 5000-image CIFAR-10 subset),
+   NB201 CIFAR-10 at a CPU budget (``experiments.settings.SEARCH`` on the fixed 5000-image CIFAR-10
+   subset),
    ``--seeds`` seeds each. Both derivation rules are read from the same search's final op
    probabilities: GDAS's (``none`` may win) and the none-excluded one. For each, the cell, its
    accuracy and its skip / pool / none counts.
@@ -20,9 +21,9 @@ Four parts, one JSON (``experiments/results/nb201_evidence.json``):
 With matplotlib, a PNG per search: the derived cell's benchmark accuracy over the epochs beside
 the op probabilities (or the entropy, for runs that did not record them).
 
-    python experiments/nb201_evidence.py                       # parts 1-3 (seconds)
-    python experiments/nb201_evidence.py --modes --seeds 3     # and part 4 (about 25 min, 2 cores)
-    python experiments/nb201_evidence.py --quick --modes --out /tmp/x.json
+    python -m experiments.nb201_evidence                       # parts 1-3 (seconds)
+    python -m experiments.nb201_evidence --modes --seeds 3     # and part 4 (about 25 min, 2 cores)
+    python -m experiments.nb201_evidence --quick --modes --out /tmp/x.json
 """
 from __future__ import annotations
 
@@ -31,37 +32,21 @@ import random
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-import common as C
-
 import nas
+from experiments import study
+from experiments.cifar_subset import cifar_available
+from experiments.settings import DEFAULT_CIFAR_ROOT, RESULTS, budget, search_overrides
+from experiments.stats import kendall_tau_b
+from experiments.tables import fmt_pm, save_plot, table
 from nas.benchmarks import cell_string, is_benchmark_cell
 from nas.genotype import Genotype, derive_argmax
+from nas.io import read_jsonl
+from nas.report import collapse_counts
 
 NAME = "nb201_evidence"
 MODES = ("gdas", "snas", "darts")
-CPU_CONFIG_RUNS = C.RESULTS / "cifar_cpu_config"
-PLOTS = C.RESULTS / "nb201_evidence_plots"
-
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (ties in either variable handled as in tau-b); nan for fewer than 2 pairs."""
-    n = len(x)
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denom = ((concordant + discordant + ties_x) * (concordant + discordant + ties_y)) ** 0.5
-    return float("nan") if denom == 0 else (concordant - discordant) / denom
+CPU_CONFIG_RUNS = RESULTS / "cifar_cpu_config"
+PLOTS = RESULTS / "nb201_evidence_plots"
 
 
 def walk(obj: Any, path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -77,7 +62,7 @@ def walk(obj: Any, path: str = "") -> Iterator[Tuple[str, Dict[str, Any]]]:
 
 def result_files() -> List[Path]:
     out = []
-    for p in sorted(C.RESULTS.rglob("*.json")):
+    for p in sorted(RESULTS.rglob("*.json")):
         if p.name.startswith("quick_") or p.name.startswith(NAME) or p.name == "nb201_cpu_search.json":
             continue
         out.append(p)
@@ -112,7 +97,7 @@ def recorded_cells(bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
             continue
         if not isinstance(record, dict):
             continue
-        rel = str(path.relative_to(C.RESULTS))
+        rel = str(path.relative_to(RESULTS))
         experiment = record.get("experiment") or ""
         for where, row in walk(record):
             arch = row.get("genotype")
@@ -173,14 +158,14 @@ def calibration(pairs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def search_vs_random(bench, runs: List[Dict[str, Any]], draws: int, seed: int = 0) -> Dict[str, Any]:
     """Searched cells against uniformly random cells: the table is the exact random distribution."""
-    table = [bench.query(i) for i in range(len(bench))]
+    space = [bench.query(i) for i in range(len(bench))]
     accs = [r["benchmark"] for r in runs]
     k = len(accs)
     mean = sum(accs) / k if k else float("nan")
     rng = random.Random(seed)
-    at_least = sum(sum(rng.choice(table) for _ in range(k)) / k >= mean for _ in range(draws)) if k else 0
-    return {"searches": k, "mean": mean, "space_mean": sum(table) / len(table),
-            "space_median": sorted(table)[len(table) // 2], "percentiles": [r["percentile"] for r in runs],
+    at_least = sum(sum(rng.choice(space) for _ in range(k)) / k >= mean for _ in range(draws)) if k else 0
+    return {"searches": k, "mean": mean, "space_mean": sum(space) / len(space),
+            "space_median": sorted(space)[len(space) // 2], "percentiles": [r["percentile"] for r in runs],
             "p_random_mean_at_least": (at_least + 1) / (draws + 1), "draws": draws}
 
 
@@ -216,11 +201,11 @@ def plot_run(bench, title: str, metrics: List[Dict[str, Any]], probs_log: Option
             ax2.set_ylabel("mean edge entropy (nats)")
             ax2.set_title("op probabilities not recorded for this run", fontsize=8)
         ax2.set_xlabel("epoch")
-    return C.save_plot(draw, path)
+    return save_plot(draw, path)
 
 
 def counts(arch: str) -> Dict[str, int]:
-    return C.collapse_counts(Genotype.from_nb201(arch))["normal"]
+    return collapse_counts(Genotype.from_nb201(arch))["normal"]
 
 
 def both_rules(probs: List[List[float]], ops: Sequence[str]) -> Dict[str, str]:
@@ -232,14 +217,14 @@ def both_rules(probs: List[List[float]], ops: Sequence[str]) -> Dict[str, str]:
 
 
 def modes_study(ctx, bench, seeds: int, plot: bool) -> List[Dict[str, Any]]:
-    data = C.dataset_overrides(ctx)
+    data = study.dataset_overrides(ctx)
     rows = []
     for mode in MODES:
         for seed in range(seeds):
-            s = ctx.runner.search(data + C.search_overrides(ctx.args.dataset, ctx.args.quick)
+            s = ctx.runner.search(data + search_overrides(ctx.args.dataset, ctx.args.quick)
                                   + [f"supernet.mode={mode}", f"run.seed={seed}"],
                                   label=f"{ctx.args.dataset} {mode} seed {seed}")
-            probs_log = C.read_jsonl(s["run_dir"] / "arch_probs.jsonl")
+            probs_log = read_jsonl(s["run_dir"] / "arch_probs.jsonl")
             final = probs_log[-1]
             cells = both_rules(final["probs"]["normal"], final["ops"])
             row = {"mode": mode, "seed": seed, "search_seconds": s["seconds"],
@@ -255,7 +240,7 @@ def modes_study(ctx, bench, seeds: int, plot: bool) -> List[Dict[str, Any]]:
 
 
 def main() -> int:
-    p = C.parser(__doc__, f"{NAME}.json")
+    p = study.parser(__doc__, f"{NAME}.json")
     p.set_defaults(dataset="cifar10")
     p.add_argument("--modes", action="store_true", help="run part 4 (searches in three modes)")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per mode in part 4 (default 3)")
@@ -263,16 +248,16 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds < 1 or args.draws < 1:
         p.error("--seeds and --draws must be >= 1")
-    if args.quick and args.dataset == "cifar10" and not C.cifar_available(Path(args.cifar_root or C.DEFAULT_CIFAR_ROOT)):
+    if args.quick and args.dataset == "cifar10" and not cifar_available(Path(args.cifar_root or DEFAULT_CIFAR_ROOT)):
         args.dataset = "synthetic"  # the quick test runs without CIFAR-10
-    ctx = C.setup(args)
+    ctx = study.setup(args)
     bench = nas.load_benchmark()
 
     searched, pairs = recorded_cells(bench)
     cpu_runs = []
     for report in sorted(CPU_CONFIG_RUNS.glob("run_*.json")):
         rep = json.loads(report.read_text())
-        metrics = C.read_jsonl(report.with_name(report.stem + "_metrics.jsonl"))
+        metrics = read_jsonl(report.with_name(report.stem + "_metrics.jsonl"))
         ops = rep["ops"]
         rules = both_rules([[r["probs"][op] for op in ops] for r in rep["final_probs"]["normal"]], ops)
         arch = rules["none_excluded"]  # the shipped config's rule, whatever rule the run itself used
@@ -293,7 +278,7 @@ def main() -> int:
     modes = modes_study(ctx, bench, 1 if args.quick else args.seeds, plot=True) if args.modes else []
 
     lines = ["Recorded CPU-config searches (configs/nb201_cifar10_cpu.yaml; cell: the none-excluded rule):",
-             C.table(["run", "epochs", "NB201 acc %", "percentile", "skip", "pool", "GDAS rule %", "its none",
+             table(["run", "epochs", "NB201 acc %", "percentile", "skip", "pool", "GDAS rule %", "its none",
                       "H final", "cell"],
                      [[r["run"], r["epochs"], f"{r['benchmark']:.2f}", f"{r['percentile']:.1f}", r["counts"]["skip"],
                        r["counts"]["pool"], f"{r['gdas_rule']['benchmark']:.2f}", r["gdas_rule"]["none"],
@@ -304,20 +289,22 @@ def main() -> int:
              f"{vs_random['mean']:.2f}% against the space's mean {vs_random['space_mean']:.2f}% (median "
              f"{vs_random['space_median']:.2f}%); percentiles "
              + ", ".join(f"{x:.1f}" for x in vs_random["percentiles"])
-             + f"; P(mean of {vs_random['searches']} random cells >= theirs) = {vs_random['p_random_mean_at_least']:.2g}",
+             + f"; P(mean of {vs_random['searches']} random cells >= theirs) = "
+               f"{vs_random['p_random_mean_at_least']:.2g}",
              "",
              "Every searched cell in the recorded results:",
-             C.table(["file", "row", "NB201 acc %", "percentile", "cell"],
+             table(["file", "row", "NB201 acc %", "percentile", "cell"],
                      [[r["file"], r["where"] or "-", f"{r['benchmark']:.2f}", f"{r['percentile']:.1f}", r["genotype"]]
                       for r in searched]),
              "",
              "Calibration: Kendall's tau-b between recorded CPU-retrain accuracy and NB201 accuracy, per file:",
-             C.table(["file", "data", "cells", "tau (all)", "cells >= 90% NB201", "tau (those)"],
+             table(["file", "data", "cells", "tau (all)", "cells >= 90% NB201", "tau (those)"],
                      [[c["file"], c["dataset"], c["cells"], f"{c['kendall_tau']:.2f}", c["cells_at_90_plus"],
                        "-" if c["kendall_tau_90_plus"] is None else f"{c['kendall_tau_90_plus']:.2f}"] for c in calib])]
     if modes:
-        lines += ["", f"Modes and derivation rules ({args.dataset}, CPU budget: {' '.join(C.search_overrides(args.dataset, args.quick))}):",
-                  C.table(["mode", "seed", "rule", "NB201 acc %", "percentile", "skip", "pool", "none", "cell"],
+        budget_text = " ".join(search_overrides(args.dataset, args.quick))
+        lines += ["", f"Modes and derivation rules ({args.dataset}, CPU budget: {budget_text}):",
+                  table(["mode", "seed", "rule", "NB201 acc %", "percentile", "skip", "pool", "none", "cell"],
                           [[r["mode"], r["seed"], rule, f"{r[rule]['benchmark']:.2f}", f"{r[rule]['percentile']:.1f}",
                             r[rule]["counts"]["skip"], r[rule]["counts"]["pool"], r[rule]["counts"]["none"],
                             r[rule]["genotype"]] for r in modes for rule in ("gdas_rule", "none_excluded")])]
@@ -325,16 +312,16 @@ def main() -> int:
         for mode in MODES:
             for rule in ("gdas_rule", "none_excluded"):
                 sel = [r[rule] for r in modes if r["mode"] == mode]
-                summary.append([mode, rule, C.fmt_pm(s["benchmark"] for s in sel),
+                summary.append([mode, rule, fmt_pm(s["benchmark"] for s in sel),
                                 f"{sum(s['counts']['none'] for s in sel) / len(sel):.1f}",
                                 f"{sum(s['counts']['skip'] for s in sel) / len(sel):.1f}",
                                 f"{sum(s['counts']['pool'] for s in sel) / len(sel):.1f}",
                                 f"{sum(r['search_seconds'] for r in modes if r['mode'] == mode) / len(sel):.0f}"])
         lines += ["", "Per mode and rule (mean over seeds):",
-                  C.table(["mode", "rule", "NB201 acc % (mean ± std)", "none", "skip", "pool", "search s"], summary)]
-    C.finish(ctx, NAME, {"dataset": args.dataset, "cpu_config_runs": cpu_runs, "search_vs_random": vs_random,
+                  table(["mode", "rule", "NB201 acc % (mean ± std)", "none", "skip", "pool", "search s"], summary)]
+    study.finish(ctx, NAME, {"dataset": args.dataset, "cpu_config_runs": cpu_runs, "search_vs_random": vs_random,
                          "searched_cells": searched, "calibration": calib, "calibration_pairs": pairs,
-                         "modes": modes, "budget": C.budget(args.quick)}, "\n".join(lines))
+                         "modes": modes, "budget": budget(args.quick)}, "\n".join(lines))
     return 0
 
 

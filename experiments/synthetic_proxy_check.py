@@ -11,8 +11,8 @@ their test accuracy:
 * the real NB201 networks (``--models real``, needs ``nas.build_network``): every cell edge
   nor_conv_3x3, skip_connect or avg_pool_3x3, at each ``--real C,N``.
 
-    python experiments/synthetic_proxy_check.py                      # proxies, C=16, 4 epochs
-    python experiments/synthetic_proxy_check.py --models real --real 8,1 16,1
+    python -m experiments.synthetic_proxy_check                      # proxies, C=16, 4 epochs
+    python -m experiments.synthetic_proxy_check --models real --real 8,1 16,1
 
 SGD (momentum 0.9, Nesterov, weight decay 5e-4), cosine schedule per step, no augmentation.
 
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.data import BatchLoader, ImageData, make_synthetic
+from nas.runtime import set_cpu_threads
 
 
 def _rcb(ci: int, co: int, stride: int = 1) -> nn.Module:
@@ -131,8 +132,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave the default)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads or None)
 
     t0 = time.time()
     data = make_synthetic(args.num_train, args.num_test, num_classes=args.num_classes, seed=1234)

@@ -1,4 +1,4 @@
-"""experiments/bench_search.py: the quick run works, and its pairings compare equal work.
+"""experiments.bench_search: the quick run works, and its pairings compare equal work.
 
 The benchmark times a weight step of the gdas supernet forced to (or sampling with
 certainty) an architecture against the same step of the discrete network
@@ -7,7 +7,7 @@ same network: same outputs, same parameters, same parameters trained.
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import random
@@ -24,18 +24,15 @@ from nas.ops import NB201_OPS
 from nas.spaces import build_network, build_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "bench_search.py"
+MODULE = [sys.executable, "-m", "experiments.bench_search"]  # run from the repository root
 C, N, CLASSES = 4, 1, 10
 
 
-def _bench():
-    if "bench_search" in sys.modules:
-        return sys.modules["bench_search"]
-    spec = importlib.util.spec_from_file_location("bench_search", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(monkeypatch):
+    """experiments.bench_search, imported as ``python -m`` from the repository root imports it."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("experiments.bench_search")
 
 
 def _geno(ops) -> Genotype:
@@ -65,7 +62,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_quick_run_writes_every_section(tmp_path):
     out = tmp_path / "b.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)], cwd=str(ROOT),
+    proc = subprocess.run(MODULE + ["--quick", "--out", str(out)], cwd=str(ROOT),
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -106,7 +103,7 @@ def test_quick_run_writes_every_section(tmp_path):
 
 
 def test_bad_section_is_refused():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--only", "nonsense"], cwd=str(ROOT),
+    proc = subprocess.run(MODULE + ["--quick", "--only", "nonsense"], cwd=str(ROOT),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--only" in proc.stderr
 
@@ -186,9 +183,8 @@ def test_forced_step_trains_what_the_discrete_step_trains(geno):
 
 
 @pytest.mark.parametrize("geno", ARCHS[:3] + ARCHS[-1:], ids=[g.to_nb201() for g in ARCHS[:3] + ARCHS[-1:]])
-def test_biased_logits_sample_the_architecture(geno):
+def test_biased_logits_sample_the_architecture(geno, bench):
     """The benchmark's 'sampled' variant: +30 on the chosen ops samples exactly that architecture."""
-    bench = _bench()
     torch.manual_seed(0)
     net = build_supernet("nb201", "gdas", C=C, N=N, num_classes=CLASSES)
     bench.bias_logits(net, geno)
@@ -204,8 +200,7 @@ def test_biased_logits_sample_the_architecture(geno):
     assert torch.equal(sampled, forced)
 
 
-def test_benchmark_architectures():
-    bench = _bench()
+def test_benchmark_architectures(bench):
     quick = bench.benchmark_archs(bench.settings_for(True, None))
     full = bench.benchmark_archs(bench.settings_for(False, None))
     assert len(quick) == 2 and len(full) == 10
@@ -213,3 +208,18 @@ def test_benchmark_architectures():
     assert full[-2].to_nb201().count("nor_conv_3x3") == 6 and full[-1].to_nb201().count("skip_connect") == 6
     for g in full:
         assert g.space == "nb201" and len(g.normal) == 6
+
+
+def test_search_iteration_is_one_searcher_step(bench):
+    """The modes, memory and throughput sections time Searcher.step with the nb201_cifar10 config's
+    optimisers: one weight step (SGD, clip 5) then one architecture step (Adam)."""
+    assert (bench.GRAD_CLIP, bench.W_OPT["lr"], bench.SEARCH.arch.lr) == (5.0, 0.025, 3e-4)
+    cpu = torch.device("cpu")
+    s = bench.settings_for(True, None)
+    net = bench.supernet(s, "gdas", cpu)
+    weights = [p.detach().clone() for p in net.weight_parameters()]
+    logits = [a.detach().clone() for a in net.arch_parameters()]
+    step = bench.search_step_fn(net, cpu, *bench.make_batch(s, cpu, seed=1), *bench.make_batch(s, cpu, seed=2))
+    step()
+    assert any(not torch.equal(p, q) for p, q in zip(net.weight_parameters(), weights))
+    assert any(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), logits))

@@ -1,80 +1,79 @@
-"""The experiment scripts' --quick modes: each runs, exits 0 and writes the expected JSON.
+"""The experiment scripts, run as ``python -m experiments.NAME`` from the repository root.
 
-Each script runs in its own process (as a user would run it) from the
-repository root, with a tiny budget and a temporary run cache. All four take
-well under two minutes together on two CPU cores.
+Each study's ``--quick`` mode runs in its own process (as a user would run it), with a tiny
+budget and a temporary run cache, exits 0 and writes the expected JSON. The shared modules
+(``experiments.stats``, ``experiments.runs``) are tested in-process. The finished studies in
+``experiments/frozen/`` are records, not maintained against the current API, and not run here
+(``experiments/frozen/README.md``).
 """
 from __future__ import annotations
 
+import csv
+import importlib
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 110
+ACTIVE = ["bench_sampler", "bench_search", "build_benchmark_table", "nb201_cpu_search", "nb201_evidence",
+          "synthetic_proxy_check"]
+
+
+def run_module(name: str, *args: str, timeout: int = TIMEOUT_S) -> subprocess.CompletedProcess:
+    """``python -m experiments.NAME ARGS`` from the repository root."""
+    return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "x.json"
-    proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--quick", "--out", str(out), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = run_module(script, "--quick", "--out", str(out), *extra)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout}\n{proc.stderr}"
     record = json.loads(out.read_text())
     assert record["experiment"] == script and record["quick"] is True
-    assert record["command"].startswith(f"python experiments/{script}.py --quick")
+    assert record["command"].startswith(f"python -m experiments.{script} --quick")
     for key in ("platform", "cpu_model", "nproc", "torch"):
         assert key in record["machine"]
     assert record["table"] and record["table"].splitlines()[-1] in proc.stdout  # the table is printed last
     return record
 
 
-def finite_acc(row: dict) -> bool:
-    return isinstance(row["test_acc"], float) and math.isfinite(row["test_acc"]) and 0 <= row["test_acc"] <= 100
+@pytest.fixture
+def experiments(monkeypatch):
+    """The ``experiments`` package, imported as ``python -m`` from the repository root imports it."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    return lambda name: importlib.import_module(f"experiments.{name}")
 
 
-def test_search_vs_random(tmp_path):
-    rec = run_quick("search_vs_random", tmp_path, "--k-random", "3")
-    k = rec["k"]
-    assert rec["k_random"] == 3
-    datasets = ["synthetic"] + ([] if "cifar10" in rec["skipped"] else ["cifar10"])
-    for dataset in datasets:
-        for method, n in (("search", k), ("random", 3)):
-            rows = [r for r in rec["rows"] if r["dataset"] == dataset and r["method"] == method]
-            assert len(rows) == n and k >= 2
-            assert all(finite_acc(r) for r in rows)
-            assert all(r["genotype"].startswith("|") and 0 <= r["param_free"] <= 6 for r in rows)
-        found = [r["test_acc"] for r in rec["rows"] if r["dataset"] == dataset and r["method"] == "search"]
-        drawn = [r["test_acc"] for r in rec["rows"] if r["dataset"] == dataset and r["method"] == "random"]
-        expected = sum((a > b) + 0.5 * (a == b) for a in found for b in drawn) / (len(found) * len(drawn))
-        assert rec["pairwise_win_share"][dataset] == pytest.approx(expected)
-    assert {(s["dataset"], s["method"]) for s in rec["summary"]} == {(d, m) for d in datasets
-                                                                      for m in ("search", "random")}
-    assert all(math.isfinite(s["test_acc_mean"]) for s in rec["summary"])
+def test_no_common_module_and_no_frozen_imports():
+    assert not (ROOT / "experiments" / "common.py").exists()
+    for path in (ROOT / "experiments").glob("*.py"):
+        text = path.read_text()
+        assert "sys.path" not in text and "experiments.frozen" not in text, path
 
 
-def _common():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        import common
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
-    return common
+@pytest.mark.parametrize("script", ACTIVE)
+def test_help(script):
+    proc = run_module(script, "--help", timeout=60)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
 
 
-def test_pairwise_win_share():
-    pairwise_win_share = _common().pairwise_win_share
+def test_pairwise_win_share(experiments):
+    pairwise_win_share = experiments("stats").pairwise_win_share
     assert pairwise_win_share([90.0, 95.0], [80.0, 85.0, 70.0]) == 1.0
     assert pairwise_win_share([50.0], [80.0, 85.0]) == 0.0
     assert pairwise_win_share([80.0, 60.0], [80.0, 70.0]) == pytest.approx((0.5 + 1 + 0 + 0) / 4)
     assert math.isnan(pairwise_win_share([], [1.0]))
 
 
-def test_win_share_p_value():
-    p_value = _common().win_share_p_value
+def test_win_share_p_value(experiments):
+    p_value = experiments("stats").win_share_p_value
     # 3 searched cells above all 10 random ones: only 1 of the C(13, 3) = 286 splits does that well
     found, drawn = [50.0, 51.0, 52.0], [float(v) for v in range(40, 50)]
     assert p_value(found, drawn) == pytest.approx(1 / 286)
@@ -87,136 +86,60 @@ def test_win_share_p_value():
     assert math.isnan(p_value([], [1.0]))
 
 
-def test_search_vs_random_skips_missing_cifar(tmp_path):
-    rec = run_quick("search_vs_random", tmp_path, "--datasets", "cifar10", "--cifar-root", str(tmp_path / "none"))
-    assert "cifar10" in rec["skipped"] and rec["rows"] == []
+def test_runner_caches_searches_and_retrains(experiments, tmp_path):
+    """A second request for the same run reads it from the cache; another library source runs it again."""
+    settings, runs = experiments("settings"), experiments("runs")
+    runner = runs.Runner(tmp_path)
+    overrides = settings.data_overrides("synthetic", True) + settings.search_overrides("synthetic", True)
+    first = runner.search(overrides + ["run.device=cpu"], label="a")
+    again = runner.search(overrides + ["run.device=cpu"], label="b")
+    assert not first["cached"] and again["cached"] and again["run_dir"] == first["run_dir"]
+    assert str(again["genotype"]) == str(first["genotype"]) and len(again["metrics"]) == 2
+    retrain = settings.data_overrides("synthetic", True) + settings.retrain_overrides("synthetic", True)
+    r1 = runner.retrain(retrain + ["run.device=cpu"], first["genotype"])
+    r2 = runner.retrain(retrain + ["run.device=cpu"], first["genotype"])
+    assert not r1["cached"] and r2["cached"] and r2["test_acc"] == r1["test_acc"] and 0 <= r1["test_acc"] <= 100
+    assert [t["cached"] for t in runner.timings] == [False, True, False, True]
+    other = runs.Runner(tmp_path, fingerprint="another-library")
+    assert other.done_record(first["run_dir"]) is None
 
 
-def test_compare_modes(tmp_path):
-    rec = run_quick("compare_modes", tmp_path)
-    assert [s["mode"] for s in rec["summary"]] == ["gdas", "darts", "snas"]
-    for mode in ("gdas", "darts", "snas"):
-        rows = [r for r in rec["rows"] if r["mode"] == mode]
-        assert len(rows) == rec["seeds"] >= 2
-        assert all(finite_acc(r) for r in rows)
-        for r in rows:
-            c = r["counts"]
-            assert r["param_free"] == c["skip"] + c["pool"] + c["none"] and c["parametric"] + r["param_free"] == 6
-    assert all(math.isfinite(s["test_acc_mean"]) and len(s["cells"]) == rec["seeds"] for s in rec["summary"])
+def test_build_benchmark_table_rebuilds_the_packaged_table(tmp_path):
+    """From a CSV of the packaged values, the script writes the packaged files byte for byte, and
+    checks the order against the official sample directory's meta file."""
+    import nas
+    from nas import benchmarks as B
 
-
-def test_seed_variance(tmp_path):
-    rec = run_quick("seed_variance", tmp_path)
-    n = rec["seeds"]
-    assert n >= 3 and len(rec["rows"]) == n
-    assert len(rec["frequency"]) == 6 and all(len(row) == 5 and sum(row) == n for row in rec["frequency"])
-    assert sum(c["seeds"] for c in rec["distinct_cells"]) == n
-    for row in rec["mean_final_probs"]:
-        assert math.isclose(sum(row), 1.0, abs_tol=1e-4)
-
-
-def test_arch_matters(tmp_path):
-    rec = run_quick("arch_matters", tmp_path)
-    names = [s["cell_name"] for s in rec["summary"]]
-    assert names[:3] == ["all nor_conv_3x3", "all skip_connect", "all avg_pool_3x3"]
-    assert len(rec["rows"]) == len(names) * rec["seeds"] and rec["seeds"] >= 2
-    assert all(finite_acc(r) for r in rec["rows"])
-    assert isinstance(rec["clear_win"], bool)
-
-
-def test_synthetic_variants(tmp_path):
-    rec = run_quick("synthetic_variants", tmp_path, "--variant", "2,light,0,30,10", "--variant", "1,either,0.08,10,0")
-    assert [(r["scale"], r["polarity"], r["field"]) for r in rec["rows"]] == [(2, "light", 0.0), (1, "either", 0.08)]
-    for r in rec["rows"]:
-        assert all(finite_acc({"test_acc": r[f"all_{op}"]}) for op in ("nor_conv_3x3", "skip_connect", "avg_pool_3x3"))
-        assert r["genotype"].startswith("|") and 0 <= r["search_train_acc"] <= 100
-
-
-def test_synthetic_variant_generator_matches_the_library():
-    """With the shipped knobs the experiment's generator draws exactly the library's images."""
-    import numpy as np
-
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        from synthetic_variants import variant_images
-    finally:
-        sys.path.remove(str(ROOT / "experiments"))
-    import nas.data as data_module
-
-    ours = variant_images(2, "light", 0.0)(64, 32, 5, np.random.default_rng(3))
-    lib = data_module._synthetic_images(64, 32, 5, np.random.default_rng(3))
-    assert np.array_equal(ours[0], lib[0]) and np.array_equal(ours[1], lib[1])
-    other = variant_images(1, "either", 0.08)(64, 32, 5, np.random.default_rng(3))
-    assert not np.array_equal(other[0], lib[0])
-
-
-@pytest.mark.parametrize("script", ["search_vs_random", "compare_modes", "seed_variance", "arch_matters",
-                                    "cpu_config_cells", "synthetic_variants"])
-def test_help(script):
-    proc = subprocess.run([sys.executable, f"experiments/{script}.py", "--help"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 0 and "--quick" in proc.stdout
-
-
-def test_scale_gradients_on_a_tiny_search(tmp_path):
-    from nas.cli import main
-    run_dir = tmp_path / "run"
-    tiny = ["data.num_train=128", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
-            "search.batch_size=32", "search.steps_per_epoch=2", "search.epochs=1", "search.warmup_epochs=0", "search.prune=off",
-            "run.device=cpu"]
-    assert main(["--out", str(run_dir), "--quiet"] + [x for s in tiny for x in ("--set", s)]) == 0
-    out = tmp_path / "g.json"
-    proc = subprocess.run([sys.executable, "experiments/scale_gradients.py", str(run_dir), "--batches", "4",
-                           "--batch-size", "16", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
+    bench = nas.load_benchmark()
+    src = tmp_path / "cifar10.csv"
+    with open(src, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "arch", "cifar10_test_accuracy"])
+        for i in range(len(bench)):
+            w.writerow([i, bench.arch_string(i), f"{bench.query(i):.4f}"])
+    out = tmp_path / "table"
+    meta = ROOT / "tests" / "fixtures" / "nats-tss-sample" / "meta.pickle.pbz2"
+    proc = run_module("build_benchmark_table", str(src), "--out", str(out), "--meta", str(meta))
     assert proc.returncode == 0, proc.stderr
-    rows = {r["op"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["none"]["n"] == 0  # a structural zero: never a gradient
-    assert sum(r["n"] for r in rows.values()) > 0
-    assert all(math.isfinite(r["mean_G"]) for r in rows.values() if r["n"])
-    assert "share G>0" in proc.stdout
-    bad = subprocess.run([sys.executable, "experiments/scale_gradients.py", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert bad.returncode == 2 and "no checkpoint.pt" in bad.stderr
+    assert f"arch order matches {meta}" in proc.stdout
+    for name in (B.ACC_FILE, B.ARCH_FILE):
+        assert np.array_equal(np.load(out / name), np.load(B.DATA_DIR / name)), name
+    # a CSV whose order differs from the official one is refused
+    rows = list(csv.reader(open(src)))
+    rows[1][1], rows[2][1] = rows[2][1], rows[1][1]
+    with open(src, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    bad = run_module("build_benchmark_table", str(src), "--out", str(out), "--meta", str(meta))
+    assert bad.returncode == 2 and "differs from" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_cpu_config_cells(tmp_path):
-    rec = run_quick("cpu_config_cells", tmp_path)
-    rules = [s["rule"] for s in rec["summary"]]
-    assert rules == ["with none (GDAS)", "without none (derive_none: false)", "GDAS, authors' code, full budget",
-                     "DARTS collapse (all skip_connect)", "uniform random"]
-    assert all(finite_acc(r) for r in rec["rows"])
-    assert all(r["none"] == 0 for r in rec["rows"] if r["rule"].startswith("without none"))
-    # per run, the two rules differ exactly on the edges where none wins
-    runs = {r["run"] for r in rec["rows"] if r["rule"] in rules[:2]}
-    assert len(runs) == 2
-    for run in runs:
-        with_none, without = (next(r["genotype"] for r in rec["rows"] if r["run"] == run and r["rule"] == rule)
-                              for rule in rules[:2])
-        for a, b in zip(with_none.strip("|").split("|"), without.strip("|").split("|")):
-            assert a == b or a.startswith("none~"), (with_none, without)
-    searched = [s for s in rec["summary"] if s["rule"] != "uniform random"]
-    for s in searched:
-        found = [r["test_acc"] for r in rec["rows"] if r["rule"] == s["rule"]]
-        drawn = [r["test_acc"] for r in rec["rows"] if r["rule"] == "uniform random"]
-        assert s["win_share_vs_random"] == pytest.approx(_common().pairwise_win_share(found, drawn))
-        assert s["win_share_p_value"] == pytest.approx(_common().win_share_p_value(found, drawn))
-    # each search's op probabilities over the epochs (the plot's data): rows sum to 1
-    for name, t in rec["op_probabilities"].items():
-        assert t["epochs"] == list(range(1, len(t["epochs"]) + 1))
-        assert all(sum(t["probs"][op][e] for op in t["ops"]) == pytest.approx(1.0) for e in range(len(t["epochs"])))
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--seeds", "a,b"], "--seeds takes comma-separated integers"),
-    (["--seeds", "0", "runs/x"], "not both"),
-    ([], "give search run directories"),
-    (["experiments"], "has no genotype.json"),
-])
-def test_cpu_config_cells_bad_arguments(args, message):
-    proc = subprocess.run([sys.executable, "experiments/cpu_config_cells.py", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_synthetic_proxy_check_tiny_run(tmp_path):
+    out = tmp_path / "p.json"
+    proc = run_module("synthetic_proxy_check", "--num-train", "64", "--num-test", "32", "--epochs", "1", "--C", "4",
+                      "--batch-size", "32", "--threads", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 3 and all(0 <= acc <= 100 for accs in results.values() for acc in accs)
 
 
 def test_nb201_evidence(tmp_path):
@@ -241,12 +164,8 @@ def test_nb201_evidence(tmp_path):
         assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
 
 
-def test_kendall_tau_b_against_hand_values():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    try:
-        from nb201_evidence import kendall_tau_b
-    finally:
-        sys.path.pop(0)
+def test_kendall_tau_b_against_hand_values(experiments):
+    kendall_tau_b = experiments("stats").kendall_tau_b
     assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert kendall_tau_b([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # pairs: (1,2) C, (1,3) D, (2,3) D -> (1 - 2) / 3
@@ -257,7 +176,7 @@ def test_kendall_tau_b_against_hand_values():
 
 def test_nb201_cpu_search(tmp_path):
     out = tmp_path / "x.json"
-    cmd = [sys.executable, "experiments/nb201_cpu_search.py", "--quick", "--out", str(out), "--variant", "q",
+    cmd = [sys.executable, "-m", "experiments.nb201_cpu_search", "--quick", "--out", str(out), "--variant", "q",
            "--seeds", "0", "--set", "search.prune=loss", "--set", "search.prune_batches=2"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
@@ -276,7 +195,7 @@ def test_nb201_cpu_search(tmp_path):
     assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
     assert len(row["benchmark_per_epoch"]) == row["epochs"] == 6
     # A second variant merges into the same file.
-    proc = subprocess.run(cmd[:6] + ["p", "--seeds", "0", "--set", "search.prune=probability"], cwd=ROOT,
+    proc = subprocess.run(cmd[:7] + ["p", "--seeds", "0", "--set", "search.prune=probability"], cwd=ROOT,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
