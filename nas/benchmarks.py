@@ -399,7 +399,7 @@ def _ordered(datasets: Iterable[str]) -> List[str]:
 # ---- the packaged table ----------------------------------------------------------------------
 def _load_npy(name: str, dtype) -> np.ndarray:
     path = DATA_DIR / name
-    fix = "reinstall gumbel-nas, or rebuild it: python experiments/build_benchmark_table.py cifar10.csv"
+    fix = "reinstall gumbel-nas, or rebuild it: python -m experiments.build_benchmark_table cifar10.csv"
     if not path.is_file():
         raise UserError(f"the packaged benchmark file {path} is missing; {fix}")
     try:
@@ -417,7 +417,7 @@ def _official_order() -> _CodeOrder:
     codes = _load_npy(ARCH_FILE, np.uint16)
     if codes.max() >= NUM_CELLS or np.bincount(codes, minlength=NUM_CELLS).max() != 1:
         raise UserError(f"the packaged benchmark file {DATA_DIR / ARCH_FILE} is not a permutation of the "
-                        "15,625 cells; rebuild it: python experiments/build_benchmark_table.py cifar10.csv")
+                        "15,625 cells; rebuild it: python -m experiments.build_benchmark_table cifar10.csv")
     codes.setflags(write=False)
     return _CodeOrder(codes)
 

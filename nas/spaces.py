@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported for annotations only: supernet and genotype import
     from .supernet import Supernet
 
 __all__ = ["SearchSpace", "register_space", "unregister_space", "registered_space", "get_space", "space_names",
-           "SPACES", "build_supernet", "build_network", "DEFAULT_OPS", "check_derive_none"]
+           "SPACES", "build_supernet", "build_network"]
 
 
 class SearchSpace:
@@ -277,29 +277,8 @@ class _RegistryView(collections.abc.Mapping):
         return f"{type(self).__name__}({dict(self)!r})"
 
 
-class _DefaultOpsView(_RegistryView):
-    def _get(self, space: SearchSpace):
-        return space.default_ops
-
-
 #: Read-only mapping: space name -> registered :class:`SearchSpace`.
 SPACES: Mapping[str, SearchSpace] = _RegistryView()
-#: Deprecated: use ``get_space(name).default_ops``. Read-only mapping: space name -> default ops.
-DEFAULT_OPS: Mapping[str, Tuple[str, ...]] = _DefaultOpsView()
-
-
-def check_derive_none(space: str, derive_none: Optional[bool]) -> None:
-    """Deprecated: use ``get_space(space).check_derive_none(derive_none)``.
-
-    Raises :class:`nas.UserError`, as it did, so configuration checks that call it keep
-    reporting a user mistake; an unknown space is left to the space check.
-    """
-    if space not in SPACES:
-        return
-    try:
-        get_space(space).check_derive_none(derive_none)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 # ---- public builders ------------------------------------------------------------

@@ -461,9 +461,9 @@ def test_docstring_examples_run():
 def test_bench_sampler_quick(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "bench_sampler.py"),
+        [sys.executable, "-m", "experiments.bench_sampler",
          "--quick", "--device", "cpu", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())

@@ -12,7 +12,7 @@ from torch import nn
 import nas
 from nas.genotype import DARTS_V2, Genotype, derive_argmax
 from nas.ops import build_op, check_ops
-from nas.spaces import DEFAULT_OPS, SearchSpace, check_derive_none, registered_space, unregister_space
+from nas.spaces import SearchSpace, registered_space, unregister_space
 from nas.supernet import EdgePlan, Supernet, run_edge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,15 +166,6 @@ def test_register_as_decorator_and_unregister():
     finally:
         assert isinstance(unregister_space("decorated_chain"), Decorated)
     assert "decorated_chain" not in nas.space_names()
-
-
-def test_deprecated_aliases_follow_the_registry(chain):
-    assert DEFAULT_OPS["nb201"] == nas.NB201_OPS and DEFAULT_OPS["darts"] == nas.DARTS_OPS
-    assert DEFAULT_OPS["chain"] == CHAIN_OPS
-    check_derive_none("nb201", True)
-    check_derive_none("chain", True)
-    with pytest.raises(nas.UserError, match="supernet.derive_none"):  # configuration checks still call it
-        check_derive_none("darts", True)
 
 
 def test_space_rules():
