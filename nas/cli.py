@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import torch
+
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config
 from .errors import UserError
 from .genotype import Genotype, disconnected_warning
+from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
 COMMANDS = ("search", "inspect", "retrain", "lookup")
@@ -23,9 +26,34 @@ COMMANDS = ("search", "inspect", "retrain", "lookup")
 
 @dataclass
 class Invocation:
-    """Where a running command writes, so that Ctrl-C can say how to continue."""
+    """Where a running command writes, so that Ctrl-C can say how to continue; the processes it runs in."""
     run_dir: Optional[Path] = None
     resume_command: str = ""
+    world: World = SINGLE
+
+
+def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: str) -> Tuple[torch.device, Path]:
+    """Pick the device, join torchrun's processes (if launched by it), set the CPU threads.
+
+    Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``) and rank 0's run directory
+    (a default name holds the time, which could differ by a second between ranks).
+    """
+    device = resolve_device(cfg.run.device)
+    world = init_from_environment(device, cfg.run.dist_timeout)
+    device = local_device(device, world)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    set_cpu_threads(cfg.run.threads)
+    run_dir = Path(world.broadcast_object(str(run_dir)))
+    invocation.world, invocation.run_dir = world, run_dir
+    invocation.resume_command = resume_command.format(run_dir=run_dir)
+    return device, run_dir
+
+
+def _say(invocation: Invocation, *args, **kwargs) -> None:
+    """print, on rank 0 only."""
+    if invocation.world.is_main:
+        print(*args, **kwargs)
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -118,14 +146,14 @@ def cmd_search(args, invocation: Invocation) -> int:
     from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
-    device = resolve_device(cfg.run.device)
-    set_cpu_threads(cfg.run.threads)
-    invocation.run_dir, invocation.resume_command = run_dir, f"python search.py --resume {run_dir}"
-    print(f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
-          f"{cfg.search.epochs} epochs on {device}; writing {run_dir}", flush=True)
+    device, run_dir = _start(cfg, run_dir, invocation, "python search.py --resume {run_dir}")
+    world = invocation.world
+    where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
+    _say(invocation, f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
+         f"{cfg.search.epochs} epochs on {where}; writing {run_dir}", flush=True)
     result = run_search(cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
-                        progress=not args.quiet)
-    print(_summary(result))
+                        progress=not args.quiet, world=world)
+    _say(invocation, _summary(result))
     return 0
 
 
@@ -234,18 +262,18 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     from .retrain import protocol, run_retrain
 
     cfg, geno, run_dir = _retrain_setup(args)
-    device = resolve_device(cfg.run.device)
-    set_cpu_threads(cfg.run.threads)
-    invocation.run_dir, invocation.resume_command = run_dir, f"python search.py retrain --resume {run_dir}"
-    print(f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {device}; "
-          f"writing {run_dir}", flush=True)
+    device, run_dir = _start(cfg, run_dir, invocation, "python search.py retrain --resume {run_dir}")
+    world = invocation.world
+    where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
+    _say(invocation, f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {where}; "
+         f"writing {run_dir}", flush=True)
     result = run_retrain(cfg, geno, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
-                         progress=not args.quiet)
-    print(f"architecture: {geno}")
-    print(f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs")
-    print(f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)")
-    print(f"outputs in {run_dir}/" + ("" if result.finished else
-                                      f"; continue with: python search.py retrain --resume {run_dir}"))
+                         progress=not args.quiet, world=world)
+    _say(invocation, f"architecture: {geno}\n"
+         f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs\n"
+         f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)\n"
+         f"outputs in {run_dir}/" + ("" if result.finished else
+                                     f"; continue with: python search.py retrain --resume {run_dir}"))
     return 0
 
 
@@ -262,15 +290,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return handler(args, invocation)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        world = invocation.world  # every rank says it: an error may be one rank's own
+        print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the one place Ctrl-C is turned into advice
+        if not invocation.world.is_main:
+            return 130
         if invocation.run_dir is None:
             print("\ninterrupted", file=sys.stderr)
         else:
+            torchrun = "torchrun ... " if invocation.world.distributed else ""
             print(f"\ninterrupted: the last checkpoint in {invocation.run_dir} is intact; continue with "
-                  f"{invocation.resume_command}", file=sys.stderr)
+                  f"{torchrun}{invocation.resume_command}", file=sys.stderr)
         return 130
+    finally:
+        shutdown(invocation.world)
 
 
 def main_exit() -> None:

@@ -136,6 +136,9 @@ class RunConfig:
     bf16: bool = False                # bf16 autocast (CUDA only)
     channels_last: bool = False       # CUDA memory format
     log_every: int = 50               # steps between progress-bar postfix updates; 0: none
+    sync_bn: bool = False             # torchrun on GPUs: batch-norm statistics over all ranks' batches
+                                      # (SyncBatchNorm); false keeps each rank's own, as one GPU would
+    dist_timeout: float = 600.0       # torchrun: seconds a collective may wait before the job fails
 
 
 @dataclass
@@ -345,6 +348,8 @@ def validate(cfg: Config) -> None:
                         f"search.epochs={s.epochs}. Fix: lower it, e.g. --set search.warmup_epochs=0")
     if r.log_every < 0:
         raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {r.log_every}")
+    if not r.dist_timeout > 0:
+        raise UserError(f"run.dist_timeout must be > 0 seconds, got {r.dist_timeout}")
     if r.threads is not None and r.threads < 1:
         raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
     if not 0 < d.weight_fraction < 1:

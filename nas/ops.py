@@ -93,6 +93,8 @@ def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) 
     bias ``beta * w``) the gradient comes from BN's own backward, which already keeps its
     input. Same values, same gradients, one feature map less per edge.
     """
+    if isinstance(bn, nn.SyncBatchNorm):  # run.sync_bn: its own forward gathers the statistics
+        return bn(x) * scale
     bn._check_input_dim(x)
     momentum = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
@@ -126,7 +128,7 @@ class ScalableSequential(nn.Sequential):
         *body, tail = self._modules.values()
         for module in body:
             x = module(x)
-        if isinstance(tail, nn.BatchNorm2d):
+        if isinstance(tail, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             return scaled_batch_norm(tail, x, scale)
         return tail(x, scale)
 

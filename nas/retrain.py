@@ -16,10 +16,12 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from .config import Config, RetrainSpaceConfig, validate
 from .data import subset_indices
+from .distributed import SINGLE, World
 from .errors import UserError
 from .flops import count_macs, count_parameters
 from .genotype import Genotype, disconnected_warning
@@ -28,7 +30,7 @@ from .ops import check_ops
 from .run import open_run, run_epochs
 from .runtime import check_device_options
 from .spaces import build_network, get_space
-from .training import Meter, autocast, clip_and_step, cosine_lr, load_data, make_loader, set_lr
+from .training import Meter, autocast, check_batch_split, clip_and_step, cosine_lr, load_data, make_loader, set_lr
 
 CHECKPOINT_KIND = "retrain"
 
@@ -80,21 +82,25 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, bf16: bool) -
 def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device, *, resume: bool = False,
                 stop_after: Optional[int] = None, progress: bool = True,
                 log: Callable[[str], None] = tqdm.write,
-                warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> RetrainResult:
+                warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+                world: World = SINGLE) -> RetrainResult:
     """Train ``geno``'s discrete network into ``run_dir``; resumable and exact on CPU.
 
     ``log`` gets the progress lines, ``warn`` the warnings (a cell that ignores its input).
+    ``world``: the processes of a torchrun launch; the network trains in DistributedDataParallel
+    and rank 0 alone writes ``run_dir``.
     """
     run_dir = Path(run_dir)
     validate(cfg)
     p = protocol(cfg, geno.space)
-    check_device_options(device, cfg.run.bf16)
+    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
+    check_batch_split(p.batch_size, f"retrain.{geno.space}.batch_size", world)
     try:
         check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
     except ValueError as exc:
         raise UserError(f"the architecture cannot be built: {exc}") from None
     warning = disconnected_warning(geno)  # after the errors: the network would give a constant output
-    if warning:
+    if warning and world.is_main:
         warn(warning)
 
     def same_architecture(ckpt: Dict[str, Any]) -> None:
@@ -102,16 +108,16 @@ def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device
         if not saved.same_architecture(geno):
             raise UserError(f"{run_dir} trains {saved}, not {geno}; resume without --genotype")
 
-    ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, check_resumed=same_architecture)
-    if ckpt is None:
+    ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, check_resumed=same_architecture, world=world)
+    if ckpt is None and world.is_main:
         atomic_write_text(run_dir / "genotype.json", geno.to_json())
-    task, done = run_epochs(lambda: RetrainTask(cfg, p, geno, device), cfg, run_dir, ckpt, desc="retrain",
-                            stop_after=stop_after, progress=progress, log=log)
+    task, done = run_epochs(lambda: RetrainTask(cfg, p, geno, device, world), cfg, run_dir, ckpt, desc="retrain",
+                            stop_after=stop_after, progress=progress, log=log, world=world)
     test_loss, test_acc = task.test_loss, task.test_acc
     if done.last_metrics is None and ckpt is not None:  # already finished: report the recorded result
-        test_loss, test_acc = evaluate(task.model, task.test_loader, device, cfg.run.bf16).read()
+        test_loss, test_acc = task.test()
     result = RetrainResult(run_dir, geno, test_acc, test_loss, task.params, task.macs, done.done, done.finished)
-    if done.finished:
+    if done.finished and world.is_main:
         atomic_write_text(run_dir / "result.json", json.dumps({
             "genotype": str(geno), "space": geno.space, "test_acc": test_acc, "test_loss": test_loss,
             "params": task.params, "macs": task.macs, "epochs": done.done}, indent=2))
@@ -124,8 +130,9 @@ class RetrainTask:
     kind = CHECKPOINT_KIND
     logs = ("metrics.jsonl",)
 
-    def __init__(self, cfg: Config, p: RetrainSpaceConfig, geno: Genotype, device: torch.device):
-        self.p, self.geno, self.device, self.bf16 = p, geno, device, cfg.run.bf16
+    def __init__(self, cfg: Config, p: RetrainSpaceConfig, geno: Genotype, device: torch.device,
+                 world: World = SINGLE):
+        self.p, self.geno, self.device, self.bf16, self.world = p, geno, device, cfg.run.bf16, world
         self.epochs = p.epochs
         self.nan_hint = f"lower retrain.{geno.space}.lr"
         seed = cfg.run.seed
@@ -133,19 +140,23 @@ class RetrainTask:
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
         self.train_loader = make_loader(data, data.train_x[keep], data.train_y[keep], p.batch_size, train=True,
                                         augment=cfg.data.augment, seed=seed, device=device,
-                                        channels_last=cfg.run.channels_last)
+                                        channels_last=cfg.run.channels_last, world=world)
         self.test_loader = make_loader(data, data.test_x, data.test_y, max(p.batch_size, 256), train=False,
-                                       augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last)
+                                       augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last,
+                                       world=world)
         with_extras = get_space(geno.space).supports_auxiliary  # auxiliary head and drop-path
         model = build_network(geno, C=p.C, N=p.N, num_classes=data.num_classes,
                               auxiliary=p.auxiliary and with_extras,
                               drop_path_prob=p.drop_path_prob if with_extras else 0.0)
         self.params = count_parameters(model, exclude_prefix=("aux_head",))
         self.macs = count_macs(model, tuple(data.train_x.shape[1:]))
+        if cfg.run.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model.to(device)
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
+        self.train_model = world.wrap(model, device, find_unused_parameters=False)  # DDP under torchrun
         self.optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
                                          weight_decay=p.weight_decay)
         self.params_all = list(model.parameters())
@@ -182,7 +193,7 @@ class RetrainTask:
         if p.cutout > 0:
             x = cutout(x, p.cutout)
         with self.autocast:
-            out = self.model(x)
+            out = self.train_model(x)
             logits, aux = out if isinstance(out, tuple) else (out, None)
             loss = F.cross_entropy(logits.float(), y)
             if aux is not None:
@@ -195,13 +206,21 @@ class RetrainTask:
     def postfix(self) -> Dict[str, str]:
         return {"acc": f"{self.meter.read()[1]:.1f}"}
 
+    def test(self) -> "tuple[float, float]":
+        """Test loss and accuracy (each rank tests its share of the test set; the counts are summed)."""
+        meter = evaluate(self.model, self.test_loader, self.device, self.bf16)
+        meter.all_reduce_(self.world)
+        return meter.read()
+
     def end_epoch(self, epoch: int, seconds: float) -> Dict[str, Any]:
+        self.world.average_buffers_(self.model)
+        self.meter.all_reduce_(self.world)
         train_loss, train_acc = self.meter.read()
         if math.isfinite(train_loss):  # else the skeleton stops the run with a clear error
-            self.test_loss, self.test_acc = evaluate(self.model, self.test_loader, self.device, self.bf16).read()
+            self.test_loss, self.test_acc = self.test()
         return {"epoch": epoch + 1, "lr": self.lr, "train_loss": train_loss, "train_acc": train_acc,
                 "test_loss": self.test_loss, "test_acc": self.test_acc, "epoch_seconds": seconds,
-                "images_per_second": self.meter.count / seconds}
+                "images_per_second": self.meter.count / seconds, "world_size": self.world.world_size}
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:
         pass

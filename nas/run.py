@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence
 
+import torch
 from tqdm import tqdm
 
 from . import config as config_mod
 from .config import Config
+from .distributed import SINGLE, World
 from .errors import UserError
 from .io import (append_jsonl, atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state,
                  seed_everything, truncate_jsonl)
@@ -42,7 +44,8 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt.get("kind") != kind:
         raise UserError(f"{run_dir}/checkpoint.pt is a {ckpt.get('kind')!r} checkpoint, not a {kind!r} one")
-    changed = config_mod.diff(ckpt["config"], config_mod.to_dict(cfg))
+    # Through from_dict, so keys added to the config since the run started read as their defaults.
+    changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
     if changed:
         raise UserError(f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "
                         "Resume with the run's own config (drop --config/--set) or start a new run with --out")
@@ -76,6 +79,17 @@ class EpochTask(Protocol):
     def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...   # the epoch's log line
 
 
+def _rng_state(world: World) -> Dict[str, Any]:
+    state = capture_rng_state()
+    if world.distributed and torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_current"] = torch.cuda.get_rng_state()  # this rank's GPU's stream
+    return state
+
+
+def _silent(text: str) -> None:
+    pass
+
+
 @dataclass
 class EpochsDone:
     start: int        # epochs done before this invocation
@@ -85,27 +99,49 @@ class EpochsDone:
 
 
 def open_run(run_dir: Path, cfg: Config, kind: str, resume: bool,
-             check_resumed: Optional[Callable[[Dict[str, Any]], None]] = None) -> Optional[Dict[str, Any]]:
-    """Start a new run directory (saving the config) or load the checkpoint of the one to resume."""
-    if resume:
-        ckpt = load_for_resume(run_dir, cfg, kind)
-        if check_resumed is not None:
-            check_resumed(ckpt)
-        return ckpt
-    prepare_run_dir(run_dir)
-    config_mod.save_config(cfg, run_dir / "config.yaml")
-    return None
+             check_resumed: Optional[Callable[[Dict[str, Any]], None]] = None,
+             world: World = SINGLE) -> Optional[Dict[str, Any]]:
+    """Start a new run directory (saving the config) or load the checkpoint of the one to resume.
+
+    Under several processes rank 0 prepares the directory, and its verdict (or its error) reaches
+    every rank, so all of them stop on the same clear message.
+    """
+    error: Optional[str] = None
+    ckpt = None
+    try:
+        if resume:
+            ckpt = load_for_resume(run_dir, cfg, kind)
+            saved = int(ckpt.get("world_size", 1))
+            if saved != world.world_size:
+                raise UserError(f"{run_dir} ran with {saved} process(es), this resume has {world.world_size}; "
+                                f"resume with the same number (torchrun --nproc_per_node={saved}), so the data "
+                                "order and the batches continue exactly")
+            if check_resumed is not None:
+                check_resumed(ckpt)
+        elif world.is_main:
+            prepare_run_dir(run_dir)
+            config_mod.save_config(cfg, run_dir / "config.yaml")
+    except UserError as exc:
+        error = str(exc)
+    error = world.broadcast_object(error)
+    if error is not None:
+        raise UserError(error)
+    return ckpt
 
 
 def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path,
                ckpt: Optional[Dict[str, Any]], *, desc: str, stop_after: Optional[int] = None,
-               progress: bool = True, log: Callable[[str], None] = tqdm.write) -> "tuple[EpochTask, EpochsDone]":
+               progress: bool = True, log: Callable[[str], None] = tqdm.write,
+               world: World = SINGLE) -> "tuple[EpochTask, EpochsDone]":
     """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs.
 
     Every epoch ends with the metrics line, the task's own outputs and then the checkpoint, so the
     checkpoint never runs ahead of the logs. ``stop_after`` ends this invocation after that many
-    epochs, as if the run had been stopped there.
+    epochs, as if the run had been stopped there. Every rank seeds alike and runs the epochs;
+    rank 0 alone writes, prints and shows progress.
     """
+    if not world.is_main:
+        progress, log = False, _silent
     seed_everything(cfg.run.seed)
     task = task_factory()
     start = 0
@@ -113,9 +149,13 @@ def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path
         task.load_state_dict(ckpt)
         start = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
+        if world.distributed and "cuda_current" in ckpt["rng"]:
+            # Each rank draws on its own GPU: continue rank 0's stream there, as every rank did.
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda_current"])
         # Drop lines an interrupted epoch may have left after the checkpoint.
-        for name in task.logs:
-            truncate_jsonl(run_dir / name, lambda r: r.get("epoch", 0) <= start)
+        if world.is_main:
+            for name in task.logs:
+                truncate_jsonl(run_dir / name, lambda r: r.get("epoch", 0) <= start)
         log(f"resuming {run_dir} after epoch {start}/{task.epochs}")
     done, last = start, None
     for epoch in range(start, task.epochs):
@@ -136,10 +176,13 @@ def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path
         train_loss = metrics["train_loss"]
         if not math.isfinite(train_loss):
             raise UserError(f"the training loss became {train_loss} in epoch {epoch + 1}; {task.nan_hint}")
-        append_jsonl(run_dir / task.logs[0], metrics)
-        task.write_outputs(run_dir, epoch + 1, metrics)
-        atomic_torch_save({"kind": task.kind, "epoch": epoch + 1, **task.state_dict(), "rng": capture_rng_state(),
-                           "config": config_mod.to_dict(cfg)}, run_dir / "checkpoint.pt")
+        if world.is_main:
+            append_jsonl(run_dir / task.logs[0], metrics)
+            task.write_outputs(run_dir, epoch + 1, metrics)
+            atomic_torch_save({"kind": task.kind, "epoch": epoch + 1, **task.state_dict(),
+                               "rng": _rng_state(world), "config": config_mod.to_dict(cfg),
+                               **({"world_size": world.world_size} if world.distributed else {})},
+                              run_dir / "checkpoint.pt")
         done, last = epoch + 1, metrics
         log(task.describe(epoch, metrics))
         if stop_after is not None and done - start >= stop_after:

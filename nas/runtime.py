@@ -30,10 +30,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_device_options(device: torch.device, bf16: bool) -> None:
+def check_device_options(device: torch.device, bf16: bool, sync_bn: bool = False) -> None:
     """Options that depend on the device the entry point chose."""
     if bf16 and device.type != "cuda":
         raise UserError("run.bf16 needs a CUDA device; set run.bf16=false or run.device=cuda")
+    if sync_bn and device.type != "cuda":
+        raise UserError("run.sync_bn needs CUDA devices (torch's SyncBatchNorm is GPU-only); set run.sync_bn=false")
 
 
 def set_cpu_threads(threads: Optional[int]) -> None:

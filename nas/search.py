@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config, validate
 from .data import search_split, subset_indices
+from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
@@ -28,7 +30,7 @@ from .runtime import check_device_options
 from .searcher import Searcher, beta_decay_term, beta_decay_weight  # noqa: F401  (re-exported)
 from .selection import edge_op_losses
 from .spaces import build_supernet, get_space
-from .training import load_data, make_loader
+from .training import check_batch_split, load_data, make_loader
 
 CHECKPOINT_KIND = "search"
 
@@ -65,18 +67,20 @@ def entropy(probs: Dict[str, torch.Tensor]) -> float:
 
 def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool = False,
                stop_after: Optional[int] = None, progress: bool = True,
-               log: Callable[[str], None] = tqdm.write) -> SearchResult:
+               log: Callable[[str], None] = tqdm.write, world: World = SINGLE) -> SearchResult:
     """Run (or resume) a search into ``run_dir`` on ``device``.
 
     ``stop_after`` ends this invocation after that many epochs, checkpointed,
-    as if the run had been stopped there.
+    as if the run had been stopped there. ``world``: the processes of a torchrun
+    launch (:mod:`nas.distributed`); rank 0 alone writes ``run_dir``.
     """
     run_dir = Path(run_dir)
     validate(cfg)
-    check_device_options(device, cfg.run.bf16)
-    ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume)
-    task, done = run_epochs(lambda: SearchTask(cfg, device, log), cfg, run_dir, ckpt, desc="search",
-                            stop_after=stop_after, progress=progress, log=log)
+    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
+    check_batch_split(cfg.search.batch_size, "search.batch_size", world)
+    ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
+    task, done = run_epochs(lambda: SearchTask(cfg, device, log, world), cfg, run_dir, ckpt, desc="search",
+                            stop_after=stop_after, progress=progress, log=log, world=world)
     if ckpt is not None and done.done == done.start:
         log(f"{run_dir} had already finished its {cfg.search.epochs} epochs")
     return SearchResult(run_dir, task.net.genotype(), done.done, done.finished, done.last_metrics)
@@ -89,26 +93,29 @@ class SearchTask:
     logs = ("metrics.jsonl", "arch_probs.jsonl")
     nan_hint = "lower search.weights.lr or enable gradient clipping (search.weights.grad_clip)"
 
-    def __init__(self, cfg: Config, device: torch.device, log: Callable[[str], None]):
+    def __init__(self, cfg: Config, device: torch.device, log: Callable[[str], None], world: World = SINGLE):
         s, sn = cfg.search, cfg.supernet
-        self.cfg, self.search, self.log, self.epochs = cfg, s, log, s.epochs
+        self.cfg, self.search, self.log, self.epochs, self.world = cfg, s, log, s.epochs, world
         seed = cfg.run.seed
         data = load_data(cfg)
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
         idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, seed)
         idx_w, idx_a = keep[idx_w], keep[idx_a]
-        loader_kw = dict(train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last)
+        loader_kw = dict(train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last,
+                         world=world)
         self.loader_w = make_loader(data, data.train_x[idx_w], data.train_y[idx_w], s.batch_size, seed=seed,
                                     **loader_kw)
         self.loader_a = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, seed=seed + 1,
                                     **loader_kw)
         net = build_supernet(sn.space, sn.mode, C=sn.C, N=sn.N, num_classes=data.num_classes, ops=sn.ops,
                              affine=sn.affine, tau=s.tau.max, derive_none=sn.derive_none)
+        if cfg.run.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net.to(device)
         if cfg.run.channels_last:
             net.to(memory_format=torch.channels_last)
         self.net = net
-        self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16)
+        self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world)
         steps = min(len(self.loader_w), len(self.loader_a))
         self.steps = steps if s.steps_per_epoch is None else min(steps, s.steps_per_epoch)
         if self.steps < 1:
@@ -119,7 +126,8 @@ class SearchTask:
         if s.prune == "loss":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
             loader_eval = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, train=False,
-                                      augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last)
+                                      augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last,
+                                      world=world)
             self.eval_batches = [b for _, b in zip(range(s.prune_batches), loader_eval)]
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
@@ -155,6 +163,8 @@ class SearchTask:
             scores = None
             if s.prune == "loss":
                 losses = edge_op_losses(net, self.eval_batches, seed=self.cfg.run.seed + epoch)
+                # Each rank measured its share of the batches: average, so all prune alike.
+                self.world.all_reduce_mean_(losses.values())  # (pruned ops: inf on every rank, inf after)
                 scores = {c: -v for c, v in losses.items()}
                 # Logged so that both derivation rules can be read off the last event.
                 self.prune_scores = {c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
@@ -177,6 +187,7 @@ class SearchTask:
 
     def end_epoch(self, epoch: int, seconds: float) -> Dict[str, Any]:
         searcher, net = self.searcher, self.net
+        searcher.end_epoch()  # under torchrun: the ranks agree on buffers and meters
         train_meter, val_meter = searcher.train_meter, searcher.val_meter
         train_loss, train_acc = train_meter.read()  # the epoch's one read of the device counters
         val_loss, val_acc = val_meter.read()
@@ -195,6 +206,7 @@ class SearchTask:
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
+            "world_size": self.world.world_size,
         }
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:

@@ -17,8 +17,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .config import SearchConfig
+from .distributed import SINGLE, World
 from .sampler import tau_schedule
 from .supernet import Supernet
 from .training import Meter, autocast, clip_and_step, cosine_lr, set_lr
@@ -62,6 +64,11 @@ class Searcher:
         beta_decay_at: ``epoch -> beta-decay weight``; ``None`` is 0 throughout.
         grad_clip: max global norm of the weights' gradient; 0 disables.
         device, bf16: bf16 autocast on CUDA when ``bf16``.
+        world: the processes of a ``torchrun`` launch (:mod:`nas.distributed`). With more than
+            one, the weight step runs through DistributedDataParallel (which averages the weight
+            gradients), the architecture step all-reduces the logits' gradients itself, and
+            :meth:`end_epoch` averages the batch-norm statistics and sums the meters. Every rank
+            must draw the same noise (seed them alike), so that all run the same path.
     """
 
     def __init__(self, net: Supernet, weight_optimizer: torch.optim.Optimizer,
@@ -69,8 +76,9 @@ class Searcher:
                  tau_at: Optional[Callable[[int, int], float]] = None,
                  lr_at: Optional[Callable[[int], float]] = None,
                  beta_decay_at: Optional[Callable[[int], float]] = None, grad_clip: float = 0.0,
-                 device: Optional[torch.device] = None, bf16: bool = False):
+                 device: Optional[torch.device] = None, bf16: bool = False, world: World = SINGLE):
         self.net = net
+        self.world = world
         self.weight_optimizer = weight_optimizer
         self.arch_optimizer = arch_optimizer
         self.epochs = epochs
@@ -83,10 +91,16 @@ class Searcher:
         self.beta_decay = 0.0
         self.lr = weight_optimizer.param_groups[0]["lr"]
         self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
+        # The logits stay outside DDP: the weight step freezes them and the arch step reduces them.
+        if world.distributed:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                net, [name for name, p in net.named_parameters() if any(p is a for a in self.arch)])
+        # One path per step: in gdas mode most ops are unused, on every rank alike.
+        self.weight_model = world.wrap(net, self.device, find_unused_parameters=net.mode == "gdas")
 
     @classmethod
     def from_config(cls, net: Supernet, search: SearchConfig, *, device: Optional[torch.device] = None,
-                    bf16: bool = False) -> "Searcher":
+                    bf16: bool = False, world: World = SINGLE) -> "Searcher":
         """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam)."""
         w, a = search.weights, search.arch
         w_opt = torch.optim.SGD(net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov,
@@ -96,7 +110,7 @@ class Searcher:
         return cls(net, w_opt, a_opt, epochs=epochs, tau_at=make_tau_schedule(search.tau),
                    lr_at=lambda e: cosine_lr(e, epochs, w.lr, w.lr_min),
                    beta_decay_at=lambda e: beta_decay_weight(e, epochs, warmup, a.beta_decay),
-                   grad_clip=w.grad_clip, device=device, bf16=bf16)
+                   grad_clip=w.grad_clip, device=device, bf16=bf16, world=world)
 
     def start_epoch(self, epoch: int) -> None:
         """Set tau, the weights' learning rate and the beta-decay weight for ``epoch`` (0-based); reset the meters."""
@@ -124,7 +138,7 @@ class Searcher:
             a.requires_grad_(False)
         try:
             with self.autocast:
-                logits = self.net(x)
+                logits = self.weight_model(x)  # DDP averages the gradients in backward
                 loss = F.cross_entropy(logits, y)
             self.weight_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,8 +162,16 @@ class Searcher:
             objective = loss + self.beta_decay * beta_decay_term(self.net)
         self.arch_optimizer.zero_grad(set_to_none=True)
         objective.backward(inputs=self.arch)
+        self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
         self.arch_optimizer.step()
         self.val_meter.add(loss, logits, y)
+
+    def end_epoch(self) -> None:
+        """Make the ranks agree before the epoch's outputs: average the batch-norm statistics
+        (the arch step updates them outside DDP) and sum the meters."""
+        self.world.average_buffers_(self.net)
+        self.train_meter.all_reduce_(self.world)
+        self.val_meter.all_reduce_(self.world)
 
     def state_dict(self) -> Dict[str, Any]:
         """The checkpoint entries: the supernet and both optimisers."""

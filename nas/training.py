@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import Config
 from .data import BatchLoader, ImageData, load_dataset
+from .distributed import SINGLE, World
 from .errors import UserError
 
 
@@ -44,6 +45,14 @@ class Meter:
         self.correct += (logits.detach().argmax(dim=1) == target).sum()
         self.count += n
 
+    def all_reduce_(self, world: World) -> None:
+        """Sum the counters over the ranks (in place): afterwards every rank reads the global figures."""
+        if not world.distributed:
+            return
+        count = torch.tensor([float(self.count)], device=self.loss.device, dtype=torch.float64)
+        world.all_reduce_sum_([self.loss, self.correct, count])
+        self.count = int(count.item())
+
     def read(self) -> Tuple[float, float]:
         """(mean loss, accuracy in %); NaN when empty."""
         if self.count == 0:
@@ -58,12 +67,23 @@ def load_data(cfg: Config) -> ImageData:
 
 
 def make_loader(data: ImageData, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
-                augment: bool, seed: int, device: torch.device, channels_last: bool) -> BatchLoader:
+                augment: bool, seed: int, device: torch.device, channels_last: bool,
+                world: World = SINGLE) -> BatchLoader:
+    """A loader of global batches of ``batch_size``; under several processes each rank gets its share."""
     if batch_size > images.shape[0] and train:
         raise UserError(f"batch size {batch_size} exceeds the {images.shape[0]} images available; "
                         "lower the batch size or use more data")
-    return BatchLoader(images, labels, batch_size, mean=data.mean, std=data.std, augment=augment and train,
-                       shuffle=train, drop_last=train, seed=seed, device=device, channels_last=channels_last)
+    return BatchLoader(images, labels, max(1, batch_size // world.world_size), mean=data.mean, std=data.std,
+                       augment=augment and train, shuffle=train, drop_last=train, seed=seed, device=device,
+                       channels_last=channels_last, rank=world.rank, world_size=world.world_size)
+
+
+def check_batch_split(batch_size: int, key: str, world: World) -> None:
+    """The global batch must split evenly over the processes (each rank takes batch / N)."""
+    if batch_size % world.world_size:
+        raise UserError(f"{key}={batch_size} does not split over {world.world_size} processes; "
+                        f"use a multiple of {world.world_size}, e.g. {key}="
+                        f"{max(1, round(batch_size / world.world_size)) * world.world_size}")
 
 
 def clip_and_step(params: Iterable[nn.Parameter], optimizer: torch.optim.Optimizer, grad_clip: float) -> None:

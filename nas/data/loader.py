@@ -72,6 +72,10 @@ class BatchLoader:
     :meth:`set_epoch`) and moves them to the device in one transfer; each batch is then gathered,
     cropped/flipped, converted to float and normalised on the device with no host-device sync.
     Yields ``(x, y)``: float32 B x 3 x H x W and int64 B.
+
+    Under several processes (``world_size`` > 1), ``batch_size`` is each rank's share: every
+    rank draws the same order, takes consecutive global batches of ``batch_size * world_size``
+    and keeps its own slice of each, so an epoch uses each image once, as one process does.
     """
 
     padding = 4
@@ -90,6 +94,8 @@ class BatchLoader:
         seed: int,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be a uint8 N x C x H x W tensor, got {images.dtype} {tuple(images.shape)}")
@@ -99,6 +105,8 @@ class BatchLoader:
             raise ValueError("mean and std need one value per channel")
         if int(batch_size) < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}. Fix: set a positive batch size")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.augment = bool(augment)
@@ -107,6 +115,7 @@ class BatchLoader:
         self.seed = int(seed)
         self.channels_last = bool(channels_last)
         self.epoch = 0
+        self.rank, self.world_size = int(rank), int(world_size)
         self._images = images.contiguous().to(self.device)
         self._labels = labels.to(self.device, torch.long)
         std_t = torch.tensor([float(s) for s in std], dtype=torch.float32)
@@ -121,8 +130,8 @@ class BatchLoader:
         return int(self._images.shape[0])
 
     def __len__(self) -> int:
-        n = self.num_samples
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, per_step = self.num_samples, self.batch_size * self.world_size
+        return n // per_step if self.drop_last else math.ceil(n / per_step)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration reproduces."""
@@ -146,8 +155,12 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         plan = self._plan()
         bs = self.batch_size
+        first = self.rank * bs  # this rank's slice of each global batch
         for i in range(len(self)):
-            part = plan[:, i * bs:(i + 1) * bs]
+            start = i * bs * self.world_size + first
+            part = plan[:, start:start + bs]
+            if part.shape[1] == 0:  # the last, partial global batch left nothing for this rank
+                break
             idx = part[0]
             x = self._images.index_select(0, idx)
             if self.augment:
