@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Entry point: ``python search.py`` runs configs/default.yaml; see ``--help``."""
+
 import sys
 
 from nas.cli import main

@@ -39,18 +39,14 @@ DEFAULT_OUT = RESULTS / "bench_sampler.json"
 TAU = 1.0
 
 
-def _step(
-    fn: Callable[..., torch.Tensor], logits: torch.Tensor, upstream: torch.Tensor, backward: bool
-) -> None:
+def _step(fn: Callable[..., torch.Tensor], logits: torch.Tensor, upstream: torch.Tensor, backward: bool) -> None:
     y = fn(logits, tau=TAU, hard=True)
     if backward:
         y.backward(upstream)
         logits.grad = None
 
 
-def bench_row(
-    shape: tuple, mode: str, device: torch.device, repeats: int, warmup: int
-) -> Dict[str, object]:
+def bench_row(shape: tuple, mode: str, device: torch.device, repeats: int, warmup: int) -> Dict[str, object]:
     logits = torch.randn(*shape, device=device, requires_grad=True)
     upstream = torch.randn(*shape, device=device)
     backward = mode == "forward+backward"
@@ -92,14 +88,11 @@ def main(argv: List[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=None,
-        help="timed repeats per row and implementation "
-        "(default: 2000 for 6x5, 60 for 4096x1000; --quick: 3)",
+        help="timed repeats per row and implementation (default: 2000 for 6x5, 60 for 4096x1000; --quick: 3)",
     )
     parser.add_argument("--quick", action="store_true", help="few repeats (smoke test)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
 
     if args.repeats is not None and args.repeats < 1:
@@ -134,15 +127,19 @@ def main(argv: List[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"device: {result['machine']['device_name']} ({device}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"device: {result['machine']['device_name']} ({device}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     header = f"{'shape':>10} {'mode':>17} {'repeats':>8} {'ours us':>11} {'torch us':>11} {'ours/torch':>10}"
     print(header)
     print("-" * len(header))
     for row in rows:
         shape = "x".join(map(str, row["shape"]))
-        print(f"{shape:>10} {row['mode']:>17} {row['repeats']:>8} "
-              f"{row['ours_median_us']:>11.1f} {row['torch_median_us']:>11.1f} {row['ratio']:>10.3f}")
+        print(
+            f"{shape:>10} {row['mode']:>17} {row['repeats']:>8} "
+            f"{row['ours_median_us']:>11.1f} {row['torch_median_us']:>11.1f} {row['ratio']:>10.3f}"
+        )
     print(f"wrote {args.out}")
     return 0
 

@@ -61,6 +61,7 @@ shared cores, 2 threads ran a step 3-10x slower than 1 thread and the A/A contro
 was off by up to 87%); ``--threads 1`` then measures the code rather than the
 scheduler. A full run took 10 minutes with one thread on such a machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,8 +104,12 @@ BIAS = 30.0
 # (SGD lr 0.025, momentum 0.9, nesterov, weight decay 5e-4, clip 5; Adam 3e-4) drive every step.
 SEARCH = load_config(find_config("configs/nb201_cifar10.yaml")).search
 GRAD_CLIP = SEARCH.weights.grad_clip
-W_OPT = dict(lr=SEARCH.weights.lr, momentum=SEARCH.weights.momentum, nesterov=SEARCH.weights.nesterov,
-             weight_decay=SEARCH.weights.weight_decay)
+W_OPT = dict(
+    lr=SEARCH.weights.lr,
+    momentum=SEARCH.weights.momentum,
+    nesterov=SEARCH.weights.nesterov,
+    weight_decay=SEARCH.weights.weight_decay,
+)
 PAPER_GDAS_SECONDS = 28926.0  # NAS-Bench-201 paper, GDAS search on CIFAR-10 (one V100)
 PAPER_EPOCHS, PAPER_SPLIT = 250, 25000
 MEMORY_CASES = ("discrete", "gdas", "gdas_random", "darts", "snas")
@@ -131,12 +136,37 @@ class Settings:
 
 def settings_for(quick: bool, repeats: Optional[int]) -> Settings:
     if quick:
-        s = Settings(C=4, N=1, batch=8, size=16, num_classes=10, random_archs=1, fixed_archs=["nor_conv_3x3"],
-                     repeats=3, warmup=1, mode_repeats=3, memory_iters=1, throughput_iters=2, throughput_images=64)
+        s = Settings(
+            C=4,
+            N=1,
+            batch=8,
+            size=16,
+            num_classes=10,
+            random_archs=1,
+            fixed_archs=["nor_conv_3x3"],
+            repeats=3,
+            warmup=1,
+            mode_repeats=3,
+            memory_iters=1,
+            throughput_iters=2,
+            throughput_images=64,
+        )
     else:
-        s = Settings(C=16, N=5, batch=64, size=32, num_classes=10, random_archs=8,
-                     fixed_archs=["nor_conv_3x3", "skip_connect"], repeats=7, warmup=2, mode_repeats=5,
-                     memory_iters=2, throughput_iters=20, throughput_images=PAPER_SPLIT)
+        s = Settings(
+            C=16,
+            N=5,
+            batch=64,
+            size=32,
+            num_classes=10,
+            random_archs=8,
+            fixed_archs=["nor_conv_3x3", "skip_connect"],
+            repeats=7,
+            warmup=2,
+            mode_repeats=5,
+            memory_iters=2,
+            throughput_iters=20,
+            throughput_images=PAPER_SPLIT,
+        )
     if repeats is not None:
         s.repeats = s.mode_repeats = repeats
     return s
@@ -161,8 +191,9 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int,
-                warmup: int) -> Dict[str, List[float]]:
+def interleaved(
+    fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int
+) -> Dict[str, List[float]]:
     """Run every fn once per round, the order rotating each round (ABC, BCA, CAB, ...); seconds per fn."""
     names = list(fns)
     times: Dict[str, List[float]] = {n: [] for n in names}
@@ -278,8 +309,9 @@ def search_step_fn(net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = F
 # ----------------------------------------------------------------------------------------------
 
 
-def step_row(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor, i: int,
-             geno: Genotype) -> Dict[str, object]:
+def step_row(
+    s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor, i: int, geno: Genotype
+) -> Dict[str, object]:
     """The step section's row of one architecture: forced, sampled, discrete and the A/A control."""
     net = supernet(s, "gdas", device, seed=i)
     weights = net.weight_parameters()
@@ -304,8 +336,12 @@ def step_row(s: Settings, device: torch.device, x: torch.Tensor, y: torch.Tensor
     # the same work; its ratio to the first shows the noise floor of this machine.
     copy = net.discretize(geno).train()
     copy_step = weight_step_fn(copy, list(copy.parameters()), x, y)
-    times = interleaved({"forced": forced, "sampled": sampled, "discrete": disc_step, "discrete_copy": copy_step},
-                        device, s.repeats, s.warmup)
+    times = interleaved(
+        {"forced": forced, "sampled": sampled, "discrete": disc_step, "discrete_copy": copy_step},
+        device,
+        s.repeats,
+        s.warmup,
+    )
     m = {k: med(v) for k, v in times.items()}
     q = statistics.quantiles(times["discrete"], n=4) if len(times["discrete"]) >= 2 else [m["discrete"]] * 3
     return {
@@ -330,13 +366,17 @@ def bench_step(s: Settings, device: torch.device, log) -> Dict[str, object]:
     for i, geno in enumerate(benchmark_archs(s)):
         row = step_row(s, device, x, y, i, geno)  # its models are freed on return
         rows.append(row)
-        log(f"step {i + 1}: {row['arch']}  forced {row['forced_ms']:.1f} ms, sampled {row['sampled_ms']:.1f} ms, "
+        log(
+            f"step {i + 1}: {row['arch']}  forced {row['forced_ms']:.1f} ms, sampled {row['sampled_ms']:.1f} ms, "
             f"discrete {row['discrete_ms']:.1f} ms  ratio {row['ratio']:.3f} / {row['ratio_sampled']:.3f}  "
-            f"(A/A {row['aa_ratio']:.3f})")
+            f"(A/A {row['aa_ratio']:.3f})"
+        )
         gc.collect()
     sampling = bench_sampling(s, device)
-    log(f"sampling: {sampling['weight_step_us']:.1f} us per weight-step forward, "
-        f"{sampling['arch_step_us']:.1f} us per arch-step forward")
+    log(
+        f"sampling: {sampling['weight_step_us']:.1f} us per weight-step forward, "
+        f"{sampling['arch_step_us']:.1f} us per arch-step forward"
+    )
     summary = {
         "sampling_weight_step_us": sampling["weight_step_us"],
         "sampling_arch_step_us": sampling["arch_step_us"],
@@ -401,16 +441,22 @@ def bench_modes(s: Settings, device: torch.device, log) -> Dict[str, object]:
         xw_cl, _ = make_batch(s, device, seed=1, channels_last=True)
         xa_cl, _ = make_batch(s, device, seed=2, channels_last=True)
         variants["gdas+bf16"] = search_step_fn(supernet(s, "gdas", device), device, x_w, y_w, x_a, y_a, bf16=True)
-        variants["gdas+channels_last"] = search_step_fn(supernet(s, "gdas", device, channels_last=True), device,
-                                                        xw_cl, y_w, xa_cl, y_a)
+        variants["gdas+channels_last"] = search_step_fn(
+            supernet(s, "gdas", device, channels_last=True), device, xw_cl, y_w, xa_cl, y_a
+        )
         variants["gdas+bf16+channels_last"] = search_step_fn(
-            supernet(s, "gdas", device, channels_last=True), device, xw_cl, y_w, xa_cl, y_a, bf16=True)
+            supernet(s, "gdas", device, channels_last=True), device, xw_cl, y_w, xa_cl, y_a, bf16=True
+        )
     times = interleaved({**fns, **variants}, device, s.mode_repeats, s.warmup)
     gdas = med(times["gdas"])
     rows = []
     for name, ts in times.items():
-        row = {"mode": name, "median_ms": 1e3 * med(ts), "gdas_speedup": med(ts) / gdas,
-               "times_ms": [round(1e3 * t, 3) for t in ts]}
+        row = {
+            "mode": name,
+            "median_ms": 1e3 * med(ts),
+            "gdas_speedup": med(ts) / gdas,
+            "times_ms": [round(1e3 * t, 3) for t in ts],
+        }
         if device.type == "cuda":
             row["syncs_per_iteration"] = sync_count({**fns, **variants}[name], device)
         rows.append(row)
@@ -487,8 +533,11 @@ def memory_child(case: str, s: Settings, device: torch.device) -> Dict[str, obje
         for _ in range(s.memory_iters):
             step()
         sync(device)
-        out.update(kind="cuda max_memory_allocated - allocated before",
-                   peak_bytes=torch.cuda.max_memory_allocated(device) - before, baseline_bytes=before)
+        out.update(
+            kind="cuda max_memory_allocated - allocated before",
+            peak_bytes=torch.cuda.max_memory_allocated(device) - before,
+            baseline_bytes=before,
+        )
     else:
         reset = reset_peak_rss()
         before = rss_bytes()
@@ -502,17 +551,31 @@ def memory_child(case: str, s: Settings, device: torch.device) -> Dict[str, obje
             kind, peak = "peak RSS (VmHWM, reset before the first step) - RSS before the first step", hwm
         else:
             kind, peak = "ru_maxrss - RSS before the first step", maxrss
-        out.update(kind=kind, peak_bytes=peak - before, baseline_bytes=before, vmhwm_before_bytes=hwm_before,
-                   vmhwm_bytes=hwm, maxrss_before_bytes=maxrss_before, maxrss_bytes=maxrss,
-                   # An earlier high-water mark (inherited or from model building) would hide the step's.
-                   baseline_peak_dominates=peak <= (hwm_before if reset and hwm_before else maxrss_before))
+        out.update(
+            kind=kind,
+            peak_bytes=peak - before,
+            baseline_bytes=before,
+            vmhwm_before_bytes=hwm_before,
+            vmhwm_bytes=hwm,
+            maxrss_before_bytes=maxrss_before,
+            maxrss_bytes=maxrss,
+            # An earlier high-water mark (inherited or from model building) would hide the step's.
+            baseline_peak_dominates=peak <= (hwm_before if reset and hwm_before else maxrss_before),
+        )
     return out
 
 
 def bench_memory(s: Settings, device: torch.device, quick: bool, log) -> Dict[str, object]:
     rows = []
-    base = [sys.executable, "-m", "experiments.bench_search", "--device", device.type,
-            "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else [])
+    base = [
+        sys.executable,
+        "-m",
+        "experiments.bench_search",
+        "--device",
+        device.type,
+        "--threads",
+        str(torch.get_num_threads()),
+    ] + (["--quick"] if quick else [])
     # A process's peak memory does not depend on what runs beside it, so --quick starts
     # its children at once (they are import-bound); a full run starts them one by one.
     parallel = quick and device.type == "cpu"
@@ -526,8 +589,14 @@ def bench_memory(s: Settings, device: torch.device, quick: bool, log) -> Dict[st
         env.pop("MALLOC_MMAP_THRESHOLD_", None)
         if allocators[alloc] is not None:
             env["MALLOC_MMAP_THRESHOLD_"] = allocators[alloc]
-        procs[alloc, case] = subprocess.Popen(base + ["--_memory-child", case], stdout=subprocess.PIPE,
-                                              stderr=subprocess.PIPE, text=True, cwd=str(ROOT), env=env)
+        procs[alloc, case] = subprocess.Popen(
+            base + ["--_memory-child", case],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(ROOT),
+            env=env,
+        )
         if not parallel:
             outputs[alloc, case] = procs[alloc, case].communicate() + (procs[alloc, case].returncode,)
     for job, proc in procs.items():
@@ -539,9 +608,9 @@ def bench_memory(s: Settings, device: torch.device, quick: bool, log) -> Dict[st
         lines = [ln for ln in stdout.splitlines() if ln.startswith(CHILD_TAG)]
         if code != 0 or not lines:
             raise RuntimeError(f"memory child {case!r} ({alloc}) failed (exit {code}):\n{stderr[-4000:]}")
-        row = json.loads(lines[-1][len(CHILD_TAG):])
+        row = json.loads(lines[-1][len(CHILD_TAG) :])
         row["allocator"] = alloc
-        row["peak_mib"] = row["peak_bytes"] / 2 ** 20
+        row["peak_mib"] = row["peak_bytes"] / 2**20
         rows.append(row)
         by[alloc][case] = row["peak_bytes"]
         log(f"memory: {case} ({alloc}) {row['peak_mib']:.1f} MiB")
@@ -564,8 +633,21 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
     # Normalised by the images' own per-channel statistics (random images: any values cost the same).
     flat = images[0].float().div(255).transpose(0, 1).reshape(3, -1)
     mean, std = tuple(flat.mean(1).tolist()), tuple(flat.std(1).tolist())
-    loaders = [BatchLoader(images[k], labels[k], s.batch, mean=mean, std=std, augment=True,
-                           shuffle=True, drop_last=True, seed=s.seed + k, device=device) for k in range(2)]
+    loaders = [
+        BatchLoader(
+            images[k],
+            labels[k],
+            s.batch,
+            mean=mean,
+            std=std,
+            augment=True,
+            shuffle=True,
+            drop_last=True,
+            seed=s.seed + k,
+            device=device,
+        )
+        for k in range(2)
+    ]
     feed = "nas.data.BatchLoader (augment, shuffle)"
     net = supernet(s, "gdas", device)
     searcher = searcher_for(net, device)
@@ -592,17 +674,24 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
     iters_per_epoch = PAPER_SPLIT // 64  # drop_last, batch 64
     est = PAPER_EPOCHS * iters_per_epoch * t_iter
     out = {
-        "feed": feed, "iterations": iters, "batch": s.batch, "seconds": total,
+        "feed": feed,
+        "iterations": iters,
+        "batch": s.batch,
+        "seconds": total,
         "seconds_per_iteration": t_iter,
         "median_iteration_s": med(per_iter) if device.type != "cuda" else None,
         "images_per_second": 2 * s.batch * iters / total,
-        "estimated_full_search_s": est, "estimated_full_search_h": est / 3600,
+        "estimated_full_search_s": est,
+        "estimated_full_search_h": est / 3600,
         "estimate": f"{PAPER_EPOCHS} epochs x {iters_per_epoch} iterations x {t_iter:.3f} s",
-        "paper_gdas_s": PAPER_GDAS_SECONDS, "paper_device": "one NVIDIA V100 GPU (NAS-Bench-201 paper)",
+        "paper_gdas_s": PAPER_GDAS_SECONDS,
+        "paper_device": "one NVIDIA V100 GPU (NAS-Bench-201 paper)",
         "vs_paper": est / PAPER_GDAS_SECONDS,
     }
-    log(f"throughput: {out['images_per_second']:.1f} img/s, "
-        f"estimated full search {out['estimated_full_search_h']:.1f} h")
+    log(
+        f"throughput: {out['images_per_second']:.1f} img/s, "
+        f"estimated full search {out['estimated_full_search_h']:.1f} h"
+    )
     return out
 
 
@@ -614,54 +703,79 @@ def bench_throughput(s: Settings, device: torch.device, log) -> Dict[str, object
 def table(res: Dict[str, object]) -> str:
     lines = []
     m = res["machine"]
-    lines.append(f"bench_search  device {m['device']} ({m['device_name']}), {m['cpu_count']} CPUs, "
-                 f"torch {m['torch']} ({m['torch_threads']} threads)  settings C={res['settings']['C']} "
-                 f"N={res['settings']['N']} batch={res['settings']['batch']} {res['settings']['size']}px")
+    lines.append(
+        f"bench_search  device {m['device']} ({m['device_name']}), {m['cpu_count']} CPUs, "
+        f"torch {m['torch']} ({m['torch_threads']} threads)  settings C={res['settings']['C']} "
+        f"N={res['settings']['N']} batch={res['settings']['batch']} {res['settings']['size']}px"
+    )
     if "step" in res:
         lines.append("")
-        lines.append(f"{'weight step: architecture':<96} {'forced':>9} {'sampled':>9} {'discrete':>9} "
-                     f"{'ratio':>6} {'smpl':>6} {'A/A':>6}")
+        lines.append(
+            f"{'weight step: architecture':<96} {'forced':>9} {'sampled':>9} {'discrete':>9} "
+            f"{'ratio':>6} {'smpl':>6} {'A/A':>6}"
+        )
         for r in res["step"]["rows"]:
-            lines.append(f"{r['arch']:<96} {r['forced_ms']:>7.1f}ms {r['sampled_ms']:>7.1f}ms "
-                         f"{r['discrete_ms']:>7.1f}ms {r['ratio']:>6.3f} {r['ratio_sampled']:>6.3f} "
-                         f"{r['aa_ratio']:>6.3f}")
+            lines.append(
+                f"{r['arch']:<96} {r['forced_ms']:>7.1f}ms {r['sampled_ms']:>7.1f}ms "
+                f"{r['discrete_ms']:>7.1f}ms {r['ratio']:>6.3f} {r['ratio_sampled']:>6.3f} "
+                f"{r['aa_ratio']:>6.3f}"
+            )
         sm = res["step"]["summary"]
-        lines.append(f"{'geometric mean':<96} {'':>9} {'':>9} {'':>9} {sm['geomean_ratio']:>6.3f} "
-                     f"{sm['geomean_ratio_sampled']:>6.3f} {sm['geomean_aa_ratio']:>6.3f}")
-        lines.append(f"max ratio forced {sm['max_ratio']:.3f}, sampled {sm['max_ratio_sampled']:.3f} (target <= 1.05); "
-                     f"paired geomean {sm['geomean_ratio_paired']:.3f} / {sm['geomean_ratio_sampled_paired']:.3f}; "
-                     f"A/A control off by up to {100 * sm['max_abs_aa_deviation']:.1f}% (the noise floor)")
-        lines.append(f"drawing the architecture (gdas sample_architecture): {sm['sampling_weight_step_us']:.1f} us "
-                     f"per weight-step forward, {sm['sampling_arch_step_us']:.1f} us per arch-step forward")
+        lines.append(
+            f"{'geometric mean':<96} {'':>9} {'':>9} {'':>9} {sm['geomean_ratio']:>6.3f} "
+            f"{sm['geomean_ratio_sampled']:>6.3f} {sm['geomean_aa_ratio']:>6.3f}"
+        )
+        lines.append(
+            f"max ratio forced {sm['max_ratio']:.3f}, sampled {sm['max_ratio_sampled']:.3f} (target <= 1.05); "
+            f"paired geomean {sm['geomean_ratio_paired']:.3f} / {sm['geomean_ratio_sampled_paired']:.3f}; "
+            f"A/A control off by up to {100 * sm['max_abs_aa_deviation']:.1f}% (the noise floor)"
+        )
+        lines.append(
+            f"drawing the architecture (gdas sample_architecture): {sm['sampling_weight_step_us']:.1f} us "
+            f"per weight-step forward, {sm['sampling_arch_step_us']:.1f} us per arch-step forward"
+        )
     if "modes" in res:
         lines.append("")
         lines.append(f"{'search iteration (weight + arch step)':<40} {'median':>11} {'x gdas':>8} {'syncs':>6}")
         for r in res["modes"]["rows"]:
             syncs = r.get("syncs_per_iteration")
-            lines.append(f"{r['mode']:<40} {r['median_ms']:>9.1f}ms {r['gdas_speedup']:>8.2f} "
-                         f"{'' if syncs is None else syncs:>6}")
+            lines.append(
+                f"{r['mode']:<40} {r['median_ms']:>9.1f}ms {r['gdas_speedup']:>8.2f} "
+                f"{'' if syncs is None else syncs:>6}"
+            )
         sm = res["modes"]["summary"]
-        lines.append(f"gdas speedup: {sm['gdas_speedup_vs_darts']:.2f}x vs darts (target >= 4), "
-                     f"{sm['gdas_speedup_vs_snas']:.2f}x vs snas")
+        lines.append(
+            f"gdas speedup: {sm['gdas_speedup_vs_darts']:.2f}x vs darts (target >= 4), "
+            f"{sm['gdas_speedup_vs_snas']:.2f}x vs snas"
+        )
     if "memory" in res:
         lines.append("")
         lines.append(f"{'peak memory (own process)':<64} {'allocator':<20} {'MiB':>9} {'/disc':>6}")
         for r in res["memory"]["rows"]:
-            lines.append(f"{r['label']:<64} {r.get('allocator', ''):<20} {r['peak_mib']:>9.1f} "
-                         f"{r['vs_discrete']:>6.2f}")
+            lines.append(
+                f"{r['label']:<64} {r.get('allocator', ''):<20} {r['peak_mib']:>9.1f} {r['vs_discrete']:>6.2f}"
+            )
         sm = res["memory"]["summary"]
-        lines.append(f"gdas / discrete: {sm['gdas_over_discrete']:.3f} with allocator {sm.get('allocator')} "
-                     "(target <= 1.15)" + "".join(f"; {sm[k]:.3f} {k[len('gdas_over_discrete_'):]}"
-                                                 for k in sm if k.startswith("gdas_over_discrete_")))
+        lines.append(
+            f"gdas / discrete: {sm['gdas_over_discrete']:.3f} with allocator {sm.get('allocator')} "
+            "(target <= 1.15)"
+            + "".join(
+                f"; {sm[k]:.3f} {k[len('gdas_over_discrete_') :]}" for k in sm if k.startswith("gdas_over_discrete_")
+            )
+        )
     if "throughput" in res:
         t = res["throughput"]
         lines.append("")
-        lines.append(f"throughput: {t['images_per_second']:.1f} img/s ({t['iterations']} iterations, "
-                     f"{t['seconds_per_iteration']:.3f} s each, {t['feed']})")
-        lines.append(f"full nb201_cifar10 search estimate: {t['estimate']} = {t['estimated_full_search_s']:.0f} s "
-                     f"({t['estimated_full_search_h']:.1f} h) = {t['vs_paper']:.1f}x the paper's "
-                     f"{t['paper_gdas_s']:.0f} s on one V100"
-                     + ("  [--quick: tiny setting, not the real cost]" if res["quick"] else ""))
+        lines.append(
+            f"throughput: {t['images_per_second']:.1f} img/s ({t['iterations']} iterations, "
+            f"{t['seconds_per_iteration']:.3f} s each, {t['feed']})"
+        )
+        lines.append(
+            f"full nb201_cifar10 search estimate: {t['estimate']} = {t['estimated_full_search_s']:.0f} s "
+            f"({t['estimated_full_search_h']:.1f} h) = {t['vs_paper']:.1f}x the paper's "
+            f"{t['paper_gdas_s']:.0f} s on one V100"
+            + ("  [--quick: tiny setting, not the real cost]" if res["quick"] else "")
+        )
     if "before" in res:
         lines.append("")
         lines.append(f"before (from {res['before'].get('source')}): " + json.dumps(res["before"].get("summary")))
@@ -672,8 +786,13 @@ def summaries(res: Dict[str, object]) -> Dict[str, object]:
     out = {}
     for k in SECTIONS:
         if k in res:
-            out[k] = res[k]["summary"] if "summary" in res[k] else {
-                kk: res[k][kk] for kk in ("images_per_second", "seconds_per_iteration", "estimated_full_search_s")}
+            out[k] = (
+                res[k]["summary"]
+                if "summary" in res[k]
+                else {
+                    kk: res[k][kk] for kk in ("images_per_second", "seconds_per_iteration", "estimated_full_search_s")
+                }
+            )
     return out
 
 
@@ -684,10 +803,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (step, modes)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: every core, os.cpu_count(); --quick: 1)")
-    parser.add_argument("--before", type=Path, default=None,
-                        help="an earlier JSON of this benchmark whose summaries are kept as 'before'")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: every core, os.cpu_count(); --quick: 1)"
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="an earlier JSON of this benchmark whose summaries are kept as 'before'",
+    )
     parser.add_argument("--_memory-child", dest="memory_child", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -741,10 +865,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         pass
     if args.before is not None:
         old = json.loads(args.before.read_text())
-        res["before"] = {"source": str(args.before), "machine": old.get("machine"),
-                         "summary": old.get("summary"), "step_rows": [
-                             {k: r[k] for k in ("arch", "forced_ms", "sampled_ms", "discrete_ms", "ratio",
-                                                "ratio_sampled")} for r in old.get("step", {}).get("rows", [])]}
+        res["before"] = {
+            "source": str(args.before),
+            "machine": old.get("machine"),
+            "summary": old.get("summary"),
+            "step_rows": [
+                {k: r[k] for k in ("arch", "forced_ms", "sampled_ms", "discrete_ms", "ratio", "ratio_sampled")}
+                for r in old.get("step", {}).get("rows", [])
+            ],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     log(f"wrote {args.out}")

@@ -15,6 +15,7 @@ cells, with --meta that they equal the official order (the arch strings of an of
 directory's meta file, read with ``nas.load_benchmark``), and that the written table reads back
 to the CSV's values.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,10 @@ def build(csv_path: Path, out_dir: Path, meta: Path = None) -> None:
         except InvalidOperation:
             raise UserError(f"row {i}: accuracy {r['cifar10_test_accuracy']!r} is not a number") from None
         if scaled != scaled.to_integral_value() or not 0 <= scaled <= 100 * B.ACC_SCALE:
-            raise UserError(f"row {i}: accuracy {r['cifar10_test_accuracy']!r} needs more than 4 decimals or is "
-                            "outside 0..100; the uint32 encoding would not be exact")
+            raise UserError(
+                f"row {i}: accuracy {r['cifar10_test_accuracy']!r} needs more than 4 decimals or is "
+                "outside 0..100; the uint32 encoding would not be exact"
+            )
         acc[i] = int(scaled)
         ops = B.cell_ops(r["arch"])
         if B.cell_string(ops) != r["arch"].strip():
@@ -84,16 +87,22 @@ def build(csv_path: Path, out_dir: Path, meta: Path = None) -> None:
         assert f"{back_acc[i] / B.ACC_SCALE:.4f}" == f"{Decimal(r['cifar10_test_accuracy']):.4f}"
         assert back_acc[i] / B.ACC_SCALE == float(r["cifar10_test_accuracy"])
         assert B.cell_string(B.decode_cell(back_codes[i])) == r["arch"].strip()
-    print(f"wrote {out_dir / B.ACC_FILE} and {out_dir / B.ARCH_FILE} ({B.NUM_CELLS} cells, "
-          f"mean {acc.mean() / B.ACC_SCALE:.2f}, best {acc.max() / B.ACC_SCALE:.4f})")
+    print(
+        f"wrote {out_dir / B.ACC_FILE} and {out_dir / B.ARCH_FILE} ({B.NUM_CELLS} cells, "
+        f"mean {acc.mean() / B.ACC_SCALE:.2f}, best {acc.max() / B.ACC_SCALE:.4f})"
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("csv", type=Path, help="the exported CSV (index, arch, cifar10_test_accuracy)")
     p.add_argument("--out", type=Path, default=B.DATA_DIR, help="output directory (default: nas/benchmark_data)")
-    p.add_argument("--meta", type=Path, default=None,
-                   help=f"an official NATS-Bench directory (or its {META_FILE}) to check the order against")
+    p.add_argument(
+        "--meta",
+        type=Path,
+        default=None,
+        help=f"an official NATS-Bench directory (or its {META_FILE}) to check the order against",
+    )
     args = p.parse_args()
     try:
         build(args.csv, args.out, args.meta)

@@ -6,6 +6,7 @@ search and retrain of a study sees the same data and each per-epoch evaluation
 is cheap. A run reads it with ``data.root=<folder>`` and ``data.verify_md5=false``
 (:func:`experiments.settings.data_overrides`).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,7 @@ def cifar_subset(root: Path, n_train: int, n_test: int, cache: Path, seed: int =
     tmp.mkdir(parents=True)
 
     def dump(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        batch = {b"data": x.reshape(x.shape[0], -1).numpy().astype(np.uint8),
-                 b"labels": [int(v) for v in y.tolist()]}
+        batch = {b"data": x.reshape(x.shape[0], -1).numpy().astype(np.uint8), b"labels": [int(v) for v in y.tolist()]}
         with open(tmp / name, "wb") as f:
             pickle.dump(batch, f)
 

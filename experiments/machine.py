@@ -6,6 +6,7 @@ when given), :func:`git_state` (HEAD, whether ``nas/`` or ``configs/`` differ
 from it, and :func:`library_fingerprint`, a hash of the library's source) and
 :func:`command_line`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -88,14 +89,18 @@ def library_fingerprint() -> str:
 
 def git_state() -> Dict[str, Any]:
     """HEAD commit and whether nas/ or configs/ differ from it."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "library_dirty": bool(git("status", "--porcelain", "--", "nas", "configs")),
-            "library_fingerprint": library_fingerprint()}
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "library_dirty": bool(git("status", "--porcelain", "--", "nas", "configs")),
+        "library_fingerprint": library_fingerprint(),
+    }
 
 
 def command_line() -> str:

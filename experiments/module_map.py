@@ -7,6 +7,7 @@ Prints a Markdown table, one row per module of ``nas/``: its line count and the
 modules of ``nas`` it imports (module level and inside functions alike), then the
 import cycles, if any.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,13 @@ def module_map(root: Path) -> Dict[str, dict]:
     package = root / "nas"
     files = sorted(package.rglob("*.py"))
     modules = {module_name(package, p) for p in files}
-    return {module_name(package, p): {"lines": len(p.read_text().splitlines()),
-                                      "imports": sorted(package_imports(package, p, modules))} for p in files}
+    return {
+        module_name(package, p): {
+            "lines": len(p.read_text().splitlines()),
+            "imports": sorted(package_imports(package, p, modules)),
+        }
+        for p in files
+    }
 
 
 def cycles(graph: Dict[str, List[str]]) -> List[List[str]]:
@@ -60,7 +66,7 @@ def cycles(graph: Dict[str, List[str]]) -> List[List[str]]:
     def walk(node: str, path: List[str]) -> None:
         for nxt in graph.get(node, []):
             if nxt in path:
-                cycle = path[path.index(nxt):]
+                cycle = path[path.index(nxt) :]
                 key = frozenset(cycle)
                 if len(cycle) > 1 and key not in seen:
                     seen.add(key)

@@ -20,6 +20,7 @@ pruned one, from its last pruning event, where each edge chose between its last 
 survivor by the measured loss (or probability) is GDAS's rule, the survivor among the ops other
 than ``none`` the none-excluded rule.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,22 @@ from nas.report import collapse_counts
 from nas.runtime import find_config
 
 NAME = "nb201_cpu_search"
-CONFIG = find_config("configs/nb201_cifar10_cpu.yaml").resolve()   # the shipped CPU config
-SEARCH_SCRIPT = ROOT / "search.py"                                   # the command line, as a user runs it
+CONFIG = find_config("configs/nb201_cifar10_cpu.yaml").resolve()  # the shipped CPU config
+SEARCH_SCRIPT = ROOT / "search.py"  # the command line, as a user runs it
 RUNS = ROOT / "runs" / NAME
-QUICK = ["data.name=synthetic", "data.train_subset=null", "data.num_train=256", "data.num_test=64",
-         "data.image_size=16", "supernet.C=4", "supernet.N=1", "search.batch_size=32", "search.steps_per_epoch=3",
-         "search.epochs=6", "search.warmup_epochs=1"]
+QUICK = [
+    "data.name=synthetic",
+    "data.train_subset=null",
+    "data.num_train=256",
+    "data.num_test=64",
+    "data.image_size=16",
+    "supernet.C=4",
+    "supernet.N=1",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "search.epochs=6",
+    "search.warmup_epochs=1",
+]
 
 
 def both_rules(run_dir: Path) -> Dict[str, str]:
@@ -64,7 +75,7 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
         return rules_from_probs(probs_log[-1]["probs"]["normal"], ops)
     last = events[-1]
     # The ops alive before the last event: everything, minus what the earlier events removed.
-    alive = [set(ops) for _ in probs_log[-1]["probs"]["normal"]]   # one set per edge
+    alive = [set(ops) for _ in probs_log[-1]["probs"]["normal"]]  # one set per edge
     for m in events[:-1]:
         for removed in m["pruned"]["normal"]:
             for e, op in enumerate(removed):
@@ -91,27 +102,55 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     return out
 
 
-def row_for(run_dir: Path, variant: str, seed: int, overrides: Sequence[str], minutes: Optional[float],
-            parallel: int, threads: Optional[int]) -> Dict[str, Any]:
+def row_for(
+    run_dir: Path,
+    variant: str,
+    seed: int,
+    overrides: Sequence[str],
+    minutes: Optional[float],
+    parallel: int,
+    threads: Optional[int],
+) -> Dict[str, Any]:
     bench = nas.load_benchmark()
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     geno = Genotype.from_json((run_dir / "genotype.json").read_text())
     rules = both_rules(run_dir)
-    row = {"variant": variant, "seed": seed, "genotype": str(geno), "settings": list(overrides),
-           "minutes": minutes, "epoch_minutes": sum(m["epoch_seconds"] for m in metrics) / 60,
-           "parallel_searches": parallel, "threads": threads, "run_dir": str(run_dir),
-           "epochs": metrics[-1]["epoch"], "final_entropy": metrics[-1]["entropy"],
-           "final_train_acc": metrics[-1]["train_acc"],
-           "benchmark": bench.query(geno), "percentile": bench.percentile(geno),
-           "benchmark_per_epoch": [bench.query(m["genotype"]) for m in metrics]}
+    row = {
+        "variant": variant,
+        "seed": seed,
+        "genotype": str(geno),
+        "settings": list(overrides),
+        "minutes": minutes,
+        "epoch_minutes": sum(m["epoch_seconds"] for m in metrics) / 60,
+        "parallel_searches": parallel,
+        "threads": threads,
+        "run_dir": str(run_dir),
+        "epochs": metrics[-1]["epoch"],
+        "final_entropy": metrics[-1]["entropy"],
+        "final_train_acc": metrics[-1]["train_acc"],
+        "benchmark": bench.query(geno),
+        "percentile": bench.percentile(geno),
+        "benchmark_per_epoch": [bench.query(m["genotype"]) for m in metrics],
+    }
     for rule, arch in rules.items():
-        row[rule] = {"genotype": arch, "benchmark": bench.query(arch), "percentile": bench.percentile(arch),
-                     "counts": collapse_counts(Genotype.from_nb201(arch))["normal"]}
+        row[rule] = {
+            "genotype": arch,
+            "benchmark": bench.query(arch),
+            "percentile": bench.percentile(arch),
+            "counts": collapse_counts(Genotype.from_nb201(arch))["normal"],
+        }
     return row
 
 
-def launch(variant: str, seeds: Sequence[int], overrides: Sequence[str], parallel: int, threads: Optional[int],
-           quick: bool, runs_dir: Path) -> List[Dict[str, Any]]:
+def launch(
+    variant: str,
+    seeds: Sequence[int],
+    overrides: Sequence[str],
+    parallel: int,
+    threads: Optional[int],
+    quick: bool,
+    runs_dir: Path,
+) -> List[Dict[str, Any]]:
     """Run the searches, ``parallel`` at a time, each in its own process; returns their rows."""
     pending = list(seeds)
     active: List[Any] = []
@@ -128,8 +167,15 @@ def launch(variant: str, seeds: Sequence[int], overrides: Sequence[str], paralle
                 cmd += ["--set", s]
             log_file = open(runs_dir / f"{variant}-s{seed}.log", "w")
             log(f"start {variant} seed {seed}: {' '.join(cmd[1:])}")
-            active.append((seed, out, subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT),
-                           time.perf_counter(), log_file))
+            active.append(
+                (
+                    seed,
+                    out,
+                    subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT),
+                    time.perf_counter(),
+                    log_file,
+                )
+            )
         time.sleep(0.2 if quick else 5)
         for item in list(active):
             seed, out, proc, t0, log_file = item
@@ -152,11 +198,18 @@ def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         rec = {"variant": variant, "seeds": [r["seed"] for r in sel], "settings": sel[0]["settings"]}
         for key in ("gdas_rule", "none_excluded"):
             accs = [r[key]["benchmark"] for r in sel]
-            rec[key] = {"mean": mean_std(accs)[0], "std": mean_std(accs)[1], "min": min(accs),
-                        "none_mean": sum(r[key]["counts"]["none"] for r in sel) / len(sel)}
+            rec[key] = {
+                "mean": mean_std(accs)[0],
+                "std": mean_std(accs)[1],
+                "min": min(accs),
+                "none_mean": sum(r[key]["counts"]["none"] for r in sel) / len(sel),
+            }
         rec["derived_mean"] = mean_std(r["benchmark"] for r in sel)[0]
-        rec["minutes_mean"] = mean_std(r["minutes"] for r in sel if r["minutes"] is not None)[0] \
-            if any(r["minutes"] is not None for r in sel) else None
+        rec["minutes_mean"] = (
+            mean_std(r["minutes"] for r in sel if r["minutes"] is not None)[0]
+            if any(r["minutes"] is not None for r in sel)
+            else None
+        )
         out.append(rec)
     return out
 
@@ -166,8 +219,13 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
     # The config before this study, as recorded (none-excluded rule): the comparison panel.
     recorded = []
     for f in sorted((RESULTS / "cifar_cpu_config").glob("run_xeon_s*_metrics.jsonl")):
-        recorded.append({"variant": "shipped before (recorded)", "seed": int(f.stem.split("_s")[1][0]),
-                         "benchmark_per_epoch": [bench.query(m["genotype"]) for m in read_jsonl(f)]})
+        recorded.append(
+            {
+                "variant": "shipped before (recorded)",
+                "seed": int(f.stem.split("_s")[1][0]),
+                "benchmark_per_epoch": [bench.query(m["genotype"]) for m in read_jsonl(f)],
+            }
+        )
     rows = recorded + list(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
@@ -178,8 +236,9 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
             ax = fig.add_subplot(1, len(variants), i + 1)
             for r in rows:
                 if r["variant"] == variant:
-                    ax.plot(range(1, len(r["benchmark_per_epoch"]) + 1), r["benchmark_per_epoch"],
-                            label=f"seed {r['seed']}")
+                    ax.plot(
+                        range(1, len(r["benchmark_per_epoch"]) + 1), r["benchmark_per_epoch"], label=f"seed {r['seed']}"
+                    )
             ax.axhline(bench.best().accuracy, color="grey", ls=":", lw=1)
             ax.set_ylim(80, 95)
             ax.set_title(variant, fontsize=9)
@@ -187,6 +246,7 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
             if i == 0:
                 ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
             ax.legend(fontsize=7)
+
     return save_plot(draw, path)
 
 
@@ -194,8 +254,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", help="name of the method variant (a row label)")
     p.add_argument("--seeds", default="0", help="comma-separated search seeds (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override of this variant (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of this variant (repeatable)",
+    )
     p.add_argument("--collect", nargs="+", metavar="RUN_DIR", help="finished run directories to record instead")
     p.add_argument("--parallel", type=int, default=1, help="searches at once (default 1, as a user runs it)")
     p.add_argument("--threads", type=int, default=None, help="run.threads of each search (default: the config's)")
@@ -220,8 +286,17 @@ def main() -> int:
             if not (run_dir / "genotype.json").exists():
                 p.error(f"{run_dir} is not a finished search run directory")
             cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-            new.append(row_for(run_dir, args.variant, int(cfg["run"]["seed"]), args.overrides, None, args.parallel,
-                               cfg["run"].get("threads")))
+            new.append(
+                row_for(
+                    run_dir,
+                    args.variant,
+                    int(cfg["run"]["seed"]),
+                    args.overrides,
+                    None,
+                    args.parallel,
+                    cfg["run"].get("threads"),
+                )
+            )
     elif not args.report:
         runs_dir = Path(tempfile.mkdtemp(prefix="nas-cpu-search-")) if args.quick else RUNS
         runs_dir.mkdir(parents=True, exist_ok=True)
@@ -234,30 +309,75 @@ def main() -> int:
         r["machine"], r["code"], r["command"] = machine(), git_state(), command_line()
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
-    text = "\n".join([
-        "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules; min: wall "
-        "minutes, ~ the sum of epoch times for collected runs):",
-        table(["variant", "seed", "GDAS rule %", "pct", "none", "none-excluded %", "pct", "skip", "pool",
-                 "H final", "min", "cell (none-excluded)"],
-                [[r["variant"], r["seed"], f"{r['gdas_rule']['benchmark']:.2f}", f"{r['gdas_rule']['percentile']:.1f}",
-                  r["gdas_rule"]["counts"]["none"], f"{r['none_excluded']['benchmark']:.2f}",
-                  f"{r['none_excluded']['percentile']:.1f}", r["none_excluded"]["counts"]["skip"],
-                  r["none_excluded"]["counts"]["pool"], f"{r['final_entropy']:.3f}",
-                  f"~{r['epoch_minutes']:.1f}" if r["minutes"] is None else f"{r['minutes']:.1f}",
-                  r["none_excluded"]["genotype"]]
-                 for r in runs]),
-        "",
-        "Per variant (mean ± std over seeds):",
-        table(["variant", "seeds", "GDAS rule %", "none edges", "none-excluded %", "worst seed %", "min/run"],
-                [[s["variant"], ",".join(map(str, s["seeds"])),
-                  f"{s['gdas_rule']['mean']:.2f} ± {s['gdas_rule']['std']:.2f}", f"{s['gdas_rule']['none_mean']:.1f}",
-                  f"{s['none_excluded']['mean']:.2f} ± {s['none_excluded']['std']:.2f}",
-                  f"{s['none_excluded']['min']:.2f}",
-                  "-" if s["minutes_mean"] is None else f"{s['minutes_mean']:.1f}"] for s in summ]),
-    ])
-    record.update({"experiment": NAME, "quick": args.quick, "config": rel(CONFIG),
-                   "runs": runs, "summary": summ, "plot": png, "table": text,
-                   "command": command_line(), "machine": machine()})
+    text = "\n".join(
+        [
+            "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules; min: wall "
+            "minutes, ~ the sum of epoch times for collected runs):",
+            table(
+                [
+                    "variant",
+                    "seed",
+                    "GDAS rule %",
+                    "pct",
+                    "none",
+                    "none-excluded %",
+                    "pct",
+                    "skip",
+                    "pool",
+                    "H final",
+                    "min",
+                    "cell (none-excluded)",
+                ],
+                [
+                    [
+                        r["variant"],
+                        r["seed"],
+                        f"{r['gdas_rule']['benchmark']:.2f}",
+                        f"{r['gdas_rule']['percentile']:.1f}",
+                        r["gdas_rule"]["counts"]["none"],
+                        f"{r['none_excluded']['benchmark']:.2f}",
+                        f"{r['none_excluded']['percentile']:.1f}",
+                        r["none_excluded"]["counts"]["skip"],
+                        r["none_excluded"]["counts"]["pool"],
+                        f"{r['final_entropy']:.3f}",
+                        f"~{r['epoch_minutes']:.1f}" if r["minutes"] is None else f"{r['minutes']:.1f}",
+                        r["none_excluded"]["genotype"],
+                    ]
+                    for r in runs
+                ],
+            ),
+            "",
+            "Per variant (mean ± std over seeds):",
+            table(
+                ["variant", "seeds", "GDAS rule %", "none edges", "none-excluded %", "worst seed %", "min/run"],
+                [
+                    [
+                        s["variant"],
+                        ",".join(map(str, s["seeds"])),
+                        f"{s['gdas_rule']['mean']:.2f} ± {s['gdas_rule']['std']:.2f}",
+                        f"{s['gdas_rule']['none_mean']:.1f}",
+                        f"{s['none_excluded']['mean']:.2f} ± {s['none_excluded']['std']:.2f}",
+                        f"{s['none_excluded']['min']:.2f}",
+                        "-" if s["minutes_mean"] is None else f"{s['minutes_mean']:.1f}",
+                    ]
+                    for s in summ
+                ],
+            ),
+        ]
+    )
+    record.update(
+        {
+            "experiment": NAME,
+            "quick": args.quick,
+            "config": rel(CONFIG),
+            "runs": runs,
+            "summary": summ,
+            "plot": png,
+            "table": text,
+            "command": command_line(),
+            "machine": machine(),
+        }
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)

@@ -25,6 +25,7 @@ the op probabilities (or the entropy, for runs that did not record them).
     python -m experiments.nb201_evidence --modes --seeds 3     # and part 4 (about 25 min, 2 cores)
     python -m experiments.nb201_evidence --quick --modes --out /tmp/x.json
 """
+
 from __future__ import annotations
 
 import json
@@ -103,9 +104,17 @@ def recorded_cells(bench) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
             arch = row.get("genotype")
             if not isinstance(arch, str) or not is_benchmark_cell(arch):
                 continue
-            entry = {"file": rel, "where": where, "genotype": arch, "benchmark": bench.query(arch),
-                     "percentile": bench.percentile(arch), "dataset": row_dataset(experiment, record, row),
-                     "rule": row.get("rule"), "mode": row.get("mode"), "seed": row.get("seed")}
+            entry = {
+                "file": rel,
+                "where": where,
+                "genotype": arch,
+                "benchmark": bench.query(arch),
+                "percentile": bench.percentile(arch),
+                "dataset": row_dataset(experiment, record, row),
+                "rule": row.get("rule"),
+                "mode": row.get("mode"),
+                "seed": row.get("seed"),
+            }
             if is_search_row(experiment, rel, where, row):
                 searched.append(entry)
             if isinstance(row.get("test_acc"), (int, float)):
@@ -149,10 +158,18 @@ def calibration(pairs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         x = [v[0] for v in cells.values()]
         y = [v[1] for v in cells.values()]
         top = [v for v in cells.values() if v[1] >= 90.0]
-        out.append({"file": f, "dataset": rows[0]["dataset"], "cells": len(cells), "kendall_tau": kendall_tau_b(x, y),
-                    "cells_at_90_plus": len(top),
-                    "kendall_tau_90_plus": kendall_tau_b([v[0] for v in top], [v[1] for v in top])
-                    if len(top) >= 3 else None})
+        out.append(
+            {
+                "file": f,
+                "dataset": rows[0]["dataset"],
+                "cells": len(cells),
+                "kendall_tau": kendall_tau_b(x, y),
+                "cells_at_90_plus": len(top),
+                "kendall_tau_90_plus": kendall_tau_b([v[0] for v in top], [v[1] for v in top])
+                if len(top) >= 3
+                else None,
+            }
+        )
     return out
 
 
@@ -164,17 +181,24 @@ def search_vs_random(bench, runs: List[Dict[str, Any]], draws: int, seed: int = 
     mean = sum(accs) / k if k else float("nan")
     rng = random.Random(seed)
     at_least = sum(sum(rng.choice(space) for _ in range(k)) / k >= mean for _ in range(draws)) if k else 0
-    return {"searches": k, "mean": mean, "space_mean": sum(space) / len(space),
-            "space_median": sorted(space)[len(space) // 2], "percentiles": [r["percentile"] for r in runs],
-            "p_random_mean_at_least": (at_least + 1) / (draws + 1), "draws": draws}
+    return {
+        "searches": k,
+        "mean": mean,
+        "space_mean": sum(space) / len(space),
+        "space_median": sorted(space)[len(space) // 2],
+        "percentiles": [r["percentile"] for r in runs],
+        "p_random_mean_at_least": (at_least + 1) / (draws + 1),
+        "draws": draws,
+    }
 
 
 def per_epoch_benchmark(bench, metrics: List[Dict[str, Any]]) -> List[Tuple[int, float]]:
     return [(m["epoch"], bench.query(m["genotype"])) for m in metrics if is_benchmark_cell(m.get("genotype") or "")]
 
 
-def plot_run(bench, title: str, metrics: List[Dict[str, Any]], probs_log: Optional[List[Dict[str, Any]]],
-             path: Path) -> Optional[str]:
+def plot_run(
+    bench, title: str, metrics: List[Dict[str, Any]], probs_log: Optional[List[Dict[str, Any]]], path: Path
+) -> Optional[str]:
     curve = per_epoch_benchmark(bench, metrics)
 
     def draw(plt):
@@ -201,6 +225,7 @@ def plot_run(bench, title: str, metrics: List[Dict[str, Any]], probs_log: Option
             ax2.set_ylabel("mean edge entropy (nats)")
             ax2.set_title("op probabilities not recorded for this run", fontsize=8)
         ax2.set_xlabel("epoch")
+
     return save_plot(draw, path)
 
 
@@ -221,20 +246,40 @@ def modes_study(ctx, bench, seeds: int, plot: bool) -> List[Dict[str, Any]]:
     rows = []
     for mode in MODES:
         for seed in range(seeds):
-            s = ctx.runner.search(data + search_overrides(ctx.args.dataset, ctx.args.quick)
-                                  + [f"supernet.mode={mode}", f"run.seed={seed}"],
-                                  label=f"{ctx.args.dataset} {mode} seed {seed}")
+            s = ctx.runner.search(
+                data
+                + search_overrides(ctx.args.dataset, ctx.args.quick)
+                + [f"supernet.mode={mode}", f"run.seed={seed}"],
+                label=f"{ctx.args.dataset} {mode} seed {seed}",
+            )
             probs_log = read_jsonl(s["run_dir"] / "arch_probs.jsonl")
             final = probs_log[-1]
             cells = both_rules(final["probs"]["normal"], final["ops"])
-            row = {"mode": mode, "seed": seed, "search_seconds": s["seconds"],
-                   "final_entropy": s["metrics"][-1]["entropy"]}
+            row = {
+                "mode": mode,
+                "seed": seed,
+                "search_seconds": s["seconds"],
+                "final_entropy": s["metrics"][-1]["entropy"],
+            }
             for rule, arch in cells.items():
-                row[rule] = {"genotype": arch, "benchmark": bench.query(arch), "percentile": bench.percentile(arch),
-                             "counts": counts(arch)}
+                row[rule] = {
+                    "genotype": arch,
+                    "benchmark": bench.query(arch),
+                    "percentile": bench.percentile(arch),
+                    "counts": counts(arch),
+                }
             if plot:
-                row["plot"] = plot_run(bench, f"{mode} seed {seed} ({ctx.args.dataset}, CPU budget)", s["metrics"],
-                                       probs_log, PLOTS / f"modes_{mode}_s{seed}.png") if not ctx.args.quick else None
+                row["plot"] = (
+                    plot_run(
+                        bench,
+                        f"{mode} seed {seed} ({ctx.args.dataset}, CPU budget)",
+                        s["metrics"],
+                        probs_log,
+                        PLOTS / f"modes_{mode}_s{seed}.png",
+                    )
+                    if not ctx.args.quick
+                    else None
+                )
             rows.append(row)
     return rows
 
@@ -261,14 +306,29 @@ def main() -> int:
         ops = rep["ops"]
         rules = both_rules([[r["probs"][op] for op in ops] for r in rep["final_probs"]["normal"]], ops)
         arch = rules["none_excluded"]  # the shipped config's rule, whatever rule the run itself used
-        row = {"run": report.stem, "genotype": arch, "benchmark": bench.query(arch),
-               "gdas_rule": {"genotype": rules["gdas_rule"], "benchmark": bench.query(rules["gdas_rule"]),
-                             "none": counts(rules["gdas_rule"])["none"]},
-               "percentile": bench.percentile(arch), "counts": counts(arch), "derive_none": rep.get("derive_none"),
-               "epochs": rep.get("epochs_done"), "final_entropy": metrics[-1]["entropy"] if metrics else None}
+        row = {
+            "run": report.stem,
+            "genotype": arch,
+            "benchmark": bench.query(arch),
+            "gdas_rule": {
+                "genotype": rules["gdas_rule"],
+                "benchmark": bench.query(rules["gdas_rule"]),
+                "none": counts(rules["gdas_rule"])["none"],
+            },
+            "percentile": bench.percentile(arch),
+            "counts": counts(arch),
+            "derive_none": rep.get("derive_none"),
+            "epochs": rep.get("epochs_done"),
+            "final_entropy": metrics[-1]["entropy"] if metrics else None,
+        }
         if not args.quick:
-            row["plot"] = plot_run(bench, f"{report.stem} (configs/nb201_cifar10_cpu.yaml, recorded)", metrics, None,
-                                   PLOTS / f"{report.stem}.png")
+            row["plot"] = plot_run(
+                bench,
+                f"{report.stem} (configs/nb201_cifar10_cpu.yaml, recorded)",
+                metrics,
+                None,
+                PLOTS / f"{report.stem}.png",
+            )
         cpu_runs.append(row)
     # The finished 60-epoch runs of the shipped CPU config are the L and xeon runs (A and B are
     # 50-epoch trials of an earlier setting).
@@ -277,51 +337,129 @@ def main() -> int:
     calib = calibration(pairs)
     modes = modes_study(ctx, bench, 1 if args.quick else args.seeds, plot=True) if args.modes else []
 
-    lines = ["Recorded CPU-config searches (configs/nb201_cifar10_cpu.yaml; cell: the none-excluded rule):",
-             table(["run", "epochs", "NB201 acc %", "percentile", "skip", "pool", "GDAS rule %", "its none",
-                      "H final", "cell"],
-                     [[r["run"], r["epochs"], f"{r['benchmark']:.2f}", f"{r['percentile']:.1f}", r["counts"]["skip"],
-                       r["counts"]["pool"], f"{r['gdas_rule']['benchmark']:.2f}", r["gdas_rule"]["none"],
-                       f"{r['final_entropy']:.3f}" if r["final_entropy"] is not None else "-", r["genotype"]]
-                      for r in cpu_runs]),
-             "",
-             f"Search against random: {vs_random['searches']} finished 60-epoch CPU-config searches average "
-             f"{vs_random['mean']:.2f}% against the space's mean {vs_random['space_mean']:.2f}% (median "
-             f"{vs_random['space_median']:.2f}%); percentiles "
-             + ", ".join(f"{x:.1f}" for x in vs_random["percentiles"])
-             + f"; P(mean of {vs_random['searches']} random cells >= theirs) = "
-               f"{vs_random['p_random_mean_at_least']:.2g}",
-             "",
-             "Every searched cell in the recorded results:",
-             table(["file", "row", "NB201 acc %", "percentile", "cell"],
-                     [[r["file"], r["where"] or "-", f"{r['benchmark']:.2f}", f"{r['percentile']:.1f}", r["genotype"]]
-                      for r in searched]),
-             "",
-             "Calibration: Kendall's tau-b between recorded CPU-retrain accuracy and NB201 accuracy, per file:",
-             table(["file", "data", "cells", "tau (all)", "cells >= 90% NB201", "tau (those)"],
-                     [[c["file"], c["dataset"], c["cells"], f"{c['kendall_tau']:.2f}", c["cells_at_90_plus"],
-                       "-" if c["kendall_tau_90_plus"] is None else f"{c['kendall_tau_90_plus']:.2f}"] for c in calib])]
+    lines = [
+        "Recorded CPU-config searches (configs/nb201_cifar10_cpu.yaml; cell: the none-excluded rule):",
+        table(
+            [
+                "run",
+                "epochs",
+                "NB201 acc %",
+                "percentile",
+                "skip",
+                "pool",
+                "GDAS rule %",
+                "its none",
+                "H final",
+                "cell",
+            ],
+            [
+                [
+                    r["run"],
+                    r["epochs"],
+                    f"{r['benchmark']:.2f}",
+                    f"{r['percentile']:.1f}",
+                    r["counts"]["skip"],
+                    r["counts"]["pool"],
+                    f"{r['gdas_rule']['benchmark']:.2f}",
+                    r["gdas_rule"]["none"],
+                    f"{r['final_entropy']:.3f}" if r["final_entropy"] is not None else "-",
+                    r["genotype"],
+                ]
+                for r in cpu_runs
+            ],
+        ),
+        "",
+        f"Search against random: {vs_random['searches']} finished 60-epoch CPU-config searches average "
+        f"{vs_random['mean']:.2f}% against the space's mean {vs_random['space_mean']:.2f}% (median "
+        f"{vs_random['space_median']:.2f}%); percentiles "
+        + ", ".join(f"{x:.1f}" for x in vs_random["percentiles"])
+        + f"; P(mean of {vs_random['searches']} random cells >= theirs) = "
+        f"{vs_random['p_random_mean_at_least']:.2g}",
+        "",
+        "Every searched cell in the recorded results:",
+        table(
+            ["file", "row", "NB201 acc %", "percentile", "cell"],
+            [
+                [r["file"], r["where"] or "-", f"{r['benchmark']:.2f}", f"{r['percentile']:.1f}", r["genotype"]]
+                for r in searched
+            ],
+        ),
+        "",
+        "Calibration: Kendall's tau-b between recorded CPU-retrain accuracy and NB201 accuracy, per file:",
+        table(
+            ["file", "data", "cells", "tau (all)", "cells >= 90% NB201", "tau (those)"],
+            [
+                [
+                    c["file"],
+                    c["dataset"],
+                    c["cells"],
+                    f"{c['kendall_tau']:.2f}",
+                    c["cells_at_90_plus"],
+                    "-" if c["kendall_tau_90_plus"] is None else f"{c['kendall_tau_90_plus']:.2f}",
+                ]
+                for c in calib
+            ],
+        ),
+    ]
     if modes:
         budget_text = " ".join(search_overrides(args.dataset, args.quick))
-        lines += ["", f"Modes and derivation rules ({args.dataset}, CPU budget: {budget_text}):",
-                  table(["mode", "seed", "rule", "NB201 acc %", "percentile", "skip", "pool", "none", "cell"],
-                          [[r["mode"], r["seed"], rule, f"{r[rule]['benchmark']:.2f}", f"{r[rule]['percentile']:.1f}",
-                            r[rule]["counts"]["skip"], r[rule]["counts"]["pool"], r[rule]["counts"]["none"],
-                            r[rule]["genotype"]] for r in modes for rule in ("gdas_rule", "none_excluded")])]
+        lines += [
+            "",
+            f"Modes and derivation rules ({args.dataset}, CPU budget: {budget_text}):",
+            table(
+                ["mode", "seed", "rule", "NB201 acc %", "percentile", "skip", "pool", "none", "cell"],
+                [
+                    [
+                        r["mode"],
+                        r["seed"],
+                        rule,
+                        f"{r[rule]['benchmark']:.2f}",
+                        f"{r[rule]['percentile']:.1f}",
+                        r[rule]["counts"]["skip"],
+                        r[rule]["counts"]["pool"],
+                        r[rule]["counts"]["none"],
+                        r[rule]["genotype"],
+                    ]
+                    for r in modes
+                    for rule in ("gdas_rule", "none_excluded")
+                ],
+            ),
+        ]
         summary = []
         for mode in MODES:
             for rule in ("gdas_rule", "none_excluded"):
                 sel = [r[rule] for r in modes if r["mode"] == mode]
-                summary.append([mode, rule, fmt_pm(s["benchmark"] for s in sel),
-                                f"{sum(s['counts']['none'] for s in sel) / len(sel):.1f}",
-                                f"{sum(s['counts']['skip'] for s in sel) / len(sel):.1f}",
-                                f"{sum(s['counts']['pool'] for s in sel) / len(sel):.1f}",
-                                f"{sum(r['search_seconds'] for r in modes if r['mode'] == mode) / len(sel):.0f}"])
-        lines += ["", "Per mode and rule (mean over seeds):",
-                  table(["mode", "rule", "NB201 acc % (mean ± std)", "none", "skip", "pool", "search s"], summary)]
-    study.finish(ctx, NAME, {"dataset": args.dataset, "cpu_config_runs": cpu_runs, "search_vs_random": vs_random,
-                         "searched_cells": searched, "calibration": calib, "calibration_pairs": pairs,
-                         "modes": modes, "budget": budget(args.quick)}, "\n".join(lines))
+                summary.append(
+                    [
+                        mode,
+                        rule,
+                        fmt_pm(s["benchmark"] for s in sel),
+                        f"{sum(s['counts']['none'] for s in sel) / len(sel):.1f}",
+                        f"{sum(s['counts']['skip'] for s in sel) / len(sel):.1f}",
+                        f"{sum(s['counts']['pool'] for s in sel) / len(sel):.1f}",
+                        f"{sum(r['search_seconds'] for r in modes if r['mode'] == mode) / len(sel):.0f}",
+                    ]
+                )
+        lines += [
+            "",
+            "Per mode and rule (mean over seeds):",
+            table(["mode", "rule", "NB201 acc % (mean ± std)", "none", "skip", "pool", "search s"], summary),
+        ]
+    study.finish(
+        ctx,
+        NAME,
+        {
+            "dataset": args.dataset,
+            "cpu_config_runs": cpu_runs,
+            "search_vs_random": vs_random,
+            "searched_cells": searched,
+            "calibration": calib,
+            "calibration_pairs": pairs,
+            "modes": modes,
+            "budget": budget(args.quick),
+        },
+        "\n".join(lines),
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ same run share it. A cached run is reused only when it finished and was made by
 the same library source (:func:`experiments.machine.library_fingerprint`, kept in
 the run's ``DONE`` file); anything else is deleted and run again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,6 +47,7 @@ def cache_key(kind: str, cfg: Config, extra: str = "") -> str:
 @dataclass
 class Runner:
     """Runs searches and retrains in ``cache`` and times them (``timings``, one entry per run)."""
+
     cache: Path
     timings: List[Dict[str, Any]] = field(default_factory=list)
     fingerprint: str = field(default_factory=library_fingerprint)
@@ -72,8 +74,12 @@ class Runner:
         run_dir = self.cache / f"search-{cfg.supernet.mode}-s{cfg.run.seed}-{cache_key('search', cfg)}"
         metrics = read_jsonl(run_dir / "metrics.jsonl")
         done = self.done_record(run_dir)
-        finished = done is not None and (run_dir / "genotype.json").exists() and bool(metrics) \
+        finished = (
+            done is not None
+            and (run_dir / "genotype.json").exists()
+            and bool(metrics)
             and metrics[-1]["epoch"] >= cfg.search.epochs
+        )
         t0 = time.perf_counter()
         if finished:
             geno = Genotype.from_json((run_dir / "genotype.json").read_text())
@@ -86,11 +92,18 @@ class Runner:
             metrics = read_jsonl(run_dir / "metrics.jsonl")
         log(f"search {label} {'(cached) ' if cached else ''}{seconds:.0f} s: {geno}")
         self.timings.append({"kind": "search", "label": label, "seconds": seconds, "cached": cached})
-        return {"genotype": geno, "run_dir": run_dir, "metrics": metrics, "seconds": seconds, "cached": cached,
-                "config": cfg}
+        return {
+            "genotype": geno,
+            "run_dir": run_dir,
+            "metrics": metrics,
+            "seconds": seconds,
+            "cached": cached,
+            "config": cfg,
+        }
 
-    def retrain(self, overrides: Sequence[str], geno: Genotype, label: str = "",
-                base: Path = DEFAULT_CONFIG) -> Dict[str, Any]:
+    def retrain(
+        self, overrides: Sequence[str], geno: Genotype, label: str = "", base: Path = DEFAULT_CONFIG
+    ) -> Dict[str, Any]:
         """A finished retrain of ``geno``: ``{test_acc, test_loss, params, macs, seconds, cached, run_dir}``."""
         cfg = config(overrides, base)
         arch = str(geno)
@@ -104,14 +117,31 @@ class Runner:
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
             # the architecture only: a searched genotype's probabilities are no part of the retrain
-            plain = Genotype(space=geno.space, normal=geno.normal, reduce=geno.reduce,
-                             normal_concat=geno.normal_concat, reduce_concat=geno.reduce_concat)
+            plain = Genotype(
+                space=geno.space,
+                normal=geno.normal,
+                reduce=geno.reduce,
+                normal_concat=geno.normal_concat,
+                reduce_concat=geno.reduce_concat,
+            )
             r = run_retrain(cfg, plain, run_dir, self.device(cfg), progress=False, log=lambda s: None)
-            res = {"test_acc": r.test_acc, "test_loss": r.test_loss, "params": r.params, "macs": r.macs,
-                   "epochs": r.epochs_done}
+            res = {
+                "test_acc": r.test_acc,
+                "test_loss": r.test_loss,
+                "params": r.params,
+                "macs": r.macs,
+                "epochs": r.epochs_done,
+            }
             seconds, cached = time.perf_counter() - t0, False
             self.mark_done(run_dir, seconds)
         log(f"retrain {label} {'(cached) ' if cached else ''}{seconds:.0f} s: {res['test_acc']:.2f}%  {arch}")
         self.timings.append({"kind": "retrain", "label": label, "seconds": seconds, "cached": cached})
-        return {"test_acc": float(res["test_acc"]), "test_loss": float(res["test_loss"]), "params": int(res["params"]),
-                "macs": int(res["macs"]), "seconds": seconds, "cached": cached, "run_dir": run_dir}
+        return {
+            "test_acc": float(res["test_acc"]),
+            "test_loss": float(res["test_loss"]),
+            "params": int(res["params"]),
+            "macs": int(res["macs"]),
+            "seconds": seconds,
+            "cached": cached,
+            "run_dir": run_dir,
+        }

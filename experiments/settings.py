@@ -6,6 +6,7 @@ swaps in tiny ones (``QUICK_*``). They are pinned as config overrides on top of
 the shipped ``configs/default.yaml`` (``nas.runtime.default_config()``), so
 later edits of that file do not change them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +14,11 @@ from typing import Any, Dict, List, Optional, Union
 
 from nas.runtime import default_config
 
-ROOT = Path(__file__).resolve().parent.parent          # the repository root
-RESULTS = ROOT / "experiments" / "results"              # recorded JSON, PNG
-DEFAULT_CACHE = ROOT / "runs" / "experiments_cache"     # runs/ is git-ignored
-DEFAULT_CIFAR_ROOT = ROOT / "data"                      # holds cifar-10-batches-py/
-DEFAULT_CONFIG = default_config()                       # the base config of every search and retrain
+ROOT = Path(__file__).resolve().parent.parent  # the repository root
+RESULTS = ROOT / "experiments" / "results"  # recorded JSON, PNG
+DEFAULT_CACHE = ROOT / "runs" / "experiments_cache"  # runs/ is git-ignored
+DEFAULT_CIFAR_ROOT = ROOT / "data"  # holds cifar-10-batches-py/
+DEFAULT_CONFIG = default_config()  # the base config of every search and retrain
 
 
 def rel(path: Union[str, Path]) -> str:
@@ -36,32 +37,60 @@ def rel(path: Union[str, Path]) -> str:
 # and learns much faster without it: with augmentation an all-nor_conv_3x3 network is often still at
 # chance after 300 steps.
 DATA_SYNTHETIC = ["data.name=synthetic", "data.num_train=4000", "data.num_test=1000", "data.augment=false"]
-SEARCH = [                      # pinned here, so later edits of configs/default.yaml do not change it
-    "supernet.space=nb201", "supernet.mode=gdas", "supernet.C=8", "supernet.N=1",
-    "search.epochs=10", "search.batch_size=64", "search.weights.lr=0.05", "search.weights.lr_min=0.001",
-    "search.arch.lr=0.003", "search.tau.schedule=linear", "search.tau.max=10.0", "search.tau.min=0.1",
-    "search.warmup_epochs=0", "search.prune=off",
+SEARCH = [  # pinned here, so later edits of configs/default.yaml do not change it
+    "supernet.space=nb201",
+    "supernet.mode=gdas",
+    "supernet.C=8",
+    "supernet.N=1",
+    "search.epochs=10",
+    "search.batch_size=64",
+    "search.weights.lr=0.05",
+    "search.weights.lr_min=0.001",
+    "search.arch.lr=0.003",
+    "search.tau.schedule=linear",
+    "search.tau.max=10.0",
+    "search.tau.min=0.1",
+    "search.warmup_epochs=0",
+    "search.prune=off",
 ]
 # The supernet learns the glyph task slowly (its paths change every step): 10 warm-up epochs train the
 # weights alone, then 20 epochs search; with 10 epochs in all it was still near chance (experiments/README.md)
 SEARCH_SYNTHETIC = ["search.epochs=30", "search.warmup_epochs=10"]
-RETRAIN_SYNTHETIC = [           # the discrete network from scratch: 5 epochs over the 4000 images (310 steps)
-    "retrain.nb201.C=8", "retrain.nb201.N=1", "retrain.nb201.epochs=5", "retrain.nb201.batch_size=64",
+RETRAIN_SYNTHETIC = [  # the discrete network from scratch: 5 epochs over the 4000 images (310 steps)
+    "retrain.nb201.C=8",
+    "retrain.nb201.N=1",
+    "retrain.nb201.epochs=5",
+    "retrain.nb201.batch_size=64",
     # lr 0.02, not 0.05: at 0.05 (and 0.1) an all-conv network stayed on the ln 5 plateau for
     # 10 epochs on one seed of five; at 0.02 all five left it within 5 epochs (experiments/README.md)
     "retrain.nb201.lr=0.02",
 ]
-RETRAIN_CIFAR = [               # 6 epochs of 40 steps (about 3 passes over the 5000 images), crop + flip
-    "retrain.nb201.C=8", "retrain.nb201.N=1", "retrain.nb201.epochs=6", "retrain.nb201.batch_size=64",
-    "retrain.nb201.steps_per_epoch=40", "retrain.nb201.lr=0.05",
+RETRAIN_CIFAR = [  # 6 epochs of 40 steps (about 3 passes over the 5000 images), crop + flip
+    "retrain.nb201.C=8",
+    "retrain.nb201.N=1",
+    "retrain.nb201.epochs=6",
+    "retrain.nb201.batch_size=64",
+    "retrain.nb201.steps_per_epoch=40",
+    "retrain.nb201.lr=0.05",
 ]
-CIFAR_TRAIN, CIFAR_TEST = 5000, 2000   # the fixed CIFAR-10 subset (seeded), see experiments.cifar_subset
+CIFAR_TRAIN, CIFAR_TEST = 5000, 2000  # the fixed CIFAR-10 subset (seeded), see experiments.cifar_subset
 
 QUICK_DATA_SYNTHETIC = ["data.name=synthetic", "data.num_train=256", "data.num_test=128", "data.image_size=16"]
-QUICK_SEARCH = ["supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2",
-                "search.warmup_epochs=0", "search.prune=off"]
-QUICK_RETRAIN = ["retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
-                 "retrain.nb201.steps_per_epoch=3"]
+QUICK_SEARCH = [
+    "supernet.C=4",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "search.epochs=2",
+    "search.warmup_epochs=0",
+    "search.prune=off",
+]
+QUICK_RETRAIN = [
+    "retrain.nb201.C=4",
+    "retrain.nb201.N=1",
+    "retrain.nb201.epochs=1",
+    "retrain.nb201.batch_size=32",
+    "retrain.nb201.steps_per_epoch=3",
+]
 QUICK_CIFAR_TRAIN, QUICK_CIFAR_TEST = 256, 128
 
 
@@ -100,9 +129,12 @@ def cifar_subset_size(quick: bool) -> tuple:
 def budget(quick: bool) -> Dict[str, Any]:
     """The settings, for the JSON records."""
     n_train, n_test = cifar_subset_size(quick)
-    return {"base_config": rel(DEFAULT_CONFIG), "search_synthetic": search_overrides("synthetic", quick),
-            "search_cifar10": search_overrides("cifar10", quick),
-            "retrain_synthetic": retrain_overrides("synthetic", quick),
-            "retrain_cifar10": retrain_overrides("cifar10", quick),
-            "synthetic_data": data_overrides("synthetic", quick),
-            "cifar10_subset": {"train": n_train, "test": n_test, "seed": 0}}
+    return {
+        "base_config": rel(DEFAULT_CONFIG),
+        "search_synthetic": search_overrides("synthetic", quick),
+        "search_cifar10": search_overrides("cifar10", quick),
+        "retrain_synthetic": retrain_overrides("synthetic", quick),
+        "retrain_cifar10": retrain_overrides("cifar10", quick),
+        "synthetic_data": data_overrides("synthetic", quick),
+        "cifar10_subset": {"train": n_train, "test": n_test, "seed": 0},
+    }

@@ -1,5 +1,6 @@
 """Statistics of the studies: mean ± std, the pairwise win share and its permutation p-value,
 Kendall's tau-b. Plain Python on lists of floats."""
+
 from __future__ import annotations
 
 import itertools
@@ -26,8 +27,9 @@ def pairwise_win_share(found: Sequence[float], drawn: Sequence[float]) -> float:
     return sum((a > b) + 0.5 * (a == b) for a in found for b in drawn) / (len(found) * len(drawn))
 
 
-def win_share_p_value(found: Sequence[float], drawn: Sequence[float], max_exact: int = 200_000,
-                      samples: int = 100_000, seed: int = 0) -> float:
+def win_share_p_value(
+    found: Sequence[float], drawn: Sequence[float], max_exact: int = 200_000, samples: int = 100_000, seed: int = 0
+) -> float:
     """One-sided permutation p-value of :func:`pairwise_win_share`: the chance that ``len(found)`` values
     drawn without replacement from the pooled values win at least as large a share.
 

@@ -8,6 +8,7 @@
 The JSON holds the payload plus the command, the machine, the torch threads, the
 code (git HEAD and library fingerprint), the wall time and the time of every run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,32 @@ def parser(description: str, default_out: str, dataset_option: bool = True) -> a
     """The options every study takes; ``default_out`` is its JSON's name under experiments/results/."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     if dataset_option:
-        p.add_argument("--dataset", default="synthetic", choices=["synthetic", "cifar10"],
-                       help="synthetic (the built-in data set, default) or cifar10 (the fixed subset)")
+        p.add_argument(
+            "--dataset",
+            default="synthetic",
+            choices=["synthetic", "cifar10"],
+            help="synthetic (the built-in data set, default) or cifar10 (the fixed subset)",
+        )
         p.add_argument("--cifar-root", default=None, help="folder holding cifar-10-batches-py/ (default: data/)")
     p.add_argument("--quick", action="store_true", help="tiny settings (a few steps), for the tests")
-    p.add_argument("--out", default=None, help=f"JSON output (default: experiments/results/{default_out}; "
-                                                "with --quick: experiments/results/quick_<name>)")
-    p.add_argument("--cache", default=None,
-                   help=f"folder of cached runs (default: {rel(DEFAULT_CACHE)}; with --quick a "
-                        "temporary folder, deleted at the end)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default: 1 when the machine is already busy, else all cores)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"JSON output (default: experiments/results/{default_out}; "
+        "with --quick: experiments/results/quick_<name>)",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help=f"folder of cached runs (default: {rel(DEFAULT_CACHE)}; with --quick a "
+        "temporary folder, deleted at the end)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 when the machine is already busy, else all cores)",
+    )
     p.set_defaults(default_out=default_out)
     return p
 
@@ -49,6 +65,7 @@ def parser(description: str, default_out: str, dataset_option: bool = True) -> a
 @dataclass
 class Context:
     """A study's run: its arguments, the Runner, where the JSON goes, and what it ran on."""
+
     args: argparse.Namespace
     runner: Runner
     out: Path
@@ -56,7 +73,7 @@ class Context:
     started: float
     machine: Dict[str, Any]
     code: Dict[str, Any]
-    tmp: Optional[str] = None   # the --quick cache, deleted by close()
+    tmp: Optional[str] = None  # the --quick cache, deleted by close()
 
     def close(self) -> None:
         if self.tmp is not None:
@@ -115,9 +132,11 @@ def cifar_data(ctx: Context, root: Optional[str]) -> Optional[Path]:
     """The root of the fixed CIFAR-10 subset, built from ``root`` on first use; None (with a message) if absent."""
     src = Path(root) if root else DEFAULT_CIFAR_ROOT
     if not cifar_available(src):
-        msg = (f"SKIPPING the CIFAR-10 part: no {src / 'cifar-10-batches-py'} (build it with "
-               "`python ../shared/data/cifar10/build_cifar10.py data/` from the repository root, "
-               "or pass --cifar-root)")
+        msg = (
+            f"SKIPPING the CIFAR-10 part: no {src / 'cifar-10-batches-py'} (build it with "
+            "`python ../shared/data/cifar10/build_cifar10.py data/` from the repository root, "
+            "or pass --cifar-root)"
+        )
         print(msg, file=sys.stderr, flush=True)
         return None
     n_train, n_test = cifar_subset_size(ctx.args.quick)

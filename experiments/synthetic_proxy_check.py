@@ -24,6 +24,7 @@ current task draws 2-pixel light strokes, see ``make_synthetic``), CPU, 5000 tra
     proxy shallow    C=16   39.5 / 16.0                     nb201 C=16 N=1: conv 81.2, skip  9.1
     proxy blur       C=16    7.9 /  9.8                     nb201 C=8  N=2: conv 75.1, skip  9.6, pool 9.5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,8 +65,16 @@ def _head(C: int, k: int) -> List[nn.Module]:
 
 
 def conv_heavy(C: int, k: int) -> nn.Module:
-    return nn.Sequential(*_stem(C), _rcb(C, C), _rcb(C, C), _rcb(C, 2 * C, 2), _rcb(2 * C, 2 * C),
-                         _rcb(2 * C, 4 * C, 2), _rcb(4 * C, 4 * C), *_head(4 * C, k))
+    return nn.Sequential(
+        *_stem(C),
+        _rcb(C, C),
+        _rcb(C, C),
+        _rcb(C, 2 * C, 2),
+        _rcb(2 * C, 2 * C),
+        _rcb(2 * C, 4 * C, 2),
+        _rcb(4 * C, 4 * C),
+        *_head(4 * C, k),
+    )
 
 
 def shallow(C: int, k: int) -> nn.Module:
@@ -91,10 +100,28 @@ def train_eval(make: Callable[[int, int], nn.Module], data: ImageData, args: arg
     """Train for ``args.epochs`` and return the test accuracy in percent."""
     torch.manual_seed(seed)
     model = make(args.C, data.num_classes)
-    train = BatchLoader(data.train_x, data.train_y, args.batch_size, mean=data.mean, std=data.std,
-                        augment=args.augment, shuffle=True, drop_last=True, seed=seed)
-    test = BatchLoader(data.test_x, data.test_y, 500, mean=data.mean, std=data.std,
-                       augment=False, shuffle=False, drop_last=False, seed=0)
+    train = BatchLoader(
+        data.train_x,
+        data.train_y,
+        args.batch_size,
+        mean=data.mean,
+        std=data.std,
+        augment=args.augment,
+        shuffle=True,
+        drop_last=True,
+        seed=seed,
+    )
+    test = BatchLoader(
+        data.test_x,
+        data.test_y,
+        500,
+        mean=data.mean,
+        std=data.std,
+        augment=False,
+        shuffle=False,
+        drop_last=False,
+        seed=0,
+    )
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.epochs * len(train))
     for epoch in range(args.epochs):
@@ -118,8 +145,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["proxy"], choices=["proxy", "real"])
     p.add_argument("--real", nargs="+", default=["8,1", "16,1"], help="C,N pairs for the real NB201 networks")
-    p.add_argument("--ops", nargs="+", default=["nor_conv_3x3", "skip_connect", "avg_pool_3x3"],
-                   help="cell ops of the real networks (one uniform network per op)")
+    p.add_argument(
+        "--ops",
+        nargs="+",
+        default=["nor_conv_3x3", "skip_connect", "avg_pool_3x3"],
+        help="cell ops of the real networks (one uniform network per op)",
+    )
     p.add_argument("--num-train", type=int, default=5000)
     p.add_argument("--num-test", type=int, default=1000)
     p.add_argument("--num-classes", type=int, default=10)
@@ -136,13 +167,21 @@ def main() -> int:
 
     t0 = time.time()
     data = make_synthetic(args.num_train, args.num_test, num_classes=args.num_classes, seed=1234)
-    print(f"data: {args.num_train} train / {args.num_test} test, {data.num_classes} classes, "
-          f"generated in {time.time() - t0:.2f} s; chance = {100 / data.num_classes:.1f}%", flush=True)
+    print(
+        f"data: {args.num_train} train / {args.num_test} test, {data.num_classes} classes, "
+        f"generated in {time.time() - t0:.2f} s; chance = {100 / data.num_classes:.1f}%",
+        flush=True,
+    )
 
     models: Dict[str, Callable[[int, int], nn.Module]] = {}
     if "proxy" in args.models:
-        models.update({f"proxy conv_heavy C={args.C}": conv_heavy, f"proxy shallow C={args.C}": shallow,
-                       f"proxy blur C={args.C}": blur})
+        models.update(
+            {
+                f"proxy conv_heavy C={args.C}": conv_heavy,
+                f"proxy shallow C={args.C}": shallow,
+                f"proxy blur C={args.C}": blur,
+            }
+        )
     if "real" in args.models:
         for cn in args.real:
             C, N = (int(v) for v in cn.split(","))

@@ -3,6 +3,7 @@
 Plots need matplotlib (the ``plot`` extra); without it :func:`save_plot` notes that and returns
 None, so a study never fails for want of a plot.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,8 +39,10 @@ def try_pyplot():
     """matplotlib.pyplot with the Agg backend, or None: plots are optional extras."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         return plt
     except Exception:  # noqa: BLE001 - any import problem just means no plot
         return None

@@ -8,18 +8,44 @@
 Search spaces are registered objects (:class:`SearchSpace`): ``nas.get_space("nb201")``
 carries everything specific to a space, and :func:`register_space` adds one.
 """
+
 from .benchmarks import NB201Benchmark, load_benchmark
 from .errors import UserError
 from .genotype import Genotype
 from .ops import DARTS_OPS, NB201_OPS, OPS, build_op, register_op
-from .spaces import (SPACES, SearchSpace, build_network, build_supernet, get_space, register_space, space_names,
-                     unregister_space)
+from .spaces import (
+    SPACES,
+    SearchSpace,
+    build_network,
+    build_supernet,
+    get_space,
+    register_space,
+    space_names,
+    unregister_space,
+)
 from .supernet import MODES, Supernet
 
 # The built-in spaces register themselves on import; nb201 first, the order names are listed in.
 from . import nb201, darts  # noqa: E402,F401  # isort: skip
 
-__all__ = ["UserError", "Genotype", "OPS", "NB201_OPS", "DARTS_OPS", "register_op", "build_op",
-           "SPACES", "SearchSpace", "register_space", "unregister_space", "get_space", "space_names",
-           "build_supernet", "build_network", "MODES", "Supernet",
-           "load_benchmark", "NB201Benchmark"]
+__all__ = [
+    "UserError",
+    "Genotype",
+    "OPS",
+    "NB201_OPS",
+    "DARTS_OPS",
+    "register_op",
+    "build_op",
+    "SPACES",
+    "SearchSpace",
+    "register_space",
+    "unregister_space",
+    "get_space",
+    "space_names",
+    "build_supernet",
+    "build_network",
+    "MODES",
+    "Supernet",
+    "load_benchmark",
+    "NB201Benchmark",
+]

@@ -23,6 +23,7 @@ Three sources, chosen by ``path``:
   single seeds. The pickles are read with a restricted unpickler that refuses any code.
 * a CSV file (see :func:`load_benchmark` for the columns).
 """
+
 from __future__ import annotations
 
 import bz2
@@ -109,19 +110,26 @@ def cell_ops(arch: Union[Genotype, str]) -> Tuple[str, ...]:
     elif isinstance(arch, str):
         geno = Genotype.parse(arch)
     else:
-        raise UserError(f"cannot look up a {type(arch).__name__}: give a nas.Genotype of the nb201 space, "
-                        "an NB201 arch string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|) or an index 0..15624")
+        raise UserError(
+            f"cannot look up a {type(arch).__name__}: give a nas.Genotype of the nb201 space, "
+            "an NB201 arch string (|op~0|+|op~0|op~1|+|op~0|op~1|op~2|) or an index 0..15624"
+        )
     if geno.space != "nb201":
-        raise UserError(f"a {geno.space} genotype is not a NAS-Bench-201 cell: the benchmark holds only cells of "
-                        "the nb201 space (4 nodes, 6 edges); search with space nb201 to look the result up")
+        raise UserError(
+            f"a {geno.space} genotype is not a NAS-Bench-201 cell: the benchmark holds only cells of "
+            "the nb201 space (4 nodes, 6 edges); search with space nb201 to look the result up"
+        )
     if [j for _, j in geno.normal] != list(_SOURCES) or geno.reduce is not None:
-        raise UserError(f"{_describe(geno)} is not a NAS-Bench-201 cell: those have 4 nodes and 6 edges, "
-                        "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+        raise UserError(
+            f"{_describe(geno)} is not a NAS-Bench-201 cell: those have 4 nodes and 6 edges, "
+            "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+        )
     ops = tuple(op for op, _ in geno.normal)
     bad = [op for op in ops if op not in CELL_OPS]
     if bad:
-        raise UserError(f"{bad[0]!r} is not a NAS-Bench-201 op (in {_describe(geno)}); its cells use only "
-                        f"{', '.join(CELL_OPS)}")
+        raise UserError(
+            f"{bad[0]!r} is not a NAS-Bench-201 op (in {_describe(geno)}); its cells use only {', '.join(CELL_OPS)}"
+        )
     return ops
 
 
@@ -173,8 +181,20 @@ class _StringOrder:
 
 # ---- restricted unpickling -------------------------------------------------------------------
 # numpy type codes the official files use for numbers, as struct formats.
-_NUMBER_CODES = {"f8": "d", "f4": "f", "f2": "e", "i8": "q", "i4": "i", "i2": "h", "i1": "b",
-                 "u8": "Q", "u4": "I", "u2": "H", "u1": "B", "b1": "?"}
+_NUMBER_CODES = {
+    "f8": "d",
+    "f4": "f",
+    "f2": "e",
+    "i8": "q",
+    "i4": "i",
+    "i2": "h",
+    "i1": "b",
+    "u8": "Q",
+    "u4": "I",
+    "u2": "H",
+    "u1": "B",
+    "b1": "?",
+}
 
 
 class _NumberDtype:
@@ -202,8 +222,7 @@ class _NumberDtype:
 
 def _number_scalar(dtype, data):
     """Stand-in for ``numpy.core.multiarray.scalar``: a Python number from a number dtype's bytes."""
-    if not isinstance(dtype, _NumberDtype) or not isinstance(data, bytes) \
-            or len(data) != struct.calcsize(dtype.fmt):
+    if not isinstance(dtype, _NumberDtype) or not isinstance(data, bytes) or len(data) != struct.calcsize(dtype.fmt):
         raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
     return struct.unpack(dtype.order + dtype.fmt, data)[0]
 
@@ -226,8 +245,10 @@ class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         admitted = _ADMITTED.get((module, name))
         if admitted is None:
-            raise UserError(f"refusing to unpickle {module}.{name} from {self._path}: benchmark files hold only "
-                            "plain containers and numbers; this file is not a NATS-Bench record (or was tampered with)")
+            raise UserError(
+                f"refusing to unpickle {module}.{name} from {self._path}: benchmark files hold only "
+                "plain containers and numbers; this file is not a NATS-Bench record (or was tampered with)"
+            )
         return admitted
 
 
@@ -246,8 +267,10 @@ def _read_pickle(path: Path):
     except UserError:
         raise
     except Exception as exc:  # a malformed pickle can fail in many ways; all mean "bad file"
-        raise UserError(f"benchmark file {path} does not hold a valid pickle ({type(exc).__name__}: {exc}); "
-                        "it is truncated or corrupted: download it again") from None
+        raise UserError(
+            f"benchmark file {path} does not hold a valid pickle ({type(exc).__name__}: {exc}); "
+            "it is truncated or corrupted: download it again"
+        ) from None
 
 
 # ---- sources -----------------------------------------------------------------------------------
@@ -264,8 +287,14 @@ class _TableSource:
     The packaged table and CSV files; they hold 200-epoch means over seeds only.
     """
 
-    def __init__(self, name: str, columns: Dict[Tuple[str, str], np.ndarray], present: np.ndarray,
-                 order: _CodeOrder, packaged: bool):
+    def __init__(
+        self,
+        name: str,
+        columns: Dict[Tuple[str, str], np.ndarray],
+        present: np.ndarray,
+        order: _CodeOrder,
+        packaged: bool,
+    ):
         self.name = name
         self.columns = columns
         self.present = present
@@ -282,21 +311,27 @@ class _TableSource:
     def _protocol(self, epochs, seed) -> None:
         if epochs != 200 or seed is not None:
             what = f"epochs={epochs}" if epochs != 200 else f"seed={seed}"
-            raise UserError(f"{self.name} holds only the 200-epoch accuracy averaged over seeds; {what} needs the "
-                            f"official NATS-Bench files: {_OFFICIAL_HINT}")
+            raise UserError(
+                f"{self.name} holds only the 200-epoch accuracy averaged over seeds; {what} needs the "
+                f"official NATS-Bench files: {_OFFICIAL_HINT}"
+            )
 
     def value(self, index: int, dataset: str, metric: str, epochs: int, seed: Optional[int]) -> float:
         self._protocol(epochs, seed)
         if not self.present[index]:
-            raise UserError(f"cell {index} ({self.order.string(index)}) is not in {self.name}, which holds "
-                            f"{self.count} of the {NUM_CELLS} cells; add its row or use the packaged table")
+            raise UserError(
+                f"cell {index} ({self.order.string(index)}) is not in {self.name}, which holds "
+                f"{self.count} of the {NUM_CELLS} cells; add its row or use the packaged table"
+            )
         return float(self.columns[(dataset, metric)][index])
 
     def column(self, dataset: str, metric: str, epochs: int) -> np.ndarray:
         self._protocol(epochs, None)
         if self.count != NUM_CELLS:
-            raise UserError(f"percentile and best need every cell of the space; {self.name} holds {self.count} of "
-                            f"the {NUM_CELLS}: use a CSV with all rows or the packaged table")
+            raise UserError(
+                f"percentile and best need every cell of the space; {self.name} holds {self.count} of "
+                f"the {NUM_CELLS}: use a CSV with all rows or the packaged table"
+            )
         return self.columns[(dataset, metric)]
 
 
@@ -308,13 +343,17 @@ class _DirectorySource:
         self.name = f"the NATS-Bench directory {root}"
         meta_path = root / _META_FILE
         if not meta_path.is_file():
-            raise UserError(f"{root} is not a NATS-Bench topology directory: {_META_FILE} is missing; pass the "
-                            "NATS-tss-v1_0-3ffb9-simple directory (meta.pickle.pbz2 + NNNNNN.pickle.pbz2 per cell)")
+            raise UserError(
+                f"{root} is not a NATS-Bench topology directory: {_META_FILE} is missing; pass the "
+                "NATS-tss-v1_0-3ffb9-simple directory (meta.pickle.pbz2 + NNNNNN.pickle.pbz2 per cell)"
+            )
         meta = _read_pickle(meta_path)
         archs = meta.get("meta_archs") if isinstance(meta, dict) else None
         if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
-            raise UserError(f"{meta_path} has no 'meta_archs' list of arch strings; it is not a NATS-Bench topology "
-                            "meta file: download it again")
+            raise UserError(
+                f"{meta_path} has no 'meta_archs' list of arch strings; it is not a NATS-Bench topology "
+                "meta file: download it again"
+            )
         total = meta.get("total_archs", len(archs))
         if total != len(archs):
             raise UserError(f"{meta_path} says total_archs={total} but lists {len(archs)} archs; download it again")
@@ -336,14 +375,19 @@ class _DirectorySource:
         if rec is None:
             path = self.cell_path(index)
             if not path.is_file():
-                raise UserError(f"{path} is missing: {self.root} holds no record of cell {index}; use the full "
-                                "NATS-tss-v1_0-3ffb9-simple directory")
+                raise UserError(
+                    f"{path} is missing: {self.root} holds no record of cell {index}; use the full "
+                    "NATS-tss-v1_0-3ffb9-simple directory"
+                )
             rec = _read_pickle(path)
-            archs = {hp.get("arch_str") for hp in rec.values() if isinstance(hp, dict)} \
-                if isinstance(rec, dict) else set()
+            archs = (
+                {hp.get("arch_str") for hp in rec.values() if isinstance(hp, dict)} if isinstance(rec, dict) else set()
+            )
             if archs != {self.order.string(index)}:
-                raise UserError(f"{path} is not the record of cell {index} ({self.order.string(index)}): it holds "
-                                f"{sorted(map(str, archs)) or 'no arch'}; download it again")
+                raise UserError(
+                    f"{path} is not the record of cell {index} ({self.order.string(index)}): it holds "
+                    f"{sorted(map(str, archs)) or 'no arch'}; download it again"
+                )
             self._cells[index] = rec
         return rec
 
@@ -352,18 +396,23 @@ class _DirectorySource:
         rec = self.record(index)
         hp = rec.get(str(epochs))
         if not isinstance(hp, dict):
-            raise UserError(f"{path} has no {epochs}-epoch results; it holds epochs "
-                            f"{', '.join(k for k in rec if isinstance(rec[k], dict))} (NATS-Bench trains 200 and 12)")
+            raise UserError(
+                f"{path} has no {epochs}-epoch results; it holds epochs "
+                f"{', '.join(k for k in rec if isinstance(rec[k], dict))} (NATS-Bench trains 200 and 12)"
+            )
         try:
             seeds = list(hp["dataset_seed"][dataset])
             runs = hp["all_results"]
         except (KeyError, TypeError):
-            raise UserError(f"{path} holds no {epochs}-epoch {dataset} results; the file is incomplete: "
-                            "download it again") from None
+            raise UserError(
+                f"{path} holds no {epochs}-epoch {dataset} results; the file is incomplete: download it again"
+            ) from None
         if seed is not None:
             if seed not in seeds:
-                raise UserError(f"cell {index} has no {epochs}-epoch {dataset} run with seed {seed}; its seeds are "
-                                f"{', '.join(map(str, seeds))} (or seed=None for their mean)")
+                raise UserError(
+                    f"cell {index} has no {epochs}-epoch {dataset} run with seed {seed}; its seeds are "
+                    f"{', '.join(map(str, seeds))} (or seed=None for their mean)"
+                )
             seeds = [int(seed)]
         key = f"{OFFICIAL_METRICS[dataset][metric]}@{epochs - 1}"
         values = []
@@ -371,8 +420,9 @@ class _DirectorySource:
             try:
                 v = runs[(dataset, s)]["eval_acc1es"][key]
             except (KeyError, TypeError):
-                raise UserError(f"{path} lacks {dataset} {key} for seed {s}; the file is incomplete: "
-                                "download it again") from None
+                raise UserError(
+                    f"{path} lacks {dataset} {key} for seed {s}; the file is incomplete: download it again"
+                ) from None
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise UserError(f"{path} holds a non-numeric {dataset} {key} for seed {s}: {v!r}")
             values.append(float(v))
@@ -384,9 +434,11 @@ class _DirectorySource:
         names = set(os.listdir(self.root))
         missing = [i for i in range(self.count) if self.cell_path(i).name not in names]
         if missing:
-            raise UserError(f"percentile and best need the records of all {self.count} cells; {self.root} lacks "
-                            f"{len(missing)} of them (e.g. {self.cell_path(missing[0]).name}); use the full "
-                            "directory, or the packaged table (nas.load_benchmark()) for CIFAR-10 test accuracy")
+            raise UserError(
+                f"percentile and best need the records of all {self.count} cells; {self.root} lacks "
+                f"{len(missing)} of them (e.g. {self.cell_path(missing[0]).name}); use the full "
+                "directory, or the packaged table (nas.load_benchmark()) for CIFAR-10 test accuracy"
+            )
         return np.array([self.value(i, dataset, metric, epochs, None) for i in range(self.count)])
 
 
@@ -407,8 +459,10 @@ def _load_npy(name: str, dtype) -> np.ndarray:
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"the packaged benchmark file {path} is corrupted ({exc}); {fix}") from None
     if arr.shape != (NUM_CELLS,) or arr.dtype != dtype:
-        raise UserError(f"the packaged benchmark file {path} holds {arr.dtype} {arr.shape}, expected "
-                        f"{np.dtype(dtype)} ({NUM_CELLS},); {fix}")
+        raise UserError(
+            f"the packaged benchmark file {path} holds {arr.dtype} {arr.shape}, expected "
+            f"{np.dtype(dtype)} ({NUM_CELLS},); {fix}"
+        )
     return arr
 
 
@@ -416,8 +470,10 @@ def _load_npy(name: str, dtype) -> np.ndarray:
 def _official_order() -> _CodeOrder:
     codes = _load_npy(ARCH_FILE, np.uint16)
     if codes.max() >= NUM_CELLS or np.bincount(codes, minlength=NUM_CELLS).max() != 1:
-        raise UserError(f"the packaged benchmark file {DATA_DIR / ARCH_FILE} is not a permutation of the "
-                        "15,625 cells; rebuild it: python -m experiments.build_benchmark_table cifar10.csv")
+        raise UserError(
+            f"the packaged benchmark file {DATA_DIR / ARCH_FILE} is not a permutation of the "
+            "15,625 cells; rebuild it: python -m experiments.build_benchmark_table cifar10.csv"
+        )
     codes.setflags(write=False)
     return _CodeOrder(codes)
 
@@ -427,8 +483,9 @@ def _packaged_source() -> _TableSource:
     acc = _load_npy(ACC_FILE, np.uint32) / ACC_SCALE  # exact: k/10000 rounds like float("k.xxxx")
     acc.setflags(write=False)
     present = np.ones(NUM_CELLS, dtype=bool)
-    return _TableSource("the packaged NB201 CIFAR-10 table", {("cifar10", "test"): acc}, present,
-                        _official_order(), packaged=True)
+    return _TableSource(
+        "the packaged NB201 CIFAR-10 table", {("cifar10", "test"): acc}, present, _official_order(), packaged=True
+    )
 
 
 # ---- CSV files --------------------------------------------------------------------------------
@@ -447,8 +504,9 @@ def _load_csv(path: Path) -> _TableSource:
             header = [h.strip() for h in next(reader)]
             rows = list(reader)
         except StopIteration:
-            raise UserError(f"benchmark CSV {path} is empty; expected a header such as "
-                            "index,arch,cifar10_test_accuracy") from None
+            raise UserError(
+                f"benchmark CSV {path} is empty; expected a header such as index,arch,cifar10_test_accuracy"
+            ) from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise UserError(f"{path} is not a readable CSV file ({exc})") from None
     if len(set(header)) != len(header):
@@ -460,11 +518,15 @@ def _load_csv(path: Path) -> _TableSource:
         if m:
             metric_cols[(m.group("dataset"), m.group("metric"))] = k
     if "index" not in col and "arch" not in col:
-        raise UserError(f"benchmark CSV {path} has neither an 'index' nor an 'arch' column (header: {header}); "
-                        "it needs one of them to say which cell each row is")
+        raise UserError(
+            f"benchmark CSV {path} has neither an 'index' nor an 'arch' column (header: {header}); "
+            "it needs one of them to say which cell each row is"
+        )
     if not metric_cols:
-        raise UserError(f"benchmark CSV {path} has no accuracy column (header: {header}); name them "
-                        "<dataset>_<metric>_accuracy, e.g. cifar10_test_accuracy or cifar100_valid_accuracy")
+        raise UserError(
+            f"benchmark CSV {path} has no accuracy column (header: {header}); name them "
+            "<dataset>_<metric>_accuracy, e.g. cifar10_test_accuracy or cifar100_valid_accuracy"
+        )
     columns = {key: np.full(NUM_CELLS, np.nan) for key in metric_cols}
     present = np.zeros(NUM_CELLS, dtype=bool)
     for line, row in enumerate(rows, start=2):
@@ -490,9 +552,11 @@ def _load_csv(path: Path) -> _TableSource:
             if index is None:
                 index = found
             elif index != found:
-                raise UserError(f"{where}: index {index} is {order.string(index)} in the official NATS-Bench order, "
-                                f"but the arch column says {row[col['arch']].strip()} (official index {found}); "
-                                "the CSV's indices must follow the official order")
+                raise UserError(
+                    f"{where}: index {index} is {order.string(index)} in the official NATS-Bench order, "
+                    f"but the arch column says {row[col['arch']].strip()} (official index {found}); "
+                    "the CSV's indices must follow the official order"
+                )
         if present[index]:
             raise UserError(f"{where}: cell {index} appears twice; keep one row per cell")
         present[index] = True
@@ -573,30 +637,43 @@ class NB201Benchmark:
         if dataset in available:
             return
         if dataset in OFFICIAL_METRICS and isinstance(self._source, _TableSource) and self._source.packaged:
-            raise UserError(f"the packaged table holds only cifar10 (test accuracy); dataset {dataset!r} needs the "
-                            f"official NATS-Bench files: {_OFFICIAL_HINT}")
+            raise UserError(
+                f"the packaged table holds only cifar10 (test accuracy); dataset {dataset!r} needs the "
+                f"official NATS-Bench files: {_OFFICIAL_HINT}"
+            )
         raise UserError(f"unknown dataset {dataset!r}; {self.source} holds {', '.join(available)}")
 
     def _check(self, dataset: str, metric: str, epochs, seed) -> None:
         _check_epochs_seed(epochs, seed)
         if isinstance(self._source, _DirectorySource) and epochs not in OFFICIAL_EPOCHS:
-            raise UserError(f"epochs={epochs}: NATS-Bench trained every cell for 200 and for 12 epochs; "
-                            "pass epochs=200 or epochs=12")
+            raise UserError(
+                f"epochs={epochs}: NATS-Bench trained every cell for 200 and for 12 epochs; "
+                "pass epochs=200 or epochs=12"
+            )
         available = self.metrics(dataset)
         if metric in available:
             return
-        if isinstance(self._source, _TableSource) and self._source.packaged \
-                and metric in OFFICIAL_METRICS["cifar10-valid"]:
-            raise UserError(f"the packaged table holds only the cifar10 test metric; {metric!r} accuracy needs "
-                            f"dataset cifar10-valid (or cifar100, ImageNet16-120) from the official NATS-Bench "
-                            f"files: {_OFFICIAL_HINT}")
-        hint = "; cifar10 is trained on all 50k images, so use dataset cifar10-valid for valid accuracy" \
-            if dataset == "cifar10" and metric in ("valid", "valtest") else ""
+        if (
+            isinstance(self._source, _TableSource)
+            and self._source.packaged
+            and metric in OFFICIAL_METRICS["cifar10-valid"]
+        ):
+            raise UserError(
+                f"the packaged table holds only the cifar10 test metric; {metric!r} accuracy needs "
+                f"dataset cifar10-valid (or cifar100, ImageNet16-120) from the official NATS-Bench "
+                f"files: {_OFFICIAL_HINT}"
+            )
+        hint = (
+            "; cifar10 is trained on all 50k images, so use dataset cifar10-valid for valid accuracy"
+            if dataset == "cifar10" and metric in ("valid", "valtest")
+            else ""
+        )
         raise UserError(f"unknown metric {metric!r} for {dataset}; available: {', '.join(available)}{hint}")
 
     # ---- lookups ----
-    def query(self, arch: Arch, dataset: str = "cifar10", metric: str = "test", epochs: int = 200,
-              seed: Optional[int] = None) -> float:
+    def query(
+        self, arch: Arch, dataset: str = "cifar10", metric: str = "test", epochs: int = 200, seed: Optional[int] = None
+    ) -> float:
         """The recorded accuracy (%) of a cell.
 
         ``epochs`` is the protocol (200, or 12 in the official files); ``seed=None`` gives the mean
@@ -653,12 +730,16 @@ def load_benchmark(path: Union[str, os.PathLike, None] = None) -> NB201Benchmark
         if p.name.endswith((".pbz2", ".pickle")):
             raise UserError(f"{p} is one file of the official benchmark; pass its directory ({p.parent})")
         return NB201Benchmark(_load_csv(p))
-    raise UserError(f"benchmark path {p} does not exist; pass the NATS-tss-v1_0-3ffb9-simple directory, a CSV "
-                    "file, or nothing for the packaged CIFAR-10 table")
+    raise UserError(
+        f"benchmark path {p} does not exist; pass the NATS-tss-v1_0-3ffb9-simple directory, a CSV "
+        "file, or nothing for the packaged CIFAR-10 table"
+    )
 
 
-PROTOCOL = ("NAS-Bench-201's own training of this cell on CIFAR-10 (200 epochs, 50k training images, "
-            "mean of 3 seeds), whatever data the search ran on")
+PROTOCOL = (
+    "NAS-Bench-201's own training of this cell on CIFAR-10 (200 epochs, 50k training images, "
+    "mean of 3 seeds), whatever data the search ran on"
+)
 
 
 def is_benchmark_cell(arch: Union[Genotype, str]) -> bool:
@@ -678,14 +759,20 @@ def cell_report(arch: Arch, bench: Optional[NB201Benchmark] = None, epochs: Sequ
     """
     packaged = load_benchmark()
     i = packaged.index(arch)
-    out = {"index": i, "arch": packaged.arch_string(i), "cifar10_test": packaged.query(i),
-           "percentile": packaged.percentile(i), "protocol": PROTOCOL}
+    out = {
+        "index": i,
+        "arch": packaged.arch_string(i),
+        "cifar10_test": packaged.query(i),
+        "percentile": packaged.percentile(i),
+        "protocol": PROTOCOL,
+    }
     if bench is not None:
         tables: Dict[str, Dict[str, Dict[str, float]]] = {}
         protocols = epochs if isinstance(bench._source, _DirectorySource) else (200,)
         for e in protocols:
-            tables[str(e)] = {ds: {m: bench.query(i, ds, m, epochs=e) for m in bench.metrics(ds)}
-                              for ds in bench.datasets()}
+            tables[str(e)] = {
+                ds: {m: bench.query(i, ds, m, epochs=e) for m in bench.metrics(ds)} for ds in bench.datasets()
+            }
         out["source"] = bench.source
         out["epochs"] = tables
     return out
@@ -693,9 +780,11 @@ def cell_report(arch: Arch, bench: Optional[NB201Benchmark] = None, epochs: Sequ
 
 def format_cell_report(report: dict) -> List[str]:
     """Text lines for :func:`cell_report`."""
-    lines = [f"NAS-Bench-201 CIFAR-10 test accuracy {report['cifar10_test']:.2f}%  "
-             f"(percentile {report['percentile']:.1f} of the 15,625 cells; index {report['index']})",
-             f"  this is {report['protocol']}"]
+    lines = [
+        f"NAS-Bench-201 CIFAR-10 test accuracy {report['cifar10_test']:.2f}%  "
+        f"(percentile {report['percentile']:.1f} of the 15,625 cells; index {report['index']})",
+        f"  this is {report['protocol']}",
+    ]
     for e, tables in (report.get("epochs") or {}).items():
         lines.append(f"  {report['source']}, {e}-epoch protocol, mean over seeds:")
         for ds, metrics in tables.items():

@@ -4,6 +4,7 @@ argparse lives here alone; the library below never imports this module. Each
 command turns its arguments into explicit values (a config, a run directory, a
 device) and calls the library.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ import torch
 
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config
+from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
 from .errors import UserError
 from .genotype import Genotype, disconnected_warning
-from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
 COMMANDS = ("search", "inspect", "retrain", "lookup")
@@ -27,6 +28,7 @@ COMMANDS = ("search", "inspect", "retrain", "lookup")
 @dataclass
 class Invocation:
     """Where a running command writes, so that Ctrl-C can say how to continue; the processes it runs in."""
+
     run_dir: Optional[Path] = None
     resume_command: str = ""
     world: World = SINGLE
@@ -57,42 +59,68 @@ def _say(invocation: Invocation, *args, **kwargs) -> None:
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config: a path, or a shipped config by name, e.g. nb201_cifar10_cpu "
-                   "(default: configs/default.yaml)")
+    p.add_argument(
+        "--config",
+        help="YAML config: a path, or a shipped config by name, e.g. nb201_cifar10_cpu (default: configs/default.yaml)",
+    )
     p.add_argument("--out", help="run directory to create (default: runs/<kind>-<config>-<time>)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set search.epochs=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set search.epochs=5 (repeatable)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR")
-    p.add_argument("--stop-after", type=int, metavar="EPOCHS",
-                   help="stop this invocation after EPOCHS epochs (checkpointed; continue with --resume)")
+    p.add_argument(
+        "--stop-after",
+        type=int,
+        metavar="EPOCHS",
+        help="stop this invocation after EPOCHS epochs (checkpointed; continue with --resume)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="search.py", description="Differentiable architecture search with Gumbel-softmax sampling.",
+        prog="search.py",
+        description="Differentiable architecture search with Gumbel-softmax sampling.",
         epilog="Commands: (none) or 'search' runs a search; 'inspect RUN_DIR' shows what a search chose; "
-               "'retrain RUN_DIR | --genotype G' trains the discrete network; "
-               "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy.")
+        "'retrain RUN_DIR | --genotype G' trains the discrete network; "
+        "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy.",
+    )
     sub = parser.add_subparsers(dest="command")
     _add_run_args(sub.add_parser("search", help="run an architecture search"))
     p = sub.add_parser("inspect", help="show the ops a search chose")
     p.add_argument("run_dir")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--dot", metavar="FILE", help="write a Graphviz DOT drawing of the cell(s)")
-    p.add_argument("--benchmark", metavar="PATH",
-                   help="official NATS-Bench topology directory (or CSV) for every dataset's figures")
-    p = sub.add_parser("lookup", help="look cells up in NAS-Bench-201",
-                       description="Look cells up in NAS-Bench-201. Each ARCH is an official arch string, an index "
-                                   "0..15624, a genotype JSON file or a search run directory.")
+    p.add_argument(
+        "--benchmark",
+        metavar="PATH",
+        help="official NATS-Bench topology directory (or CSV) for every dataset's figures",
+    )
+    p = sub.add_parser(
+        "lookup",
+        help="look cells up in NAS-Bench-201",
+        description="Look cells up in NAS-Bench-201. Each ARCH is an official arch string, an index "
+        "0..15624, a genotype JSON file or a search run directory.",
+    )
     p.add_argument("archs", nargs="+", metavar="ARCH")
-    p.add_argument("--benchmark", metavar="PATH",
-                   help="official NATS-Bench topology directory (or CSV) for every dataset's figures")
+    p.add_argument(
+        "--benchmark",
+        metavar="PATH",
+        help="official NATS-Bench topology directory (or CSV) for every dataset's figures",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("retrain", help="train the discrete network of a searched or given architecture")
     p.add_argument("run_dir", nargs="?", help="a finished (or running) search run directory")
-    p.add_argument("--genotype", metavar="FILE_OR_STRING",
-                   help="architecture to train: NB201 string, DARTS Genotype(...) string, or a genotype JSON file")
+    p.add_argument(
+        "--genotype",
+        metavar="FILE_OR_STRING",
+        help="architecture to train: NB201 string, DARTS Genotype(...) string, or a genotype JSON file",
+    )
     _add_run_args(p)
     return parser
 
@@ -116,8 +144,11 @@ def _summary(result) -> str:
     if is_benchmark_cell(geno):
         lines += [""] + format_cell_report(cell_report(geno))
     run_dir = result.run_dir
-    lines += ["", f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
-              f"inspect with: python search.py inspect {run_dir}"]
+    lines += [
+        "",
+        f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
+        f"inspect with: python search.py inspect {run_dir}",
+    ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: python search.py --resume {run_dir}")
     return "\n".join(lines)
@@ -149,17 +180,22 @@ def cmd_search(args, invocation: Invocation) -> int:
     device, run_dir = _start(cfg, run_dir, invocation, "python search.py --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
-    _say(invocation, f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
-         f"{cfg.search.epochs} epochs on {where}; writing {run_dir}", flush=True)
-    result = run_search(cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
-                        progress=not args.quiet, world=world)
+    _say(
+        invocation,
+        f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
+        f"{cfg.search.epochs} epochs on {where}; writing {run_dir}",
+        flush=True,
+    )
+    result = run_search(
+        cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after, progress=not args.quiet, world=world
+    )
     _say(invocation, _summary(result))
     return 0
 
 
 def cmd_inspect(args, invocation: Invocation) -> int:
-    from .report import format_text, load_report, report_json, to_dot
     from .io import atomic_write_text
+    from .report import format_text, load_report, report_json, to_dot
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
@@ -193,8 +229,10 @@ def _lookup_target(text: str):
         return Genotype.from_json(geno_path.read_text())
     if path.is_file():
         return Genotype.parse(path.read_text())
-    raise UserError(f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
-                    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    raise UserError(
+        f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    )
 
 
 def cmd_lookup(args, invocation: Invocation) -> int:
@@ -219,8 +257,10 @@ def read_genotype(text_or_path: str) -> Genotype:
     looks_like_file = not _is_architecture_text(text_or_path)
     if looks_like_file:
         if not path.exists():
-            raise UserError(f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
-                            "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, or a genotype.json")
+            raise UserError(
+                f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
+                "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, or a genotype.json"
+            )
         try:
             text_or_path = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
@@ -247,8 +287,9 @@ def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
     if args.run_dir:
         search_dir = Path(args.run_dir)
         if not (search_dir / "genotype.json").exists():
-            raise UserError(f"{search_dir} holds no genotype.json; give a search run directory "
-                            "that finished at least one epoch")
+            raise UserError(
+                f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"
+            )
         geno = Genotype.from_json((search_dir / "genotype.json").read_text())
         if (search_dir / "config.yaml").exists():
             base = search_dir / "config.yaml"
@@ -265,15 +306,29 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     device, run_dir = _start(cfg, run_dir, invocation, "python search.py retrain --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
-    _say(invocation, f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {where}; "
-         f"writing {run_dir}", flush=True)
-    result = run_retrain(cfg, geno, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after,
-                         progress=not args.quiet, world=world)
-    _say(invocation, f"architecture: {geno}\n"
-         f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs\n"
-         f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)\n"
-         f"outputs in {run_dir}/" + ("" if result.finished else
-                                     f"; continue with: python search.py retrain --resume {run_dir}"))
+    _say(
+        invocation,
+        f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {where}; writing {run_dir}",
+        flush=True,
+    )
+    result = run_retrain(
+        cfg,
+        geno,
+        run_dir,
+        device,
+        resume=bool(args.resume),
+        stop_after=args.stop_after,
+        progress=not args.quiet,
+        world=world,
+    )
+    _say(
+        invocation,
+        f"architecture: {geno}\n"
+        f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs\n"
+        f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)\n"
+        f"outputs in {run_dir}/"
+        + ("" if result.finished else f"; continue with: python search.py retrain --resume {run_dir}"),
+    )
     return 0
 
 
@@ -284,8 +339,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "search")
     args = build_parser().parse_args(argv)
-    handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain,
-               "lookup": cmd_lookup}[args.command]
+    handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain, "lookup": cmd_lookup}[args.command]
     invocation = Invocation()
     try:
         return handler(args, invocation)
@@ -300,8 +354,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("\ninterrupted", file=sys.stderr)
         else:
             torchrun = "torchrun ... " if invocation.world.distributed else ""
-            print(f"\ninterrupted: the last checkpoint in {invocation.run_dir} is intact; continue with "
-                  f"{torchrun}{invocation.resume_command}", file=sys.stderr)
+            print(
+                f"\ninterrupted: the last checkpoint in {invocation.run_dir} is intact; continue with "
+                f"{torchrun}{invocation.resume_command}",
+                file=sys.stderr,
+            )
         return 130
     finally:
         shutdown(invocation.world)

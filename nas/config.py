@@ -5,6 +5,7 @@ merged into the defaults; unknown keys and wrong types raise :class:`UserError`
 listing what is valid. A ``null`` for an option that cannot be ``None`` is
 dropped, so the option keeps its default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,39 +22,39 @@ from .errors import UserError
 
 @dataclass
 class DataConfig:
-    name: str = "synthetic"          # synthetic | cifar10 | cifar100
-    root: Optional[str] = None        # folder holding the CIFAR archive or its extracted folder
-    download: bool = False            # fetch the official archive when missing
-    verify_md5: bool = True           # check the official MD5s (false for modified copies)
-    weight_fraction: float = 0.5      # share of the training set for the weights; the rest trains the architecture
+    name: str = "synthetic"  # synthetic | cifar10 | cifar100
+    root: Optional[str] = None  # folder holding the CIFAR archive or its extracted folder
+    download: bool = False  # fetch the official archive when missing
+    verify_md5: bool = True  # check the official MD5s (false for modified copies)
+    weight_fraction: float = 0.5  # share of the training set for the weights; the rest trains the architecture
     train_subset: Optional[int] = None  # use only this many training images (CPU budgets)
-    augment: bool = True              # random crop (4 px padding) and horizontal flip
-    num_train: int = 4000             # synthetic only: training images
-    num_test: int = 1000              # synthetic only: test images
-    image_size: int = 32              # synthetic only
-    num_classes: int = 5              # synthetic only (2..10 glyph classes; the first five differ most)
+    augment: bool = True  # random crop (4 px padding) and horizontal flip
+    num_train: int = 4000  # synthetic only: training images
+    num_test: int = 1000  # synthetic only: test images
+    image_size: int = 32  # synthetic only
+    num_classes: int = 5  # synthetic only (2..10 glyph classes; the first five differ most)
 
 
 @dataclass
 class SupernetConfig:
-    space: str = "nb201"              # nb201 | darts
-    mode: str = "gdas"                # gdas | snas | darts
-    C: int = 16                       # initial channels
-    N: int = 5                        # nb201: cells per stage; darts: total cells
-    ops: Optional[List[str]] = None   # candidate ops; default: the space's standard list
-    affine: bool = False              # learnable BN scale/shift inside cell ops
+    space: str = "nb201"  # nb201 | darts
+    mode: str = "gdas"  # gdas | snas | darts
+    C: int = 16  # initial channels
+    N: int = 5  # nb201: cells per stage; darts: total cells
+    ops: Optional[List[str]] = None  # candidate ops; default: the space's standard list
+    affine: bool = False  # learnable BN scale/shift inside cell ops
     derive_none: Optional[bool] = None  # may `none` win an edge when deriving? null: the space's rule
-                                        # (nb201: yes, as GDAS; darts: no). nb201 + false: DARTS's rule
+    # (nb201: yes, as GDAS; darts: no). nb201 + false: DARTS's rule
 
 
 @dataclass
 class WeightOptimConfig:
     lr: float = 0.025
-    lr_min: float = 0.001             # cosine annealing floor
+    lr_min: float = 0.001  # cosine annealing floor
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    grad_clip: float = 5.0            # max global grad norm; 0 disables
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
 
 
 @dataclass
@@ -61,17 +62,17 @@ class ArchOptimConfig:
     lr: float = 3e-4
     betas: List[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 1e-3
-    beta_decay: float = 0.0           # beta-decay weight (beta-DARTS, Ye et al., CVPR 2022): adds
-                                      # lambda * mean_edges logsumexp(alpha) to the arch loss, lambda
-                                      # ramped linearly from 0 over the architecture epochs; 0 disables
+    beta_decay: float = 0.0  # beta-decay weight (beta-DARTS, Ye et al., CVPR 2022): adds
+    # lambda * mean_edges logsumexp(alpha) to the arch loss, lambda
+    # ramped linearly from 0 over the architecture epochs; 0 disables
 
 
 @dataclass
 class TauConfig:
-    schedule: str = "linear"          # constant | linear | exponential | cosine
-    max: float = 10.0                 # tau at the start
-    min: float = 0.1                  # tau at the end (linear, cosine)
-    decay: float = 0.956              # exponential: tau = max * decay**epoch
+    schedule: str = "linear"  # constant | linear | exponential | cosine
+    max: float = 10.0  # tau at the start
+    min: float = 0.1  # tau at the end (linear, cosine)
+    decay: float = 0.956  # exponential: tau = max * decay**epoch
 
 
 @dataclass
@@ -79,12 +80,12 @@ class SearchConfig:
     epochs: int = 250
     batch_size: int = 64
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
-    warmup_epochs: int = 0            # first epochs train the weights only (no architecture steps)
-    prune: str = "off"                # progressive pruning: after warm-up, at evenly spaced epochs, each
-                                      # edge drops its weakest op until one is left. off | probability
-                                      # (the least probable op) | loss (the op whose edge-restricted
-                                      # supernet has the highest validation loss; nas.selection)
-    prune_batches: int = 16           # prune=loss: validation batches (arch split) per measured op
+    warmup_epochs: int = 0  # first epochs train the weights only (no architecture steps)
+    prune: str = "off"  # progressive pruning: after warm-up, at evenly spaced epochs, each
+    # edge drops its weakest op until one is left. off | probability
+    # (the least probable op) | loss (the op whose edge-restricted
+    # supernet has the highest validation loss; nas.selection)
+    prune_batches: int = 16  # prune=loss: validation batches (arch split) per measured op
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
@@ -93,21 +94,22 @@ class SearchConfig:
 @dataclass
 class RetrainSpaceConfig:
     """Training protocol of the discrete network of one space."""
+
     epochs: int = 200
     batch_size: int = 256
     C: int = 16
-    N: int = 5                        # nb201: cells per stage; darts: total cells
+    N: int = 5  # nb201: cells per stage; darts: total cells
     lr: float = 0.1
-    lr_min: float = 0.0               # cosine annealing floor
+    lr_min: float = 0.0  # cosine annealing floor
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    grad_clip: float = 5.0            # max global grad norm; 0 disables
+    grad_clip: float = 5.0  # max global grad norm; 0 disables
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
-    auxiliary: bool = False           # darts: auxiliary head
+    auxiliary: bool = False  # darts: auxiliary head
     auxiliary_weight: float = 0.4
-    drop_path_prob: float = 0.0       # darts: ramped linearly from 0 to this value
-    cutout: int = 0                   # side of the cutout square in pixels; 0 disables
+    drop_path_prob: float = 0.0  # darts: ramped linearly from 0 to this value
+    cutout: int = 0  # side of the cutout square in pixels; 0 disables
 
 
 def _nb201_retrain() -> RetrainSpaceConfig:
@@ -117,9 +119,21 @@ def _nb201_retrain() -> RetrainSpaceConfig:
 
 def _darts_retrain() -> RetrainSpaceConfig:
     # DARTS's protocol: 600 epochs, 36 channels, 20 cells, cutout 16, auxiliary 0.4, drop-path 0.2.
-    return RetrainSpaceConfig(epochs=600, batch_size=96, C=36, N=20, lr=0.025, lr_min=0.0, nesterov=False,
-                              weight_decay=3e-4, grad_clip=5.0, auxiliary=True, auxiliary_weight=0.4,
-                              drop_path_prob=0.2, cutout=16)
+    return RetrainSpaceConfig(
+        epochs=600,
+        batch_size=96,
+        C=36,
+        N=20,
+        lr=0.025,
+        lr_min=0.0,
+        nesterov=False,
+        weight_decay=3e-4,
+        grad_clip=5.0,
+        auxiliary=True,
+        auxiliary_weight=0.4,
+        drop_path_prob=0.2,
+        cutout=16,
+    )
 
 
 @dataclass
@@ -131,14 +145,14 @@ class RetrainConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None     # torch CPU threads; null: torch's default (one per core)
-    bf16: bool = False                # bf16 autocast (CUDA only)
-    channels_last: bool = False       # CUDA memory format
-    log_every: int = 50               # steps between progress-bar postfix updates; 0: none
-    sync_bn: bool = False             # torchrun on GPUs: batch-norm statistics over all ranks' batches
-                                      # (SyncBatchNorm); false keeps each rank's own, as one GPU would
-    dist_timeout: float = 600.0       # torchrun: seconds a collective may wait before the job fails
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # torch CPU threads; null: torch's default (one per core)
+    bf16: bool = False  # bf16 autocast (CUDA only)
+    channels_last: bool = False  # CUDA memory format
+    log_every: int = 50  # steps between progress-bar postfix updates; 0: none
+    sync_bn: bool = False  # torchrun on GPUs: batch-norm statistics over all ranks' batches
+    # (SyncBatchNorm); false keeps each rank's own, as one GPU would
+    dist_timeout: float = 600.0  # torchrun: seconds a collective may wait before the job fails
 
 
 @dataclass
@@ -203,8 +217,10 @@ def _merge(obj: Any, data: Dict[str, Any], prefix: str) -> None:
     for name, value in data.items():
         key = f"{prefix}{name}"
         if name not in names:
-            raise UserError(f"unknown config key {key!r}; valid keys under "
-                            f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}")
+            raise UserError(
+                f"unknown config key {key!r}; valid keys under "
+                f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(names))}"
+            )
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             if value is None:
@@ -224,7 +240,9 @@ def from_dict(data: Optional[Dict[str, Any]]) -> Config:
     if data is None:
         return cfg
     if not isinstance(data, dict):
-        raise UserError(f"a config must be a mapping with sections {', '.join(f.name for f in dataclasses.fields(Config))}")
+        raise UserError(
+            f"a config must be a mapping with sections {', '.join(f.name for f in dataclasses.fields(Config))}"
+        )
     _merge(cfg, data, "")
     return cfg
 
@@ -238,7 +256,9 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise UserError(f"config file {path} does not exist; give an existing YAML file, e.g. configs/default.yaml") from None
+        raise UserError(
+            f"config file {path} does not exist; give an existing YAML file, e.g. configs/default.yaml"
+        ) from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
@@ -274,10 +294,12 @@ def apply_override(cfg: Config, item: str) -> None:
         if depth < len(parts) - 1:
             obj = getattr(obj, name)
     if dataclasses.is_dataclass(getattr(obj, parts[-1])):
-        raise UserError(f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(obj, parts[-1]))[0].name}=...")
+        raise UserError(
+            f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(obj, parts[-1]))[0].name}=..."
+        )
     kind = typing.get_type_hints(type(obj))[parts[-1]]
     if kind is str or kind == Optional[str]:
-        value: Any = None if raw.strip() in ("null", "~", "None") and kind != str else raw
+        value: Any = None if raw.strip() in ("null", "~", "None") and kind is not str else raw
     else:
         try:
             value = yaml.safe_load(raw)
@@ -290,6 +312,7 @@ def apply_override(cfg: Config, item: str) -> None:
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
     from .io import atomic_write_text
+
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -339,13 +362,23 @@ def validate(cfg: Config) -> None:
         space.check_derive_none(sn.derive_none)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    _check_positive(**{"search.epochs": s.epochs, "search.batch_size": s.batch_size, "supernet.C": sn.C,
-                       "supernet.N": sn.N, "search.steps_per_epoch": s.steps_per_epoch,
-                       "search.weights.lr": s.weights.lr, "search.arch.lr": s.arch.lr,
-                       "search.prune_batches": s.prune_batches})
+    _check_positive(
+        **{
+            "search.epochs": s.epochs,
+            "search.batch_size": s.batch_size,
+            "supernet.C": sn.C,
+            "supernet.N": sn.N,
+            "search.steps_per_epoch": s.steps_per_epoch,
+            "search.weights.lr": s.weights.lr,
+            "search.arch.lr": s.arch.lr,
+            "search.prune_batches": s.prune_batches,
+        }
+    )
     if not 0 <= s.warmup_epochs < s.epochs:
-        raise UserError(f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs} with "
-                        f"search.epochs={s.epochs}. Fix: lower it, e.g. --set search.warmup_epochs=0")
+        raise UserError(
+            f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs} with "
+            f"search.epochs={s.epochs}. Fix: lower it, e.g. --set search.warmup_epochs=0"
+        )
     if r.log_every < 0:
         raise UserError(f"run.log_every must be >= 0 (0 turns the progress-bar postfix off), got {r.log_every}")
     if not r.dist_timeout > 0:
@@ -364,19 +397,29 @@ def validate(cfg: Config) -> None:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
     if s.prune != "off":
         if sn.mode != "gdas":
-            raise UserError(f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; "
-                            "set search.prune=off")
+            raise UserError(
+                f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; set search.prune=off"
+            )
         if s.epochs - s.warmup_epochs < len(ops):
-            raise UserError(f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "
-                            f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs")
+            raise UserError(
+                f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "
+                f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs"
+            )
     try:
         make_tau_schedule(s.tau)
     except ValueError as exc:
         raise UserError(f"search.tau: {exc}") from None
     for f in dataclasses.fields(cfg.retrain):
         p, section = getattr(cfg.retrain, f.name), f"retrain.{f.name}"
-        _check_positive(**{f"{section}.epochs": p.epochs, f"{section}.batch_size": p.batch_size,
-                           f"{section}.C": p.C, f"{section}.N": p.N, f"{section}.lr": p.lr,
-                           f"{section}.steps_per_epoch": p.steps_per_epoch})
+        _check_positive(
+            **{
+                f"{section}.epochs": p.epochs,
+                f"{section}.batch_size": p.batch_size,
+                f"{section}.C": p.C,
+                f"{section}.N": p.N,
+                f"{section}.lr": p.lr,
+                f"{section}.steps_per_epoch": p.steps_per_epoch,
+            }
+        )
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")

@@ -10,6 +10,7 @@ separate architecture logits.
 Derivation follows DARTS: each intermediate node keeps its two incoming edges
 whose strongest non-``none`` op is strongest, with that op.
 """
+
 from __future__ import annotations
 
 import ast
@@ -47,21 +48,26 @@ def to_darts(geno: Genotype) -> str:
     """DARTS's ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])``."""
     if geno.space != "darts":
         raise ValueError(f"to_darts needs a darts genotype, this one is {geno.space!r}")
-    return (f"Genotype(normal={geno.normal!r}, normal_concat={geno.normal_concat!r}, "
-            f"reduce={geno.reduce!r}, reduce_concat={geno.reduce_concat!r})")
+    return (
+        f"Genotype(normal={geno.normal!r}, normal_concat={geno.normal_concat!r}, "
+        f"reduce={geno.reduce!r}, reduce_concat={geno.reduce_concat!r})"
+    )
 
 
 def from_darts(text: str) -> Genotype:
     """Parse DARTS's printed genotype (the call is parsed, never evaluated; :class:`nas.UserError` if malformed)."""
     text = text.strip()
-    bad = (f"malformed DARTS genotype {text[:80]!r}: expected "
-           "Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])")
+    bad = (
+        f"malformed DARTS genotype {text[:80]!r}: expected "
+        "Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[...])"
+    )
     try:
         call = ast.parse(text, mode="eval").body
     except SyntaxError:
         raise UserError(bad) from None
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"
-            and not call.args):
+    if not (
+        isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype" and not call.args
+    ):
         raise UserError(bad)
     try:
         fields = {kw.arg: _literal(kw.value) for kw in call.keywords}
@@ -71,23 +77,33 @@ def from_darts(text: str) -> Genotype:
         raise UserError(bad)
     for key in ("normal", "reduce"):
         edges = fields[key]
-        if (not isinstance(edges, list)
-                or not all(isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str)
-                           and isinstance(e[1], int) for e in edges)):
+        if not isinstance(edges, list) or not all(
+            isinstance(e, tuple) and len(e) == 2 and isinstance(e[0], str) and isinstance(e[1], int) for e in edges
+        ):
             raise UserError(bad)
     for key in ("normal_concat", "reduce_concat"):
         if not isinstance(fields[key], list) or not all(isinstance(v, int) for v in fields[key]):
             raise UserError(bad)
-    geno = Genotype(space="darts", normal=fields["normal"], reduce=fields["reduce"],
-                    normal_concat=list(fields["normal_concat"]), reduce_concat=list(fields["reduce_concat"]))
+    geno = Genotype(
+        space="darts",
+        normal=fields["normal"],
+        reduce=fields["reduce"],
+        normal_concat=list(fields["normal_concat"]),
+        reduce_concat=list(fields["reduce_concat"]),
+    )
     geno.validate()
     return geno
 
 
 def _literal(node: ast.expr):
     """A literal, or ``range(a, b)`` as DARTS's search code prints the concat lists."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
-            and not node.keywords and 1 <= len(node.args) <= 2):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "range"
+        and not node.keywords
+        and 1 <= len(node.args) <= 2
+    ):
         bounds = [ast.literal_eval(a) for a in node.args]
         if all(isinstance(b, int) for b in bounds):
             return list(range(*bounds))
@@ -100,8 +116,9 @@ def reduction_layers(num_cells: int) -> Tuple[int, int]:
 
 
 def _stem(C: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, STEM_MULTIPLIER * C, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(STEM_MULTIPLIER * C))
+    return nn.Sequential(
+        nn.Conv2d(3, STEM_MULTIPLIER * C, 3, padding=1, bias=False), nn.BatchNorm2d(STEM_MULTIPLIER * C)
+    )
 
 
 def _build_cells(C: int, N: int, make_cell: Callable[..., nn.Module]) -> Tuple[nn.ModuleList, List[int]]:
@@ -148,8 +165,9 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class DartsSearchCell(nn.Module):
-    def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 ops: Sequence[str], affine: bool):
+    def __init__(
+        self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool, ops: Sequence[str], affine: bool
+    ):
         super().__init__()
         self.reduction, self.C = reduction, C
         self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
@@ -171,8 +189,9 @@ class DartsSearchCell(nn.Module):
 class DartsCell(nn.Module):
     """A discrete DARTS cell (NetworkCIFAR's), with drop-path on non-identity ops."""
 
-    def __init__(self, geno: Genotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 affine: bool = True):
+    def __init__(
+        self, geno: Genotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool, affine: bool = True
+    ):
         super().__init__()
         self.reduction, self.C = reduction, C
         self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
@@ -206,8 +225,12 @@ class AuxiliaryHeadCIFAR(nn.Module):
         super().__init__()
         self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
         self.features = nn.Sequential(
-            nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
 
@@ -220,8 +243,10 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 def _check_macro(C: int, N: int, num_classes: int) -> None:
     if C < 1 or N < 3 or num_classes < 1:
-        raise ValueError(f"the darts space needs C >= 1, N >= 3 cells and num_classes >= 1; "
-                         f"got C={C}, N={N}, num_classes={num_classes}")
+        raise ValueError(
+            f"the darts space needs C >= 1, N >= 3 cells and num_classes >= 1; "
+            f"got C={C}, N={N}, num_classes={num_classes}"
+        )
 
 
 class NetworkCIFAR(nn.Module):
@@ -231,19 +256,30 @@ class NetworkCIFAR(nn.Module):
     otherwise the logits. Set ``drop_path_prob`` (usually ramped over epochs).
     """
 
-    def __init__(self, geno: Genotype, C: int = 36, N: int = 20, num_classes: int = 10,
-                 auxiliary: bool = False, drop_path_prob: float = 0.0, affine: bool = True):
+    def __init__(
+        self,
+        geno: Genotype,
+        C: int = 36,
+        N: int = 20,
+        num_classes: int = 10,
+        auxiliary: bool = False,
+        drop_path_prob: float = 0.0,
+        affine: bool = True,
+    ):
         super().__init__()
         if geno.space != "darts":
             raise ValueError(f"NetworkCIFAR needs a darts genotype, got {geno.space!r}")
         _check_macro(C, N, num_classes)
         if len(geno.normal_concat) != MULTIPLIER or len(geno.reduce_concat) != MULTIPLIER:
-            raise ValueError(f"NetworkCIFAR concatenates {MULTIPLIER} nodes per cell; the genotype asks for "
-                             f"{len(geno.normal_concat)} and {len(geno.reduce_concat)}")
+            raise ValueError(
+                f"NetworkCIFAR concatenates {MULTIPLIER} nodes per cell; the genotype asks for "
+                f"{len(geno.normal_concat)} and {len(geno.reduce_concat)}"
+            )
         self.genotype, self.drop_path_prob, self.auxiliary = geno, drop_path_prob, auxiliary
         self.stem = _stem(C)
         self.cells, widths = _build_cells(
-            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsCell(geno, C_pp, C_p, C_cell, red, red_prev, affine))
+            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsCell(geno, C_pp, C_p, C_cell, red, red_prev, affine)
+        )
         self.aux_index = reduction_layers(N)[1]
         self.aux_head = AuxiliaryHeadCIFAR(widths[self.aux_index], num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -265,8 +301,16 @@ class DartsSupernet(Supernet):
 
     space = "darts"
 
-    def __init__(self, C: int = 16, N: int = 8, num_classes: int = 10, mode: str = "gdas",
-                 ops: Sequence[str] = DARTS_OPS, affine: bool = False, tau: float = 10.0):
+    def __init__(
+        self,
+        C: int = 16,
+        N: int = 8,
+        num_classes: int = 10,
+        mode: str = "gdas",
+        ops: Sequence[str] = DARTS_OPS,
+        affine: bool = False,
+        tau: float = 10.0,
+    ):
         ops = check_ops(ops)
         _check_macro(C, N, num_classes)
         num_edges = len(darts_edges())
@@ -274,7 +318,10 @@ class DartsSupernet(Supernet):
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
         self.stem = _stem(C)
         self.cells, widths = _build_cells(
-            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsSearchCell(C_pp, C_p, C_cell, red, red_prev, ops, affine))
+            C,
+            N,
+            lambda C_pp, C_p, C_cell, red, red_prev: DartsSearchCell(C_pp, C_p, C_cell, red, red_prev, ops, affine),
+        )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
 
@@ -295,7 +342,7 @@ class DartsSupernet(Supernet):
                 W[:, none] = -1.0  # never ranked, never chosen
             gene, start = [], 0
             for i in range(DARTS_STEPS):
-                rows = W[start:start + 2 + i]
+                rows = W[start : start + 2 + i]
                 strength = rows.max(dim=-1).values
                 # Strongest first, ties by lower node, as DARTS's sort does.
                 best_edges = sorted(range(2 + i), key=lambda j: -float(strength[j]))[:2]
@@ -303,8 +350,15 @@ class DartsSupernet(Supernet):
                 start += 2 + i
             kept[cell] = gene
         concat = list(range(2, 2 + DARTS_STEPS))
-        return Genotype(space="darts", normal=kept["normal"], reduce=kept["reduce"], normal_concat=concat,
-                        reduce_concat=concat, ops=list(self.ops), probs={c: p.tolist() for c, p in probs.items()})
+        return Genotype(
+            space="darts",
+            normal=kept["normal"],
+            reduce=kept["reduce"],
+            normal_concat=concat,
+            reduce_concat=concat,
+            ops=list(self.ops),
+            probs={c: p.tolist() for c, p in probs.items()},
+        )
 
     def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
         if geno.space != "darts":
@@ -323,7 +377,9 @@ class DartsSupernet(Supernet):
                     raise ValueError(f"op {op!r} is not a candidate of this supernet ({list(self.ops)})")
                 e = edge_index[(2 + k // 2, j)]
                 if choices[e] != self.ops.index("none"):
-                    raise ValueError(f"the genotype uses edge {2 + k // 2}<-{j} twice; the supernet has one op per edge")
+                    raise ValueError(
+                        f"the genotype uses edge {2 + k // 2}<-{j} twice; the supernet has one op per edge"
+                    )
                 choices[e] = self.ops.index(op)
             out[cell] = choices
         return out
@@ -362,8 +418,10 @@ class DartsSpace(SearchSpace):
     def check_derive_none(self, derive_none: Optional[bool]) -> None:
         """The darts space has one derivation rule (no ``none`` edges); refuse asking it for another."""
         if derive_none:
-            raise ValueError("supernet.derive_none: the darts space never derives none edges (it keeps each "
-                             "node's two strongest non-none edges); leave it unset (null) for darts")
+            raise ValueError(
+                "supernet.derive_none: the darts space never derives none edges (it keeps each "
+                "node's two strongest non-none edges); leave it unset (null) for darts"
+            )
 
     def edges(self) -> List[Tuple[int, int]]:
         return darts_edges()
@@ -385,14 +443,18 @@ class DartsSpace(SearchSpace):
         """Both cells, each node with two in-range inputs, concat lists naming existing nodes."""
         if geno.reduce is None:
             raise UserError("a darts genotype needs both a normal and a reduce cell")
-        for cell, edges, concat in (("normal", geno.normal, geno.normal_concat),
-                                    ("reduce", geno.reduce, geno.reduce_concat)):
+        for cell, edges, concat in (
+            ("normal", geno.normal, geno.normal_concat),
+            ("reduce", geno.reduce, geno.reduce_concat),
+        ):
             if not edges or len(edges) % 2:
                 raise UserError(f"the darts {cell} cell needs two edges per node, got {len(edges)} edges")
             for k, (_, src) in enumerate(edges):
                 if not 0 <= src < 2 + k // 2:
-                    raise UserError(f"edge {k} of the darts {cell} cell reads node {src}, but node "
-                                    f"{2 + k // 2} can only read nodes 0..{1 + k // 2}")
+                    raise UserError(
+                        f"edge {k} of the darts {cell} cell reads node {src}, but node "
+                        f"{2 + k // 2} can only read nodes 0..{1 + k // 2}"
+                    )
             last = 2 + len(edges) // 2
             if not concat or not all(0 <= v < last for v in concat):
                 raise UserError(f"{cell}_concat {concat} must list nodes in 0..{last - 1}")
@@ -414,15 +476,27 @@ class DartsSpace(SearchSpace):
     def dot_edges(self, geno: Genotype, cell: str) -> List[Tuple[str, str, Optional[str]]]:
         return super().dot_edges(geno, cell) + [(str(n), "out", None) for n in self.output_nodes(geno, cell)]
 
-    def build_supernet(self, *, mode: str, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool,
-                       tau: float, derive_none: bool) -> DartsSupernet:
+    def build_supernet(
+        self,
+        *,
+        mode: str,
+        C: int,
+        N: int,
+        num_classes: int,
+        ops: Sequence[str],
+        affine: bool,
+        tau: float,
+        derive_none: bool,
+    ) -> DartsSupernet:
         # derive_none is False here: check_derive_none refused anything else
         return DartsSupernet(C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau)
 
-    def build_network(self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool,
-                      drop_path_prob: float, affine: bool) -> NetworkCIFAR:
-        return NetworkCIFAR(geno, C=C, N=N, num_classes=num_classes, auxiliary=auxiliary,
-                            drop_path_prob=drop_path_prob, affine=affine)
+    def build_network(
+        self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool, drop_path_prob: float, affine: bool
+    ) -> NetworkCIFAR:
+        return NetworkCIFAR(
+            geno, C=C, N=N, num_classes=num_classes, auxiliary=auxiliary, drop_path_prob=drop_path_prob, affine=affine
+        )
 
 
 DARTS_SPACE = register_space(DartsSpace())

@@ -21,6 +21,7 @@ One-path search needs more than wrapping the model (see ``Searcher``):
   rank holds the same buffers at each checkpoint (within an epoch, each rank
   normalises with its own batch statistics, as a single GPU would with its share).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -63,7 +64,7 @@ class World:
             dist.all_reduce(flat)
             offset = 0
             for t in group:
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
                 offset += t.numel()
 
     def all_reduce_mean_(self, tensors: Iterable[torch.Tensor]) -> None:
@@ -107,11 +108,18 @@ class World:
         ids = [device.index] if device.type == "cuda" else None
         ddp = nn.parallel.DistributedDataParallel
         # Newer torch renamed broadcast_buffers; either way the buffers still sync once, at init.
-        no_forward_sync = ({"forward_sync_buffers": False}
-                           if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
-                           else {"broadcast_buffers": False})
-        return ddp(module, device_ids=ids, find_unused_parameters=find_unused_parameters,
-                   gradient_as_bucket_view=True, **no_forward_sync)
+        no_forward_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+            else {"broadcast_buffers": False}
+        )
+        return ddp(
+            module,
+            device_ids=ids,
+            find_unused_parameters=find_unused_parameters,
+            gradient_as_bucket_view=True,
+            **no_forward_sync,
+        )
 
     def average_buffers_(self, module: nn.Module) -> None:
         """Average the floating-point buffers (batch-norm running statistics) over the ranks."""

@@ -1,4 +1,5 @@
 """Parameter and multiply-add counts."""
+
 from __future__ import annotations
 
 from typing import Tuple

@@ -8,6 +8,7 @@ order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; in the ``darts`` space each
 intermediate node keeps two edges. Node numbers in the ``darts`` space count the
 two cell inputs as 0 and 1 and the intermediate nodes as 2..5.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ Edge = Tuple[str, int]
 
 # Names that moved to the space module owning them, still importable from here. Looked up
 # lazily (PEP 562): those modules import this one, so importing them here would be a cycle.
-_MOVED = {"nb201_edges": "nb201", "NB201_NODES": "nb201", "darts_edges": "darts", "DARTS_STEPS": "darts",
-          "DARTS_V2": "darts"}
+_MOVED = {
+    "nb201_edges": "nb201",
+    "NB201_NODES": "nb201",
+    "darts_edges": "darts",
+    "DARTS_STEPS": "darts",
+    "DARTS_V2": "darts",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -93,8 +99,13 @@ class Genotype:
 
     # ---- comparisons ignore the probabilities ----------------------------
     def same_architecture(self, other: "Genotype") -> bool:
-        return (self.space, self.normal, self.reduce, self.normal_concat, self.reduce_concat) == \
-               (other.space, other.normal, other.reduce, other.normal_concat, other.reduce_concat)
+        return (self.space, self.normal, self.reduce, self.normal_concat, self.reduce_concat) == (
+            other.space,
+            other.normal,
+            other.reduce,
+            other.normal_concat,
+            other.reduce_concat,
+        )
 
     # ---- JSON ------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -115,10 +126,15 @@ class Genotype:
     @classmethod
     def from_dict(cls, d: dict) -> "Genotype":
         try:
-            geno = cls(space=d["space"], normal=[tuple(e) for e in d["normal"]],
-                       reduce=None if d.get("reduce") is None else [tuple(e) for e in d["reduce"]],
-                       normal_concat=d.get("normal_concat", []), reduce_concat=d.get("reduce_concat", []),
-                       ops=d.get("ops"), probs=d.get("probs"))
+            geno = cls(
+                space=d["space"],
+                normal=[tuple(e) for e in d["normal"]],
+                reduce=None if d.get("reduce") is None else [tuple(e) for e in d["reduce"]],
+                normal_concat=d.get("normal_concat", []),
+                reduce_concat=d.get("reduce_concat", []),
+                ops=d.get("ops"),
+                probs=d.get("probs"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"not a genotype record ({exc}); expected the JSON that Genotype.to_json writes") from None
         geno.validate()
@@ -173,8 +189,9 @@ class Genotype:
             if geno is not None:
                 return geno
         formats = [space.genotype_format for space in SPACES.values() if space.genotype_format]
-        raise UserError(f"cannot read an architecture from {s[:80]!r}: give "
-                        + ", ".join(formats + ["or genotype JSON"]))
+        raise UserError(
+            f"cannot read an architecture from {s[:80]!r}: give " + ", ".join(formats + ["or genotype JSON"])
+        )
 
     def __str__(self) -> str:
         """The text form its space writes (``ValueError`` for an unknown space)."""
@@ -186,9 +203,11 @@ def disconnected_warning(geno: Genotype) -> str:
     cells = geno.disconnected_cells()
     if not cells:
         return ""
-    return (f"warning: the {' and '.join(cells)} cell ignores its input (every path from the input to the "
-            "output has a none edge), so the network gives the same output for every image; search longer "
-            "or train another architecture")
+    return (
+        f"warning: the {' and '.join(cells)} cell ignores its input (every path from the input to the "
+        "output has a none edge), so the network gives the same output for every image; search longer "
+        "or train another architecture"
+    )
 
 
 def derive_argmax(probs, ops: Sequence[str], include_none: bool) -> List[int]:

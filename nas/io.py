@@ -1,4 +1,5 @@
 """Atomic writes, safe checkpoint loading and random-state capture."""
+
 from __future__ import annotations
 
 import io
@@ -81,12 +82,16 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; corruption becomes a UserError."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"no checkpoint at {path}; the run has not finished an epoch yet, start it again without --resume")
+        raise UserError(
+            f"no checkpoint at {path}; the run has not finished an epoch yet, start it again without --resume"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise UserError(f"checkpoint {path} is corrupted or not a checkpoint of this tool "
-                        f"({type(exc).__name__}); restore it from a backup or start a new run") from None
+        raise UserError(
+            f"checkpoint {path} is corrupted or not a checkpoint of this tool "
+            f"({type(exc).__name__}); restore it from a backup or start a new run"
+        ) from None
     if not isinstance(ckpt, dict) or "epoch" not in ckpt or "config" not in ckpt:
         raise UserError(f"checkpoint {path} lacks the expected fields; it was not written by this tool")
     return ckpt
@@ -97,8 +102,12 @@ def capture_rng_state() -> Dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

@@ -12,6 +12,7 @@ DARTS's derivation does. A node all of whose inputs are ``none`` is a structural
 ops reading it are skipped rather than run on zeros (in the official code such
 a conv still adds its BN shift), which only matters for degenerate cells.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,7 +54,7 @@ def to_nb201(geno: Genotype) -> str:
     parts, k = [], 0
     for i in range(1, num_nodes):
         node = []
-        for j in range(i):
+        for _j in range(i):
             op, src = geno.normal[k]
             node.append(f"{op}~{src}")
             k += 1
@@ -68,8 +69,10 @@ def from_nb201(text: str) -> Genotype:
     edges: List[Edge] = []
     for i, node in enumerate(nodes, start=1):
         if len(node) < 2 or node[0] != "|" or node[-1] != "|":
-            raise UserError(f"malformed NB201 string {text!r}: node {i} {node!r} must look like |op~0|op~1|; "
-                            "expected e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|")
+            raise UserError(
+                f"malformed NB201 string {text!r}: node {i} {node!r} must look like |op~0|op~1|; "
+                "expected e.g. |nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|"
+            )
         items = node[1:-1].split("|")
         if len(items) != i:
             raise UserError(f"malformed NB201 string {text!r}: node {i} needs {i} inputs, got {len(items)}")
@@ -94,7 +97,9 @@ class ResNetBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-def _cell_forward(x: torch.Tensor, edge_fn: Callable[[int, Optional[torch.Tensor]], Optional[torch.Tensor]]) -> torch.Tensor:
+def _cell_forward(
+    x: torch.Tensor, edge_fn: Callable[[int, Optional[torch.Tensor]], Optional[torch.Tensor]]
+) -> torch.Tensor:
     nodes: List[Optional[torch.Tensor]] = [x]
     e = 0
     for i in range(1, NB201_NODES):
@@ -132,6 +137,7 @@ class NB201Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         def edge(e: int, inp: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             return None if inp is None or self._is_zero[e] else self.edges[e](inp)
+
         return _cell_forward(x, edge)
 
 
@@ -181,9 +187,17 @@ class NB201Supernet(Supernet):
 
     space = "nb201"
 
-    def __init__(self, C: int = 16, N: int = 5, num_classes: int = 10, mode: str = "gdas",
-                 ops: Sequence[str] = NB201_OPS, affine: bool = False, tau: float = 10.0,
-                 derive_none: bool = True):
+    def __init__(
+        self,
+        C: int = 16,
+        N: int = 5,
+        num_classes: int = 10,
+        mode: str = "gdas",
+        ops: Sequence[str] = NB201_OPS,
+        affine: bool = False,
+        tau: float = 10.0,
+        derive_none: bool = True,
+    ):
         ops = check_ops(ops)
         super().__init__(mode, ops, {"normal": len(nb201_edges())}, tau)
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
@@ -204,8 +218,13 @@ class NB201Supernet(Supernet):
         probs = self.probabilities()["normal"]
         best = derive_argmax(probs, self.ops, self.derive_none)
         edges = [(self.ops[k], j) for k, (_, j) in zip(best, nb201_edges())]
-        return Genotype(space="nb201", normal=edges, normal_concat=[NB201_NODES - 1], ops=list(self.ops),
-                        probs={"normal": probs.tolist()})
+        return Genotype(
+            space="nb201",
+            normal=edges,
+            normal_concat=[NB201_NODES - 1],
+            ops=list(self.ops),
+            probs={"normal": probs.tolist()},
+        )
 
     def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
         if geno.space != "nb201":
@@ -264,10 +283,14 @@ class NB201Space(SearchSpace):
         try:
             num_nodes = nb201_nodes(len(geno.normal))
         except ValueError:
-            raise UserError(f"an nb201 genotype needs the edges of a complete cell (e.g. 6), got {len(geno.normal)}") from None
+            raise UserError(
+                f"an nb201 genotype needs the edges of a complete cell (e.g. 6), got {len(geno.normal)}"
+            ) from None
         sources = [j for _, j in nb201_edges(num_nodes)]
         if [j for _, j in geno.normal] != sources or geno.reduce is not None:
-            raise UserError(f"nb201 genotype edges must read nodes {sources} in order; got {[j for _, j in geno.normal]}")
+            raise UserError(
+                f"nb201 genotype edges must read nodes {sources} in order; got {[j for _, j in geno.normal]}"
+            )
 
     def edge_targets(self, geno: Genotype, cell: str) -> List[int]:
         return [i for i, _ in nb201_edges(nb201_nodes(len(geno.cells()[cell])))]
@@ -275,13 +298,25 @@ class NB201Space(SearchSpace):
     def input_nodes(self, geno: Genotype, cell: str) -> Set[int]:
         return {0}
 
-    def build_supernet(self, *, mode: str, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool,
-                       tau: float, derive_none: bool) -> NB201Supernet:
-        return NB201Supernet(C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau,
-                             derive_none=derive_none)
+    def build_supernet(
+        self,
+        *,
+        mode: str,
+        C: int,
+        N: int,
+        num_classes: int,
+        ops: Sequence[str],
+        affine: bool,
+        tau: float,
+        derive_none: bool,
+    ) -> NB201Supernet:
+        return NB201Supernet(
+            C=C, N=N, num_classes=num_classes, mode=mode, ops=ops, affine=affine, tau=tau, derive_none=derive_none
+        )
 
-    def build_network(self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool,
-                      drop_path_prob: float, affine: bool) -> NB201Network:
+    def build_network(
+        self, geno: Genotype, *, C: int, N: int, num_classes: int, auxiliary: bool, drop_path_prob: float, affine: bool
+    ) -> NB201Network:
         return NB201Network(geno, C=C, N=N, num_classes=num_classes, affine=affine)
 
 

@@ -10,6 +10,7 @@ line::
 
 or, as a decorator, ``@register_op("conv_5x5")`` on the factory.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Sequence
@@ -18,15 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 OpFactory = Callable[[int, int, int, bool], nn.Module]
 
 OPS: Dict[str, OpFactory] = {}
 
 # The standard candidate lists, in the order the spaces' papers use.
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+DARTS_OPS = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
 
 # Ops whose output carries no learned transform; counted by the collapse check.
 PARAMETER_FREE_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
@@ -49,8 +57,10 @@ def build_op(name: str, C_in: int, C_out: int, stride: int, affine: bool) -> nn.
     try:
         factory = OPS[name]
     except KeyError:
-        raise ValueError(f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}. "
-                        "Fix the name or register the op with nas.register_op.") from None
+        raise ValueError(
+            f"unknown op {name!r}; registered ops: {', '.join(sorted(OPS))}. "
+            "Fix the name or register the op with nas.register_op."
+        ) from None
     return factory(C_in, C_out, stride, affine)
 
 
@@ -61,8 +71,10 @@ def check_ops(names: Sequence[str]) -> tuple:
         raise ValueError("the op list is empty; give at least one op")
     unknown = [n for n in names if n not in OPS]
     if unknown:
-        raise ValueError(f"unknown op(s) {', '.join(map(repr, unknown))}; registered ops: "
-                        f"{', '.join(sorted(OPS))}. Fix the name or register the op with nas.register_op.")
+        raise ValueError(
+            f"unknown op(s) {', '.join(map(repr, unknown))}; registered ops: "
+            f"{', '.join(sorted(OPS))}. Fix the name or register the op with nas.register_op."
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"the op list {list(names)} names an op twice; list each op once")
     return names
@@ -109,7 +121,11 @@ def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor) 
         x,
         bn.running_mean if not bn.training or bn.track_running_stats else None,
         bn.running_var if not bn.training or bn.track_running_stats else None,
-        weight, bias, use_batch_stats, momentum, bn.eps,
+        weight,
+        bias,
+        use_batch_stats,
+        momentum,
+        bn.eps,
     )
 
 
@@ -134,8 +150,9 @@ class ScalableSequential(nn.Sequential):
 
 
 class ReLUConvBN(ScalableSequential):
-    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
-                 dilation: int = 1, affine: bool = True):
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, dilation: int = 1, affine: bool = True
+    ):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
@@ -146,8 +163,9 @@ class ReLUConvBN(ScalableSequential):
 class DilConv(ScalableSequential):
     """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
 
-    def __init__(self, C_in: int, C_out: int, kernel: int, stride: int, padding: int,
-                 dilation: int, affine: bool = True):
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True
+    ):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),

@@ -1,4 +1,5 @@
 """Read a search run directory and report what the search chose (``python search.py inspect``)."""
+
 from __future__ import annotations
 
 import json
@@ -63,13 +64,20 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     final = {}
     for cell, rows in (geno.probs or {}).items():
         best = derive_argmax(rows, ops, include_none)
-        final[cell] = [{"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[best[e]]}
-                       for e, row in enumerate(rows)]
+        final[cell] = [
+            {"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[best[e]]} for e, row in enumerate(rows)
+        ]
     per_epoch = []
     for rec in probs_log:
-        per_epoch.append({"epoch": rec["epoch"], **{
-            cell: [rec["ops"][k] for k in derive_argmax(rows, rec["ops"], include_none)]
-            for cell, rows in rec["probs"].items()}})
+        per_epoch.append(
+            {
+                "epoch": rec["epoch"],
+                **{
+                    cell: [rec["ops"][k] for k in derive_argmax(rows, rec["ops"], include_none)]
+                    for cell, rows in rec["probs"].items()
+                },
+            }
+        )
     epochs_total = (cfg.get("search") or {}).get("epochs")
     done = metrics[-1]["epoch"] if metrics else 0
     return {
@@ -87,8 +95,11 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         "chosen_per_epoch": per_epoch,
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
         # From each epoch's logged genotype, so runs from before the benchmark field get it too.
-        "benchmark_per_epoch": [{"epoch": m["epoch"], "cifar10_test": load_benchmark().query(m["genotype"])}
-                                for m in metrics if is_benchmark_cell(m.get("genotype") or "")],
+        "benchmark_per_epoch": [
+            {"epoch": m["epoch"], "cifar10_test": load_benchmark().query(m["genotype"])}
+            for m in metrics
+            if is_benchmark_cell(m.get("genotype") or "")
+        ],
         "derive_none": include_none,
         "collapse": collapse_counts(geno),
         "disconnected_cells": geno.disconnected_cells(),
@@ -97,10 +108,13 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
 
 
 def format_text(report: Dict[str, Any]) -> str:
-    lines = [f"run      {report['run_dir']}",
-             f"space    {report['space']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"
-             + ("" if report["finished"] else " (not finished)"),
-             f"genotype {report['genotype']}", ""]
+    lines = [
+        f"run      {report['run_dir']}",
+        f"space    {report['space']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"
+        + ("" if report["finished"] else " (not finished)"),
+        f"genotype {report['genotype']}",
+        "",
+    ]
     ops = report["ops"]
     width = max(len(op) for op in ops) if ops else 8
     for cell, rows in report["final_probs"].items():

@@ -5,6 +5,7 @@ The protocol is the space's section of the config (``retrain.nb201`` or
 ``metrics.jsonl`` (one line per epoch, with test accuracy), an atomic
 ``checkpoint.pt`` after every epoch (:mod:`nas.run`), and ``result.json`` at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def protocol(cfg: Config, space: str) -> RetrainSpaceConfig:
     try:
         return getattr(cfg.retrain, space)
     except AttributeError:
-        raise UserError(f"no retrain protocol for space {space!r}; the config has retrain.nb201 and retrain.darts") from None
+        raise UserError(
+            f"no retrain protocol for space {space!r}; the config has retrain.nb201 and retrain.darts"
+        ) from None
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -79,11 +82,19 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, bf16: bool) -
     return meter
 
 
-def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device, *, resume: bool = False,
-                stop_after: Optional[int] = None, progress: bool = True,
-                log: Callable[[str], None] = tqdm.write,
-                warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
-                world: World = SINGLE) -> RetrainResult:
+def run_retrain(
+    cfg: Config,
+    geno: Genotype,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    stop_after: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+    warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+    world: World = SINGLE,
+) -> RetrainResult:
     """Train ``geno``'s discrete network into ``run_dir``; resumable and exact on CPU.
 
     ``log`` gets the progress lines, ``warn`` the warnings (a cell that ignores its input).
@@ -111,16 +122,37 @@ def run_retrain(cfg: Config, geno: Genotype, run_dir: Path, device: torch.device
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, check_resumed=same_architecture, world=world)
     if ckpt is None and world.is_main:
         atomic_write_text(run_dir / "genotype.json", geno.to_json())
-    task, done = run_epochs(lambda: RetrainTask(cfg, p, geno, device, world), cfg, run_dir, ckpt, desc="retrain",
-                            stop_after=stop_after, progress=progress, log=log, world=world)
+    task, done = run_epochs(
+        lambda: RetrainTask(cfg, p, geno, device, world),
+        cfg,
+        run_dir,
+        ckpt,
+        desc="retrain",
+        stop_after=stop_after,
+        progress=progress,
+        log=log,
+        world=world,
+    )
     test_loss, test_acc = task.test_loss, task.test_acc
     if done.last_metrics is None and ckpt is not None:  # already finished: report the recorded result
         test_loss, test_acc = task.test()
     result = RetrainResult(run_dir, geno, test_acc, test_loss, task.params, task.macs, done.done, done.finished)
     if done.finished and world.is_main:
-        atomic_write_text(run_dir / "result.json", json.dumps({
-            "genotype": str(geno), "space": geno.space, "test_acc": test_acc, "test_loss": test_loss,
-            "params": task.params, "macs": task.macs, "epochs": done.done}, indent=2))
+        atomic_write_text(
+            run_dir / "result.json",
+            json.dumps(
+                {
+                    "genotype": str(geno),
+                    "space": geno.space,
+                    "test_acc": test_acc,
+                    "test_loss": test_loss,
+                    "params": task.params,
+                    "macs": task.macs,
+                    "epochs": done.done,
+                },
+                indent=2,
+            ),
+        )
     return result
 
 
@@ -130,24 +162,46 @@ class RetrainTask:
     kind = CHECKPOINT_KIND
     logs = ("metrics.jsonl",)
 
-    def __init__(self, cfg: Config, p: RetrainSpaceConfig, geno: Genotype, device: torch.device,
-                 world: World = SINGLE):
+    def __init__(self, cfg: Config, p: RetrainSpaceConfig, geno: Genotype, device: torch.device, world: World = SINGLE):
         self.p, self.geno, self.device, self.bf16, self.world = p, geno, device, cfg.run.bf16, world
         self.epochs = p.epochs
         self.nan_hint = f"lower retrain.{geno.space}.lr"
         seed = cfg.run.seed
         data = load_data(cfg)
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
-        self.train_loader = make_loader(data, data.train_x[keep], data.train_y[keep], p.batch_size, train=True,
-                                        augment=cfg.data.augment, seed=seed, device=device,
-                                        channels_last=cfg.run.channels_last, world=world)
-        self.test_loader = make_loader(data, data.test_x, data.test_y, max(p.batch_size, 256), train=False,
-                                       augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last,
-                                       world=world)
+        self.train_loader = make_loader(
+            data,
+            data.train_x[keep],
+            data.train_y[keep],
+            p.batch_size,
+            train=True,
+            augment=cfg.data.augment,
+            seed=seed,
+            device=device,
+            channels_last=cfg.run.channels_last,
+            world=world,
+        )
+        self.test_loader = make_loader(
+            data,
+            data.test_x,
+            data.test_y,
+            max(p.batch_size, 256),
+            train=False,
+            augment=False,
+            seed=seed,
+            device=device,
+            channels_last=cfg.run.channels_last,
+            world=world,
+        )
         with_extras = get_space(geno.space).supports_auxiliary  # auxiliary head and drop-path
-        model = build_network(geno, C=p.C, N=p.N, num_classes=data.num_classes,
-                              auxiliary=p.auxiliary and with_extras,
-                              drop_path_prob=p.drop_path_prob if with_extras else 0.0)
+        model = build_network(
+            geno,
+            C=p.C,
+            N=p.N,
+            num_classes=data.num_classes,
+            auxiliary=p.auxiliary and with_extras,
+            drop_path_prob=p.drop_path_prob if with_extras else 0.0,
+        )
         self.params = count_parameters(model, exclude_prefix=("aux_head",))
         self.macs = count_macs(model, tuple(data.train_x.shape[1:]))
         if cfg.run.sync_bn:
@@ -157,17 +211,22 @@ class RetrainTask:
             model.to(memory_format=torch.channels_last)
         self.model = model
         self.train_model = world.wrap(model, device, find_unused_parameters=False)  # DDP under torchrun
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov,
-                                         weight_decay=p.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay
+        )
         self.params_all = list(model.parameters())
         self.autocast = autocast(device, self.bf16)
-        self.steps = len(self.train_loader) if p.steps_per_epoch is None else min(len(self.train_loader),
-                                                                                   p.steps_per_epoch)
+        self.steps = (
+            len(self.train_loader) if p.steps_per_epoch is None else min(len(self.train_loader), p.steps_per_epoch)
+        )
         self.test_loss, self.test_acc = float("nan"), float("nan")
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "genotype": self.geno.to_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "genotype": self.geno.to_dict(),
+        }
 
     def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -218,13 +277,23 @@ class RetrainTask:
         train_loss, train_acc = self.meter.read()
         if math.isfinite(train_loss):  # else the skeleton stops the run with a clear error
             self.test_loss, self.test_acc = self.test()
-        return {"epoch": epoch + 1, "lr": self.lr, "train_loss": train_loss, "train_acc": train_acc,
-                "test_loss": self.test_loss, "test_acc": self.test_acc, "epoch_seconds": seconds,
-                "images_per_second": self.meter.count / seconds, "world_size": self.world.world_size}
+        return {
+            "epoch": epoch + 1,
+            "lr": self.lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": self.test_loss,
+            "test_acc": self.test_acc,
+            "epoch_seconds": seconds,
+            "images_per_second": self.meter.count / seconds,
+            "world_size": self.world.world_size,
+        }
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:
         pass
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
-        return (f"epoch {epoch + 1}/{self.epochs}  lr {m['lr']:.4f}  train {m['train_loss']:.3f}/"
-                f"{m['train_acc']:.2f}%  test {m['test_loss']:.3f}/{m['test_acc']:.2f}%")
+        return (
+            f"epoch {epoch + 1}/{self.epochs}  lr {m['lr']:.4f}  train {m['train_loss']:.3f}/"
+            f"{m['train_acc']:.2f}%  test {m['test_loss']:.3f}/{m['test_acc']:.2f}%"
+        )

@@ -6,6 +6,7 @@ so a stopped run resumes exactly. :func:`run_epochs` prepares or resumes the
 directory and drives the epoch loop (progress bar, NaN check, metrics line,
 ``stop_after``, checkpoint); an :class:`EpochTask` supplies what is its own.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,15 @@ from . import config as config_mod
 from .config import Config
 from .distributed import SINGLE, World
 from .errors import UserError
-from .io import (append_jsonl, atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state,
-                 seed_everything, truncate_jsonl)
+from .io import (
+    append_jsonl,
+    atomic_torch_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    seed_everything,
+    truncate_jsonl,
+)
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 
@@ -34,8 +42,10 @@ def prepare_run_dir(run_dir: Path) -> None:
             raise UserError(f"--out {run_dir} is a file; choose a folder")
         present = [name for name in RUN_FILES if (run_dir / name).exists()]
         if present:
-            raise UserError(f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
-                            f"--resume {run_dir}, or choose another --out")
+            raise UserError(
+                f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
+                f"--resume {run_dir}, or choose another --out"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -47,36 +57,38 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     # Through from_dict, so keys added to the config since the run started read as their defaults.
     changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
     if changed:
-        raise UserError(f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "
-                        "Resume with the run's own config (drop --config/--set) or start a new run with --out")
+        raise UserError(
+            f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "
+            "Resume with the run's own config (drop --config/--set) or start a new run with --out"
+        )
     return ckpt
 
 
 class EpochTask(Protocol):
     """What a kind of run (search, retrain) adds to the skeleton."""
 
-    kind: str                 # the checkpoint's "kind"; a resume refuses another kind
-    logs: Sequence[str]       # jsonl files in the run dir with one ``epoch`` line each (metrics.jsonl first)
+    kind: str  # the checkpoint's "kind"; a resume refuses another kind
+    logs: Sequence[str]  # jsonl files in the run dir with one ``epoch`` line each (metrics.jsonl first)
     epochs: int
-    nan_hint: str             # the fix named when the training loss is not finite
+    nan_hint: str  # the fix named when the training loss is not finite
 
-    def state_dict(self) -> Dict[str, Any]: ...            # checkpoint entries (model, optimisers)
+    def state_dict(self) -> Dict[str, Any]: ...  # checkpoint entries (model, optimisers)
 
     def load_state_dict(self, ckpt: Dict[str, Any]) -> None: ...
 
-    def start_epoch(self, epoch: int) -> int: ...          # 0-based epoch; returns its number of steps
+    def start_epoch(self, epoch: int) -> int: ...  # 0-based epoch; returns its number of steps
 
     def batches(self) -> Iterable[Any]: ...
 
     def step(self, batch: Any) -> None: ...
 
-    def postfix(self) -> Dict[str, str]: ...               # progress-bar figures (may read the device)
+    def postfix(self) -> Dict[str, str]: ...  # progress-bar figures (may read the device)
 
     def end_epoch(self, epoch: int, seconds: float) -> Dict[str, Any]: ...  # the metrics line (train_loss in it)
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None: ...  # after the metrics line
 
-    def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...   # the epoch's log line
+    def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...  # the epoch's log line
 
 
 def _rng_state(world: World) -> Dict[str, Any]:
@@ -92,15 +104,20 @@ def _silent(text: str) -> None:
 
 @dataclass
 class EpochsDone:
-    start: int        # epochs done before this invocation
-    done: int         # epochs done after it
+    start: int  # epochs done before this invocation
+    done: int  # epochs done after it
     finished: bool
     last_metrics: Optional[dict]
 
 
-def open_run(run_dir: Path, cfg: Config, kind: str, resume: bool,
-             check_resumed: Optional[Callable[[Dict[str, Any]], None]] = None,
-             world: World = SINGLE) -> Optional[Dict[str, Any]]:
+def open_run(
+    run_dir: Path,
+    cfg: Config,
+    kind: str,
+    resume: bool,
+    check_resumed: Optional[Callable[[Dict[str, Any]], None]] = None,
+    world: World = SINGLE,
+) -> Optional[Dict[str, Any]]:
     """Start a new run directory (saving the config) or load the checkpoint of the one to resume.
 
     Under several processes rank 0 prepares the directory, and its verdict (or its error) reaches
@@ -113,9 +130,11 @@ def open_run(run_dir: Path, cfg: Config, kind: str, resume: bool,
             ckpt = load_for_resume(run_dir, cfg, kind)
             saved = int(ckpt.get("world_size", 1))
             if saved != world.world_size:
-                raise UserError(f"{run_dir} ran with {saved} process(es), this resume has {world.world_size}; "
-                                f"resume with the same number (torchrun --nproc_per_node={saved}), so the data "
-                                "order and the batches continue exactly")
+                raise UserError(
+                    f"{run_dir} ran with {saved} process(es), this resume has {world.world_size}; "
+                    f"resume with the same number (torchrun --nproc_per_node={saved}), so the data "
+                    "order and the batches continue exactly"
+                )
             if check_resumed is not None:
                 check_resumed(ckpt)
         elif world.is_main:
@@ -129,10 +148,18 @@ def open_run(run_dir: Path, cfg: Config, kind: str, resume: bool,
     return ckpt
 
 
-def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path,
-               ckpt: Optional[Dict[str, Any]], *, desc: str, stop_after: Optional[int] = None,
-               progress: bool = True, log: Callable[[str], None] = tqdm.write,
-               world: World = SINGLE) -> "tuple[EpochTask, EpochsDone]":
+def run_epochs(
+    task_factory: Callable[[], EpochTask],
+    cfg: Config,
+    run_dir: Path,
+    ckpt: Optional[Dict[str, Any]],
+    *,
+    desc: str,
+    stop_after: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+    world: World = SINGLE,
+) -> "tuple[EpochTask, EpochsDone]":
     """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs.
 
     Every epoch ends with the metrics line, the task's own outputs and then the checkpoint, so the
@@ -161,8 +188,9 @@ def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path
     for epoch in range(start, task.epochs):
         steps = task.start_epoch(epoch)
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"{desc} {epoch + 1}/{task.epochs}", disable=not progress, leave=False,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=steps, desc=f"{desc} {epoch + 1}/{task.epochs}", disable=not progress, leave=False, dynamic_ncols=True
+        )
         for step, batch in enumerate(task.batches()):
             if step >= steps:
                 break
@@ -179,10 +207,17 @@ def run_epochs(task_factory: Callable[[], EpochTask], cfg: Config, run_dir: Path
         if world.is_main:
             append_jsonl(run_dir / task.logs[0], metrics)
             task.write_outputs(run_dir, epoch + 1, metrics)
-            atomic_torch_save({"kind": task.kind, "epoch": epoch + 1, **task.state_dict(),
-                               "rng": _rng_state(world), "config": config_mod.to_dict(cfg),
-                               **({"world_size": world.world_size} if world.distributed else {})},
-                              run_dir / "checkpoint.pt")
+            atomic_torch_save(
+                {
+                    "kind": task.kind,
+                    "epoch": epoch + 1,
+                    **task.state_dict(),
+                    "rng": _rng_state(world),
+                    "config": config_mod.to_dict(cfg),
+                    **({"world_size": world.world_size} if world.distributed else {}),
+                },
+                run_dir / "checkpoint.pt",
+            )
         done, last = epoch + 1, metrics
         log(task.describe(epoch, metrics))
         if stop_after is not None and done - start >= stop_after:

@@ -3,6 +3,7 @@
 Library code never picks a device; the command line (or a user's script) calls
 these and passes the results down.
 """
+
 from __future__ import annotations
 
 import time

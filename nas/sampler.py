@@ -129,10 +129,7 @@ def _perturbed_logits(logits: Tensor, generator: Optional[torch.Generator]) -> T
     try:
         dtype, tiny = _COMPUTE[logits.dtype]
     except KeyError:
-        raise ValueError(
-            "logits must be float16, bfloat16, float32 or float64, "
-            f"got dtype {logits.dtype}"
-        ) from None
+        raise ValueError(f"logits must be float16, bfloat16, float32 or float64, got dtype {logits.dtype}") from None
     if generator is not None and generator.device.type != logits.device.type:
         raise ValueError(
             f"generator is on device {generator.device}, logits on {logits.device}: "
@@ -308,12 +305,8 @@ class GumbelSoftmax(nn.Module):
             raise ValueError(f"dim must be an int, got {value!r}")
         self._dim = int(value)
 
-    def forward(
-        self, logits: Tensor, generator: Optional[torch.Generator] = None
-    ) -> Tensor:
-        return gumbel_softmax(
-            logits, tau=self._tau, hard=self._hard, dim=self._dim, generator=generator
-        )
+    def forward(self, logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        return gumbel_softmax(logits, tau=self._tau, hard=self._hard, dim=self._dim, generator=generator)
 
     def get_extra_state(self) -> Dict[str, Any]:
         return {"tau": self._tau, "hard": self._hard, "dim": self._dim}
@@ -321,8 +314,7 @@ class GumbelSoftmax(nn.Module):
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or not {"tau", "hard", "dim"} <= set(state):
             raise ValueError(
-                "GumbelSoftmax extra state must be a dict with keys 'tau', 'hard' "
-                f"and 'dim', got {state!r}"
+                f"GumbelSoftmax extra state must be a dict with keys 'tau', 'hard' and 'dim', got {state!r}"
             )
         self.tau = state["tau"]
         self.hard = state["hard"]
@@ -359,9 +351,7 @@ def _positive(name: str, value: Any) -> float:
 def _progress(progress: Any) -> float:
     number = _number("progress", progress)
     if not 0.0 <= number <= 1.0:
-        raise ValueError(
-            f"progress must be in [0, 1] (epoch / (total_epochs - 1)), got {progress!r}"
-        )
+        raise ValueError(f"progress must be in [0, 1] (epoch / (total_epochs - 1)), got {progress!r}")
     return number
 
 
@@ -369,9 +359,7 @@ def _tau_range(tau_max: Any, tau_min: Any) -> tuple[float, float]:
     hi = _positive("tau_max", tau_max)
     lo = _positive("tau_min", tau_min)
     if lo > hi:
-        raise ValueError(
-            f"tau_min must be <= tau_max, got tau_min={tau_min!r} > tau_max={tau_max!r}"
-        )
+        raise ValueError(f"tau_min must be <= tau_max, got tau_min={tau_min!r} > tau_max={tau_max!r}")
     return hi, lo
 
 
@@ -496,16 +484,11 @@ def tau_schedule(name: str, **kwargs: float) -> TauSchedule:
     [10.0, 7.525, 5.05, 2.575, 0.1]
     """
     if name not in SCHEDULES:
-        raise ValueError(
-            f"unknown tau schedule {name!r}; choose one of {sorted(SCHEDULES)}"
-        )
+        raise ValueError(f"unknown tau schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     allowed = _SCHEDULE_KWARGS[name]
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"tau schedule {name!r} takes the keyword arguments {list(allowed)}, "
-            f"got unexpected {unknown}"
-        )
+        raise ValueError(f"tau schedule {name!r} takes the keyword arguments {list(allowed)}, got unexpected {unknown}")
     # Validate now (at the start of the schedule) so that a bad config fails
     # before the search runs, and store plain floats.
     if name == "exponential":

@@ -8,6 +8,7 @@ directory gets a metrics line, the per-edge op probabilities, the derived
 genotype and an atomic checkpoint (:mod:`nas.run`), so a stopped run resumes
 exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,9 +66,17 @@ def entropy(probs: Dict[str, torch.Tensor]) -> float:
     return float(-(rows * rows.clamp_min(1e-12).log()).sum(dim=-1).mean())
 
 
-def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool = False,
-               stop_after: Optional[int] = None, progress: bool = True,
-               log: Callable[[str], None] = tqdm.write, world: World = SINGLE) -> SearchResult:
+def run_search(
+    cfg: Config,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    stop_after: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = tqdm.write,
+    world: World = SINGLE,
+) -> SearchResult:
     """Run (or resume) a search into ``run_dir`` on ``device``.
 
     ``stop_after`` ends this invocation after that many epochs, checkpointed,
@@ -79,8 +88,17 @@ def run_search(cfg: Config, run_dir: Path, device: torch.device, *, resume: bool
     check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
     check_batch_split(cfg.search.batch_size, "search.batch_size", world)
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
-    task, done = run_epochs(lambda: SearchTask(cfg, device, log, world), cfg, run_dir, ckpt, desc="search",
-                            stop_after=stop_after, progress=progress, log=log, world=world)
+    task, done = run_epochs(
+        lambda: SearchTask(cfg, device, log, world),
+        cfg,
+        run_dir,
+        ckpt,
+        desc="search",
+        stop_after=stop_after,
+        progress=progress,
+        log=log,
+        world=world,
+    )
     if ckpt is not None and done.done == done.start:
         log(f"{run_dir} had already finished its {cfg.search.epochs} epochs")
     return SearchResult(run_dir, task.net.genotype(), done.done, done.finished, done.last_metrics)
@@ -101,14 +119,26 @@ class SearchTask:
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
         idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, seed)
         idx_w, idx_a = keep[idx_w], keep[idx_a]
-        loader_kw = dict(train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last,
-                         world=world)
-        self.loader_w = make_loader(data, data.train_x[idx_w], data.train_y[idx_w], s.batch_size, seed=seed,
-                                    **loader_kw)
-        self.loader_a = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, seed=seed + 1,
-                                    **loader_kw)
-        net = build_supernet(sn.space, sn.mode, C=sn.C, N=sn.N, num_classes=data.num_classes, ops=sn.ops,
-                             affine=sn.affine, tau=s.tau.max, derive_none=sn.derive_none)
+        loader_kw = dict(
+            train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last, world=world
+        )
+        self.loader_w = make_loader(
+            data, data.train_x[idx_w], data.train_y[idx_w], s.batch_size, seed=seed, **loader_kw
+        )
+        self.loader_a = make_loader(
+            data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, seed=seed + 1, **loader_kw
+        )
+        net = build_supernet(
+            sn.space,
+            sn.mode,
+            C=sn.C,
+            N=sn.N,
+            num_classes=data.num_classes,
+            ops=sn.ops,
+            affine=sn.affine,
+            tau=s.tau.max,
+            derive_none=sn.derive_none,
+        )
         if cfg.run.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net.to(device)
@@ -125,9 +155,18 @@ class SearchTask:
         self.eval_batches: List[Any] = []
         if s.prune == "loss":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
-            loader_eval = make_loader(data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, train=False,
-                                      augment=False, seed=seed, device=device, channels_last=cfg.run.channels_last,
-                                      world=world)
+            loader_eval = make_loader(
+                data,
+                data.train_x[idx_a],
+                data.train_y[idx_a],
+                s.batch_size,
+                train=False,
+                augment=False,
+                seed=seed,
+                device=device,
+                channels_last=cfg.run.channels_last,
+                world=world,
+            )
             self.eval_batches = [b for _, b in zip(range(s.prune_batches), loader_eval)]
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
@@ -135,8 +174,10 @@ class SearchTask:
     # ---- checkpoint ------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         # The schedules are pure functions of the epoch; their settings live in the config.
-        return {**self.searcher.state_dict(),
-                "schedules": {"tau": self.net.tau, "lr_weights": self.searcher.weight_optimizer.param_groups[0]["lr"]}}
+        return {
+            **self.searcher.state_dict(),
+            "schedules": {"tau": self.net.tau, "lr_weights": self.searcher.weight_optimizer.param_groups[0]["lr"]},
+        }
 
     def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
         self.searcher.load_state_dict(ckpt)
@@ -167,13 +208,17 @@ class SearchTask:
                 self.world.all_reduce_mean_(losses.values())  # (pruned ops: inf on every rank, inf after)
                 scores = {c: -v for c, v in losses.items()}
                 # Logged so that both derivation rules can be read off the last event.
-                self.prune_scores = {c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
-                                     for c, v in losses.items()}
+                self.prune_scores = {
+                    c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
+                    for c, v in losses.items()
+                }
             removed = net.prune_weakest(keep_none=self.keep_none, scores=scores)
             for cell, ops in removed.items():
                 self.pruned.setdefault(cell, []).append(ops)
-            self.log(f"pruned before epoch {epoch + 1}: " + "; ".join(
-                f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items()))
+            self.log(
+                f"pruned before epoch {epoch + 1}: "
+                + "; ".join(f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items())
+            )
 
     def batches(self):
         return zip(self.loader_w, self.loader_a)
@@ -195,34 +240,49 @@ class SearchTask:
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
         benchmark = benchmark_fields(self.geno)
         return {
-            "epoch": epoch + 1, "tau": net.tau, "lr_weights": searcher.lr,
+            "epoch": epoch + 1,
+            "tau": net.tau,
+            "lr_weights": searcher.lr,
             "lr_arch": searcher.arch_optimizer.param_groups[0]["lr"],
-            "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss if val_meter.count else None, "val_acc": val_acc if val_meter.count else None,
-            "entropy": entropy(self.probs), "genotype": str(self.geno),
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss if val_meter.count else None,
+            "val_acc": val_acc if val_meter.count else None,
+            "entropy": entropy(self.probs),
+            "genotype": str(self.geno),
             **({"ops_left": net.num_alive()} if self.pruning else {}),
             **({"pruned": self.pruned} if self.pruned else {}),
             **({"prune_losses": self.prune_scores} if self.prune_scores else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **({"benchmark": benchmark} if benchmark else {}),
-            "epoch_seconds": seconds, "images_per_second": (train_meter.count + val_meter.count) / seconds,
+            "epoch_seconds": seconds,
+            "images_per_second": (train_meter.count + val_meter.count) / seconds,
             "world_size": self.world.world_size,
         }
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:
-        append_jsonl(run_dir / "arch_probs.jsonl", {"epoch": epoch, "ops": list(self.net.ops),
-                                                    "probs": {c: p.tolist() for c, p in self.probs.items()}})
+        append_jsonl(
+            run_dir / "arch_probs.jsonl",
+            {"epoch": epoch, "ops": list(self.net.ops), "probs": {c: p.tolist() for c, p in self.probs.items()}},
+        )
         atomic_write_text(run_dir / "genotype.json", self.geno.to_json())
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
         arch_text = get_space(self.geno.space).log_text(self.geno)
-        phase = (f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%" if m["val_loss"] is not None
-                 else "warm-up (no arch step)" if epoch < self.search.warmup_epochs else "decided (weights only)")
+        phase = (
+            f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%"
+            if m["val_loss"] is not None
+            else "warm-up (no arch step)"
+            if epoch < self.search.warmup_epochs
+            else "decided (weights only)"
+        )
         bench = m.get("benchmark")
         bench_text = f"NB201 {bench['cifar10_test']:.2f}%  " if bench else ""
-        return (f"epoch {epoch + 1}/{self.epochs}  tau {m['tau']:.3f}  train {m['train_loss']:.3f}/"
-                f"{m['train_acc']:.1f}%  {phase}  H {m['entropy']:.3f}  {m['images_per_second']:.0f} img/s  "
-                f"{bench_text}{arch_text}")
+        return (
+            f"epoch {epoch + 1}/{self.epochs}  tau {m['tau']:.3f}  train {m['train_loss']:.3f}/"
+            f"{m['train_acc']:.1f}%  {phase}  H {m['entropy']:.3f}  {m['images_per_second']:.0f} img/s  "
+            f"{bench_text}{arch_text}"
+        )
 
 
 def benchmark_fields(geno: Genotype) -> Optional[dict]:

@@ -11,6 +11,7 @@ The search loop, the benchmarks and the tests all drive this one object::
             searcher.step(batch_w, batch_a, arch_step=epoch >= cfg.search.warmup_epochs)
         train_loss, train_acc = searcher.train_meter.read()
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -71,12 +72,21 @@ class Searcher:
             must draw the same noise (seed them alike), so that all run the same path.
     """
 
-    def __init__(self, net: Supernet, weight_optimizer: torch.optim.Optimizer,
-                 arch_optimizer: torch.optim.Optimizer, *, epochs: int,
-                 tau_at: Optional[Callable[[int, int], float]] = None,
-                 lr_at: Optional[Callable[[int], float]] = None,
-                 beta_decay_at: Optional[Callable[[int], float]] = None, grad_clip: float = 0.0,
-                 device: Optional[torch.device] = None, bf16: bool = False, world: World = SINGLE):
+    def __init__(
+        self,
+        net: Supernet,
+        weight_optimizer: torch.optim.Optimizer,
+        arch_optimizer: torch.optim.Optimizer,
+        *,
+        epochs: int,
+        tau_at: Optional[Callable[[int, int], float]] = None,
+        lr_at: Optional[Callable[[int], float]] = None,
+        beta_decay_at: Optional[Callable[[int], float]] = None,
+        grad_clip: float = 0.0,
+        device: Optional[torch.device] = None,
+        bf16: bool = False,
+        world: World = SINGLE,
+    ):
         self.net = net
         self.world = world
         self.weight_optimizer = weight_optimizer
@@ -94,23 +104,41 @@ class Searcher:
         # The logits stay outside DDP: the weight step freezes them and the arch step reduces them.
         if world.distributed:
             nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                net, [name for name, p in net.named_parameters() if any(p is a for a in self.arch)])
+                net, [name for name, p in net.named_parameters() if any(p is a for a in self.arch)]
+            )
         # One path per step: in gdas mode most ops are unused, on every rank alike.
         self.weight_model = world.wrap(net, self.device, find_unused_parameters=net.mode == "gdas")
 
     @classmethod
-    def from_config(cls, net: Supernet, search: SearchConfig, *, device: Optional[torch.device] = None,
-                    bf16: bool = False, world: World = SINGLE) -> "Searcher":
+    def from_config(
+        cls,
+        net: Supernet,
+        search: SearchConfig,
+        *,
+        device: Optional[torch.device] = None,
+        bf16: bool = False,
+        world: World = SINGLE,
+    ) -> "Searcher":
         """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam)."""
         w, a = search.weights, search.arch
-        w_opt = torch.optim.SGD(net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov,
-                                weight_decay=w.weight_decay)
+        w_opt = torch.optim.SGD(
+            net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov, weight_decay=w.weight_decay
+        )
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay)
         epochs, warmup = search.epochs, search.warmup_epochs
-        return cls(net, w_opt, a_opt, epochs=epochs, tau_at=make_tau_schedule(search.tau),
-                   lr_at=lambda e: cosine_lr(e, epochs, w.lr, w.lr_min),
-                   beta_decay_at=lambda e: beta_decay_weight(e, epochs, warmup, a.beta_decay),
-                   grad_clip=w.grad_clip, device=device, bf16=bf16, world=world)
+        return cls(
+            net,
+            w_opt,
+            a_opt,
+            epochs=epochs,
+            tau_at=make_tau_schedule(search.tau),
+            lr_at=lambda e: cosine_lr(e, epochs, w.lr, w.lr_min),
+            beta_decay_at=lambda e: beta_decay_weight(e, epochs, warmup, a.beta_decay),
+            grad_clip=w.grad_clip,
+            device=device,
+            bf16=bf16,
+            world=world,
+        )
 
     def start_epoch(self, epoch: int) -> None:
         """Set tau, the weights' learning rate and the beta-decay weight for ``epoch`` (0-based); reset the meters."""
@@ -175,8 +203,11 @@ class Searcher:
 
     def state_dict(self) -> Dict[str, Any]:
         """The checkpoint entries: the supernet and both optimisers."""
-        return {"model": self.net.state_dict(), "w_opt": self.weight_optimizer.state_dict(),
-                "a_opt": self.arch_optimizer.state_dict()}
+        return {
+            "model": self.net.state_dict(),
+            "w_opt": self.weight_optimizer.state_dict(),
+            "a_opt": self.arch_optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])

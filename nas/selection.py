@@ -8,6 +8,7 @@ batches and the same Gumbel noise serve every (edge, op) pair (common random num
 differences between ops are not drowned by sampling noise. This is the perturbation idea of
 DARTS-PT (Wang et al., ICLR 2021), measured on a one-path supernet.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
@@ -33,8 +34,9 @@ def edge_op_losses(net: Supernet, batches: Sequence[Batch], seed: int = 0) -> Di
     was_training = net.training
     buffers = {name: b.clone() for name, b in net.named_buffers() if not name.startswith("alive_")}
     device = batches[0][0].device
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-        if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     out: Dict[str, torch.Tensor] = {}
     net.train()
     try:

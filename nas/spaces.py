@@ -16,13 +16,13 @@ network. Each built-in space is one module and one registration (``nas/nb201.py`
 Nothing here is specific to a space: code that needs a space's behaviour asks
 ``get_space(name)`` for it instead of comparing names.
 """
+
 from __future__ import annotations
 
 import collections.abc
 import contextlib
 from importlib import import_module
-from typing import (TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar,
-                    Union)
+from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from .errors import UserError
 
@@ -32,8 +32,17 @@ if TYPE_CHECKING:  # imported for annotations only: supernet and genotype import
     from .genotype import Genotype
     from .supernet import Supernet
 
-__all__ = ["SearchSpace", "register_space", "unregister_space", "registered_space", "get_space", "space_names",
-           "SPACES", "build_supernet", "build_network"]
+__all__ = [
+    "SearchSpace",
+    "register_space",
+    "unregister_space",
+    "registered_space",
+    "get_space",
+    "space_names",
+    "SPACES",
+    "build_supernet",
+    "build_network",
+]
 
 
 class SearchSpace:
@@ -108,17 +117,18 @@ class SearchSpace:
         """Raise :class:`nas.UserError` unless ``geno`` is wired as a cell of this space can be."""
         cells = geno.cells()
         if sorted(cells) != sorted(self.cell_types):
-            raise UserError(f"a {self.name} genotype has the cell types {list(self.cell_types)}, "
-                            f"got {sorted(cells)}")
+            raise UserError(f"a {self.name} genotype has the cell types {list(self.cell_types)}, got {sorted(cells)}")
         sources = [j for _, j in self.edges()]
         for cell, edges in cells.items():
             if [j for _, j in edges] != sources:
-                raise UserError(f"{self.name} genotype edges must read nodes {sources} in order; "
-                                f"got {[j for _, j in edges]} in the {cell} cell")
+                raise UserError(
+                    f"{self.name} genotype edges must read nodes {sources} in order; "
+                    f"got {[j for _, j in edges]} in the {cell} cell"
+                )
 
     def edge_targets(self, geno: "Genotype", cell: str) -> List[int]:
         """The node each kept edge of ``geno``'s ``cell`` feeds, parallel to ``geno.cells()[cell]``."""
-        return [i for i, _ in self.edges()][:len(geno.cells()[cell])]
+        return [i for i, _ in self.edges()][: len(geno.cells()[cell])]
 
     def input_nodes(self, geno: "Genotype", cell: str) -> Set[int]:
         """The nodes of ``cell`` that hold the cell's input(s)."""
@@ -142,33 +152,58 @@ class SearchSpace:
 
     def dot_edges(self, geno: "Genotype", cell: str) -> List[Tuple[str, str, Optional[str]]]:
         """``(from id, to id, label or None)`` of each arrow :meth:`to_dot` draws for ``cell``."""
-        return [(str(src), str(dst), op) for (op, src), dst in zip(geno.cells()[cell], self.edge_targets(geno, cell))
-                if op != "none"]
+        return [
+            (str(src), str(dst), op)
+            for (op, src), dst in zip(geno.cells()[cell], self.edge_targets(geno, cell))
+            if op != "none"
+        ]
 
     def to_dot(self, geno: "Genotype") -> str:
         """A Graphviz DOT drawing of ``geno``'s cell(s); ``none`` edges are left out."""
-        out = ["digraph cells {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
+        out = ["digraph cells {", "  rankdir=LR;", "  node [shape=box, style=rounded];"]
         for cell in geno.cells():
             p = f"{cell}_"
             out.append(f"  subgraph cluster_{cell} {{")
             out.append(f'    label="{cell} cell";')
             out += [f'    {p}{n} [label="{label}"];' for n, label in self.dot_nodes(geno, cell)]
             for src, dst, label in self.dot_edges(geno, cell):
-                out.append(f'    {p}{src} -> {p}{dst} [label="{label}"];' if label is not None
-                           else f"    {p}{src} -> {p}{dst};")
+                out.append(
+                    f'    {p}{src} -> {p}{dst} [label="{label}"];'
+                    if label is not None
+                    else f"    {p}{src} -> {p}{dst};"
+                )
             out.append("  }")
         out.append("}")
         return "\n".join(out) + "\n"
 
     # ---- builders ----------------------------------------------------------
-    def build_supernet(self, *, mode: str, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool,
-                       tau: float, derive_none: bool) -> "Supernet":
+    def build_supernet(
+        self,
+        *,
+        mode: str,
+        C: int,
+        N: int,
+        num_classes: int,
+        ops: Sequence[str],
+        affine: bool,
+        tau: float,
+        derive_none: bool,
+    ) -> "Supernet":
         """The space's supernet. :func:`build_supernet` has checked ``mode`` and resolved
         ``ops`` and ``derive_none`` (a bool here) already."""
         raise NotImplementedError
 
-    def build_network(self, geno: "Genotype", *, C: int, N: int, num_classes: int, auxiliary: bool,
-                      drop_path_prob: float, affine: bool) -> "nn.Module":
+    def build_network(
+        self,
+        geno: "Genotype",
+        *,
+        C: int,
+        N: int,
+        num_classes: int,
+        auxiliary: bool,
+        drop_path_prob: float,
+        affine: bool,
+    ) -> "nn.Module":
         """The discrete network of ``geno`` (a genotype of this space), for retraining."""
         raise NotImplementedError
 
@@ -206,8 +241,10 @@ def register_space(space: SpaceT) -> SpaceT:
     if not isinstance(obj.name, str) or not obj.name:
         raise ValueError(f"{type(obj).__name__} needs a name (a non-empty str) to be registered")
     if obj.name in _REGISTRY:
-        raise ValueError(f"space {obj.name!r} is already registered ({_REGISTRY[obj.name]!r}); "
-                         f"unregister_space({obj.name!r}) first or choose another name")
+        raise ValueError(
+            f"space {obj.name!r} is already registered ({_REGISTRY[obj.name]!r}); "
+            f"unregister_space({obj.name!r}) first or choose another name"
+        )
     _REGISTRY[obj.name] = obj
     return space
 
@@ -282,9 +319,18 @@ SPACES: Mapping[str, SearchSpace] = _RegistryView()
 
 
 # ---- public builders ------------------------------------------------------------
-def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, num_classes: int = 10,
-                   ops: Optional[Sequence[str]] = None, affine: bool = False, tau: float = 10.0,
-                   derive_none: Optional[bool] = None) -> "Supernet":
+def build_supernet(
+    space: str,
+    mode: str = "gdas",
+    *,
+    C: int = 16,
+    N: int = 5,
+    num_classes: int = 10,
+    ops: Optional[Sequence[str]] = None,
+    affine: bool = False,
+    tau: float = 10.0,
+    derive_none: Optional[bool] = None,
+) -> "Supernet":
     """A supernet of the registered space ``space`` ("nb201", "darts", ...).
 
     Args:
@@ -306,13 +352,28 @@ def build_supernet(space: str, mode: str = "gdas", *, C: int = 16, N: int = 5, n
         print(net.genotype())
     """
     sp = get_space(space)  # the mode is checked by the Supernet constructor
-    return sp.build_supernet(mode=mode, C=C, N=N, num_classes=num_classes,
-                             ops=sp.default_ops if ops is None else ops, affine=affine, tau=tau,
-                             derive_none=sp.resolve_derive_none(derive_none))
+    return sp.build_supernet(
+        mode=mode,
+        C=C,
+        N=N,
+        num_classes=num_classes,
+        ops=sp.default_ops if ops is None else ops,
+        affine=affine,
+        tau=tau,
+        derive_none=sp.resolve_derive_none(derive_none),
+    )
 
 
-def build_network(geno: "Genotype", *, C: int = 16, N: int = 5, num_classes: int = 10, auxiliary: bool = False,
-                  drop_path_prob: float = 0.0, affine: bool = True) -> "nn.Module":
+def build_network(
+    geno: "Genotype",
+    *,
+    C: int = 16,
+    N: int = 5,
+    num_classes: int = 10,
+    auxiliary: bool = False,
+    drop_path_prob: float = 0.0,
+    affine: bool = True,
+) -> "nn.Module":
     """The standalone discrete network of ``geno``, for retraining (its space builds it).
 
     nb201: NAS-Bench-201's evaluation network (``N`` cells per stage).
@@ -322,5 +383,6 @@ def build_network(geno: "Genotype", *, C: int = 16, N: int = 5, num_classes: int
     sp = get_space(geno.space)
     if (auxiliary or drop_path_prob) and not sp.supports_auxiliary:
         raise ValueError(f"the {sp.name} network has no auxiliary head or drop-path; unset them")
-    return sp.build_network(geno, C=C, N=N, num_classes=num_classes, auxiliary=auxiliary,
-                            drop_path_prob=drop_path_prob, affine=affine)
+    return sp.build_network(
+        geno, C=C, N=N, num_classes=num_classes, auxiliary=auxiliary, drop_path_prob=drop_path_prob, affine=affine
+    )

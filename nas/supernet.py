@@ -21,6 +21,7 @@ Cost: the sample of every cell type is drawn at once and the chosen indices
 reach the host in one transfer per forward; there is no other host-device
 synchronisation and no per-edge tensor work beyond running the chosen op.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,6 @@ import torch
 from torch import nn
 
 from .genotype import Genotype
-from .ops import Zero
 from .sampler import gumbel_max, gumbel_softmax
 
 MODES = ("gdas", "snas", "darts")
@@ -123,9 +123,12 @@ class Supernet(nn.Module):
         self.ops = tuple(ops)
         self._is_zero = tuple(op == "none" for op in self.ops)
         # GDAS initialises the logits with small noise: near-uniform, yet not tied.
-        self.arch = nn.ParameterDict({
-            cell: nn.Parameter(1e-3 * torch.randn(num_edges, len(self.ops))) for cell, num_edges in edges_per_cell.items()
-        })
+        self.arch = nn.ParameterDict(
+            {
+                cell: nn.Parameter(1e-3 * torch.randn(num_edges, len(self.ops)))
+                for cell, num_edges in edges_per_cell.items()
+            }
+        )
         # Which ops each edge may still choose (progressive pruning clears entries). A buffer,
         # so checkpoints carry it and a resumed search keeps what it pruned.
         for cell, num_edges in edges_per_cell.items():
@@ -182,8 +185,9 @@ class Supernet(nn.Module):
             self._alive_cache = cache
         return cache
 
-    def prune_weakest(self, keep_none: bool = True,
-                      scores: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, List[str]]:
+    def prune_weakest(
+        self, keep_none: bool = True, scores: Optional[Dict[str, torch.Tensor]] = None
+    ) -> Dict[str, List[str]]:
         """On every edge with more than one op left, remove the op with the lowest score.
 
         ``scores`` (per cell type, ``[edges, ops]``, higher is better) defaults to the op
@@ -244,7 +248,9 @@ class Supernet(nn.Module):
                 raise ValueError(f"forced architecture lacks cell type {cell!r}")
             row = [self.ops.index(c) if isinstance(c, str) else int(c) for c in arch[cell]]
             if len(row) != a.shape[0] or not all(0 <= k < len(self.ops) for k in row):
-                raise ValueError(f"forced architecture for {cell!r} needs {a.shape[0]} op indices in 0..{len(self.ops) - 1}")
+                raise ValueError(
+                    f"forced architecture for {cell!r} needs {a.shape[0]} op indices in 0..{len(self.ops) - 1}"
+                )
             forced[cell] = row
         self._forced = forced
 
@@ -283,7 +289,7 @@ class Supernet(nn.Module):
             flat = torch.cat(index).tolist()  # the one host-device transfer of the forward
             plans, start = {}, 0
             for c, h, idx in zip(cells, hard, index):
-                choices = flat[start:start + len(idx)]
+                choices = flat[start : start + len(idx)]
                 start += len(idx)
                 # The chosen entry of each edge's straight-through one-hot (1.0 forward).
                 weights = list(h.gather(1, idx[:, None]).squeeze(1).unbind(0)) if need_grad else None

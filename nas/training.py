@@ -1,4 +1,5 @@
 """Pieces shared by the search and the retraining loops."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,28 +63,63 @@ class Meter:
 
 def load_data(cfg: Config) -> ImageData:
     d = cfg.data
-    return load_dataset(d.name, d.root, download=d.download, verify_md5=d.verify_md5, num_train=d.num_train,
-                        num_test=d.num_test, image_size=d.image_size, num_classes=d.num_classes, seed=cfg.run.seed)
+    return load_dataset(
+        d.name,
+        d.root,
+        download=d.download,
+        verify_md5=d.verify_md5,
+        num_train=d.num_train,
+        num_test=d.num_test,
+        image_size=d.image_size,
+        num_classes=d.num_classes,
+        seed=cfg.run.seed,
+    )
 
 
-def make_loader(data: ImageData, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
-                augment: bool, seed: int, device: torch.device, channels_last: bool,
-                world: World = SINGLE) -> BatchLoader:
+def make_loader(
+    data: ImageData,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    train: bool,
+    augment: bool,
+    seed: int,
+    device: torch.device,
+    channels_last: bool,
+    world: World = SINGLE,
+) -> BatchLoader:
     """A loader of global batches of ``batch_size``; under several processes each rank gets its share."""
     if batch_size > images.shape[0] and train:
-        raise UserError(f"batch size {batch_size} exceeds the {images.shape[0]} images available; "
-                        "lower the batch size or use more data")
-    return BatchLoader(images, labels, max(1, batch_size // world.world_size), mean=data.mean, std=data.std,
-                       augment=augment and train, shuffle=train, drop_last=train, seed=seed, device=device,
-                       channels_last=channels_last, rank=world.rank, world_size=world.world_size)
+        raise UserError(
+            f"batch size {batch_size} exceeds the {images.shape[0]} images available; "
+            "lower the batch size or use more data"
+        )
+    return BatchLoader(
+        images,
+        labels,
+        max(1, batch_size // world.world_size),
+        mean=data.mean,
+        std=data.std,
+        augment=augment and train,
+        shuffle=train,
+        drop_last=train,
+        seed=seed,
+        device=device,
+        channels_last=channels_last,
+        rank=world.rank,
+        world_size=world.world_size,
+    )
 
 
 def check_batch_split(batch_size: int, key: str, world: World) -> None:
     """The global batch must split evenly over the processes (each rank takes batch / N)."""
     if batch_size % world.world_size:
-        raise UserError(f"{key}={batch_size} does not split over {world.world_size} processes; "
-                        f"use a multiple of {world.world_size}, e.g. {key}="
-                        f"{max(1, round(batch_size / world.world_size)) * world.world_size}")
+        raise UserError(
+            f"{key}={batch_size} does not split over {world.world_size} processes; "
+            f"use a multiple of {world.world_size}, e.g. {key}="
+            f"{max(1, round(batch_size / world.world_size)) * world.world_size}"
+        )
 
 
 def clip_and_step(params: Iterable[nn.Parameter], optimizer: torch.optim.Optimizer, grad_clip: float) -> None:

@@ -7,6 +7,7 @@ batch-norm buffers, the architecture each forward sampled, each step's losses) t
 ``fault`` mode: the search command line, with rank 1 killed (``os._exit``) at its Nth step, as a
 crashed GPU would leave it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,11 +62,20 @@ def steps_main(mode: str, steps: int, out: str) -> None:
         archs.append(net.sampled_architecture())
         losses.append(float(searcher.val_meter.loss) - before)
     searcher.end_epoch()
-    torch.save({"state": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                "archs": archs, "losses": [v / half for v in losses], "initial": initial,
-                "train": searcher.train_meter.read(), "val": searcher.val_meter.read(),
-                "grads_none": [p.grad is None for p in net.weight_parameters()]},
-               os.path.join(out, f"rank{world.rank}.pt"))
+    torch.save(
+        {
+            "state": net.state_dict(),
+            "w_opt": w_opt.state_dict(),
+            "a_opt": a_opt.state_dict(),
+            "archs": archs,
+            "losses": [v / half for v in losses],
+            "initial": initial,
+            "train": searcher.train_meter.read(),
+            "val": searcher.val_meter.read(),
+            "grads_none": [p.grad is None for p in net.weight_parameters()],
+        },
+        os.path.join(out, f"rank{world.rank}.pt"),
+    )
     torch.distributed.destroy_process_group()
 
 

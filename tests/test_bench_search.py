@@ -5,6 +5,7 @@ certainty) an architecture against the same step of the discrete network
 ``build_network(geno, affine=False)``. That comparison is fair only if both run the
 same network: same outputs, same parameters, same parameters trained.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -62,8 +63,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_quick_run_writes_every_section(tmp_path):
     out = tmp_path / "b.json"
-    proc = subprocess.run(MODULE + ["--quick", "--out", str(out)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        MODULE + ["--quick", "--out", str(out)], cwd=str(ROOT), capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
 
@@ -93,7 +95,8 @@ def test_quick_run_writes_every_section(tmp_path):
     assert res["memory"]["summary"]["gdas_over_discrete"] > 0
     if res["device"] == "cpu":  # both allocator settings, every case
         assert {(r["allocator"], r["case"]) for r in res["memory"]["rows"]} == {
-            (a, c) for a in ("default", "mmap_threshold_128k") for c in memory}
+            (a, c) for a in ("default", "mmap_threshold_128k") for c in memory
+        }
 
     tp = res["throughput"]
     assert tp["images_per_second"] > 0 and tp["estimated_full_search_s"] > 0
@@ -103,8 +106,9 @@ def test_quick_run_writes_every_section(tmp_path):
 
 
 def test_bad_section_is_refused():
-    proc = subprocess.run(MODULE + ["--quick", "--only", "nonsense"], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        MODULE + ["--quick", "--only", "nonsense"], cwd=str(ROOT), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0 and "--only" in proc.stderr
 
 
@@ -159,8 +163,9 @@ def test_benchmark_discrete_network_has_the_discretized_parameters(geno):
     discretized = net.discretize(geno)
     assert [tuple(p.shape) for p in fresh.parameters()] == [tuple(p.shape) for p in discretized.parameters()]
     assert [n for n, _ in fresh.named_parameters()] == [n for n, _ in discretized.named_parameters()]
-    assert [(n, tuple(b.shape)) for n, b in fresh.named_buffers()] == \
-        [(n, tuple(b.shape)) for n, b in discretized.named_buffers()]
+    assert [(n, tuple(b.shape)) for n, b in fresh.named_buffers()] == [
+        (n, tuple(b.shape)) for n, b in discretized.named_buffers()
+    ]
 
 
 @pytest.mark.parametrize("geno", ARCHS, ids=[g.to_nb201() for g in ARCHS])

@@ -1,4 +1,5 @@
 """NAS-Bench-201 figures in the search log, ``inspect`` and ``lookup``; the benchmark is never an input."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,19 @@ from nas.search import run_search
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nats-tss-sample"
-TINY = ["data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
-        "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=3", "search.warmup_epochs=0", "search.prune=off",
-        "run.device=cpu"]
+TINY = [
+    "data.num_train=256",
+    "data.num_test=64",
+    "data.image_size=16",
+    "supernet.C=4",
+    "supernet.N=1",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "search.epochs=3",
+    "search.warmup_epochs=0",
+    "search.prune=off",
+    "run.device=cpu",
+]
 CELL_1 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 
 
@@ -67,8 +78,12 @@ def test_lookup_takes_index_string_genotype_file_and_run_dir(run_dir, tmp_path, 
     index = nas.load_benchmark().index(geno)
     (tmp_path / "g.json").write_text(geno.to_json())
     (tmp_path / "g.txt").write_text(str(geno))
-    assert main(["lookup", str(index), str(geno), str(tmp_path / "g.json"), str(tmp_path / "g.txt"), str(run_dir),
-                 "--json"]) == 0
+    assert (
+        main(
+            ["lookup", str(index), str(geno), str(tmp_path / "g.json"), str(tmp_path / "g.txt"), str(run_dir), "--json"]
+        )
+        == 0
+    )
     reports = json.loads(capsys.readouterr().out)
     assert len(reports) == 5
     assert {r["index"] for r in reports} == {index}
@@ -87,16 +102,18 @@ def test_lookup_with_official_files_gives_every_dataset(capsys):
     assert "93.66%" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["lookup", "|sep_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "not a NAS-Bench-201 op"),
-    (["lookup", nas.genotype.DARTS_V2], "not a NAS-Bench-201 cell"),
-    (["lookup", "15625"], "out of range"),
-    (["lookup", "nonsense"], "neither a file"),
-    (["lookup", "1", "--benchmark", "/no/such/dir"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["lookup", "|sep_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "not a NAS-Bench-201 op"),
+        (["lookup", nas.genotype.DARTS_V2], "not a NAS-Bench-201 cell"),
+        (["lookup", "15625"], "out of range"),
+        (["lookup", "nonsense"], "neither a file"),
+        (["lookup", "1", "--benchmark", "/no/such/dir"], "does not exist"),
+    ],
+)
 def test_bad_lookups_exit_2_without_traceback(args, needle):
-    proc = subprocess.run([sys.executable, str(ROOT / "search.py")] + args, capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(ROOT / "search.py")] + args, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
 

@@ -3,6 +3,7 @@
 The official sample (tests/fixtures/nats-tss-sample/) is the NATS-Bench topology "simple" format
 as the official API's own tests ship it: meta.pickle.pbz2 and the records of cells 0, 11, 284.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -112,8 +113,12 @@ def test_cell_code_round_trip():
 
 
 def test_packaged_table_refuses_what_it_does_not_hold(table):
-    for kwargs, words in ((dict(dataset="cifar100"), "official"), (dict(metric="valid"), "official"),
-                          (dict(epochs=12), "official"), (dict(seed=777), "official")):
+    for kwargs, words in (
+        (dict(dataset="cifar100"), "official"),
+        (dict(metric="valid"), "official"),
+        (dict(epochs=12), "official"),
+        (dict(seed=777), "official"),
+    ):
         with pytest.raises(UserError, match=words):
             table.query(1, **kwargs)
 
@@ -244,8 +249,14 @@ def test_numpy_numbers_load_without_numpy(official, tmp_path):
 def test_damaged_files(fixture_copy, name, damage):
     path = fixture_copy / name
     raw = path.read_bytes()
-    path.write_bytes({"truncate": raw[:len(raw) // 2], "garbage": os.urandom(4096), "empty": b"",
-                      "bad-pickle": bz2.compress(pickle.dumps([1, 2])[:-3])}[damage])
+    path.write_bytes(
+        {
+            "truncate": raw[: len(raw) // 2],
+            "garbage": os.urandom(4096),
+            "empty": b"",
+            "bad-pickle": bz2.compress(pickle.dumps([1, 2])[:-3]),
+        }[damage]
+    )
     with pytest.raises(UserError, match=name):
         nas.load_benchmark(fixture_copy).query(11)
 
@@ -265,9 +276,7 @@ def test_meta_without_arch_list(fixture_copy):
 # ---- CSV files --------------------------------------------------------------------------------
 def test_csv_cifar10(tmp_path, table):
     p = tmp_path / "c10.csv"
-    p.write_text("index,arch,cifar10_test_accuracy\n"
-                 f"1,{CELL_1},93.6600\n"
-                 f"11,{CELL_11},91.5833\n")
+    p.write_text(f"index,arch,cifar10_test_accuracy\n1,{CELL_1},93.6600\n11,{CELL_11},91.5833\n")
     bench = nas.load_benchmark(p)
     assert len(bench) == 2 and bench.datasets() == ["cifar10"]
     assert bench.query(1) == bench.query(CELL_1) == table.query(1) == 93.66
@@ -282,9 +291,11 @@ def test_csv_cifar10(tmp_path, table):
 
 def test_csv_general_columns(tmp_path):
     p = tmp_path / "c100.csv"
-    p.write_text("arch,cifar100_test_accuracy,cifar100_valid_accuracy,ImageNet16-120_test_accuracy,params\n"
-                 f"{CELL_11},67.61,67.9,30.1,0.8\n"
-                 f"{ALL_SKIP},20.5,21.0,10.2,0.1\n")
+    p.write_text(
+        "arch,cifar100_test_accuracy,cifar100_valid_accuracy,ImageNet16-120_test_accuracy,params\n"
+        f"{CELL_11},67.61,67.9,30.1,0.8\n"
+        f"{ALL_SKIP},20.5,21.0,10.2,0.1\n"
+    )
     bench = nas.load_benchmark(p)
     assert bench.datasets() == ["cifar100", "ImageNet16-120"]
     assert bench.metrics("cifar100") == ["test", "valid"]
@@ -304,22 +315,25 @@ def test_csv_full_table_allows_best(tmp_path, table):
     assert bench.percentile(ALL_SKIP) == table.percentile(ALL_SKIP)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("", "empty"),
-    ("foo,cifar10_test_accuracy\n1,90\n", "neither an 'index' nor an 'arch'"),
-    ("index,accuracy\n1,90\n", "no accuracy column"),
-    ("index,cifar10_test_accuracy\n1,ninety\n", "line 2: cifar10_test_accuracy 'ninety' is not a number"),
-    ("index,cifar10_test_accuracy\n1,\n", "not a number"),
-    ("index,cifar10_test_accuracy\n1,nan\n", "not a number"),
-    ("index,cifar10_test_accuracy\n1,90\n1,91\n", "line 3: cell 1 appears twice"),
-    ("index,cifar10_test_accuracy\n15625,90\n", "out of range"),
-    ("index,cifar10_test_accuracy\none,90\n", "not an integer"),
-    ("index,cifar10_test_accuracy\n1,90,5\n", "3 fields"),
-    ("index,cifar10_test_accuracy\n", "no rows"),
-    (f"index,arch,cifar10_test_accuracy\n2,{CELL_1},90\n", "official order"),
-    ("arch,cifar10_test_accuracy\n|sep_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|,90\n", "sep_conv_3x3"),
-    ("index,index,cifar10_test_accuracy\n1,1,90\n", "repeats"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("", "empty"),
+        ("foo,cifar10_test_accuracy\n1,90\n", "neither an 'index' nor an 'arch'"),
+        ("index,accuracy\n1,90\n", "no accuracy column"),
+        ("index,cifar10_test_accuracy\n1,ninety\n", "line 2: cifar10_test_accuracy 'ninety' is not a number"),
+        ("index,cifar10_test_accuracy\n1,\n", "not a number"),
+        ("index,cifar10_test_accuracy\n1,nan\n", "not a number"),
+        ("index,cifar10_test_accuracy\n1,90\n1,91\n", "line 3: cell 1 appears twice"),
+        ("index,cifar10_test_accuracy\n15625,90\n", "out of range"),
+        ("index,cifar10_test_accuracy\none,90\n", "not an integer"),
+        ("index,cifar10_test_accuracy\n1,90,5\n", "3 fields"),
+        ("index,cifar10_test_accuracy\n", "no rows"),
+        (f"index,arch,cifar10_test_accuracy\n2,{CELL_1},90\n", "official order"),
+        ("arch,cifar10_test_accuracy\n|sep_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|,90\n", "sep_conv_3x3"),
+        ("index,index,cifar10_test_accuracy\n1,1,90\n", "repeats"),
+    ],
+)
 def test_bad_csv(tmp_path, text, words):
     p = tmp_path / "bad.csv"
     p.write_text(text)

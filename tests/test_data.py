@@ -16,8 +16,16 @@ import pytest
 import torch
 
 from nas import data
-from nas.data import (BatchLoader, ImageData, crop_flip, load_dataset, make_synthetic, random_crop_flip, search_split,
-                      subset_indices)
+from nas.data import (
+    BatchLoader,
+    ImageData,
+    crop_flip,
+    load_dataset,
+    make_synthetic,
+    random_crop_flip,
+    search_split,
+    subset_indices,
+)
 from nas.errors import UserError
 
 N_PER_BATCH = 20
@@ -272,13 +280,15 @@ def test_search_split() -> None:
 # ---------------------------------------------------------------------------------------------- loader
 
 
-def _naive_crop_flip(x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, fl: torch.Tensor, pad: int = 4) -> torch.Tensor:
+def _naive_crop_flip(
+    x: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, fl: torch.Tensor, pad: int = 4
+) -> torch.Tensor:
     out = torch.empty_like(x)
     h, w = x.shape[-2:]
     for i in range(len(x)):
         padded = torch.zeros(x.shape[1], h + 2 * pad, w + 2 * pad, dtype=x.dtype)
-        padded[:, pad:pad + h, pad:pad + w] = x[i]
-        crop = padded[:, int(oy[i]):int(oy[i]) + h, int(ox[i]):int(ox[i]) + w]
+        padded[:, pad : pad + h, pad : pad + w] = x[i]
+        crop = padded[:, int(oy[i]) : int(oy[i]) + h, int(ox[i]) : int(ox[i]) + w]
         out[i] = crop.flip(-1) if bool(fl[i]) else crop
     return out
 
@@ -368,7 +378,7 @@ def test_loader_augmentation_is_the_padded_crop() -> None:
     shift = torch.tensor(MEAN).view(1, 3, 1, 1) / torch.tensor(STD).view(1, 3, 1, 1)
     flips = 0
     for i, (xb, yb) in enumerate(loader):
-        part = plan[:, i * 8:(i + 1) * 8]
+        part = plan[:, i * 8 : (i + 1) * 8]
         assert torch.equal(yb, part[0])
         ref = _naive_crop_flip(x[yb], part[1], part[2], part[3].bool()).float() * scale - shift
         torch.testing.assert_close(xb, ref, rtol=1e-5, atol=1e-5)
@@ -455,8 +465,18 @@ def test_synthetic_defaults_are_the_shipped_task() -> None:
     assert _digest(make_synthetic(40, 10, image_size=16, num_classes=3, seed=1)) == SHIPPED_DIGEST
     explicit = make_synthetic(40, 10, image_size=16, num_classes=3, seed=1, glyph_scale=2, polarity="light", field=0.0)
     assert _digest(explicit) == SHIPPED_DIGEST
-    first = load_dataset("synthetic", None, num_train=120, num_test=30, image_size=32, num_classes=5, seed=4,
-                         glyph_scale=1, polarity="either", field=0.08)
+    first = load_dataset(
+        "synthetic",
+        None,
+        num_train=120,
+        num_test=30,
+        image_size=32,
+        num_classes=5,
+        seed=4,
+        glyph_scale=1,
+        polarity="either",
+        field=0.08,
+    )
     assert _digest(first) == FIRST_VERSION_DIGEST
 
 
@@ -498,11 +518,23 @@ def test_synthetic_field() -> None:
     assert field > 1.4 * plain
 
 
-@pytest.mark.parametrize("knob, value", [
-    ("glyph_scale", 0), ("glyph_scale", 1.5), ("glyph_scale", True), ("glyph_scale", "2"),
-    ("polarity", "dark"), ("polarity", None), ("polarity", "Light"),
-    ("field", -0.1), ("field", math.nan), ("field", math.inf), ("field", "0.1"), ("field", True),
-])
+@pytest.mark.parametrize(
+    "knob, value",
+    [
+        ("glyph_scale", 0),
+        ("glyph_scale", 1.5),
+        ("glyph_scale", True),
+        ("glyph_scale", "2"),
+        ("polarity", "dark"),
+        ("polarity", None),
+        ("polarity", "Light"),
+        ("field", -0.1),
+        ("field", math.nan),
+        ("field", math.inf),
+        ("field", "0.1"),
+        ("field", True),
+    ],
+)
 def test_synthetic_bad_knobs(knob: str, value: object) -> None:
     with pytest.raises(ValueError, match=knob):
         make_synthetic(10, 10, **{knob: value})

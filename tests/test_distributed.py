@@ -5,6 +5,7 @@ process that takes the two per-rank halves as micro-batches and averages their g
 rank ran is untouched; the command line writes one run directory, resumes exactly, refuses another
 world size, and a killed rank leaves the last checkpoint and a non-zero exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,18 +29,31 @@ from nas.cli import main  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 STEPS = 4
-TINY = ["data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
-        "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=3", "search.warmup_epochs=0",
-        "search.prune=off", "run.device=cpu", "run.threads=1", "run.dist_timeout=60"]
+TINY = [
+    "data.num_train=256",
+    "data.num_test=64",
+    "data.image_size=16",
+    "supernet.C=4",
+    "supernet.N=1",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "search.epochs=3",
+    "search.warmup_epochs=0",
+    "search.prune=off",
+    "run.device=cpu",
+    "run.threads=1",
+    "run.dist_timeout=60",
+]
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
 
 
 def torchrun(*args, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           *map(str, args)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -68,12 +82,12 @@ def _equal(a, b, path="") -> None:
 
 def test_ranks_agree_bitwise_on_everything(ranks):
     mode, (r0, r1) = ranks
-    _equal(r0["state"], r1["state"], "state")        # weights, logits and batch-norm buffers
+    _equal(r0["state"], r1["state"], "state")  # weights, logits and batch-norm buffers
     _equal(r0["w_opt"], r1["w_opt"], "w_opt")
     _equal(r0["a_opt"], r1["a_opt"], "a_opt")
-    _equal(r0["archs"], r1["archs"], "archs")        # the same sampled path at every forward
+    _equal(r0["archs"], r1["archs"], "archs")  # the same sampled path at every forward
     assert r0["train"] == r1["train"] and r0["val"] == r1["val"]  # the reduced meters
-    assert r0["losses"] != r1["losses"]              # yet each rank saw its own half of the data
+    assert r0["losses"] != r1["losses"]  # yet each rank saw its own half of the data
     if mode == "gdas":
         assert all(a is not None for a in r0["archs"])
         assert len({json.dumps(a) for a in r0["archs"]}) > 1  # the path changes from step to step
@@ -156,21 +170,36 @@ def test_the_command_line_under_torchrun_writes_one_run_and_resumes_exactly(tmp_
     assert part.returncode == 0, part.stderr[-3000:]
     rest = torchrun("search.py", "--resume", tmp_path / "part", "--quiet")
     assert rest.returncode == 0, rest.stderr[-3000:]
-    lines = {name: [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-             for name in ("whole", "part")}
+    lines = {
+        name: [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("whole", "part")
+    }
     assert [m["epoch"] for m in lines["part"]] == [1, 2, 3] and all(m["world_size"] == 2 for m in lines["part"])
     for a, b in zip(lines["whole"], lines["part"]):
         assert (a["train_loss"], a["val_loss"], a["genotype"]) == (b["train_loss"], b["val_loss"], b["genotype"])
-    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == \
-        ["arch_probs.jsonl", "checkpoint.pt", "config.yaml", "genotype.json", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == [
+        "arch_probs.jsonl",
+        "checkpoint.pt",
+        "config.yaml",
+        "genotype.json",
+        "metrics.jsonl",
+    ]
     assert main(["inspect", str(tmp_path / "part"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs_done"] == 3
     # Another world size is refused, clearly, with the fix.
-    single = subprocess.run([sys.executable, "search.py", "--resume", str(tmp_path / "whole"), "--quiet"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    single = subprocess.run(
+        [sys.executable, "search.py", "--resume", str(tmp_path / "whole"), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert single.returncode == 2
-    assert "ran with 2 process(es), this resume has 1; resume with the same number (torchrun --nproc_per_node=2)" \
-        in single.stderr and "Traceback" not in single.stderr
+    assert (
+        "ran with 2 process(es), this resume has 1; resume with the same number (torchrun --nproc_per_node=2)"
+        in single.stderr
+        and "Traceback" not in single.stderr
+    )
 
 
 def test_a_batch_that_does_not_split_is_refused(tmp_path):

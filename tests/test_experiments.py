@@ -6,6 +6,7 @@ budget and a temporary run cache, exits 0 and writes the expected JSON. The shar
 ``experiments/frozen/`` are records, not maintained against the current API, and not run here
 (``experiments/frozen/README.md``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,14 +22,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 110
-ACTIVE = ["bench_sampler", "bench_search", "build_benchmark_table", "nb201_cpu_search", "nb201_evidence",
-          "synthetic_proxy_check"]
+ACTIVE = [
+    "bench_sampler",
+    "bench_search",
+    "build_benchmark_table",
+    "nb201_cpu_search",
+    "nb201_evidence",
+    "synthetic_proxy_check",
+]
 
 
 def run_module(name: str, *args: str, timeout: int = TIMEOUT_S) -> subprocess.CompletedProcess:
     """``python -m experiments.NAME ARGS`` from the repository root."""
-    return subprocess.run([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def run_quick(script: str, tmp_path: Path, *extra: str) -> dict:
@@ -135,8 +143,23 @@ def test_build_benchmark_table_rebuilds_the_packaged_table(tmp_path):
 
 def test_synthetic_proxy_check_tiny_run(tmp_path):
     out = tmp_path / "p.json"
-    proc = run_module("synthetic_proxy_check", "--num-train", "64", "--num-test", "32", "--epochs", "1", "--C", "4",
-                      "--batch-size", "32", "--threads", "1", "--json", str(out))
+    proc = run_module(
+        "synthetic_proxy_check",
+        "--num-train",
+        "64",
+        "--num-test",
+        "32",
+        "--epochs",
+        "1",
+        "--C",
+        "4",
+        "--batch-size",
+        "32",
+        "--threads",
+        "1",
+        "--json",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())["results"]
     assert len(results) == 3 and all(0 <= acc <= 100 for accs in results.values() for acc in accs)
@@ -176,8 +199,22 @@ def test_kendall_tau_b_against_hand_values(experiments):
 
 def test_nb201_cpu_search(tmp_path):
     out = tmp_path / "x.json"
-    cmd = [sys.executable, "-m", "experiments.nb201_cpu_search", "--quick", "--out", str(out), "--variant", "q",
-           "--seeds", "0", "--set", "search.prune=loss", "--set", "search.prune_batches=2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.nb201_cpu_search",
+        "--quick",
+        "--out",
+        str(out),
+        "--variant",
+        "q",
+        "--seeds",
+        "0",
+        "--set",
+        "search.prune=loss",
+        "--set",
+        "search.prune_batches=2",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
@@ -195,8 +232,13 @@ def test_nb201_cpu_search(tmp_path):
     assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
     assert len(row["benchmark_per_epoch"]) == row["epochs"] == 6
     # A second variant merges into the same file.
-    proc = subprocess.run(cmd[:7] + ["p", "--seeds", "0", "--set", "search.prune=probability"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        cmd[:7] + ["p", "--seeds", "0", "--set", "search.prune=probability"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
     assert [(r["variant"], r["seed"]) for r in rec["runs"]] == [("q", 0), ("p", 0)]

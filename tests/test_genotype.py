@@ -1,4 +1,5 @@
 """Genotypes and their text formats (nas/genotype.py)."""
+
 from __future__ import annotations
 
 import itertools
@@ -45,7 +46,7 @@ def test_edge_orders():
 # NB201 strings
 # ---------------------------------------------------------------------------
 def test_nb201_round_trip_all_15625_cells():
-    assert len(NB201_ALL) == 5 ** 6
+    assert len(NB201_ALL) == 5**6
     seen = set()
     for ops in NB201_ALL:
         s = _nb201_string(ops)
@@ -56,7 +57,7 @@ def test_nb201_round_trip_all_15625_cells():
         assert [op for op, _ in g.normal] == list(ops)
         assert [j for _, j in g.normal] == [j for _, j in nb201_edges()]
         seen.add(tuple(g.normal))
-    assert len(seen) == 5 ** 6  # distinct strings give distinct genotypes
+    assert len(seen) == 5**6  # distinct strings give distinct genotypes
 
 
 def test_nb201_parse_dispatch_and_whitespace():
@@ -116,8 +117,9 @@ def test_darts_random_round_trips():
 
 def test_darts_range_concat_form():
     # DARTS's search code prints the concat lists as range objects.
-    s = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)") \
-                .replace("reduce_concat=[2, 3, 4, 5]", "reduce_concat=range(2, 6)")
+    s = DARTS_V2.replace("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2, 6)").replace(
+        "reduce_concat=[2, 3, 4, 5]", "reduce_concat=range(2, 6)"
+    )
     assert "range(2, 6)" in s and "[2, 3, 4, 5]" not in s
     g = Genotype.from_darts(s)
     assert g.normal_concat == g.reduce_concat == [2, 3, 4, 5]
@@ -127,8 +129,10 @@ def test_darts_range_concat_form():
 
 def test_darts_parse_accepts_keyword_order_and_whitespace():
     g = Genotype.from_darts(DARTS_V2)
-    s = (f"\n Genotype(reduce={g.reduce!r}, reduce_concat=[2, 3, 4, 5],\n"
-         f"          normal={g.normal!r}, normal_concat=[2, 3, 4, 5]) \n")
+    s = (
+        f"\n Genotype(reduce={g.reduce!r}, reduce_concat=[2, 3, 4, 5],\n"
+        f"          normal={g.normal!r}, normal_concat=[2, 3, 4, 5]) \n"
+    )
     assert Genotype.parse(s) == g
 
 
@@ -169,12 +173,14 @@ BAD_DARTS = {
     "other function": DARTS_V2.replace("Genotype(", "Genotipe(", 1),
     "attribute call": "genotypes." + DARTS_V2,
     "positional args": "Genotype([('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], [2], [('sep_conv_3x3', 0), "
-                       "('sep_conv_3x3', 1)], [2])",
+    "('sep_conv_3x3', 1)], [2])",
     "missing field": _v2_with(", reduce_concat=[2, 3, 4, 5]", ""),
     "extra field": _v2_with("reduce_concat=[2, 3, 4, 5]", "reduce_concat=[2, 3, 4, 5], extra=1"),
     "odd edge count": _v2_with("('dil_conv_3x3', 2)]", "]"),
     "empty edges": "Genotype(normal=[], normal_concat=[2], reduce=[], reduce_concat=[2])",
-    "source out of range": _v2_with("('sep_conv_3x3', 1), ('sep_conv_3x3', 0)", "('sep_conv_3x3', 2), ('sep_conv_3x3', 0)"),
+    "source out of range": _v2_with(
+        "('sep_conv_3x3', 1), ('sep_conv_3x3', 0)", "('sep_conv_3x3', 2), ('sep_conv_3x3', 0)"
+    ),
     "negative source": _v2_with("('sep_conv_3x3', 0)", "('sep_conv_3x3', -1)"),
     "edge not a pair": _v2_with("('sep_conv_3x3', 0)", "('sep_conv_3x3', 0, 1)"),
     "op not a string": _v2_with("('sep_conv_3x3', 0)", "(3, 0)"),
@@ -276,8 +282,9 @@ BAD_RECORDS = {
     # and str() of the result is an NB201 string that from_nb201 rejects.
     "nb201 sources out of order": _record(normal=[[op, 2] for op, _ in Genotype.from_nb201(GOOD_NB201).normal]),
     "nb201 five edges": _record(normal=[["none", j] for j in (0, 0, 1, 0, 1)]),
-    "darts source out of range": json.dumps({**Genotype.from_darts(DARTS_V2).to_dict(),
-                                             "normal": [["sep_conv_3x3", 7]] * 8}),
+    "darts source out of range": json.dumps(
+        {**Genotype.from_darts(DARTS_V2).to_dict(), "normal": [["sep_conv_3x3", 7]] * 8}
+    ),
     "unknown space": _record(space="resnet"),
 }
 
@@ -288,17 +295,20 @@ def test_json_record_structure_is_validated(text):
         Genotype.from_json(text)
 
 
-@pytest.mark.parametrize("text, dead", [
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", False),
-    # every edge out of the input is none (a darts-mode search derived this one)
-    ("|none~0|+|none~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|skip_connect~2|", True),
-    # node 1 is dead, but 0 -> 2 -> 3 carries the input
-    ("|none~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|", False),
-    # only the edges into the output are none
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|", True),
-    # the direct edge alone suffices
-    ("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", False),
-])
+@pytest.mark.parametrize(
+    "text, dead",
+    [
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|", False),
+        # every edge out of the input is none (a darts-mode search derived this one)
+        ("|none~0|+|none~0|nor_conv_1x1~1|+|none~0|nor_conv_3x3~1|skip_connect~2|", True),
+        # node 1 is dead, but 0 -> 2 -> 3 carries the input
+        ("|none~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|", False),
+        # only the edges into the output are none
+        ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|", True),
+        # the direct edge alone suffices
+        ("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|", False),
+    ],
+)
 def test_disconnected_nb201_cells(text, dead):
     geno = Genotype.from_nb201(text)
     assert geno.disconnected_cells() == (["normal"] if dead else [])
@@ -309,8 +319,7 @@ def test_disconnected_darts_cells():
     geno = Genotype.parse(DARTS_V2)
     assert geno.disconnected_cells() == []
     # reduce cell: every kept edge none -> no concat node sees inputs 0 or 1
-    dead = Genotype("darts", geno.normal, [("none", j) for _, j in geno.reduce], geno.normal_concat,
-                    geno.reduce_concat)
+    dead = Genotype("darts", geno.normal, [("none", j) for _, j in geno.reduce], geno.normal_concat, geno.reduce_concat)
     assert dead.disconnected_cells() == ["reduce"]
     # node 2 alive through one edge keeps the cell alive, since node 2 is concatenated
     alive = [("sep_conv_3x3", 0)] + [("none", j) for _, j in geno.reduce[1:]]

@@ -1,4 +1,5 @@
 """Candidate operations and the op registry (nas/ops.py)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,6 @@ from torch import nn
 import nas
 from nas.genotype import Genotype, nb201_edges
 from nas.ops import OPS, Zero, build_op, register_op
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,8 +77,12 @@ def test_affine_false_ops_have_no_bn_parameters(name):
             assert m.running_mean is not None  # running statistics are still tracked
 
 
-SCALABLE = [(name, stride) for name in BUILTIN_OPS for stride in (1, 2)
-            if getattr(build_op(name, C, C, stride, affine=False), "accepts_scale", False)]
+SCALABLE = [
+    (name, stride)
+    for name in BUILTIN_OPS
+    for stride in (1, 2)
+    if getattr(build_op(name, C, C, stride, affine=False), "accepts_scale", False)
+]
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -113,8 +117,15 @@ def test_scale_folded_into_bn_equals_explicit_product(name, stride, affine, trai
 def test_conv_ops_accept_a_folded_scale():
     # The ops that end in a BN take the straight-through weight themselves (saving memory).
     names = {name for name, _ in SCALABLE}
-    assert {"nor_conv_1x1", "nor_conv_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
-            "dil_conv_5x5", "skip_connect"} <= names
+    assert {
+        "nor_conv_1x1",
+        "nor_conv_3x3",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+        "skip_connect",
+    } <= names
 
 
 def test_zero_op_called_directly_gives_right_zeros():
@@ -131,8 +142,16 @@ def test_nb201_op_order():
 
 
 def test_darts_op_order():
-    assert nas.DARTS_OPS == ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-                             "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+    assert nas.DARTS_OPS == (
+        "none",
+        "max_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+        "sep_conv_3x3",
+        "sep_conv_5x5",
+        "dil_conv_3x3",
+        "dil_conv_5x5",
+    )
 
 
 def test_standard_ops_are_registered():
@@ -173,8 +192,9 @@ def test_pools_are_parameter_free_at_equal_channels():
 # Registry
 # ---------------------------------------------------------------------------
 def _my_op_factory(C_in, C_out, stride, affine):
-    return nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False),
-                         nn.BatchNorm2d(C_out, affine=affine))
+    return nn.Sequential(
+        nn.ReLU(inplace=False), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine)
+    )
 
 
 @pytest.fixture
@@ -219,6 +239,7 @@ def test_register_op_twice_needs_overwrite(my_op):
 
 def test_register_op_as_decorator():
     try:
+
         @register_op("my_decorated_op")
         def factory(C_in, C_out, stride, affine):
             return nn.Conv2d(C_in, C_out, 1, stride)
@@ -247,8 +268,10 @@ def test_user_op_in_nb201_supernet_and_network(my_op):
     assert [op for op, _ in geno.normal] == [my_op] * len(nb201_edges())
     model = nas.build_network(geno, C=4, N=1, num_classes=3)
     assert model(x).shape == (2, 3)
-    assert any(isinstance(m, nn.Sequential) and isinstance(m[1], nn.Conv2d) and m[1].kernel_size == (3, 3)
-               for m in model.cells[0].edges)
+    assert any(
+        isinstance(m, nn.Sequential) and isinstance(m[1], nn.Conv2d) and m[1].kernel_size == (3, 3)
+        for m in model.cells[0].edges
+    )
 
 
 def test_user_op_in_darts_supernet_and_network(my_op):

@@ -1,8 +1,8 @@
 """Retraining a discrete network: results, parameter and multiply-add counts, resume, bad input."""
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +13,25 @@ from nas.config import load_config
 from nas.flops import count_macs, count_parameters
 from nas.retrain import cutout, run_retrain
 
-TINY = ["data.num_train=192", "data.num_test=64", "data.image_size=16", "run.device=cpu", "search.warmup_epochs=0", "search.prune=off",
-        "retrain.nb201.C=4", "retrain.nb201.N=1", "retrain.nb201.epochs=1", "retrain.nb201.batch_size=32",
-        "retrain.nb201.steps_per_epoch=3",
-        "retrain.darts.C=4", "retrain.darts.N=3", "retrain.darts.epochs=1", "retrain.darts.batch_size=16",
-        "retrain.darts.steps_per_epoch=2", "retrain.darts.cutout=4"]
+TINY = [
+    "data.num_train=192",
+    "data.num_test=64",
+    "data.image_size=16",
+    "run.device=cpu",
+    "search.warmup_epochs=0",
+    "search.prune=off",
+    "retrain.nb201.C=4",
+    "retrain.nb201.N=1",
+    "retrain.nb201.epochs=1",
+    "retrain.nb201.batch_size=32",
+    "retrain.nb201.steps_per_epoch=3",
+    "retrain.darts.C=4",
+    "retrain.darts.N=3",
+    "retrain.darts.epochs=1",
+    "retrain.darts.batch_size=16",
+    "retrain.darts.steps_per_epoch=2",
+    "retrain.darts.cutout=4",
+]
 SETS = [x for s in TINY for x in ("--set", s)]
 NB201 = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
 
@@ -31,7 +45,9 @@ def run_cli(args, capsys):
 def test_macs_match_a_hand_count():
     # All-skip cells: only the stem, the two ResNet blocks and the classifier compute.
     C, H, classes = 2, 8, 10
-    skip = nas.Genotype.from_nb201("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")
+    skip = nas.Genotype.from_nb201(
+        "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    )
     model = nas.build_network(skip, C=C, N=1, num_classes=classes)
     stem = C * 3 * 9 * H * H
     block1 = (2 * C * C * 9 + 2 * C * 2 * C * 9 + 2 * C * C) * (H // 2) ** 2
@@ -39,7 +55,9 @@ def test_macs_match_a_hand_count():
     expected = stem + block1 + block2 + 4 * C * classes
     assert count_macs(model, (3, H, H)) == expected == 10704
     # One 3x3 conv edge per cell adds C_stage^2 * 9 * pixels in each of the three stages.
-    conv = nas.Genotype.from_nb201("|nor_conv_3x3~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|")
+    conv = nas.Genotype.from_nb201(
+        "|nor_conv_3x3~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    )
     extra = sum((C * m) ** 2 * 9 * (H // m) ** 2 for m in (1, 2, 4))
     assert count_macs(nas.build_network(conv, C=C, N=1, num_classes=classes), (3, H, H)) == expected + extra
 
@@ -76,9 +94,25 @@ def test_retrain_resume_is_exact(tmp_path):
 def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     # A search run directory.
     search_dir = tmp_path / "search"
-    code, _, err = run_cli(["--out", search_dir, "--quiet", "--set", "search.epochs=1", "--set", "supernet.C=4",
-                            "--set", "supernet.N=1", "--set", "search.steps_per_epoch=2", "--set", "search.batch_size=32"]
-                           + SETS, capsys)
+    code, _, err = run_cli(
+        [
+            "--out",
+            search_dir,
+            "--quiet",
+            "--set",
+            "search.epochs=1",
+            "--set",
+            "supernet.C=4",
+            "--set",
+            "supernet.N=1",
+            "--set",
+            "search.steps_per_epoch=2",
+            "--set",
+            "search.batch_size=32",
+        ]
+        + SETS,
+        capsys,
+    )
     assert code == 0, err
     code, out, err = run_cli(["retrain", search_dir, "--out", tmp_path / "r1", "--quiet"] + SETS, capsys)
     assert code == 0, err
@@ -87,8 +121,9 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     # An NB201 string and a DARTS genotype string.
     code, out, err = run_cli(["retrain", "--genotype", NB201, "--out", tmp_path / "r2", "--quiet"] + SETS, capsys)
     assert code == 0, err
-    code, out, err = run_cli(["retrain", "--genotype", nas.genotype.DARTS_V2, "--out", tmp_path / "r3", "--quiet"]
-                             + SETS, capsys)
+    code, out, err = run_cli(
+        ["retrain", "--genotype", nas.genotype.DARTS_V2, "--out", tmp_path / "r3", "--quiet"] + SETS, capsys
+    )
     assert code == 0, err
     assert nas.Genotype.from_json((tmp_path / "r3" / "genotype.json").read_text()).to_darts() == nas.genotype.DARTS_V2
     # A genotype file.
@@ -105,9 +140,16 @@ def test_retraining_a_disconnected_cell_warns(tmp_path, capsys):
     assert "warning: the normal cell ignores its input" in err
 
 
-@pytest.mark.parametrize("bad", ["|nor_conv_3x3~0|+|skip_connect~0|", "|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|",
-                                 "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)", "not an architecture",
-                                 "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "|nor_conv_3x3~0|+|skip_connect~0|",
+        "|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|",
+        "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)",
+        "not an architecture",
+        "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+    ],
+)
 def test_malformed_genotype_exits_2(bad, tmp_path, capsys):
     code, out, err = run_cli(["retrain", "--genotype", bad, "--out", tmp_path / "r"] + SETS, capsys)
     assert code == 2 and "Traceback" not in err and err.startswith("error: ")

@@ -270,8 +270,7 @@ def test_batched_rows_get_independent_noise(device):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("hard", [False, True])
 def test_extreme_logits_stay_finite(device, dtype, hard):
-    base = torch.tensor([[1e4, -1e4, 0.0, 5e3, -5e3], [-1e4, -1e4, -1e4, -1e4, 1e4],
-                         [1e4, 1e4, -1e4, 0.0, 1.0]])
+    base = torch.tensor([[1e4, -1e4, 0.0, 5e3, -5e3], [-1e4, -1e4, -1e4, -1e4, 1e4], [1e4, 1e4, -1e4, 0.0, 1.0]])
     logits = base.repeat(100, 1).to(device, dtype).requires_grad_()
     upstream = torch.randn(logits.shape, generator=gen(25)).to(device, dtype)
     for tau in (1e-3, 0.1, 1.0, 1e4):
@@ -370,8 +369,7 @@ def test_module_in_sequential_matches_function_and_trains():
 def test_module_forward_with_generator_and_validation():
     module = GumbelSoftmax(tau=2.0)
     logits = torch.randn(4, 5)
-    assert torch.equal(module(logits, generator=gen(32)),
-                       gumbel_softmax(logits, tau=2.0, generator=gen(32)))
+    assert torch.equal(module(logits, generator=gen(32)), gumbel_softmax(logits, tau=2.0, generator=gen(32)))
     with pytest.raises(ValueError, match="tau must be a finite number > 0, got -1"):
         module.tau = -1
     with pytest.raises(ValueError, match="hard must be True or False"):
@@ -433,8 +431,14 @@ def test_tau_schedule_factory():
         (lambda: exponential_tau(1, 5.0, 0.0), r"decay must be in \(0, 1\], got 0.0"),
         (lambda: exponential_tau(-1, 5.0, 0.9), r"epoch must be a finite number >= 0, got -1"),
         (lambda: exponential_tau(1, 0.0, 0.9), r"tau0 must be a finite number > 0, got 0.0"),
-        (lambda: tau_schedule("step"), r"unknown tau schedule 'step'; choose one of \['constant', 'cosine', 'exponential', 'linear'\]"),
-        (lambda: tau_schedule("linear", tau0=5.0), r"takes the keyword arguments \['tau_max', 'tau_min'\], got unexpected \['tau0'\]"),
+        (
+            lambda: tau_schedule("step"),
+            r"unknown tau schedule 'step'; choose one of \['constant', 'cosine', 'exponential', 'linear'\]",
+        ),
+        (
+            lambda: tau_schedule("linear", tau0=5.0),
+            r"takes the keyword arguments \['tau_max', 'tau_min'\], got unexpected \['tau0'\]",
+        ),
         (lambda: tau_schedule("linear", tau_max=0.1, tau_min=10.0), r"tau_min must be <= tau_max"),
         (lambda: tau_schedule("exponential", decay=2.0), r"decay must be in \(0, 1\], got 2.0"),
         (lambda: tau_schedule("linear")(0, 0), r"total_epochs must be >= 1, got 0"),
@@ -461,15 +465,27 @@ def test_docstring_examples_run():
 def test_bench_sampler_quick(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.bench_sampler",
-         "--quick", "--device", "cpu", "--threads", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "experiments.bench_sampler",
+            "--quick",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     got = {(tuple(row["shape"]), row["mode"]) for row in result["rows"]}
-    assert got == {(shape, mode) for shape in [(6, 5), (4096, 1000)]
-                   for mode in ["forward", "forward+backward"]}
+    assert got == {(shape, mode) for shape in [(6, 5), (4096, 1000)] for mode in ["forward", "forward+backward"]}
     for row in result["rows"]:
         for key in ("ours_median_us", "torch_median_us", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0

@@ -1,8 +1,8 @@
 """End-to-end search, resume, inspect and the command line's handling of bad input."""
+
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # A tiny search: 16x16 synthetic images, a few steps per epoch.
 TINY = [
-    "data.num_train=256", "data.num_test=64", "data.image_size=16",
-    "supernet.C=4", "search.batch_size=32", "search.steps_per_epoch=3", "search.epochs=2", "run.device=cpu",
+    "data.num_train=256",
+    "data.num_test=64",
+    "data.image_size=16",
+    "supernet.C=4",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "search.epochs=2",
+    "run.device=cpu",
     "search.warmup_epochs=0",  # configs/default.yaml warms up for 10 epochs
-    "search.prune=off",        # and prunes, which needs more epochs
+    "search.prune=off",  # and prunes, which needs more epochs
 ]
 TINY_NB201 = TINY + ["supernet.space=nb201", "supernet.N=1"]
 TINY_DARTS = TINY + ["supernet.space=darts", "supernet.N=3"]
@@ -58,8 +64,19 @@ def test_search_end_to_end_writes_every_output(space, tmp_path, capsys):
         assert (run_dir / name).exists(), name
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
-    for key in ("tau", "lr_weights", "lr_arch", "train_loss", "train_acc", "val_loss", "val_acc", "entropy",
-                "genotype", "epoch_seconds", "images_per_second"):
+    for key in (
+        "tau",
+        "lr_weights",
+        "lr_arch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "entropy",
+        "genotype",
+        "epoch_seconds",
+        "images_per_second",
+    ):
         assert key in metrics[-1], key
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in metrics)
     # tau follows the linear 10 -> 0.1 schedule over the 2 epochs.
@@ -174,16 +191,32 @@ def test_unknown_keys_and_wrong_types(tmp_path, capsys):
     assert_user_error(code, err, "search.weights.nesterov must be bool")
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("search.epochs=0", "search.epochs must be > 0"),
-    ("search.warmup_epochs=2", "Fix: lower it, e.g. --set search.warmup_epochs=0"),
-    ("run.log_every=-1", "run.log_every must be >= 0"),
-    ("data.weight_fraction=1.0", "data.weight_fraction"),
-    ("run.threads=0", "run.threads must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("search.epochs=0", "search.epochs must be > 0"),
+        ("search.warmup_epochs=2", "Fix: lower it, e.g. --set search.warmup_epochs=0"),
+        ("run.log_every=-1", "run.log_every must be >= 0"),
+        ("data.weight_fraction=1.0", "data.weight_fraction"),
+        ("run.threads=0", "run.threads must be >= 1"),
+    ],
+)
 def test_out_of_range_values(override, needle, tmp_path, capsys):
-    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "search.epochs=2", "--set", "search.warmup_epochs=0", "--set", "search.prune=off",
-                            "--set", override], capsys)
+    code, _, err = run_cli(
+        [
+            "--out",
+            tmp_path / "r",
+            "--set",
+            "search.epochs=2",
+            "--set",
+            "search.warmup_epochs=0",
+            "--set",
+            "search.prune=off",
+            "--set",
+            override,
+        ],
+        capsys,
+    )
     assert_user_error(code, err, needle)
     assert not (tmp_path / "r").exists()
 
@@ -191,7 +224,9 @@ def test_out_of_range_values(override, needle, tmp_path, capsys):
 def test_run_threads_sets_torch_threads(tmp_path, capsys):
     before = torch.get_num_threads()
     try:
-        args = ["--out", tmp_path / "r", "--quiet", "--set", "run.threads=1"] + [x for s in TINY_NB201 for x in ("--set", s)]
+        args = ["--out", tmp_path / "r", "--quiet", "--set", "run.threads=1"] + [
+            x for s in TINY_NB201 for x in ("--set", s)
+        ]
         assert run_cli(args, capsys)[0] == 0
         assert torch.get_num_threads() == 1
     finally:
@@ -201,7 +236,8 @@ def test_run_threads_sets_torch_threads(tmp_path, capsys):
 def test_derive_none_false_keeps_none_out_of_the_genotype(tmp_path, capsys):
     run_dir = tmp_path / "r"
     args = ["--out", run_dir, "--quiet", "--set", "supernet.derive_none=false"] + [
-        x for s in TINY_NB201 for x in ("--set", s)]
+        x for s in TINY_NB201 for x in ("--set", s)
+    ]
     assert run_cli(args, capsys)[0] == 0
     geno = nas.Genotype.from_json((run_dir / "genotype.json").read_text())
     assert "none" not in [op for op, _ in geno.normal]
@@ -211,8 +247,9 @@ def test_derive_none_false_keeps_none_out_of_the_genotype(tmp_path, capsys):
     assert report["derive_none"] is False
     assert [r["argmax"] for r in report["final_probs"]["normal"]] == [op for op, _ in geno.normal]
     assert all("none" not in rec["normal"] for rec in report["chosen_per_epoch"])
-    code, _, err = run_cli(["--out", tmp_path / "d", "--set", "supernet.space=darts",
-                            "--set", "supernet.derive_none=true"], capsys)
+    code, _, err = run_cli(
+        ["--out", tmp_path / "d", "--set", "supernet.space=darts", "--set", "supernet.derive_none=true"], capsys
+    )
     assert_user_error(code, err, "derive_none")
     assert not (tmp_path / "d").exists()
 
@@ -231,8 +268,10 @@ def test_unknown_op_and_space(tmp_path, capsys):
 
 
 def test_missing_data_root(tmp_path, capsys):
-    code, _, err = run_cli(["--out", tmp_path / "r", "--set", "data.name=cifar10",
-                            "--set", f"data.root={tmp_path / 'no_such_dir'}"], capsys)
+    code, _, err = run_cli(
+        ["--out", tmp_path / "r", "--set", "data.name=cifar10", "--set", f"data.root={tmp_path / 'no_such_dir'}"],
+        capsys,
+    )
     assert_user_error(code, err, str(tmp_path / "no_such_dir"))
 
 
@@ -245,6 +284,7 @@ def test_out_pointing_at_existing_run_is_refused(nb201_run, capsys):
 
 def test_corrupted_checkpoint(tmp_path, capsys, nb201_run):
     import shutil
+
     run_dir = tmp_path / "copy"
     shutil.copytree(nb201_run, run_dir)
     data = (run_dir / "checkpoint.pt").read_bytes()
@@ -264,12 +304,22 @@ def test_resume_with_mismatched_config(nb201_run, capsys):
 
 def test_entry_point_exit_status_and_no_traceback(tmp_path):
     """The real entry point, as a user runs it."""
-    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), "--set", "search.nonsense=1"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "search.py"), "--set", "search.nonsense=1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "search.nonsense" in proc.stderr
-    proc = subprocess.run([sys.executable, str(ROOT / "search.py"), "inspect", str(tmp_path / "missing")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "search.py"), "inspect", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
@@ -281,6 +331,7 @@ def test_default_config_is_the_builtin_nb201_search():
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_loads_and_validates(name):
     from nas.config import validate
+
     cfg = load_config(ROOT / "configs" / name)
     validate(cfg)
     raw = yaml.safe_load((ROOT / "configs" / name).read_text())
@@ -291,8 +342,13 @@ def test_gdas_nb201_config_matches_the_paper():
     cfg = load_config(ROOT / "configs" / "nb201_cifar10.yaml")
     s = cfg.search
     assert (s.epochs, s.batch_size, cfg.supernet.C, cfg.supernet.N) == (250, 64, 16, 5)
-    assert (s.weights.lr, s.weights.lr_min, s.weights.momentum, s.weights.nesterov, s.weights.weight_decay) == \
-        (0.025, 0.001, 0.9, True, 0.0005)
+    assert (s.weights.lr, s.weights.lr_min, s.weights.momentum, s.weights.nesterov, s.weights.weight_decay) == (
+        0.025,
+        0.001,
+        0.9,
+        True,
+        0.0005,
+    )
     assert (s.arch.lr, s.arch.betas, s.arch.weight_decay) == (0.0003, [0.5, 0.999], 0.001)
     assert (s.tau.schedule, s.tau.max, s.tau.min, s.weights.grad_clip) == ("linear", 10.0, 0.1, 5.0)
     assert cfg.data.name == "cifar10" and cfg.data.weight_fraction == 0.5
@@ -300,12 +356,13 @@ def test_gdas_nb201_config_matches_the_paper():
 
 def test_warmup_epochs_train_the_weights_only(tmp_path):
     from nas.io import seed_everything
+
     cfg = load_config(None, TINY_NB201 + ["search.warmup_epochs=1"])
     run_search(cfg, tmp_path / "w", torch.device("cpu"), progress=False, log=lambda s: None)
     seed_everything(cfg.run.seed)
     initial = nas.build_supernet("nb201", C=4, N=1, num_classes=cfg.data.num_classes).probabilities()["normal"]
     probs = [json.loads(x)["probs"]["normal"] for x in (tmp_path / "w" / "arch_probs.jsonl").read_text().splitlines()]
-    assert torch.equal(torch.tensor(probs[0]), initial)        # warm-up: logits untouched
-    assert not torch.equal(torch.tensor(probs[1]), initial)    # then the architecture moves
+    assert torch.equal(torch.tensor(probs[0]), initial)  # warm-up: logits untouched
+    assert not torch.equal(torch.tensor(probs[1]), initial)  # then the architecture moves
     metrics = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["val_loss"] is None and metrics[1]["val_loss"] is not None

@@ -1,4 +1,5 @@
 """Search options beyond plain GDAS: progressive pruning and beta-decay regularisation."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from nas.search import ops_to_keep, prune_events, run_search
 from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
 
 TINY = [
-    "data.num_train=256", "data.num_test=64", "data.image_size=16", "supernet.C=4", "supernet.N=1",
-    "search.batch_size=32", "search.steps_per_epoch=3", "run.device=cpu",
+    "data.num_train=256",
+    "data.num_test=64",
+    "data.image_size=16",
+    "supernet.C=4",
+    "supernet.N=1",
+    "search.batch_size=32",
+    "search.steps_per_epoch=3",
+    "run.device=cpu",
 ]
 
 
@@ -27,6 +34,7 @@ def lines(path):
 
 
 # ---- progressive pruning ---------------------------------------------------
+
 
 def test_prune_events_spread_over_the_architecture_epochs():
     # The CPU config: 60 epochs, 20 warm-up, 5 ops -> 4 events, 8 decided epochs at the end.
@@ -52,7 +60,9 @@ def test_prune_weakest_removes_exactly_the_least_probable_op_per_edge():
     assert torch.allclose(after.sum(-1), torch.ones(after.shape[0]))
     # The surviving ops keep their relative probabilities.
     keep = net.alive("normal")
-    assert torch.allclose(after[keep].view(6, 4), (before[keep].view(6, 4) / before[keep].view(6, 4).sum(-1, keepdim=True)))
+    assert torch.allclose(
+        after[keep].view(6, 4), (before[keep].view(6, 4) / before[keep].view(6, 4).sum(-1, keepdim=True))
+    )
 
 
 def test_none_excluded_rule_drops_none_at_the_final_choice():
@@ -111,7 +121,7 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
     metrics = lines(tmp_path / "full" / "metrics.jsonl")
     assert [m["ops_left"] for m in metrics] == [5, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
     assert metrics[-1]["entropy"] == pytest.approx(0.0, abs=1e-6)
-    assert metrics[-1]["val_loss"] is None          # decided: no architecture step
+    assert metrics[-1]["val_loss"] is None  # decided: no architecture step
     probs = lines(tmp_path / "full" / "arch_probs.jsonl")
     assert probs[-1]["probs"] == probs[-2]["probs"]  # the logits no longer move
     # Stopped in the middle of the pruning, then resumed: the same search.
@@ -122,16 +132,26 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
 
 
 def test_pruning_runs_on_the_darts_space(tmp_path):
-    cfg = load_config(None, TINY + ["supernet.space=darts", "supernet.N=3", "search.epochs=9",
-                                    "search.warmup_epochs=0", "search.prune=probability"])
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "supernet.space=darts",
+            "supernet.N=3",
+            "search.epochs=9",
+            "search.warmup_epochs=0",
+            "search.prune=probability",
+        ],
+    )
     result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "d" / "metrics.jsonl")
     assert metrics[-1]["ops_left"] == 1
-    for cell, edges in result.genotype.cells().items():
+    for _cell, edges in result.genotype.cells().items():
         assert all(op != "none" for op, _ in edges)
 
 
 # ---- pruning by measured validation loss -------------------------------------------
+
 
 def _decided_but_edge0(net):
     """Leave edge 0 of the normal cell with every op; decide every other edge (op index 3)."""
@@ -143,6 +163,7 @@ def _decided_but_edge0(net):
 
 def test_edge_op_losses_measure_the_restricted_network():
     from nas.selection import edge_op_losses
+
     torch.manual_seed(0)
     net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
     _decided_but_edge0(net)
@@ -154,7 +175,9 @@ def test_edge_op_losses_measure_the_restricted_network():
         arch = [k] + [3] * 5
         with torch.no_grad(), net.forced({"normal": arch}):
             buffers = {n: b.clone() for n, b in net.named_buffers()}
-            expected = sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
+            expected = (
+                sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
+            )
             for n, b in net.named_buffers():
                 b.copy_(buffers[n])
         assert losses[0, k].item() == pytest.approx(expected, rel=1e-5), op
@@ -162,6 +185,7 @@ def test_edge_op_losses_measure_the_restricted_network():
 
 def test_edge_op_losses_leave_the_search_untouched_and_repeat_exactly():
     from nas.selection import edge_op_losses
+
     torch.manual_seed(0)
     net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
     batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
@@ -177,6 +201,7 @@ def test_edge_op_losses_leave_the_search_untouched_and_repeat_exactly():
 
 def test_loss_pruning_removes_the_op_with_the_highest_loss():
     from nas.selection import edge_op_losses
+
     torch.manual_seed(0)
     net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
     batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
@@ -186,8 +211,9 @@ def test_loss_pruning_removes_the_op_with_the_highest_loss():
 
 
 def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
-    cfg = load_config(None, TINY + ["search.epochs=6", "search.warmup_epochs=1", "search.prune=loss",
-                                    "search.prune_batches=2"])
+    cfg = load_config(
+        None, TINY + ["search.epochs=6", "search.warmup_epochs=1", "search.prune=loss", "search.prune_batches=2"]
+    )
     result = run_search(cfg, tmp_path / "l", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "l" / "metrics.jsonl")
     assert metrics[-1]["ops_left"] == 1
@@ -199,6 +225,7 @@ def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
 
 
 # ---- beta-decay ---------------------------------------------------------------
+
 
 def test_beta_decay_gradient_is_lambda_softmax_over_edges():
     net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
@@ -236,16 +263,23 @@ def test_beta_decay_pulls_the_arch_step_toward_uniform():
     assert spread(30.0) < spread(0.0)
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["search.prune=maybe"], "choose one of: off, probability, loss"),
-    (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
-    (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
-    (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
-    (["search.prune=probability", "search.epochs=4", "search.warmup_epochs=0"], "at least one architecture epoch per op"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["search.prune=maybe"], "choose one of: off, probability, loss"),
+        (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
+        (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
+        (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
+        (
+            ["search.prune=probability", "search.epochs=4", "search.warmup_epochs=0"],
+            "at least one architecture epoch per op",
+        ),
+    ],
+)
 def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):
-    args = ["--out", str(tmp_path / "r"), "--quiet"] + [x for s in TINY + ["search.epochs=2", "search.warmup_epochs=0"]
-                                                         + overrides for x in ("--set", s)]
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [
+        x for s in TINY + ["search.epochs=2", "search.warmup_epochs=0"] + overrides for x in ("--set", s)
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err

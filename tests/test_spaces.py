@@ -1,4 +1,5 @@
 """The search-space registry (nas/spaces.py): every registered space, and a third space added from outside."""
+
 from __future__ import annotations
 
 import random
@@ -41,8 +42,17 @@ class ChainSearchCell(nn.Module):
 class ChainSupernet(Supernet):
     space = "chain"
 
-    def __init__(self, C: int, N: int, num_classes: int, mode: str, ops: Sequence[str], affine: bool, tau: float,
-                 derive_none: bool):
+    def __init__(
+        self,
+        C: int,
+        N: int,
+        num_classes: int,
+        mode: str,
+        ops: Sequence[str],
+        affine: bool,
+        tau: float,
+        derive_none: bool,
+    ):
         ops = check_ops(ops)
         super().__init__(mode, ops, {"normal": 2}, tau)
         self.derive_none = derive_none
@@ -60,8 +70,13 @@ class ChainSupernet(Supernet):
     def genotype(self) -> Genotype:
         probs = self.probabilities()["normal"]
         best = derive_argmax(probs, self.ops, self.derive_none)
-        return Genotype("chain", [(self.ops[best[0]], 0), (self.ops[best[1]], 1)], normal_concat=[2],
-                        ops=list(self.ops), probs={"normal": probs.tolist()})
+        return Genotype(
+            "chain",
+            [(self.ops[best[0]], 0), (self.ops[best[1]], 1)],
+            normal_concat=[2],
+            ops=list(self.ops),
+            probs={"normal": probs.tolist()},
+        )
 
     def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
         return {"normal": [self.ops.index(op) for op, _ in geno.normal]}
@@ -71,8 +86,9 @@ class ChainNetwork(nn.Module):
     def __init__(self, geno: Genotype, C: int, N: int, num_classes: int, affine: bool):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList(nn.Sequential(*(build_op(op, C, C, 1, affine) for op, _ in geno.normal))
-                                   for _ in range(N))
+        self.cells = nn.ModuleList(
+            nn.Sequential(*(build_op(op, C, C, 1, affine) for op, _ in geno.normal)) for _ in range(N)
+        )
         self.classifier = nn.Linear(C, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +113,7 @@ class ChainSpace(SearchSpace):
         s = text.strip()
         if not s.startswith("chain:"):
             return None
-        ops = s[len("chain:"):].split(">")
+        ops = s[len("chain:") :].split(">")
         if len(ops) != 2 or not all(ops):
             raise nas.UserError(f"malformed chain string {s!r}; expected chain:op>op")
         return Genotype("chain", [(ops[0], 0), (ops[1], 1)], normal_concat=[2])
@@ -203,8 +219,10 @@ def test_every_space_round_trips_its_derived_genotype(name):
     for cell, edges in geno.cells().items():
         assert len(space.edge_targets(geno, cell)) == len(edges)
     assert space.to_dot(geno).startswith("digraph cells {")
-    assert nas.build_network(geno, num_classes=3, **SIZES.get(name, dict(C=4, N=1)))(torch.randn(2, 3, 8, 8)).shape \
-        == (2, 3)
+    assert nas.build_network(geno, num_classes=3, **SIZES.get(name, dict(C=4, N=1)))(torch.randn(2, 3, 8, 8)).shape == (
+        2,
+        3,
+    )
 
 
 @pytest.mark.parametrize("name", nas.space_names())
@@ -223,9 +241,11 @@ def test_recognizes_malformed_text_of_its_format(chain):
 def test_parse_lists_the_registered_formats(chain):
     with pytest.raises(nas.UserError) as err:
         Genotype.parse("hello")
-    assert str(err.value) == ("cannot read an architecture from 'hello': give an NB201 string "
-                              "(|op~0|+|op~0|op~1|+...), a DARTS Genotype(...) string, a chain string "
-                              "(chain:op>op), or genotype JSON")
+    assert str(err.value) == (
+        "cannot read an architecture from 'hello': give an NB201 string "
+        "(|op~0|+|op~0|op~1|+...), a DARTS Genotype(...) string, a chain string "
+        "(chain:op>op), or genotype JSON"
+    )
 
 
 def test_builtin_dot_drawings():
@@ -261,7 +281,8 @@ def test_toy_space_supernet_forward_backward_and_derivation(chain):
         "digraph cells {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n  subgraph cluster_normal {\n"
         '    label="normal cell";\n    normal_0 [label="input"];\n    normal_1 [label="node 1"];\n'
         '    normal_2 [label="output"];\n    normal_0 -> normal_1 [label="nor_conv_3x3"];\n'
-        '    normal_1 -> normal_2 [label="avg_pool_3x3"];\n  }\n}\n')
+        '    normal_1 -> normal_2 [label="avg_pool_3x3"];\n  }\n}\n'
+    )
     model = nas.build_network(geno, C=4, N=2, num_classes=3)
     assert isinstance(model, ChainNetwork) and model(x).shape == (4, 3)
     with pytest.raises(ValueError, match="auxiliary"):
@@ -274,10 +295,23 @@ def test_toy_space_search_epoch(chain, tmp_path):
     from nas.config import load_config
     from nas.search import run_search
 
-    cfg = load_config(None, [
-        "data.num_train=64", "data.num_test=16", "data.image_size=16", "supernet.space=chain", "supernet.C=4",
-        "supernet.N=1", "search.batch_size=16", "search.steps_per_epoch=2", "search.epochs=1",
-        "search.warmup_epochs=0", "search.prune=off", "run.device=cpu"])
+    cfg = load_config(
+        None,
+        [
+            "data.num_train=64",
+            "data.num_test=16",
+            "data.image_size=16",
+            "supernet.space=chain",
+            "supernet.C=4",
+            "supernet.N=1",
+            "search.batch_size=16",
+            "search.steps_per_epoch=2",
+            "search.epochs=1",
+            "search.warmup_epochs=0",
+            "search.prune=off",
+            "run.device=cpu",
+        ],
+    )
     try:
         result = run_search(cfg, tmp_path / "run", torch.device("cpu"), progress=False, log=lambda s: None)
     except nas.UserError as exc:
@@ -303,8 +337,10 @@ def test_importing_genotype_alone_registers_the_builtins():
     import subprocess
     import sys
 
-    code = ("from nas.genotype import Genotype, DARTS_V2; from nas.spaces import space_names; "
-            "assert space_names() == ['nb201', 'darts'], space_names(); "
-            "assert str(Genotype.parse(DARTS_V2)) == DARTS_V2; print('ok')")
+    code = (
+        "from nas.genotype import Genotype, DARTS_V2; from nas.spaces import space_names; "
+        "assert space_names() == ['nb201', 'darts'], space_names(); "
+        "assert str(Genotype.parse(DARTS_V2)) == DARTS_V2; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

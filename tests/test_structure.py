@@ -1,5 +1,6 @@
 """The house rules of the package: the Searcher object, the run skeleton, validation at the
 boundary, one Ctrl-C handler, the library never importing the command line, packaging."""
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,9 @@ def _imports(path: Path):
             yield ("." * node.level) + (node.module or "")
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
-                                        if p.name != "cli.py"))
+@pytest.mark.parametrize(
+    "path", sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if p.name != "cli.py")
+)
 def test_library_modules_import_neither_argparse_nor_the_cli(path):
     names = set(_imports(PACKAGE / path))
     assert "argparse" not in names, path
@@ -43,8 +45,10 @@ def test_library_modules_import_neither_argparse_nor_the_cli(path):
 
 
 def test_importing_the_library_runs_nothing_and_leaves_the_cli_unloaded():
-    code = ("import sys, nas, nas.search, nas.retrain, nas.report, nas.data, nas.searcher, nas.run; "
-            "assert 'nas.cli' not in sys.modules")  # (torch itself imports argparse)
+    code = (
+        "import sys, nas, nas.search, nas.retrain, nas.report, nas.data, nas.searcher, nas.run; "
+        "assert 'nas.cli' not in sys.modules"
+    )  # (torch itself imports argparse)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -112,8 +116,9 @@ def test_searcher_arch_step_leaves_weights_without_gradient_and_warmup_leaves_lo
 
 
 def test_searcher_start_epoch_applies_the_schedules_and_resets_the_meters():
-    net, searcher = _tiny_searcher(tau_at=lambda e, n: 10.0 - e, lr_at=lambda e: 0.5 / (e + 1),
-                                   beta_decay_at=lambda e: 0.25 * e)
+    net, searcher = _tiny_searcher(
+        tau_at=lambda e, n: 10.0 - e, lr_at=lambda e: 0.5 / (e + 1), beta_decay_at=lambda e: 0.25 * e
+    )
     searcher.start_epoch(0)
     searcher.step((torch.randn(2, 3, 8, 8), torch.tensor([0, 1])), arch_step=False)
     searcher.start_epoch(3)
@@ -123,8 +128,10 @@ def test_searcher_start_epoch_applies_the_schedules_and_resets_the_meters():
 
 
 def test_searcher_from_config_matches_the_config():
-    cfg = load_config(None, ["search.weights.lr=0.2", "search.arch.lr=0.01", "search.epochs=10",
-                             "search.tau.max=4", "search.tau.min=1"])
+    cfg = load_config(
+        None,
+        ["search.weights.lr=0.2", "search.arch.lr=0.01", "search.epochs=10", "search.tau.max=4", "search.tau.min=1"],
+    )
     net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
     searcher = Searcher.from_config(net, cfg.search)
     assert isinstance(searcher.weight_optimizer, torch.optim.SGD)
@@ -181,8 +188,16 @@ class CountingTask:
 def _toy_run(run_dir: Path, epochs: int, resume: bool = False, stop_after=None, nan_at: int = -1):
     cfg = Config()
     ckpt = open_run(run_dir, cfg, "toy", resume)
-    return run_epochs(lambda: CountingTask(epochs, nan_at), cfg, run_dir, ckpt, desc="toy",
-                      stop_after=stop_after, progress=False, log=lambda s: None)
+    return run_epochs(
+        lambda: CountingTask(epochs, nan_at),
+        cfg,
+        run_dir,
+        ckpt,
+        desc="toy",
+        stop_after=stop_after,
+        progress=False,
+        log=lambda s: None,
+    )
 
 
 def test_run_skeleton_stops_resumes_exactly_and_truncates_the_logs(tmp_path):
@@ -209,15 +224,18 @@ def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path)
 
 
 # ---- validation at the boundary ------------------------------------------------------------
-@pytest.mark.parametrize("override, needle", [
-    ("supernet.space=cube", "unknown space 'cube'"),
-    ("supernet.mode=adam", "unknown mode 'adam' (supernet.mode)"),
-    ("supernet.ops=[none,no_such_op]", "no_such_op"),
-    ("run.threads=0", "run.threads must be >= 1"),
-    ("retrain.darts.epochs=0", "retrain.darts.epochs must be > 0"),
-    ("retrain.nb201.drop_path_prob=1.5", "retrain.nb201.drop_path_prob must be in [0, 1)"),
-    ("search.tau.min=-1", "search.tau"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("supernet.space=cube", "unknown space 'cube'"),
+        ("supernet.mode=adam", "unknown mode 'adam' (supernet.mode)"),
+        ("supernet.ops=[none,no_such_op]", "no_such_op"),
+        ("run.threads=0", "run.threads must be >= 1"),
+        ("retrain.darts.epochs=0", "retrain.darts.epochs must be > 0"),
+        ("retrain.nb201.drop_path_prob=1.5", "retrain.nb201.drop_path_prob must be in [0, 1)"),
+        ("search.tau.min=-1", "search.tau"),
+    ],
+)
 def test_validate_names_the_key(override, needle):
     with pytest.raises(nas.UserError) as info:
         validate(load_config(None, [override]))
@@ -249,15 +267,31 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatc
 def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert packaged_config("default") is not None
-    assert find_config("configs/nb201_cifar10_cpu.yaml").read_text() == \
-        (ROOT / "configs" / "nb201_cifar10_cpu.yaml").read_text()
+    assert (
+        find_config("configs/nb201_cifar10_cpu.yaml").read_text()
+        == (ROOT / "configs" / "nb201_cifar10_cpu.yaml").read_text()
+    )
     assert packaged_config("elsewhere/default.yaml") is None  # a path with a folder is never swapped
     assert load_config(find_config("nb201_cifar10_cpu")).data.name == "cifar10"
 
 
 def test_the_wheel_ships_the_configs_and_the_console_script(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("gumbel_nas-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

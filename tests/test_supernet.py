@@ -9,6 +9,7 @@ Conventions checked here, from the library's docstrings:
   and the ops reading it are skipped (never called) too. The discrete networks
   do the same, so a forced supernet and its discrete network agree exactly.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import nas
+import nas.ops as ops_module
 import nas.supernet as supernet_module
 from nas.genotype import DARTS_V2, Genotype, darts_edges, nb201_edges
-import nas.ops as ops_module
 from nas.nb201 import NB201SearchCell
 from nas.ops import FactorizedReduce, ScalableSequential
 from nas.sampler import gumbel_softmax
 from nas.supernet import _StraightThroughScale
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +101,7 @@ class CallCounter:
     def _hook(self, key):
         def hook(module, inputs, output):
             self.counts[key] = self.counts.get(key, 0) + 1
+
         return hook
 
     def pop(self) -> Dict[tuple, int]:
@@ -234,11 +235,13 @@ def test_gdas_calls_only_the_sampled_op_of_each_edge(space):
                     for k, name in enumerate(ops):
                         n = counts.get((c, e, k), 0)
                         expected = 1 if (name == chosen[e] and runs[e]) else 0
-                        assert n == expected, (f"step {step}, cell {c}, edge {e}, op {name}: called {n}x, "
-                                               f"sampled {chosen[e]!r}, edge computed: {runs[e]}")
+                        assert n == expected, (
+                            f"step {step}, cell {c}, edge {e}, op {name}: called {n}x, "
+                            f"sampled {chosen[e]!r}, edge computed: {runs[e]}"
+                        )
                 # The rule stated plainly: every called op is the sampled one on its edge, and
                 # an edge reading the cell input(s) runs its (non-none) sampled op exactly once.
-                for (c2, e, k), n in counts.items():
+                for c2, e, k in counts:
                     if c2 == c:
                         assert ops[k] == chosen[e] and ops[k] != "none"
                 for e, (_, j) in enumerate(EDGES[space]):
@@ -261,7 +264,7 @@ def test_soft_modes_call_every_op_except_none(space, mode):
             net(images(seed=step))
             assert net.sampled_architecture() is None
             counts = counter.pop()
-            for c, cell in enumerate(search_cells(net)):
+            for c, _cell in enumerate(search_cells(net)):
                 for e in range(NUM_EDGES[space]):
                     for k, name in enumerate(net.ops):
                         # `none` is a structural zero: it is never computed, in any mode.
@@ -377,13 +380,13 @@ def test_gdas_supernet_gradients_equal_explicit_product(space):
             if patch:
                 # The reference multiplies every chosen op's output by its weight: no custom
                 # autograd function, no scale folded into a BN.
-                stack.enter_context(mock.patch.object(supernet_module._StraightThroughScale, "apply",
-                                                      explicit_product))
+                stack.enter_context(mock.patch.object(supernet_module._StraightThroughScale, "apply", explicit_product))
                 for cls in (ScalableSequential, FactorizedReduce):
                     stack.enter_context(mock.patch.object(cls, "accepts_scale", False))
             else:
-                folded = stack.enter_context(mock.patch.object(ops_module, "scaled_batch_norm",
-                                                               wraps=ops_module.scaled_batch_norm))
+                folded = stack.enter_context(
+                    mock.patch.object(ops_module, "scaled_batch_norm", wraps=ops_module.scaled_batch_norm)
+                )
             y = model(x)
         F.cross_entropy(y, labels()).backward()
         outs.append(y.detach())
@@ -534,16 +537,22 @@ def test_forced_supernet_matches_discretized_network(space):
         model = net.discretize(geno)
         assert model.genotype is geno
         assert sum(p.numel() for p in model.parameters()) == sum(
-            p.numel() for p in nas.build_network(geno, C=net.C, N=net.N, num_classes=NUM_CLASSES,
-                                                 affine=False).parameters())
+            p.numel()
+            for p in nas.build_network(geno, C=net.C, N=net.N, num_classes=NUM_CLASSES, affine=False).parameters()
+        )
         for training in (False, True):
             net.train(training)
             model.train(training)
             with torch.no_grad(), net.forced(geno):
                 a = net(x)
                 b = model(x)
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6,
-                                       msg=lambda m: f"{geno} (training={training}): {m}")
+            torch.testing.assert_close(
+                a,
+                b,
+                rtol=1e-5,
+                atol=1e-6,
+                msg=lambda m, geno=geno, training=training: f"{geno} (training={training}): {m}",
+            )
         stats = [t for name, t in model.state_dict().items() if ".edges." in name and name.endswith("running_mean")]
         checked_stats += any(torch.count_nonzero(t) > 0 for t in stats)
     # BN statistics of the cells' ops really were copied (not just default-initialised).
@@ -608,6 +617,7 @@ def test_one_host_transfer_per_gdas_forward(space, mode):
         def wrapper(self, *args, **kwargs):
             calls[name] += 1
             return original(self, *args, **kwargs)
+
         return wrapper
 
     patches = [mock.patch.object(torch.Tensor, name, counting(name)) for name in calls]

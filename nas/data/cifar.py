@@ -258,8 +258,11 @@ def _safe_extract(archive: Path, root: Path, folder: str) -> None:
                 parts = Path(name).parts
                 dest = (tmp_real / name).resolve()
                 unsafe = (
-                    os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts
-                    or not inside(dest) or not (m.isfile() or m.isdir() or m.issym() or m.islnk())
+                    os.path.isabs(name)
+                    or name.startswith(("/", "\\"))
+                    or ".." in parts
+                    or not inside(dest)
+                    or not (m.isfile() or m.isdir() or m.issym() or m.islnk())
                 )
                 if m.issym():
                     unsafe = unsafe or os.path.isabs(m.linkname) or not inside((dest.parent / m.linkname).resolve())
@@ -306,7 +309,9 @@ def _download(url: str, dest: Path) -> None:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the data folder {dest.parent} ({exc}). Fix: set data.root to a writable folder") from None
+        raise UserError(
+            f"cannot create the data folder {dest.parent} ({exc}). Fix: set data.root to a writable folder"
+        ) from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:
@@ -320,4 +325,3 @@ def _download(url: str, dest: Path) -> None:
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
-

@@ -40,11 +40,18 @@ def load_dataset(
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     if key == "synthetic":
-        return make_synthetic(num_train, num_test, image_size=image_size, num_classes=num_classes, seed=seed,
-                              glyph_scale=glyph_scale, polarity=polarity, field=field)
+        return make_synthetic(
+            num_train,
+            num_test,
+            image_size=image_size,
+            num_classes=num_classes,
+            seed=seed,
+            glyph_scale=glyph_scale,
+            polarity=polarity,
+            field=field,
+        )
     if key not in _CIFAR:
         raise UserError(
-            f"unknown data set {name!r}: valid names are {', '.join(DATASETS)} "
-            "(set data.name to one of them)"
+            f"unknown data set {name!r}: valid names are {', '.join(DATASETS)} (set data.name to one of them)"
         )
     return _load_cifar(key, root, download=download, verify_md5=verify_md5)

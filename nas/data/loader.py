@@ -158,7 +158,7 @@ class BatchLoader:
         first = self.rank * bs  # this rank's slice of each global batch
         for i in range(len(self)):
             start = i * bs * self.world_size + first
-            part = plan[:, start:start + bs]
+            part = plan[:, start : start + bs]
             if part.shape[1] == 0:  # the last, partial global batch left nothing for this rank
                 break
             idx = part[0]

@@ -73,8 +73,14 @@ def _stroke_bank(scale: int = _SCALE) -> np.ndarray:
 
 
 def _synthetic_images(
-    num: int, size: int, num_classes: int, rng: np.random.Generator, *,
-    scale: int = _SCALE, light: bool = True, field: float = 0.0,
+    num: int,
+    size: int,
+    num_classes: int,
+    rng: np.random.Generator,
+    *,
+    scale: int = _SCALE,
+    light: bool = True,
+    field: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``num`` images (uint8 N x 3 x size x size) and balanced labels of the glyph task.
 
