@@ -13,11 +13,12 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import yaml
 
 from .errors import UserError
+from .sampler import tau_schedule
 
 
 @dataclass
@@ -329,6 +330,16 @@ def diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
 
 
 # ---------------------------------------------------------------------------
+def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
+    """``search.tau`` as a pure function ``(epoch, epochs) -> tau`` (ValueError on bad settings)."""
+    t = tau_cfg
+    if t.schedule == "constant":
+        return tau_schedule("constant", tau=t.max)
+    if t.schedule == "exponential":
+        return tau_schedule("exponential", tau0=t.max, decay=t.decay)
+    return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
+
+
 PRUNE_RULES = ("off", "probability", "loss")
 
 
@@ -345,7 +356,6 @@ def validate(cfg: Config) -> None:
     config (its constructors raise ``ValueError`` for bad arguments).
     """
     from .ops import check_ops
-    from .searcher import make_tau_schedule
     from .spaces import get_space
     from .supernet import MODES
 

@@ -20,23 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SearchConfig
+from .config import SearchConfig, make_tau_schedule
 from .distributed import SINGLE, World
-from .sampler import tau_schedule
 from .supernet import Supernet
 from .training import Meter, autocast, clip_and_step, cosine_lr, set_lr
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-
-def make_tau_schedule(tau_cfg) -> Callable[[int, int], float]:
-    """``search.tau`` as a pure function ``(epoch, epochs) -> tau`` (ValueError on bad settings)."""
-    t = tau_cfg
-    if t.schedule == "constant":
-        return tau_schedule("constant", tau=t.max)
-    if t.schedule == "exponential":
-        return tau_schedule("exponential", tau0=t.max, decay=t.decay)
-    return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
 
 
 def beta_decay_weight(epoch: int, epochs: int, warmup_epochs: int, beta_decay: float) -> float:

@@ -189,8 +189,8 @@ class SearchSpace:
         tau: float,
         derive_none: bool,
     ) -> "Supernet":
-        """The space's supernet. :func:`build_supernet` has checked ``mode`` and resolved
-        ``ops`` and ``derive_none`` (a bool here) already."""
+        """The space's supernet (a :class:`~nas.supernet.Supernet`, whose constructor checks ``mode``).
+        :func:`build_supernet` has resolved ``ops`` and ``derive_none`` (a bool here) already."""
         raise NotImplementedError
 
     def build_network(
