@@ -87,6 +87,8 @@ class SearchConfig:
     # (the least probable op) | loss (the op whose edge-restricted
     # supernet has the highest validation loss; nas.selection)
     prune_batches: int = 16  # prune=loss: validation batches (arch split) per measured op
+    prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
+    # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
@@ -414,6 +416,12 @@ def validate(cfg: Config) -> None:
             raise UserError(
                 f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "
                 f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs"
+            )
+        if s.prune_start is not None and not s.warmup_epochs <= s.prune_start <= s.epochs - len(ops):
+            raise UserError(
+                f"search.prune_start must be in [search.warmup_epochs, search.epochs - {len(ops)} ops] = "
+                f"[{s.warmup_epochs}, {s.epochs - len(ops)}] (one epoch per op after it), got {s.prune_start}; "
+                "or null to start at the end of warm-up"
             )
     try:
         make_tau_schedule(s.tau)

@@ -45,14 +45,15 @@ class SearchResult:
     last_metrics: Optional[dict]
 
 
-def prune_events(epochs: int, warmup_epochs: int, num_ops: int) -> List[int]:
+def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
     """The epoch boundaries after which progressive pruning drops one op per edge.
 
-    ``num_ops - 1`` events spread evenly over the architecture epochs, so the last
-    ``(epochs - warmup_epochs) / num_ops`` epochs train the decided network alone.
+    ``num_ops - 1`` events spread evenly over the epochs after ``start`` (the end of warm-up,
+    or ``search.prune_start``), so the last ``(epochs - start) / num_ops`` epochs train the
+    decided network alone.
     """
-    span = epochs - warmup_epochs
-    return [warmup_epochs + round((k + 1) * span / num_ops) for k in range(num_ops - 1)]
+    span = epochs - start
+    return [start + round((k + 1) * span / num_ops) for k in range(num_ops - 1)]
 
 
 def ops_to_keep(epoch: int, events: List[int], num_ops: int) -> int:
@@ -151,7 +152,8 @@ class SearchTask:
         if self.steps < 1:
             raise UserError("an epoch has no full batch; lower search.batch_size or use more data")
         self.pruning = s.prune != "off"
-        self.events = prune_events(s.epochs, s.warmup_epochs, len(net.ops)) if self.pruning else []
+        start = s.warmup_epochs if s.prune_start is None else s.prune_start
+        self.events = prune_events(s.epochs, start, len(net.ops)) if self.pruning else []
         self.eval_batches: List[Any] = []
         if s.prune == "loss":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.

@@ -41,6 +41,7 @@ def test_prune_events_spread_over_the_architecture_epochs():
     assert prune_events(60, 20, 5) == [28, 36, 44, 52]
     assert [ops_to_keep(e, [28, 36, 44, 52], 5) for e in (0, 27, 28, 35, 36, 51, 52, 59)] == [5, 5, 4, 4, 3, 2, 1, 1]
     assert prune_events(5, 0, 5) == [1, 2, 3, 4]
+    assert prune_events(60, 40, 5) == [44, 48, 52, 56]  # search.prune_start=40: the last third
 
 
 def test_prune_weakest_removes_exactly_the_least_probable_op_per_edge():
@@ -113,6 +114,17 @@ def test_pruning_mask_travels_in_the_state_dict_and_old_checkpoints_load():
     old = {k: v for k, v in state.items() if not k.startswith("alive_")}  # a checkpoint from before pruning
     fresh.load_state_dict(old)
     assert bool(fresh.alive("normal").all())
+
+
+def test_prune_start_delays_the_events_to_the_last_epochs(tmp_path):
+    cfg = load_config(
+        None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability", "search.prune_start=6"]
+    )
+    run_search(cfg, tmp_path / "late", torch.device("cpu"), progress=False, log=quiet)
+    metrics = lines(tmp_path / "late" / "metrics.jsonl")
+    # prune_events(11, 6, 5) == [7, 8, 9, 10]: architecture steps from epoch 2, the first event after epoch 7
+    assert [m["ops_left"] for m in metrics] == [5, 5, 5, 5, 5, 5, 5, 4, 3, 2, 1]
+    assert metrics[1]["val_loss"] is not None and metrics[-1]["val_loss"] is None
 
 
 def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
@@ -273,6 +285,10 @@ def test_beta_decay_pulls_the_arch_step_toward_uniform():
         (
             ["search.prune=probability", "search.epochs=4", "search.warmup_epochs=0"],
             "at least one architecture epoch per op",
+        ),
+        (
+            ["search.prune=probability", "search.epochs=10", "search.prune_start=6"],
+            "search.prune_start must be in [search.warmup_epochs, search.epochs - 5 ops] = [0, 5]",
         ),
     ],
 )
