@@ -223,3 +223,35 @@ def test_a_killed_rank_leaves_the_checkpoint_and_the_job_exits(tmp_path):
     resumed = torchrun("search.py", "--resume", tmp_path / "r", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert nas.Genotype.from_json((tmp_path / "r" / "genotype.json").read_text()).space == "nb201"
+
+
+def test_retrain_under_torchrun_writes_one_result_and_resumes(tmp_path):
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+    sets = [
+        x
+        for s in [
+            "data.num_train=192",
+            "data.num_test=64",
+            "data.image_size=16",
+            "run.device=cpu",
+            "run.threads=1",
+            "retrain.nb201.C=4",
+            "retrain.nb201.N=1",
+            "retrain.nb201.epochs=2",
+            "retrain.nb201.batch_size=32",
+            "retrain.nb201.steps_per_epoch=3",
+        ]
+        for x in ("--set", s)
+    ]
+    part = torchrun(
+        "search.py", "retrain", "--genotype", cell, "--out", tmp_path / "r", "--quiet", "--stop-after", "1", *sets
+    )
+    assert part.returncode == 0, part.stderr[-3000:]
+    assert part.stdout.count("test accuracy") == 1  # rank 0 alone prints
+    assert not (tmp_path / "r" / "result.json").exists()
+    rest = torchrun("search.py", "retrain", "--resume", tmp_path / "r", "--quiet")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert result["epochs"] == 2 and result["genotype"] == cell
+    assert [m["world_size"] for m in metrics] == [2, 2] and 0 <= result["test_acc"] <= 100
