@@ -147,7 +147,9 @@ def init_from_environment(device: torch.device, timeout_s: float) -> World:
     if not world.distributed or dist.is_initialized():
         return world
     backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    kwargs = {}
+    if device.type == "cuda" and "device_id" in inspect.signature(dist.init_process_group).parameters:
+        kwargs["device_id"] = local_device(device, world)  # binds NCCL to this rank's GPU at once
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return world
 
