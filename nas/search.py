@@ -26,7 +26,7 @@ from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
-from .run import open_run, run_epochs
+from .run import open_run, run_epochs, silent
 from .runtime import check_device_options
 from .searcher import Searcher, beta_decay_term, beta_decay_weight  # noqa: F401  (re-exported)
 from .selection import edge_op_losses
@@ -85,6 +85,8 @@ def run_search(
     launch (:mod:`nas.distributed`); rank 0 alone writes ``run_dir``.
     """
     run_dir = Path(run_dir)
+    if not world.is_main:
+        log = silent  # rank 0 alone prints
     validate(cfg)
     check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
     check_batch_split(cfg.search.batch_size, "search.batch_size", world)

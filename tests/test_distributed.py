@@ -166,6 +166,7 @@ def test_the_command_line_under_torchrun_writes_one_run_and_resumes_exactly(tmp_
     whole = torchrun("search.py", "--out", tmp_path / "whole", "--quiet", *sets)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert whole.stdout.count("derived architecture") == 1  # rank 0 alone prints
+    assert whole.stdout.count("epoch 1/3") == 1
     part = torchrun("search.py", "--out", tmp_path / "part", "--quiet", "--stop-after", "1", *sets)
     assert part.returncode == 0, part.stderr[-3000:]
     rest = torchrun("search.py", "--resume", tmp_path / "part", "--quiet")
