@@ -283,7 +283,6 @@ def test_the_wheel_ships_the_configs_and_the_console_script(tmp_path):
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
             "-q",
             "-w",
             str(tmp_path),
