@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
-from .config import Config, load_config
+from .config import Config, load_config, validate
 from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
 from .errors import UserError
 from .genotype import Genotype, disconnected_warning
@@ -40,15 +40,18 @@ def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: s
     Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``) and rank 0's run directory
     (a default name holds the time, which could differ by a second between ranks).
     """
+    validate(cfg)  # before joining the processes: run.dist_timeout is one of the checks
     device = resolve_device(cfg.run.device)
     world = init_from_environment(device, cfg.run.dist_timeout)
+    invocation.world = world  # from here on, main() leaves the process group on the way out
     device = local_device(device, world)
-    if device.type == "cuda":
+    if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)
     set_cpu_threads(cfg.run.threads)
     run_dir = Path(world.broadcast_object(str(run_dir)))
-    invocation.world, invocation.run_dir = world, run_dir
-    invocation.resume_command = resume_command.format(run_dir=run_dir)
+    invocation.run_dir = run_dir
+    launcher = f"torchrun --nproc_per_node={world.world_size} " if world.distributed else "python "
+    invocation.resume_command = launcher + resume_command.format(run_dir=run_dir)
     return device, run_dir
 
 
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(result) -> str:
+def _summary(result, resume_command: str) -> str:
     from .spaces import get_space
 
     geno: Genotype = result.genotype
@@ -150,7 +153,7 @@ def _summary(result) -> str:
         f"inspect with: python search.py inspect {run_dir}",
     ]
     if not result.finished:
-        lines.append(f"stopped after epoch {result.epochs_done}; continue with: python search.py --resume {run_dir}")
+        lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
     return "\n".join(lines)
 
 
@@ -177,7 +180,7 @@ def cmd_search(args, invocation: Invocation) -> int:
     from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
-    device, run_dir = _start(cfg, run_dir, invocation, "python search.py --resume {run_dir}")
+    device, run_dir = _start(cfg, run_dir, invocation, "search.py --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     _say(
@@ -189,7 +192,7 @@ def cmd_search(args, invocation: Invocation) -> int:
     result = run_search(
         cfg, run_dir, device, resume=bool(args.resume), stop_after=args.stop_after, progress=not args.quiet, world=world
     )
-    _say(invocation, _summary(result))
+    _say(invocation, _summary(result, invocation.resume_command))
     return 0
 
 
@@ -303,7 +306,7 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     from .retrain import protocol, run_retrain
 
     cfg, geno, run_dir = _retrain_setup(args)
-    device, run_dir = _start(cfg, run_dir, invocation, "python search.py retrain --resume {run_dir}")
+    device, run_dir = _start(cfg, run_dir, invocation, "search.py retrain --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     _say(
@@ -326,8 +329,7 @@ def cmd_retrain(args, invocation: Invocation) -> int:
         f"architecture: {geno}\n"
         f"test accuracy {result.test_acc:.2f}%  (loss {result.test_loss:.4f}) after {result.epochs_done} epochs\n"
         f"parameters {result.params:,}  multiply-adds {result.macs:,} ({result.macs / 1e6:.2f} M)\n"
-        f"outputs in {run_dir}/"
-        + ("" if result.finished else f"; continue with: python search.py retrain --resume {run_dir}"),
+        f"outputs in {run_dir}/" + ("" if result.finished else f"; continue with: {invocation.resume_command}"),
     )
     return 0
 
@@ -350,13 +352,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:  # the one place Ctrl-C is turned into advice
         if not invocation.world.is_main:
             return 130
-        if invocation.run_dir is None:
+        run_dir = invocation.run_dir
+        if run_dir is None:
             print("\ninterrupted", file=sys.stderr)
-        else:
-            torchrun = "torchrun ... " if invocation.world.distributed else ""
+        elif (run_dir / "checkpoint.pt").exists():
             print(
-                f"\ninterrupted: the last checkpoint in {invocation.run_dir} is intact; continue with "
-                f"{torchrun}{invocation.resume_command}",
+                f"\ninterrupted: the last checkpoint in {run_dir} is intact; continue with {invocation.resume_command}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"\ninterrupted before the first epoch ended: nothing to resume; start again with "
+                f"another --out (or delete {run_dir})",
                 file=sys.stderr,
             )
         return 130

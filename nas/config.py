@@ -354,8 +354,9 @@ def _check_positive(**values: Any) -> None:
 def validate(cfg: Config) -> None:
     """Every semantic check that types alone cannot catch, once, at the boundary; each names the key to fix.
 
-    ``run_search`` and ``run_retrain`` call it first, so the library below them can assume a sound
-    config (its constructors raise ``ValueError`` for bad arguments).
+    A config is checked as a whole (a retrain refuses a config whose search section is broken,
+    as a search does). ``run_search`` and ``run_retrain`` call it first, so the library below
+    them can assume a sound config (its constructors raise ``ValueError`` for bad arguments).
     """
     from .ops import check_ops
     from .spaces import get_space

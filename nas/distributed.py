@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class World:
@@ -85,29 +87,32 @@ class World:
         return box[0]
 
     def barrier(self) -> None:
+        """Wait for every rank (benchmarks time steps between barriers)."""
         if self.distributed:
             dist.barrier()
 
-    def same_on_every_rank(self, value: Any) -> bool:
-        """Whether every rank passed an equal ``value`` (a picklable object)."""
+    def gather_objects(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj``, in rank order, on every rank."""
         if not self.distributed:
-            return True
+            return [obj]
         values: List[Any] = [None] * self.world_size
-        dist.all_gather_object(values, value)
-        return all(v == values[0] for v in values)
+        dist.all_gather_object(values, obj)
+        return values
 
     # ---- models -----------------------------------------------------------------------
     def wrap(self, module: nn.Module, device: torch.device, *, find_unused_parameters: bool) -> nn.Module:
         """``module`` in DistributedDataParallel (``module`` itself in one process).
 
-        Buffers are not broadcast at every forward (see :func:`average_buffers_`), and the
-        gradients are bucketed as views of the parameters' grads, which saves a copy.
+        Buffers are not broadcast at every forward (see :meth:`average_buffers_`; they start equal
+        because every rank builds the model from the same seed). ``gradient_as_bucket_view`` keeps
+        one buffer per gradient; the optimiser's ``zero_grad(set_to_none=True)`` stays, so an op no
+        rank ran keeps ``grad = None``.
         """
         if not self.distributed:
             return module
         ids = [device.index] if device.type == "cuda" else None
         ddp = nn.parallel.DistributedDataParallel
-        # Newer torch renamed broadcast_buffers; either way the buffers still sync once, at init.
+        # Newer torch renamed broadcast_buffers (forward_sync_buffers=False still syncs at init).
         no_forward_sync = (
             {"forward_sync_buffers": False}
             if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
@@ -155,8 +160,14 @@ def init_from_environment(device: torch.device, timeout_s: float) -> World:
 
 
 def local_device(device: torch.device, world: World) -> torch.device:
-    """Each process's own GPU under torchrun (``cuda:LOCAL_RANK``); the CPU is shared."""
+    """Each process's own GPU under torchrun (``cuda:LOCAL_RANK``, whatever index ``run.device``
+    names); the CPU is shared."""
     if device.type == "cuda" and world.distributed:
+        if world.local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"process {world.local_rank} of this node has no GPU of its own ({torch.cuda.device_count()} "
+                "visible); start at most one process per GPU (torchrun --nproc_per_node)"
+            )
         return torch.device("cuda", world.local_rank)
     return device
 

@@ -132,6 +132,7 @@ def run_retrain(
         progress=progress,
         log=log,
         world=world,
+        device=device,
     )
     test_loss, test_acc = task.test_loss, task.test_acc
     if done.last_metrics is None and ckpt is not None:  # already finished: report the recorded result
@@ -156,6 +157,10 @@ def run_retrain(
     return result
 
 
+def _rank_epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(rank) * 10_007 + int(epoch)) % (2**63)
+
+
 class RetrainTask:
     """The retrain's part of the run skeleton: the discrete network, its SGD, the test pass."""
 
@@ -167,7 +172,7 @@ class RetrainTask:
         self.epochs = p.epochs
         self.nan_hint = f"lower retrain.{geno.space}.lr"
         seed = cfg.run.seed
-        data = load_data(cfg)
+        data = load_data(cfg, world)
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
         self.train_loader = make_loader(
             data,
@@ -210,7 +215,10 @@ class RetrainTask:
         if cfg.run.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
-        self.train_model = world.wrap(model, device, find_unused_parameters=False)  # DDP under torchrun
+        # A none edge can leave ops that never run (they read, or feed only, a dead node): DDP must expect them.
+        dead_ops = any(op == "none" for edges in geno.cells().values() for op, _ in edges)
+        self.train_model = world.wrap(model, device, find_unused_parameters=dead_ops)  # DDP under torchrun
+        self.seed = cfg.run.seed
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=p.lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=p.weight_decay
         )
@@ -234,6 +242,10 @@ class RetrainTask:
 
     def start_epoch(self, epoch: int) -> int:
         p = self.p
+        if self.world.distributed:
+            # Cutout and drop-path draw from the global generator: give each rank its own stream, a
+            # function of (seed, rank, epoch), so the ranks' shares differ and a resume is exact.
+            torch.manual_seed(_rank_epoch_seed(self.seed, self.world.rank, epoch))
         self.lr = cosine_lr(epoch, p.epochs, p.lr, p.lr_min)
         set_lr(self.optimizer, self.lr)
         if hasattr(self.model, "drop_path_prob"):

@@ -91,10 +91,10 @@ class EpochTask(Protocol):
     def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...  # the epoch's log line
 
 
-def _rng_state(world: World) -> Dict[str, Any]:
+def _rng_state(world: World, device: Optional[torch.device]) -> Dict[str, Any]:
     state = capture_rng_state()
-    if world.distributed and torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda_current"] = torch.cuda.get_rng_state()  # this rank's GPU's stream
+    if world.distributed and device is not None and device.type == "cuda":
+        state["cuda_current"] = torch.cuda.get_rng_state(device)  # this rank's GPU's stream
     return state
 
 
@@ -121,8 +121,9 @@ def open_run(
 ) -> Optional[Dict[str, Any]]:
     """Start a new run directory (saving the config) or load the checkpoint of the one to resume.
 
-    Under several processes rank 0 prepares the directory, and its verdict (or its error) reaches
-    every rank, so all of them stop on the same clear message.
+    Under several processes rank 0 prepares the directory; every rank loads a checkpoint to
+    resume (the run directory must be on a file system all nodes share). An error on any rank
+    stops every rank with that message.
     """
     error: Optional[str] = None
     ckpt = None
@@ -143,9 +144,9 @@ def open_run(
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
         error = str(exc)
-    error = world.broadcast_object(error)
-    if error is not None:
-        raise UserError(error)
+    errors = [e for e in world.gather_objects(error) if e is not None]  # any rank's: all stop alike
+    if errors:
+        raise UserError(errors[0])
     return ckpt
 
 
@@ -160,13 +161,15 @@ def run_epochs(
     progress: bool = True,
     log: Callable[[str], None] = tqdm.write,
     world: World = SINGLE,
+    device: Optional[torch.device] = None,
 ) -> "tuple[EpochTask, EpochsDone]":
     """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs.
 
     Every epoch ends with the metrics line, the task's own outputs and then the checkpoint, so the
     checkpoint never runs ahead of the logs. ``stop_after`` ends this invocation after that many
     epochs, as if the run had been stopped there. Every rank seeds alike and runs the epochs;
-    rank 0 alone writes, prints and shows progress.
+    rank 0 alone writes, prints and shows progress. ``device``: where the task computes (on CUDA
+    the epoch's time waits for its queued work, and each rank's GPU generator is checkpointed).
     """
     if not world.is_main:
         progress, log = False, silent
@@ -177,9 +180,9 @@ def run_epochs(
         task.load_state_dict(ckpt)
         start = int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
-        if world.distributed and "cuda_current" in ckpt["rng"]:
+        if world.distributed and "cuda_current" in ckpt["rng"] and device is not None and device.type == "cuda":
             # Each rank draws on its own GPU: continue rank 0's stream there, as every rank did.
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda_current"])
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda_current"], device)
         # Drop lines an interrupted epoch may have left after the checkpoint.
         if world.is_main:
             for name in task.logs:
@@ -200,6 +203,8 @@ def run_epochs(
             if progress and cfg.run.log_every > 0 and (step + 1) % cfg.run.log_every == 0:
                 bar.set_postfix(**task.postfix())
         bar.close()
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)  # the epoch's queued GPU work belongs to its time
         seconds = time.perf_counter() - t0
         metrics = task.end_epoch(epoch, seconds)
         train_loss = metrics["train_loss"]
@@ -213,7 +218,7 @@ def run_epochs(
                     "kind": task.kind,
                     "epoch": epoch + 1,
                     **task.state_dict(),
-                    "rng": _rng_state(world),
+                    "rng": _rng_state(world, device),
                     "config": config_mod.to_dict(cfg),
                     **({"world_size": world.world_size} if world.distributed else {}),
                 },

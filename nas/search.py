@@ -101,6 +101,7 @@ def run_search(
         progress=progress,
         log=log,
         world=world,
+        device=device,
     )
     if ckpt is not None and done.done == done.start:
         log(f"{run_dir} had already finished its {cfg.search.epochs} epochs")
@@ -117,8 +118,9 @@ class SearchTask:
     def __init__(self, cfg: Config, device: torch.device, log: Callable[[str], None], world: World = SINGLE):
         s, sn = cfg.search, cfg.supernet
         self.cfg, self.search, self.log, self.epochs, self.world = cfg, s, log, s.epochs, world
+        self.device = device
         seed = cfg.run.seed
-        data = load_data(cfg)
+        data = load_data(cfg, world)
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
         idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, seed)
         idx_w, idx_a = keep[idx_w], keep[idx_a]
@@ -171,7 +173,10 @@ class SearchTask:
                 channels_last=cfg.run.channels_last,
                 world=world,
             )
-            self.eval_batches = [b for _, b in zip(range(s.prune_batches), loader_eval)]
+            count = s.prune_batches
+            if world.distributed:  # full global batches only, so every rank measures as many
+                count = min(count, max(1, len(idx_a) // s.batch_size))
+            self.eval_batches = [b for _, b in zip(range(count), loader_eval)]
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
 
@@ -209,7 +214,10 @@ class SearchTask:
             if s.prune == "loss":
                 losses = edge_op_losses(net, self.eval_batches, seed=self.cfg.run.seed + epoch)
                 # Each rank measured its share of the batches: average, so all prune alike.
-                self.world.all_reduce_mean_(losses.values())  # (pruned ops: inf on every rank, inf after)
+                if self.world.distributed:  # on the device: NCCL reduces no CPU tensors
+                    on_device = {c: v.to(self.device) for c, v in losses.items()}
+                    self.world.all_reduce_mean_(on_device.values())  # pruned ops: inf everywhere, inf after
+                    losses = {c: v.cpu() for c, v in on_device.items()}
                 scores = {c: -v for c, v in losses.items()}
                 # Logged so that both derivation rules can be read off the last event.
                 self.prune_scores = {

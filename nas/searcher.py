@@ -9,6 +9,7 @@ The search loop, the benchmarks and the tests all drive this one object::
         searcher.start_epoch(epoch)            # tau, learning rate, beta-decay weight; fresh meters
         for batch_w, batch_a in zip(loader_w, loader_a):
             searcher.step(batch_w, batch_a, arch_step=epoch >= cfg.search.warmup_epochs)
+        searcher.end_epoch()                   # under torchrun: batch-norm statistics and meters agree
         train_loss, train_acc = searcher.train_meter.read()
 """
 
@@ -139,10 +140,12 @@ class Searcher:
         self.beta_decay = self.beta_decay_at(epoch) if self.beta_decay_at is not None else 0.0
         self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
 
-    def step(self, batch_w: Batch, batch_a: Optional[Batch] = None, arch_step: bool = True) -> None:
+    def step(self, batch_w: Batch, batch_a: Optional[Batch] = None, arch_step: Optional[bool] = None) -> None:
         """One weight step on ``batch_w``, then (when ``arch_step``, as after warm-up) one
-        architecture step on ``batch_a``."""
+        architecture step on ``batch_a``. ``arch_step`` defaults to whether ``batch_a`` is given."""
         self.weight_step(*batch_w)
+        if arch_step is None:
+            arch_step = batch_a is not None
         if arch_step:
             if batch_a is None:
                 raise ValueError("an architecture step needs batch_a")

@@ -61,19 +61,36 @@ class Meter:
         return float(self.loss) / self.count, 100.0 * float(self.correct) / self.count
 
 
-def load_data(cfg: Config) -> ImageData:
+def load_data(cfg: Config, world: World = SINGLE) -> ImageData:
+    """The config's data set. Under several processes with ``data.download``, rank 0 fetches it
+    while the others wait, so one rank's failed download ends the job on rank 0's clear error."""
     d = cfg.data
-    return load_dataset(
-        d.name,
-        d.root,
-        download=d.download,
-        verify_md5=d.verify_md5,
-        num_train=d.num_train,
-        num_test=d.num_test,
-        image_size=d.image_size,
-        num_classes=d.num_classes,
-        seed=cfg.run.seed,
-    )
+
+    def load() -> ImageData:
+        return load_dataset(
+            d.name,
+            d.root,
+            download=d.download,
+            verify_md5=d.verify_md5,
+            num_train=d.num_train,
+            num_test=d.num_test,
+            image_size=d.image_size,
+            num_classes=d.num_classes,
+            seed=cfg.run.seed,
+        )
+
+    if not (world.distributed and d.download):
+        return load()
+    data, error = None, None
+    if world.is_main:
+        try:
+            data = load()
+        except UserError as exc:
+            error = str(exc)
+    error = world.broadcast_object(error)
+    if error is not None:
+        raise UserError(error)
+    return data if data is not None else load()
 
 
 def make_loader(

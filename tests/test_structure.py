@@ -113,6 +113,9 @@ def test_searcher_arch_step_leaves_weights_without_gradient_and_warmup_leaves_lo
     assert any(g is not None for g in grads)
     with pytest.raises(ValueError, match="batch_a"):
         searcher.step((x, y), None, arch_step=True)
+    logits = net.arch["normal"].detach().clone()
+    searcher.step((x, y))  # no architecture batch: a weight step alone
+    assert torch.equal(net.arch["normal"], logits)
 
 
 def test_searcher_start_epoch_applies_the_schedules_and_resets_the_meters():
@@ -253,14 +256,23 @@ def test_library_constructors_raise_value_error():
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     import nas.search
 
-    def interrupted(*args, **kwargs):
+    def interrupted_after_an_epoch(cfg, run_dir, *args, **kwargs):
+        run_dir.mkdir(parents=True)
+        (run_dir / "checkpoint.pt").write_bytes(b"")  # an epoch has ended
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nas.search, "run_search", interrupted)
+    def interrupted_at_once(cfg, run_dir, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nas.search, "run_search", interrupted_after_an_epoch)
     code = main(["--out", str(tmp_path / "r"), "--quiet", "--set", "run.device=cpu"])
     err = capsys.readouterr().err
     assert code == 130
     assert f"the last checkpoint in {tmp_path / 'r'} is intact; continue with python search.py --resume" in err
+    monkeypatch.setattr(nas.search, "run_search", interrupted_at_once)
+    code = main(["--out", str(tmp_path / "s"), "--quiet", "--set", "run.device=cpu"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted before the first epoch ended: nothing to resume" in err
 
 
 # ---- packaging -----------------------------------------------------------------------------
