@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .config import Config, RetrainSpaceConfig, validate
+from .config import Config, RetrainSpaceConfig
 from .data import subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
@@ -28,10 +28,9 @@ from .flops import count_macs, count_parameters
 from .genotype import Genotype, disconnected_warning
 from .io import atomic_write_text
 from .ops import check_ops
-from .run import open_run, run_epochs
-from .runtime import check_device_options
+from .run import check_run, open_run, run_epochs
 from .spaces import build_network, get_space
-from .training import Meter, autocast, check_batch_split, clip_and_step, cosine_lr, load_data, make_loader, set_lr
+from .training import Meter, autocast, clip_and_step, cosine_lr, load_data, make_loader, set_lr
 
 CHECKPOINT_KIND = "retrain"
 
@@ -102,10 +101,8 @@ def run_retrain(
     and rank 0 alone writes ``run_dir``.
     """
     run_dir = Path(run_dir)
-    validate(cfg)
     p = protocol(cfg, geno.space)
-    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
-    check_batch_split(p.batch_size, f"retrain.{geno.space}.batch_size", world)
+    check_run(cfg, device, world, p.batch_size, f"retrain.{geno.space}.batch_size")
     try:
         check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
     except ValueError as exc:

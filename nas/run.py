@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from . import config as config_mod
-from .config import Config
+from .config import Config, validate
 from .distributed import SINGLE, World
 from .errors import UserError
 from .io import (
@@ -31,6 +31,8 @@ from .io import (
     seed_everything,
     truncate_jsonl,
 )
+from .runtime import check_device_options
+from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 
@@ -109,6 +111,14 @@ class EpochsDone:
     done: int  # epochs done after it
     finished: bool
     last_metrics: Optional[dict]
+
+
+def check_run(cfg: Config, device: torch.device, world: World, batch_size: int, batch_key: str) -> None:
+    """What every run checks before it touches its directory: the config, the options that depend
+    on the device, and a global batch that splits evenly over the processes."""
+    validate(cfg)
+    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
+    check_batch_split(batch_size, batch_key, world)
 
 
 def open_run(

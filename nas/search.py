@@ -20,18 +20,17 @@ from torch import nn
 from tqdm import tqdm
 
 from .benchmarks import is_benchmark_cell, load_benchmark
-from .config import Config, validate
+from .config import Config
 from .data import search_split, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
-from .run import open_run, run_epochs, silent
-from .runtime import check_device_options
+from .run import check_run, open_run, run_epochs, silent
 from .searcher import Searcher, beta_decay_term, beta_decay_weight  # noqa: F401  (re-exported)
 from .selection import edge_op_losses
 from .spaces import build_supernet, get_space
-from .training import check_batch_split, load_data, make_loader
+from .training import load_data, make_loader
 
 CHECKPOINT_KIND = "search"
 
@@ -87,9 +86,7 @@ def run_search(
     run_dir = Path(run_dir)
     if not world.is_main:
         log = silent  # rank 0 alone prints
-    validate(cfg)
-    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
-    check_batch_split(cfg.search.batch_size, "search.batch_size", world)
+    check_run(cfg, device, world, cfg.search.batch_size, "search.batch_size")
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     task, done = run_epochs(
         lambda: SearchTask(cfg, device, log, world),
