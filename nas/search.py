@@ -27,7 +27,7 @@ from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .run import check_run, open_run, run_epochs, silent
-from .searcher import Searcher, beta_decay_term, beta_decay_weight  # noqa: F401  (re-exported)
+from .searcher import Searcher
 from .selection import edge_op_losses
 from .spaces import build_supernet, get_space
 from .training import load_data, make_loader

@@ -182,7 +182,8 @@ class Searcher:
             objective = loss + self.beta_decay * beta_decay_term(self.net)
         self.arch_optimizer.zero_grad(set_to_none=True)
         objective.backward(inputs=self.arch)
-        self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
+        if self.world.distributed:  # one process: nothing to reduce, no per-step list
+            self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
         self.arch_optimizer.step()
         self.val_meter.add(loss, logits, y)
 
