@@ -14,6 +14,7 @@ cell's benchmark accuracy over the epochs, one line per run, per variant.
     python -m experiments.nb201_cpu_search --variant baseline --collect runs/a runs/b   # finished runs
     python -m experiments.nb201_cpu_search --report                                      # table only
     python -m experiments.nb201_cpu_search --quick --variant q --out /tmp/x.json        # the test
+    python -m experiments.nb201_cpu_search --merge /tmp/a.json /tmp/b.json   # concurrent invocations' copies
 
 Both rules from one run: for a search without pruning, from its final op probabilities; for a
 pruned one, from its last pruning event, where each edge chose between its last two ops: the
@@ -42,7 +43,7 @@ from experiments.stats import mean_std
 from experiments.tables import log, save_plot, table
 from nas.benchmarks import cell_string
 from nas.genotype import Genotype
-from nas.io import read_jsonl
+from nas.io import atomic_write_text, read_jsonl
 from nas.report import collapse_counts
 from nas.runtime import find_config
 
@@ -266,12 +267,18 @@ def main() -> int:
     p.add_argument("--parallel", type=int, default=1, help="searches at once (default 1, as a user runs it)")
     p.add_argument("--threads", type=int, default=None, help="run.threads of each search (default: the config's)")
     p.add_argument("--report", action="store_true", help="only rebuild the table and plot from the JSON")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="add the runs of other result files (written with --out by concurrent invocations)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
     p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json)")
     args = p.parse_args()
     out = Path(args.out) if args.out else RESULTS / f"{NAME}.json"
-    if not args.report and not args.variant:
-        p.error("--variant is required (or --report)")
+    if not args.report and not args.merge and not args.variant:
+        p.error("--variant is required (or --report, or --merge)")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
@@ -297,6 +304,12 @@ def main() -> int:
                     cfg["run"].get("threads"),
                 )
             )
+    elif args.merge:
+        for f in args.merge:
+            try:
+                new += json.loads(Path(f).read_text())["runs"]
+            except (OSError, ValueError, KeyError) as e:
+                p.error(f"{f} is not a result file of this script ({e})")
     elif not args.report:
         runs_dir = Path(tempfile.mkdtemp(prefix="nas-cpu-search-")) if args.quick else RUNS
         runs_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +319,8 @@ def main() -> int:
     order = {v: i for i, v in enumerate(dict.fromkeys(r["variant"] for r in runs))}
     runs.sort(key=lambda r: (order[r["variant"]], r["seed"]))
     for r in new:
-        r["machine"], r["code"], r["command"] = machine(), git_state(), command_line()
+        if not args.merge:  # merged rows keep the stamps of the invocation that ran them
+            r["machine"], r["code"], r["command"] = machine(), git_state(), command_line()
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
     text = "\n".join(
@@ -379,7 +393,7 @@ def main() -> int:
         }
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     print(text)
     return 0

@@ -243,3 +243,15 @@ def test_nb201_cpu_search(tmp_path):
     rec = json.loads(out.read_text())
     assert [(r["variant"], r["seed"]) for r in rec["runs"]] == [("q", 0), ("p", 0)]
     assert {s["variant"] for s in rec["summary"]} == {"q", "p"}
+    # Copies written by concurrent invocations merge into one file, keeping each run's own stamps.
+    merged = tmp_path / "merged.json"
+    merge = [sys.executable, "-m", "experiments.nb201_cpu_search", "--out", str(merged), "--merge", str(out)]
+    for _ in range(2):  # merging the same runs twice replaces them, by (variant, seed)
+        proc = subprocess.run(merge, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert proc.returncode == 0, proc.stderr
+    got = json.loads(merged.read_text())
+    assert got["runs"] == rec["runs"] and got["summary"] == rec["summary"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    proc = subprocess.run(merge[:-1] + [str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode != 0 and "is not a result file" in proc.stderr and "Traceback" not in proc.stderr
