@@ -286,6 +286,7 @@ def main() -> int:
     if args.parallel < 1:
         p.error("--parallel must be >= 1")
     record = json.loads(out.read_text()) if out.exists() else {"experiment": NAME, "runs": []}
+    here = machine()  # before the searches, so its load average is the one they started under
     new: List[Dict[str, Any]] = []
     if args.collect:
         for d in args.collect:
@@ -320,7 +321,7 @@ def main() -> int:
     runs.sort(key=lambda r: (order[r["variant"]], r["seed"]))
     for r in new:
         if not args.merge:  # merged rows keep the stamps of the invocation that ran them
-            r["machine"], r["code"], r["command"] = machine(), git_state(), command_line()
+            r["machine"], r["code"], r["command"] = here, git_state(), command_line()
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
     text = "\n".join(
@@ -389,7 +390,7 @@ def main() -> int:
             "plot": png,
             "table": text,
             "command": command_line(),
-            "machine": machine(),
+            "machine": here,
         }
     )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,8 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
     assert [m["train_loss"] for m in lines(tmp_path / "part" / "metrics.jsonl")] == [m["train_loss"] for m in metrics]
 
 
-def test_pruning_runs_on_the_darts_space(tmp_path):
+@pytest.mark.parametrize("rule", ["probability", "loss"])
+def test_pruning_runs_on_the_darts_space(tmp_path, rule):
     cfg = load_config(
         None,
         TINY
@@ -152,7 +153,10 @@ def test_pruning_runs_on_the_darts_space(tmp_path):
             "supernet.N=3",
             "search.epochs=9",
             "search.warmup_epochs=0",
-            "search.prune=probability",
+            f"search.prune={rule}",
+            "search.prune_batches=1",
+            # Scoring by loss runs one forward per (edge, op) at every event: keep those small.
+            "search.batch_size=8",
         ],
     )
     result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
