@@ -387,6 +387,11 @@ def validate(cfg: Config) -> None:
             "search.prune_batches": s.prune_batches,
         }
     )
+    if sn.N < space.min_cells:
+        raise UserError(
+            f"the {space.name} space needs supernet.N >= {space.min_cells} cells, got {sn.N}. "
+            f"Fix: --set supernet.N={space.min_cells}"
+        )
     if not 0 <= s.warmup_epochs < s.epochs:
         raise UserError(
             f"search.warmup_epochs must be in [0, search.epochs), got {s.warmup_epochs} with "

@@ -242,7 +242,7 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
 
 def _check_macro(C: int, N: int, num_classes: int) -> None:
-    if C < 1 or N < 3 or num_classes < 1:
+    if C < 1 or N < DartsSpace.min_cells or num_classes < 1:
         raise ValueError(
             f"the darts space needs C >= 1, N >= 3 cells and num_classes >= 1; "
             f"got C={C}, N={N}, num_classes={num_classes}"
@@ -414,6 +414,7 @@ class DartsSpace(SearchSpace):
     supports_auxiliary = True
     cell_types = ("normal", "reduce")
     genotype_format = "a DARTS Genotype(...) string"
+    min_cells = 3  # a normal cell and the two reduction cells at N/3 and 2N/3
 
     def check_derive_none(self, derive_none: Optional[bool]) -> None:
         """The darts space has one derivation rule (no ``none`` edges); refuse asking it for another."""

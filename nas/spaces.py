@@ -68,6 +68,8 @@ class SearchSpace:
     cell_types: Tuple[str, ...] = ("normal",)
     #: How its genotype text reads, for the error of :meth:`nas.Genotype.parse` ("" if it has none).
     genotype_format: str = ""
+    #: The fewest cells (``supernet.N``) its macro-architecture can be built with.
+    min_cells: int = 1
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

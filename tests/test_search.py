@@ -252,6 +252,10 @@ def test_derive_none_false_keeps_none_out_of_the_genotype(tmp_path, capsys):
     )
     assert_user_error(code, err, "derive_none")
     assert not (tmp_path / "d").exists()
+    # The default N=1 is too few cells for the darts space: a clear error, not a traceback.
+    code, _, err = run_cli(["--out", tmp_path / "e", "--set", "supernet.space=darts"], capsys)
+    assert_user_error(code, err, "supernet.N >= 3", "--set supernet.N=3")
+    assert not (tmp_path / "e").exists()
 
 
 def test_log_every_zero_turns_the_postfix_off(tmp_path, capsys):
