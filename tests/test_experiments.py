@@ -28,6 +28,7 @@ ACTIVE = [
     "build_benchmark_table",
     "nb201_cpu_search",
     "nb201_evidence",
+    "rerank_study",
     "synthetic_proxy_check",
 ]
 
@@ -195,6 +196,26 @@ def test_kendall_tau_b_against_hand_values(experiments):
     assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
     # a tie in x: tau-b = (C - D) / sqrt((C + D + Tx) (C + D + Ty)); here C=2, D=0, Tx=1, Ty=0
     assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / (3 * 2) ** 0.5)
+
+
+def test_rerank_study(tmp_path):
+    rec = run_quick("rerank_study", tmp_path)
+    bench = __import__("nas").load_benchmark()
+    (res,) = rec["results"]
+    allowed = res["ops_per_edge"]
+    assert all(len(ops) >= 2 and "none" not in ops for ops in allowed)  # three left, none at most one
+    # Every cell the surviving ops allow, once each, with its own benchmark accuracy.
+    assert res["cells"] == len(res["rows"]) == math.prod(len(ops) for ops in allowed)
+    cells = [r["cell"] for r in res["rows"]]
+    assert len(set(cells)) == len(cells)
+    for r in res["rows"]:
+        ops = [part.split("~")[0] for part in r["cell"].split("|") if part not in ("", "+")]
+        assert len(ops) == len(allowed) and all(op in allowed[e] for e, op in enumerate(ops))
+        assert r["benchmark"] == bench.query(r["cell"]) and 0 <= r["supernet_acc"] <= 100
+    best = max(res["rows"], key=lambda r: r["supernet_acc"])
+    assert res["best_by_supernet_acc"]["benchmark"] == best["benchmark"]
+    assert res["best_in_candidates"] == max(r["benchmark"] for r in res["rows"])
+    assert res["derived_by_probability"]["cell"] in cells
 
 
 def test_nb201_cpu_search(tmp_path):
