@@ -1,9 +1,9 @@
 """Would re-ranking the last candidate cells by the supernet's own accuracy pick better cells?
 
 A study of a search's saved checkpoints, not part of the search. For a checkpoint of a pruned
-nb201 search taken while each edge still keeps two ops (between the last two pruning events),
-it enumerates every cell those ops allow (``none`` left out, as the none-excluded rule does:
-at most 2^6 = 64 cells), forces each on the supernet and measures its accuracy and loss on
+nb201 search taken late, while each edge keeps a few ops (e.g. between the last two pruning
+events), it enumerates every cell the surviving ops allow (``none`` left out, as the
+none-excluded rule does; 64 cells where each edge keeps two others), forces each on the supernet and measures its accuracy and loss on
 fixed batches of the architecture's split (never trained on by the weights), in training
 mode so batch norm uses each batch's statistics, as the search's own measurements do
 (:mod:`nas.selection`). Then, for measurement only, it looks each cell up on NAS-Bench-201 and
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,8 @@ from nas.io import atomic_write_text, load_checkpoint
 from nas.search import SearchTask, run_search
 from nas.training import load_data, make_loader
 
+MAX_CELLS = 1000  # each costs a pass over the fixed batches
+
 
 @torch.no_grad()
 def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
@@ -54,6 +57,9 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     probs = net.probabilities()[cell]
     ops = net.ops
     per_edge = [[k for k in alive[e].nonzero().flatten().tolist() if ops[k] != "none"] for e in range(alive.shape[0])]
+    cells = math.prod(len(ks) for ks in per_edge)
+    if cells > MAX_CELLS:
+        raise SystemExit(f"{ckpt_path} leaves {cells} cells to rank (at most {MAX_CELLS}); study a later checkpoint")
     # The architecture split, exactly as the search draws it, without augmentation.
     data = load_data(cfg)
     keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, cfg.run.seed)
