@@ -387,7 +387,7 @@ def main() -> int:
             "config": rel(CONFIG),
             "runs": runs,
             "summary": summ,
-            "plot": png,
+            "plot": rel(png) if png else None,
             "table": text,
             "command": command_line(),
             "machine": here,
