@@ -70,22 +70,33 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     """GDAS's rule and the none-excluded rule, read from one finished run."""
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
-    events = [m for m in metrics if m.get("pruned")]
+    # Each pruning: (the ops it removed, one list per event, the probabilities it read, its
+    # measured losses). "pruned" ran before its line's epoch, on the previous epoch's logged
+    # probabilities; "pruned_after" (the last event of a search that stops once decided) ran
+    # after it, on the probabilities its line records.
+    probs_at = {r["epoch"]: r["probs"]["normal"] for r in probs_log}
+    events = []
+    for m in metrics:
+        if m.get("pruned"):
+            events.append((m["pruned"]["normal"], probs_at.get(m["epoch"] - 1), m.get("prune_losses")))
+        if m.get("pruned_after"):
+            events.append(
+                (m["pruned_after"]["normal"], m["probs_before_pruning"]["normal"], m.get("prune_losses_after"))
+            )
     ops = probs_log[-1]["ops"]
     if not events:
         return rules_from_probs(probs_log[-1]["probs"]["normal"], ops)
-    last = events[-1]
+    _, probs_read, losses = events[-1]
     # The ops alive before the last event: everything, minus what the earlier events removed.
     alive = [set(ops) for _ in probs_log[-1]["probs"]["normal"]]  # one set per edge
-    for m in events[:-1]:
-        for removed in m["pruned"]["normal"]:
+    for removed_lists, _, _ in events[:-1]:
+        for removed in removed_lists:
             for e, op in enumerate(removed):
                 alive[e].discard(op)
-    if "prune_losses" in last:
-        score = [[-x if x is not None else float("-inf") for x in row] for row in last["prune_losses"]["normal"]]
-    else:  # probability pruning: the probabilities after the previous epoch
-        prev = next(r for r in probs_log if r["epoch"] == last["epoch"] - 1)
-        score = prev["probs"]["normal"]
+    if losses:
+        score = [[-x if x is not None else float("-inf") for x in row] for row in losses["normal"]]
+    else:  # probability pruning: the probabilities it read
+        score = probs_read
     out = {}
     for rule, keep_none in (("gdas_rule", True), ("none_excluded", False)):
         chosen = []

@@ -28,7 +28,7 @@ from nas.genotype import Genotype
 from nas.io import read_jsonl
 from nas.retrain import run_retrain
 from nas.runtime import resolve_device
-from nas.search import run_search
+from nas.search import run_search, search_epochs
 
 CACHE_VERSION = 1
 
@@ -78,7 +78,7 @@ class Runner:
             done is not None
             and (run_dir / "genotype.json").exists()
             and bool(metrics)
-            and metrics[-1]["epoch"] >= cfg.search.epochs
+            and metrics[-1]["epoch"] >= search_epochs(cfg)
         )
         t0 = time.perf_counter()
         if finished:

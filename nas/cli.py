@@ -177,7 +177,7 @@ def _config_for(args, kind: str) -> Tuple[Config, Path]:
 
 
 def cmd_search(args, invocation: Invocation) -> int:
-    from .search import run_search
+    from .search import run_search, search_epochs
 
     cfg, run_dir = _config_for(args, "search")
     device, run_dir = _start(cfg, run_dir, invocation, "search.py --resume {run_dir}")
@@ -186,7 +186,7 @@ def cmd_search(args, invocation: Invocation) -> int:
     _say(
         invocation,
         f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
-        f"{cfg.search.epochs} epochs on {where}; writing {run_dir}",
+        f"{_epochs_text(cfg, search_epochs(cfg))} on {where}; writing {run_dir}",
         flush=True,
     )
     result = run_search(
@@ -194,6 +194,12 @@ def cmd_search(args, invocation: Invocation) -> int:
     )
     _say(invocation, _summary(result, invocation.resume_command))
     return 0
+
+
+def _epochs_text(cfg, epochs: int) -> str:
+    if epochs == cfg.search.epochs:
+        return f"{epochs} epochs"
+    return f"{epochs} of {cfg.search.epochs} epochs (decided at the last pruning event; search.stop_when_decided)"
 
 
 def cmd_inspect(args, invocation: Invocation) -> int:

@@ -89,6 +89,8 @@ class SearchConfig:
     prune_batches: int = 16  # prune=loss: validation batches (arch split) per measured op
     prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
+    stop_when_decided: bool = True  # with pruning: end the search at its last event, when every edge
+    # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -55,6 +55,17 @@ def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
     return [start + round((k + 1) * span / num_ops) for k in range(num_ops - 1)]
 
 
+def search_epochs(cfg: Config) -> int:
+    """How many epochs a search of ``cfg`` runs: ``search.epochs``, or, when it prunes with
+    ``search.stop_when_decided``, up to its last pruning event, after which every edge has one op."""
+    s, sn = cfg.search, cfg.supernet
+    if s.prune == "off" or not s.stop_when_decided:
+        return s.epochs
+    num_ops = len(sn.ops if sn.ops is not None else get_space(sn.space).default_ops)
+    start = s.warmup_epochs if s.prune_start is None else s.prune_start
+    return min(s.epochs, prune_events(s.epochs, start, num_ops)[-1])
+
+
 def ops_to_keep(epoch: int, events: List[int], num_ops: int) -> int:
     """How many ops each edge keeps while epoch ``epoch`` (0-based) runs."""
     return num_ops - sum(b <= epoch for b in events)
@@ -63,7 +74,7 @@ def ops_to_keep(epoch: int, events: List[int], num_ops: int) -> int:
 def entropy(probs: Dict[str, torch.Tensor]) -> float:
     """Mean per-edge entropy (nats) of the op distributions."""
     rows = torch.cat([p for p in probs.values()])
-    return float(-(rows * rows.clamp_min(1e-12).log()).sum(dim=-1).mean())
+    return max(0.0, float(-(rows * rows.clamp_min(1e-12).log()).sum(dim=-1).mean()))  # a decided edge: 0, not -0
 
 
 def run_search(
@@ -101,7 +112,7 @@ def run_search(
         device=device,
     )
     if ckpt is not None and done.done == done.start:
-        log(f"{run_dir} had already finished its {cfg.search.epochs} epochs")
+        log(f"{run_dir} had already finished its {task.epochs} epochs")
     return SearchResult(run_dir, task.net.genotype(), done.done, done.finished, done.last_metrics)
 
 
@@ -155,6 +166,11 @@ class SearchTask:
         self.pruning = s.prune != "off"
         start = s.warmup_epochs if s.prune_start is None else s.prune_start
         self.events = prune_events(s.epochs, start, len(net.ops)) if self.pruning else []
+        # After the last event every edge has one op: the epochs left would train the chosen
+        # network only and cannot change the genotype. The schedules still run over search.epochs,
+        # so the epochs that do run are the same as in a full run.
+        self.epochs = search_epochs(cfg)
+        self.stops_early = self.epochs < s.epochs
         self.eval_batches: List[Any] = []
         if s.prune == "loss":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
@@ -191,9 +207,7 @@ class SearchTask:
     # ---- one epoch -------------------------------------------------------
     def start_epoch(self, epoch: int) -> int:
         s, net = self.search, self.net
-        self.pruned, self.prune_scores = {}, None
-        if self.pruning:
-            self._prune(epoch)
+        self.pruned, self.prune_scores = self._prune(epoch) if self.pruning else ({}, None)
         # Once every edge has one op left, the logits get no gradient: skip the arch step.
         self.arch_epoch = epoch >= s.warmup_epochs and (not self.pruning or net.num_alive() > 1)
         self.searcher.start_epoch(epoch)
@@ -202,10 +216,14 @@ class SearchTask:
         net.train()
         return self.steps
 
-    def _prune(self, epoch: int) -> None:
-        """Drop ops until each edge keeps as many as the schedule says. Idempotent: a resumed
-        run's mask (in the checkpoint) already has the earlier events."""
+    def _prune(self, epoch: int) -> Tuple[Dict[str, List[List[Optional[str]]]], Optional[dict]]:
+        """Drop ops until each edge keeps as many as the schedule says before epoch ``epoch``
+        (0-based) runs. Idempotent: a resumed run's mask (in the checkpoint) already has the
+        earlier events. Returns the ops removed per cell (one list per event) and, for
+        ``prune: loss``, the last event's measured losses."""
         net, s = self.net, self.search
+        pruned: Dict[str, List[List[Optional[str]]]] = {}
+        prune_scores = None
         while net.num_alive() > ops_to_keep(epoch, self.events, len(net.ops)):
             scores = None
             if s.prune == "loss":
@@ -217,17 +235,18 @@ class SearchTask:
                     losses = {c: v.cpu() for c, v in on_device.items()}
                 scores = {c: -v for c, v in losses.items()}
                 # Logged so that both derivation rules can be read off the last event.
-                self.prune_scores = {
+                prune_scores = {
                     c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
                     for c, v in losses.items()
                 }
             removed = net.prune_weakest(keep_none=self.keep_none, scores=scores)
             for cell, ops in removed.items():
-                self.pruned.setdefault(cell, []).append(ops)
+                pruned.setdefault(cell, []).append(ops)
             self.log(
-                f"pruned before epoch {epoch + 1}: "
+                f"pruned after epoch {epoch}: "
                 + "; ".join(f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items())
             )
+        return pruned, prune_scores
 
     def batches(self):
         return zip(self.loader_w, self.loader_a)
@@ -245,6 +264,11 @@ class SearchTask:
         train_meter, val_meter = searcher.train_meter, searcher.val_meter
         train_loss, train_acc = train_meter.read()  # the epoch's one read of the device counters
         val_loss, val_acc = val_meter.read()
+        # The last event, which ends the search: logged apart from what was pruned before this epoch.
+        pruned_after, scores_after, probs_before = {}, None, None
+        if self.stops_early and epoch + 1 == self.epochs:
+            probs_before = {c: p.tolist() for c, p in net.probabilities().items()}  # what the last event read
+            pruned_after, scores_after = self._prune(epoch + 1)
         self.geno, self.probs = net.genotype(), net.probabilities()
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
         benchmark = benchmark_fields(self.geno)
@@ -262,6 +286,9 @@ class SearchTask:
             **({"ops_left": net.num_alive()} if self.pruning else {}),
             **({"pruned": self.pruned} if self.pruned else {}),
             **({"prune_losses": self.prune_scores} if self.prune_scores else {}),
+            **({"pruned_after": pruned_after} if pruned_after else {}),
+            **({"prune_losses_after": scores_after} if scores_after else {}),
+            **({"probs_before_pruning": probs_before} if pruned_after else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds,
@@ -287,10 +314,17 @@ class SearchTask:
         )
         bench = m.get("benchmark")
         bench_text = f"NB201 {bench['cifar10_test']:.2f}%  " if bench else ""
+        decided = ""
+        if "pruned_after" in m:
+            decided = (
+                f"\ndecided after epoch {epoch + 1}: every edge has one op left, so the search ends; the other "
+                f"{self.search.epochs - epoch - 1} of search.epochs would train the chosen network only "
+                "(search.stop_when_decided=false runs them)"
+            )
         return (
             f"epoch {epoch + 1}/{self.epochs}  tau {m['tau']:.3f}  train {m['train_loss']:.3f}/"
             f"{m['train_acc']:.1f}%  {phase}  H {m['entropy']:.3f}  {m['images_per_second']:.0f} img/s  "
-            f"{bench_text}{arch_text}"
+            f"{bench_text}{arch_text}{decided}"
         )
 
 

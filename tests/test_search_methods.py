@@ -10,7 +10,8 @@ import torch
 import nas
 from nas.cli import main
 from nas.config import load_config
-from nas.search import ops_to_keep, prune_events, run_search
+from nas.genotype import Genotype
+from nas.search import ops_to_keep, prune_events, run_search, search_epochs
 from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
 
 TINY = [
@@ -117,19 +118,24 @@ def test_pruning_mask_travels_in_the_state_dict_and_old_checkpoints_load():
 
 
 def test_prune_start_delays_the_events_to_the_last_epochs(tmp_path):
-    cfg = load_config(
-        None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability", "search.prune_start=6"]
-    )
+    late = ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability", "search.prune_start=6"]
+    cfg = load_config(None, TINY + late + ["search.stop_when_decided=false"])
     run_search(cfg, tmp_path / "late", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "late" / "metrics.jsonl")
     # prune_events(11, 6, 5) == [7, 8, 9, 10]: architecture steps from epoch 2, the first event after epoch 7
     assert [m["ops_left"] for m in metrics] == [5, 5, 5, 5, 5, 5, 5, 4, 3, 2, 1]
     assert metrics[1]["val_loss"] is not None and metrics[-1]["val_loss"] is None
+    # Stopping once decided ends it at the last event, after epoch 10.
+    assert search_epochs(load_config(None, TINY + late)) == 10
+
+
+PRUNED = TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability"]
 
 
 def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
-    cfg = load_config(None, TINY + ["search.epochs=11", "search.warmup_epochs=1", "search.prune=probability"])
+    cfg = load_config(None, PRUNED + ["search.stop_when_decided=false"])
     full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    assert full.epochs_done == 11 and full.finished
     metrics = lines(tmp_path / "full" / "metrics.jsonl")
     assert [m["ops_left"] for m in metrics] == [5, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
     assert metrics[-1]["entropy"] == pytest.approx(0.0, abs=1e-6)
@@ -141,6 +147,39 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
     resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
     assert str(resumed.genotype) == str(full.genotype)
     assert [m["train_loss"] for m in lines(tmp_path / "part" / "metrics.jsonl")] == [m["train_loss"] for m in metrics]
+
+
+@pytest.mark.parametrize("rule", ["probability", "loss"])
+def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
+    """The default (search.stop_when_decided) ends at the last pruning event, after epoch 9 of 11:
+    the epochs it runs are the full run's, and so are the genotype and the last event's choice."""
+    sets = PRUNED + [f"search.prune={rule}", "search.prune_batches=2"]
+    full_cfg = load_config(None, sets + ["search.stop_when_decided=false"])
+    full = run_search(full_cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    cfg = load_config(None, sets)
+    assert search_epochs(cfg) == 9 and search_epochs(full_cfg) == 11
+    logged: list = []
+    short = run_search(cfg, tmp_path / "short", torch.device("cpu"), progress=False, log=logged.append)
+    assert short.epochs_done == 9 and short.finished
+    assert str(short.genotype) == str(full.genotype)
+    assert Genotype.from_json((tmp_path / "short" / "genotype.json").read_text()) == short.genotype
+    metrics, full_metrics = lines(tmp_path / "short" / "metrics.jsonl"), lines(tmp_path / "full" / "metrics.jsonl")
+    assert [m["train_loss"] for m in metrics] == [m["train_loss"] for m in full_metrics[:9]]
+    last = metrics[-1]
+    assert last["ops_left"] == 1 and last["entropy"] == 0.0 and last["val_loss"] is not None
+    # The last event is logged on the line of the epoch it followed, with what it read.
+    assert "pruned" not in last and last["pruned_after"] == full_metrics[9]["pruned"]
+    assert (rule == "loss") == ("prune_losses_after" in last)
+    if rule == "loss":
+        assert last["prune_losses_after"] == full_metrics[9]["prune_losses"]
+    probs = lines(tmp_path / "full" / "arch_probs.jsonl")
+    assert last["probs_before_pruning"] == probs[8]["probs"]
+    assert any("decided after epoch 9" in line and "search.stop_when_decided=false" in line for line in logged)
+    # Resuming a search that ended decided finds nothing to do.
+    again = run_search(cfg, tmp_path / "short", torch.device("cpu"), resume=True, progress=False, log=logged.append)
+    assert again.epochs_done == 9 and again.finished and str(again.genotype) == str(full.genotype)
+    assert len(lines(tmp_path / "short" / "metrics.jsonl")) == 9
+    assert "had already finished its 9 epochs" in logged[-1]
 
 
 @pytest.mark.parametrize("rule", ["probability", "loss"])
@@ -233,11 +272,11 @@ def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
     result = run_search(cfg, tmp_path / "l", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "l" / "metrics.jsonl")
     assert metrics[-1]["ops_left"] == 1
-    removed = [op for m in metrics for ops in m.get("pruned", {}).get("normal", []) for op in ops]
-    assert len(removed) == 4 * 6  # four events, one op per edge each
+    events = [ops for m in metrics for key in ("pruned", "pruned_after") for ops in m.get(key, {}).get("normal", [])]
+    assert len(events) == 4 and all(len(ops) == 6 for ops in events)  # four events, one op per edge each
     kept = [op for op, _ in result.genotype.normal]
     for e, op in enumerate(kept):
-        assert op not in [ops[e] for m in metrics for ops in m.get("pruned", {}).get("normal", [])]
+        assert op not in [ops[e] for ops in events]
 
 
 # ---- beta-decay ---------------------------------------------------------------
