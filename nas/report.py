@@ -9,9 +9,11 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benchmark_cell, load_benchmark
+from .config import from_dict as config_from_dict
 from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
 from .io import read_jsonl
+from .search import search_epochs
 from .spaces import get_space
 
 
@@ -78,7 +80,12 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
                 },
             }
         )
-    epochs_total = (cfg.get("search") or {}).get("epochs")
+    epochs_scheduled = (cfg.get("search") or {}).get("epochs")
+    epochs_total = epochs_scheduled
+    try:  # a pruned search that stops once decided ends before search.epochs
+        epochs_total = search_epochs(config_from_dict(cfg))
+    except (UserError, TypeError, ValueError):  # a config this version cannot read: its epochs as written
+        pass
     done = metrics[-1]["epoch"] if metrics else 0
     return {
         "run_dir": str(run_dir),
@@ -86,6 +93,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         "mode": (cfg.get("supernet") or {}).get("mode"),
         "epochs_done": done,
         "epochs_total": epochs_total,
+        "epochs_scheduled": epochs_scheduled,
         "finished": epochs_total is not None and done >= epochs_total,
         "genotype": str(geno),
         "genotype_record": geno.to_dict(),
@@ -111,7 +119,12 @@ def format_text(report: Dict[str, Any]) -> str:
     lines = [
         f"run      {report['run_dir']}",
         f"space    {report['space']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"
-        + ("" if report["finished"] else " (not finished)"),
+        + ("" if report["finished"] else " (not finished)")
+        + (
+            f" (decided at the last pruning event, of {report['epochs_scheduled']} scheduled)"
+            if report.get("epochs_scheduled") not in (None, report["epochs_total"])
+            else ""
+        ),
         f"genotype {report['genotype']}",
         "",
     ]

@@ -11,6 +11,7 @@ import nas
 from nas.cli import main
 from nas.config import load_config
 from nas.genotype import Genotype
+from nas.report import format_text, load_report
 from nas.search import ops_to_keep, prune_events, run_search, search_epochs
 from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
 
@@ -180,6 +181,14 @@ def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
     assert again.epochs_done == 9 and again.finished and str(again.genotype) == str(full.genotype)
     assert len(lines(tmp_path / "short" / "metrics.jsonl")) == 9
     assert "had already finished its 9 epochs" in logged[-1]
+    # inspect reads it as finished, decided before the scheduled end.
+    report = load_report(tmp_path / "short")
+    assert report["finished"] and (report["epochs_done"], report["epochs_total"], report["epochs_scheduled"]) == (
+        9,
+        9,
+        11,
+    )
+    assert "epoch 9/9 (decided at the last pruning event, of 11 scheduled)" in format_text(report)
 
 
 @pytest.mark.parametrize("rule", ["probability", "loss"])
