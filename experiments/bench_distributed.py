@@ -76,7 +76,7 @@ def worker(args: argparse.Namespace) -> None:
                 }
             )
         )
-    shutdown(world)
+    shutdown(world, completed=True)
 
 
 def run_case(args: argparse.Namespace, nproc: int, threads: int, out: Path) -> dict:

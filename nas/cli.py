@@ -349,8 +349,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain, "lookup": cmd_lookup}[args.command]
     invocation = Invocation()
+    completed = False
     try:
-        return handler(args, invocation)
+        status = handler(args, invocation)
+        completed = status == 0
+        return status
     except UserError as exc:
         world = invocation.world  # every rank says it: an error may be one rank's own
         print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {exc}", file=sys.stderr)
@@ -374,7 +377,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         return 130
     finally:
-        shutdown(invocation.world)
+        shutdown(invocation.world, completed=completed)
 
 
 def main_exit() -> None:

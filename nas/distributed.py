@@ -25,6 +25,7 @@ One-path search needs more than wrapping the model (see ``Searcher``):
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 from dataclasses import dataclass
@@ -172,7 +173,17 @@ def local_device(device: torch.device, world: World) -> torch.device:
     return device
 
 
-def shutdown(world: Optional[World]) -> None:
-    """Leave the process group (when one was joined)."""
-    if world is not None and world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(world: Optional[World], *, completed: bool = False) -> None:
+    """Leave the process group (when one was joined).
+
+    ``completed``: every rank finished the command, so each waits for the others before
+    leaving. Without that wait a rank that ends first tears down its gloo connections while
+    a peer is still using its own, and the peer can abort at exit ("terminate called without
+    an active exception"). After an error no rank waits: the others may never arrive.
+    """
+    if world is None or not world.distributed or not dist.is_initialized():
+        return
+    if completed:
+        dist.barrier()
+    gc.collect()  # drop the last DistributedDataParallel reducers while the interpreter is whole
+    dist.destroy_process_group()

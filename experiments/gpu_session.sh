@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The checks of one GPU session (seventh session of issue 12, an H200 lent for 15 minutes),
+# kept as the record of what ran there. Run from the repository root on the GPU machine:
+#
+#   bash experiments/gpu_session.sh searches OUT_DIR   # CUDA tests + the CPU config's searches on CUDA
+#   bash experiments/gpu_session.sh bench OUT_DIR      # the CUDA benchmarks, alone on the machine
+#
+# `searches` needs the CIFAR-10 copy (cifar10-jpeg.npz and build_cifar10.py from
+# ../shared/data/cifar10/) in .gpu/. Every search runs `search.py --config
+# configs/nb201_cifar10_cpu.yaml` with the variant's overrides, on the GPU, one thread each, all
+# at once; each is judged by NAS-Bench-201 lookup only after it ended
+# (experiments.nb201_cpu_search --collect).
+set -u
+what=${1:?searches or bench}
+out=${2:?output folder}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+py=python3
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+$py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+
+if [ "$what" = bench ]; then
+    timeout 200 $py -m experiments.bench_search --device cuda --out "$out/bench_search_cuda.json" > "$out/bench_search_cuda.log" 2>&1
+    echo "bench_search exit $?"; tail -n 40 "$out/bench_search_cuda.log"
+    timeout 90 $py -m experiments.bench_sampler --device cuda --out "$out/bench_sampler_cuda.json" > "$out/bench_sampler_cuda.log" 2>&1
+    echo "bench_sampler exit $?"; tail -n 20 "$out/bench_sampler_cuda.log"
+    exit 0
+fi
+
+# ---- searches ---------------------------------------------------------------------------
+limit=${SEARCH_LIMIT:-510}
+$py .gpu/build_cifar10.py data/ > /dev/null || { echo "CIFAR-10 build failed"; exit 1; }
+if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then
+    echo "MPS daemon started"  # lets the searches' small kernels share the GPU at once
+fi
+runs=/tmp/gpu_runs
+mkdir -p $runs
+declare -A sets=(
+    [gpu-prob-prune-40k]=""
+    [gpu-prob-prune-50k]="--set data.train_subset=null"
+)
+for variant in "${!sets[@]}"; do
+    for seed in ${SEEDS:-0 1 2 3}; do
+        # shellcheck disable=SC2086
+        (
+            timeout "$limit" $py search.py --config configs/nb201_cifar10_cpu.yaml --out $runs/$variant-s$seed \
+                --quiet --set run.seed=$seed --set run.threads=1 --set run.device=${DEVICE:-cuda} --set data.verify_md5=false \
+                ${sets[$variant]} ${EXTRA:-} > $runs/$variant-s$seed.log 2>&1
+            echo $? > $runs/$variant-s$seed.rc
+        ) &
+    done
+done
+sleep 45
+alive=$(jobs -r | wc -l)
+echo "searches alive after 45 s: $alive"
+if [ "$alive" -eq 0 ] && ! grep -qx 0 $runs/*.rc; then tail -n 30 $runs/*.log; exit 1; fi  # all failed
+# The CUDA tests, beside the searches (their timings are not measured).
+timeout 240 $py -m pytest -q -rs -p no:cacheprovider tests/test_sampler.py tests/test_supernet.py tests/test_data.py \
+    > "$out/cuda_tests.log" 2>&1
+echo "CUDA tests exit $?"; tail -n 5 "$out/cuda_tests.log"
+wait
+for variant in "${!sets[@]}"; do
+    done_dirs=()
+    for d in $runs/$variant-s*/; do
+        [ "$(cat "${d%/}.rc" 2> /dev/null)" = 0 ] && done_dirs+=("${d%/}")  # ended by itself, not by the limit
+    done
+    tail -n 2 $runs/$variant-s*.log
+    [ ${#done_dirs[@]} -gt 0 ] || continue
+    # shellcheck disable=SC2086
+    $py -m experiments.nb201_cpu_search --variant "$variant" --collect "${done_dirs[@]}" ${sets[$variant]} \
+        --out "$out/gpu_searches.json" 2>&1 | tail -n 8
+done
+tar czf "$out/gpu_runs.tgz" -C $runs --exclude='*.pt' .
