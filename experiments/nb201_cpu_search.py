@@ -241,11 +241,14 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
     rows = recorded + list(rows)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
+    cols = min(4, len(variants))  # wrapped into rows, so that many variants stay readable
+    rows_n = -(-len(variants) // cols)
+
     def draw(plt):
         fig = plt.gcf()
-        fig.set_size_inches(4.2 * len(variants), 3.6)
+        fig.set_size_inches(4.2 * cols, 3.4 * rows_n)
         for i, variant in enumerate(variants):
-            ax = fig.add_subplot(1, len(variants), i + 1)
+            ax = fig.add_subplot(rows_n, cols, i + 1)
             for r in rows:
                 if r["variant"] == variant:
                     ax.plot(
@@ -255,7 +258,7 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
             ax.set_ylim(80, 95)
             ax.set_title(variant, fontsize=9)
             ax.set_xlabel("epoch")
-            if i == 0:
+            if i % cols == 0:
                 ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
             ax.legend(fontsize=7)
 

@@ -89,6 +89,9 @@ class SearchConfig:
     prune_batches: int = 16  # prune=loss: validation batches (arch split) per measured op
     prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
+    weight_paths: str = "gumbel"  # the paths the weight step trains after warm-up: gumbel (sampled from
+    # the op probabilities, as GDAS) | uniform (every op still alive on an edge equally often, as
+    # single-path one-shot NAS, Guo et al. 2020: no op is trained more because it is ahead)
     stop_when_decided: bool = True  # with pruning: end the search at its last event, when every edge
     # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
@@ -345,6 +348,7 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
 
 
 PRUNE_RULES = ("off", "probability", "loss")
+WEIGHT_PATHS = ("gumbel", "uniform")
 
 
 def _check_positive(**values: Any) -> None:
@@ -407,12 +411,26 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
     if not 0 < d.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {d.weight_fraction}")
+    if d.name == "synthetic" and d.image_size % 4:
+        # Both spaces halve the resolution twice; an odd size after a halving misaligns a
+        # reduction's shortcut with its convolution.
+        raise UserError(
+            f"data.image_size must be a multiple of 4 (the network halves it twice), got {d.image_size}. "
+            "Fix: use 16 or 32"
+        )
     if d.train_subset is not None and d.train_subset < 1:
         raise UserError(f"data.train_subset must be >= 1 (or null for the whole training set), got {d.train_subset}")
     if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
         raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
         raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
+    if s.weight_paths not in WEIGHT_PATHS:
+        raise UserError(f"unknown search.weight_paths {s.weight_paths!r}; choose one of: {', '.join(WEIGHT_PATHS)}")
+    if s.weight_paths != "gumbel" and sn.mode != "gdas":
+        raise UserError(
+            f"search.weight_paths={s.weight_paths} needs supernet.mode=gdas (the soft modes train every op at "
+            f"every step), got {sn.mode}; set search.weight_paths=gumbel"
+        )
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
     if s.prune != "off":

@@ -60,6 +60,8 @@ class Searcher:
             gradients), the architecture step all-reduces the logits' gradients itself, and
             :meth:`end_epoch` averages the batch-norm statistics and sums the meters. Every rank
             must draw the same noise (seed them alike), so that all run the same path.
+        uniform_weight_paths: the weight step trains a uniformly drawn path among the ops still
+            alive (:meth:`Supernet.uniform_paths`) instead of one sampled from the logits.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Searcher:
         device: Optional[torch.device] = None,
         bf16: bool = False,
         world: World = SINGLE,
+        uniform_weight_paths: bool = False,
     ):
         self.net = net
         self.world = world
@@ -84,6 +87,7 @@ class Searcher:
         self.epochs = epochs
         self.tau_at, self.lr_at, self.beta_decay_at = tau_at, lr_at, beta_decay_at
         self.grad_clip = grad_clip
+        self.uniform_weight_paths = uniform_weight_paths
         self.device = device if device is not None else next(net.parameters()).device
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
@@ -128,6 +132,7 @@ class Searcher:
             device=device,
             bf16=bf16,
             world=world,
+            uniform_weight_paths=search.weight_paths == "uniform",
         )
 
     def start_epoch(self, epoch: int) -> None:
@@ -157,7 +162,7 @@ class Searcher:
         for a in self.arch:
             a.requires_grad_(False)
         try:
-            with self.autocast:
+            with self.autocast, self.net.uniform_paths(self.uniform_weight_paths):
                 logits = self.weight_model(x)  # DDP averages the gradients in backward
                 loss = F.cross_entropy(logits, y)
             self.weight_optimizer.zero_grad(set_to_none=True)

@@ -137,6 +137,7 @@ class Supernet(nn.Module):
         self._alive_cache: Optional[Dict[str, bool]] = {cell: True for cell in edges_per_cell}
         self.tau = tau
         self._forced: Optional[Dict[str, List[int]]] = None
+        self._uniform_paths = False
         self.last_sample: Optional[Dict[str, List[str]]] = None
 
     # ---- parameters -------------------------------------------------------
@@ -267,6 +268,18 @@ class Supernet(nn.Module):
     def choices_from_genotype(self, geno: Genotype) -> Dict[str, List[int]]:
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def uniform_paths(self, enabled: bool = True) -> Iterator[None]:
+        """gdas mode: forwards with frozen logits (a weight step) draw each edge's op uniformly
+        from the ops still alive there, whatever the logits say. Forwards that need the logits'
+        gradient (an architecture step) still sample from the logits."""
+        previous = self._uniform_paths
+        self._uniform_paths = enabled
+        try:
+            yield
+        finally:
+            self._uniform_paths = previous
+
     # ---- sampling -----------------------------------------------------------
     def _plans(self) -> Dict[str, EdgePlan]:
         """Draw this forward's architecture: one plan per cell type."""
@@ -285,6 +298,8 @@ class Supernet(nn.Module):
                 # draws the same noise and returns the same index as the hard sample's argmax,
                 # without building the straight-through one-hot (half the small kernels).
                 hard = [None] * len(logits)
+                if self._uniform_paths:  # equal logits on the alive ops: a uniform draw among them
+                    logits = [torch.zeros_like(a).masked_fill(a == float("-inf"), float("-inf")) for a in logits]
                 index = [gumbel_max(a) for a in logits]
             flat = torch.cat(index).tolist()  # the one host-device transfer of the forward
             plans, start = {}, 0

@@ -288,6 +288,73 @@ def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
         assert op not in [ops[e] for ops in events]
 
 
+# ---- uniform weight paths -------------------------------------------------------
+
+
+def _weight_step_counts(uniform: bool, steps: int = 400) -> torch.Tensor:
+    """How often each op of the normal cell ran in ``steps`` weight steps, per edge, with logits
+    that put almost all the probability on op 1 and one op pruned on every edge."""
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].zero_()
+        net.arch["normal"][:, 1] = 6.0  # p(op 1) ~ 0.99
+        net.arch["normal"][:, 4] = -6.0
+    net.prune_weakest()  # op 4 goes on every edge
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.0)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)
+    searcher = Searcher(net, w_opt, a_opt, epochs=1, uniform_weight_paths=uniform)
+    searcher.start_epoch(0)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,))
+    counts = torch.zeros(6, 5)
+    for _ in range(steps):
+        searcher.weight_step(x, y)
+        for e, op in enumerate(net.sampled_architecture()["normal"]):
+            counts[e, net.ops.index(op)] += 1
+    return counts
+
+
+def test_uniform_weight_paths_train_every_alive_op_equally_often():
+    counts = _weight_step_counts(uniform=True)
+    assert (counts[:, 4] == 0).all()  # a pruned op is never drawn
+    share = counts[:, :4] / counts.sum(dim=1, keepdim=True)
+    # 400 draws per edge from 4 ops: the share of each has std ~0.022; 0.25 +- 0.08 is > 3.5 std.
+    assert ((share - 0.25).abs() < 0.08).all(), share
+    gumbel = _weight_step_counts(uniform=False)  # the same logits, sampled as GDAS does
+    assert (gumbel[:, 1] / gumbel.sum(dim=1) > 0.95).all()
+
+
+def test_uniform_weight_paths_leave_the_architecture_step_sampling_from_the_logits():
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].zero_()
+        net.arch["normal"][:, 2] = 8.0
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.0)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)
+    searcher = Searcher(net, w_opt, a_opt, epochs=1, uniform_weight_paths=True)
+    searcher.start_epoch(0)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2,))
+    for _ in range(20):
+        searcher.arch_step(x, y)
+        assert net.sampled_architecture()["normal"] == [net.ops[2]] * 6  # p ~ 0.9987 per edge
+    assert not net._uniform_paths  # the weight step's context does not leak
+
+
+def test_search_with_uniform_weight_paths_runs_and_is_recorded(tmp_path):
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [
+        x
+        for s in TINY
+        + ["search.epochs=7", "search.warmup_epochs=1", "search.weight_paths=uniform"]
+        + ["search.prune=probability"]
+        for x in ("--set", s)
+    ]
+    assert main(args) == 0
+    rows = lines(tmp_path / "r" / "metrics.jsonl")
+    assert rows[-1]["entropy"] == 0 and rows[-1]["ops_left"] == 1
+    assert load_config(tmp_path / "r" / "config.yaml").search.weight_paths == "uniform"
+
+
 # ---- beta-decay ---------------------------------------------------------------
 
 
@@ -334,6 +401,9 @@ def test_beta_decay_pulls_the_arch_step_toward_uniform():
         (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
         (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
         (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
+        (["data.image_size=14"], "data.image_size must be a multiple of 4 (the network halves it twice), got 14"),
+        (["search.weight_paths=fair"], "unknown search.weight_paths 'fair'; choose one of: gumbel, uniform"),
+        (["search.weight_paths=uniform", "supernet.mode=snas"], "search.weight_paths=uniform needs supernet.mode=gdas"),
         (
             ["search.prune=probability", "search.epochs=4", "search.warmup_epochs=0"],
             "at least one architecture epoch per op",
