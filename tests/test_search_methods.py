@@ -191,8 +191,8 @@ def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
     assert "epoch 9/9 (decided at the last pruning event, of 11 scheduled)" in format_text(report)
 
 
-@pytest.mark.parametrize("rule", ["probability", "loss"])
-def test_pruning_runs_on_the_darts_space(tmp_path, rule):
+@pytest.mark.parametrize("rule, paths", [("probability", "gumbel"), ("loss", "gumbel"), ("probability", "uniform")])
+def test_pruning_runs_on_the_darts_space(tmp_path, rule, paths):
     cfg = load_config(
         None,
         TINY
@@ -202,6 +202,7 @@ def test_pruning_runs_on_the_darts_space(tmp_path, rule):
             "search.epochs=9",
             "search.warmup_epochs=0",
             f"search.prune={rule}",
+            f"search.weight_paths={paths}",
             "search.prune_batches=1",
             # Scoring by loss runs one forward per (edge, op) at every event: keep those small.
             "search.batch_size=8",
