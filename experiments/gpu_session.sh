@@ -10,6 +10,12 @@
 # configs/nb201_cifar10_cpu.yaml` with the variant's overrides, on the GPU, one thread each, all
 # at once; each is judged by NAS-Bench-201 lookup only after it ended
 # (experiments.nb201_cpu_search --collect).
+#
+# The session's third call ran two more variants the same way, seeds 0-3, each search under
+# `timeout 285` (seeds 0 and 1 of the second did not finish and are not recorded):
+#   gpu-prob-prune-40k-warm30      --set search.warmup_epochs=30
+#   gpu-prob-prune-40k-archlr1e-3  --set search.arch.lr=0.001
+# collected with `python3 -m experiments.nb201_cpu_search --variant NAME --collect DIRS --set ...`.
 set -u
 what=${1:?searches or bench}
 out=${2:?output folder}
