@@ -23,7 +23,7 @@ step        Per architecture (8 seeded random + all nor_conv_3x3 + all skip_conn
 modes       One full search iteration (``nas.searcher.Searcher.step``: weight step then
             architecture step) in gdas, darts and snas modes, interleaved; gdas's
             speedup over darts and snas. Target: gdas >= 4x faster than darts.
-            The optimisers are those of ``configs/nb201_cifar10.yaml`` (SGD 0.025 with
+            The optimisers are those of ``configs/nb201_cifar10_gdas.yaml`` (SGD 0.025 with
             clip 5, Adam 3e-4), read from the shipped config.
 memory      Peak memory of a search iteration, every case in its own fresh process:
             CPU: peak RSS (VmHWM, reset just before the first step; ru_maxrss cannot
@@ -39,7 +39,7 @@ memory      Peak memory of a search iteration, every case in its own fresh proce
             with MALLOC_MMAP_THRESHOLD_ fixed at 128 KiB, where freed tensors go back
             to the OS at once and the peak RSS follows the live tensors. The
             summary's ratios are the fixed-threshold ones; both are in the JSON.
-throughput  Images per second over search iterations of the nb201_cifar10 setting,
+throughput  Images per second over search iterations of the nb201_cifar10_gdas setting,
             fed by ``nas.data.BatchLoader`` (random uint8 images, augmentation on),
             counting the weight and the architecture batches; the full search
             (250 epochs x 25000//64 iterations) estimated from it, against the
@@ -100,9 +100,9 @@ MODES = ("gdas", "darts", "snas")
 # Logit added to the chosen op of each edge: another op wins a Gumbel-max draw with probability
 # about 4 * exp(-30) ~ 4e-13 per edge (every forward checks that it did not).
 BIAS = 30.0
-# The search section of the nb201_cifar10 config (configs/nb201_cifar10.yaml): its optimisers
+# The search section of the GDAS config (configs/nb201_cifar10_gdas.yaml): its optimisers
 # (SGD lr 0.025, momentum 0.9, nesterov, weight decay 5e-4, clip 5; Adam 3e-4) drive every step.
-SEARCH = load_config(find_config("configs/nb201_cifar10.yaml")).search
+SEARCH = load_config(find_config("configs/nb201_cifar10_gdas.yaml")).search
 GRAD_CLIP = SEARCH.weights.grad_clip
 W_OPT = dict(
     lr=SEARCH.weights.lr,
@@ -287,7 +287,7 @@ def weight_step_fn(model, params, x, y) -> Callable[[], torch.Tensor]:
 
 
 def searcher_for(net, device: torch.device, bf16: bool = False) -> Searcher:
-    """The search's optimisation state for ``net``, as the nb201_cifar10 config builds it, at its first epoch."""
+    """The search's optimisation state for ``net``, as the nb201_cifar10_gdas config builds it, at its first epoch."""
     searcher = Searcher.from_config(net, SEARCH, device=device, bf16=bf16)
     searcher.start_epoch(0)  # tau 10, the weights' initial learning rate
     return searcher
@@ -782,7 +782,7 @@ def table(res: Dict[str, object]) -> str:
             f"{t['seconds_per_iteration']:.3f} s each, {t['feed']})"
         )
         lines.append(
-            f"full nb201_cifar10 search estimate: {t['estimate']} = {t['estimated_full_search_s']:.0f} s "
+            f"full nb201_cifar10_gdas search estimate: {t['estimate']} = {t['estimated_full_search_s']:.0f} s "
             f"({t['estimated_full_search_h']:.1f} h) = {t['vs_paper']:.1f}x the paper's "
             f"{t['paper_gdas_s']:.0f} s on one V100"
             + ("  [--quick: tiny setting, not the real cost]" if res["quick"] else "")

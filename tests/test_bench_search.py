@@ -102,7 +102,7 @@ def test_quick_run_writes_every_section(tmp_path):
     assert tp["images_per_second"] > 0 and tp["estimated_full_search_s"] > 0
     assert "summary" in res
     last = proc.stdout.rstrip().splitlines()[-1]  # the table comes last
-    assert last.startswith("full nb201_cifar10 search estimate"), last
+    assert last.startswith("full nb201_cifar10_gdas search estimate"), last
 
 
 def test_bad_section_is_refused():
@@ -216,7 +216,7 @@ def test_benchmark_architectures(bench):
 
 
 def test_search_iteration_is_one_searcher_step(bench):
-    """The modes, memory and throughput sections time Searcher.step with the nb201_cifar10 config's
+    """The modes, memory and throughput sections time Searcher.step with the nb201_cifar10_gdas config's
     optimisers: one weight step (SGD, clip 5) then one architecture step (Adam)."""
     assert (bench.GRAD_CLIP, bench.W_OPT["lr"], bench.SEARCH.arch.lr) == (5.0, 0.025, 3e-4)
     cpu = torch.device("cpu")

@@ -343,7 +343,7 @@ def test_every_shipped_config_loads_and_validates(name):
 
 
 def test_gdas_nb201_config_matches_the_paper():
-    cfg = load_config(ROOT / "configs" / "nb201_cifar10.yaml")
+    cfg = load_config(ROOT / "configs" / "nb201_cifar10_gdas.yaml")
     s = cfg.search
     assert (s.epochs, s.batch_size, cfg.supernet.C, cfg.supernet.N) == (250, 64, 16, 5)
     assert (s.weights.lr, s.weights.lr_min, s.weights.momentum, s.weights.nesterov, s.weights.weight_decay) == (
