@@ -51,6 +51,17 @@ NAME = "nb201_cpu_search"
 CONFIG = find_config("configs/nb201_cifar10_cpu.yaml").resolve()  # the shipped CPU config
 SEARCH_SCRIPT = ROOT / "search.py"  # the command line, as a user runs it
 RUNS = ROOT / "runs" / NAME
+# The CPU config of the sixth and seventh sessions (one-path gdas sampling, progressive pruning by
+# probability), as overrides of the shipped config: the earlier variants' base, and what
+# rerank_study studies (checkpoints of a pruned search).
+GDAS_PRUNED = [
+    "supernet.mode=gdas",
+    "search.epochs=60",
+    "search.warmup_epochs=20",
+    "search.prune=probability",
+    "search.arch.lr=0.003",
+    "search.arch.beta_decay=0",
+]
 QUICK = [
     "data.name=synthetic",
     "data.train_subset=null",

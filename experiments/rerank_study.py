@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.machine import command_line, git_state, machine
-from experiments.nb201_cpu_search import CONFIG, QUICK
+from experiments.nb201_cpu_search import CONFIG, GDAS_PRUNED, QUICK
 from experiments.settings import RESULTS, rel
 from experiments.stats import kendall_tau_b
 from experiments.tables import log, table
@@ -125,7 +125,7 @@ NAME = "rerank_study"
 
 def quick_checkpoint(run_dir: Path) -> Path:
     """A tiny pruned search on synthetic data, stopped while each edge keeps three ops."""
-    cfg = load_config(CONFIG, QUICK)
+    cfg = load_config(CONFIG, GDAS_PRUNED + QUICK)
     # 6 epochs, one of warm-up: events before epochs 3, 4, 5, 6, so after 4 three ops are left
     # (at most one of them none: every edge has a choice to rank).
     run_search(cfg, run_dir, torch.device("cpu"), stop_after=4, progress=False, log=lambda s: None)

@@ -238,6 +238,8 @@ def test_nb201_cpu_search(tmp_path):
         "--seeds",
         "0",
         "--set",
+        "supernet.mode=gdas",
+        "--set",
         "search.prune=loss",
         "--set",
         "search.prune_batches=2",
@@ -247,7 +249,7 @@ def test_nb201_cpu_search(tmp_path):
     rec = json.loads(out.read_text())
     bench = __import__("nas").load_benchmark()
     (row,) = rec["runs"]
-    assert row["seed"] == 0 and row["settings"] == ["search.prune=loss", "search.prune_batches=2"]
+    assert row["seed"] == 0 and row["settings"] == ["supernet.mode=gdas", "search.prune=loss", "search.prune_batches=2"]
     assert row["minutes"] > 0 and row["final_entropy"] == pytest.approx(0.0, abs=1e-6)
     # The CPU config derives with the none-excluded rule, and that rule never keeps none.
     assert row["genotype"] == row["none_excluded"]["genotype"]
@@ -258,9 +260,10 @@ def test_nb201_cpu_search(tmp_path):
     b = row["none_excluded"]["genotype"].replace("+", "").strip("|").split("|")
     assert all(x == y or x.startswith("none~") for x, y in zip(a, b))
     assert len(row["benchmark_per_epoch"]) == row["epochs"] == 5  # of 6: decided at the last pruning event
-    # A second variant merges into the same file.
+    # A second variant, the shipped config's own method (no pruning: both rules from the final
+    # probabilities), merges into the same file.
     proc = subprocess.run(
-        cmd[:7] + ["p", "--seeds", "0", "--set", "search.prune=probability"],
+        cmd[:7] + ["p", "--seeds", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -270,6 +273,11 @@ def test_nb201_cpu_search(tmp_path):
     rec = json.loads(out.read_text())
     assert [(r["variant"], r["seed"]) for r in rec["runs"]] == [("q", 0), ("p", 0)]
     assert {s["variant"] for s in rec["summary"]} == {"q", "p"}
+    p_row = rec["runs"][1]
+    assert p_row["settings"] == [] and p_row["epochs"] == 6 and p_row["final_entropy"] > 0
+    for rule in ("gdas_rule", "none_excluded"):
+        assert p_row[rule]["benchmark"] == bench.query(p_row[rule]["genotype"])
+    assert p_row["none_excluded"]["counts"]["none"] == 0
     # Copies written by concurrent invocations merge into one file, keeping each run's own stamps.
     merged = tmp_path / "merged.json"
     merge = [sys.executable, "-m", "experiments.nb201_cpu_search", "--out", str(merged), "--merge", str(out)]
