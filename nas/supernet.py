@@ -93,7 +93,9 @@ def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan:
     for k, op in enumerate(candidates):
         if plan.is_zero[k]:
             continue
-        y = plan.weights[e][k] * op(x)
+        w = plan.weights[e][k]
+        # Ops ending in a BN take the weight into its affine parameters: one multiply pass less.
+        y = op(x, w) if getattr(op, "accepts_scale", False) else w * op(x)
         out = y if out is None else out + y
     return out
 

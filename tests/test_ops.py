@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import nas
 from nas.genotype import Genotype, nb201_edges
-from nas.ops import OPS, Zero, build_op, register_op
+from nas.ops import OPS, AvgPool3x3, Zero, build_op, register_op
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -178,6 +179,41 @@ def test_skip_connect_is_identity_only_when_shapes_allow():
     assert torch.equal(build_op("skip_connect", C, C, 1, True)(x), x)
     assert not isinstance(build_op("skip_connect", C, C, 2, True), nn.Identity)
     assert not isinstance(build_op("skip_connect", C, 2 * C, 1, True), nn.Identity)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 3), (7, 9), (16, 16)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_avg_pool_equals_torch_avg_pool_without_padding_counts(stride, hw, layout):
+    # On the CPU AvgPool3x3 runs as a depthwise box filter times 1/count: it must equal
+    # F.avg_pool2d(count_include_pad=False) in values and input gradients, at every border.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *hw, dtype=torch.float64)
+    if layout == "channels_last":  # not contiguous as NCHW: the F.avg_pool2d path
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    pool = AvgPool3x3(stride)
+    ours = pool(x)
+    ref = F.avg_pool2d(x, 3, stride=stride, padding=1, count_include_pad=False)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    (g_ours,) = torch.autograd.grad(ours, x, g)
+    (g_ref,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
+    assert not list(pool.parameters()) and not pool.state_dict()  # cached kernels are not state
+
+
+def test_avg_pool_first_run_in_inference_mode_still_trains():
+    # The cached kernel must not be an inference tensor, or a later backward would fail.
+    pool = AvgPool3x3(1)
+    with torch.inference_mode():
+        pool(torch.randn(2, 3, 5, 5))
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    pool(x).sum().backward()
+    # Interior pixels fall in 9 windows of 9, corners in 4 windows of 4, 6 or 6 and 9 pixels.
+    assert x.grad[0, 0, 2, 2].item() == pytest.approx(1.0)
+    assert x.grad[0, 0, 0, 0].item() == pytest.approx(1 / 4 + 2 / 6 + 1 / 9)
 
 
 def test_pools_are_parameter_free_at_equal_channels():

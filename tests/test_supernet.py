@@ -403,6 +403,37 @@ def test_gdas_supernet_gradients_equal_explicit_product(space):
     assert any(torch.count_nonzero(a.grad) for a in net.arch_parameters())
 
 
+@pytest.mark.parametrize("mode", ["snas", "darts"])
+@pytest.mark.parametrize("space", SPACES)
+def test_soft_supernet_gradients_equal_explicit_weighted_sum(space, mode):
+    # Soft modes fold each op's weight into its final BN where it has one; the reference
+    # multiplies every op's output by its weight. Same outputs, same gradients everywhere.
+    net = make(space, mode)
+    ref = copy.deepcopy(net)
+    x = images()
+    outs = []
+    for model, patch in ((net, False), (ref, True)):
+        torch.manual_seed(11)  # snas draws its noise from the global generator
+        with contextlib.ExitStack() as stack:
+            if patch:
+                for cls in (ScalableSequential, FactorizedReduce):
+                    stack.enter_context(mock.patch.object(cls, "accepts_scale", False))
+            else:
+                folded = stack.enter_context(
+                    mock.patch.object(ops_module, "scaled_batch_norm", wraps=ops_module.scaled_batch_norm)
+                )
+            y = model(x)
+        F.cross_entropy(y, labels()).backward()
+        outs.append(y.detach())
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    for (name, p), (_, q) in zip(net.named_parameters(), ref.named_parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert folded.call_count > 0  # the folded path ran in the model under test
+    assert all(torch.count_nonzero(a.grad) for a in net.arch_parameters())
+
+
 # ---------------------------------------------------------------------------
 # Forcing an architecture
 # ---------------------------------------------------------------------------
