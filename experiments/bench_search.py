@@ -39,6 +39,11 @@ memory      Peak memory of a search iteration, every case in its own fresh proce
             with MALLOC_MMAP_THRESHOLD_ fixed at 128 KiB, where freed tensors go back
             to the OS at once and the peak RSS follows the live tensors. The
             summary's ratios are the fixed-threshold ones; both are in the JSON.
+pool        The 3x3 average pooling (``nas.ops.AvgPool3x3``, a depthwise box filter times
+            1/count on the CPU) against torch's ``nn.AvgPool2d(count_include_pad=False)``:
+            forward + backward of the op at each stage's shape, and a full darts and gdas
+            search iteration with each, at this setting and at the CPU config's C and N
+            (configs/nb201_cifar10_cpu.yaml), interleaved; torch's time over ours, paired.
 throughput  Images per second over search iterations of the nb201_cifar10_gdas setting,
             fed by ``nas.data.BatchLoader`` (random uint8 images, augmentation on),
             counting the weight and the architecture batches; the full search
@@ -82,6 +87,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from experiments.machine import command_line, machine
 from experiments.settings import RESULTS, ROOT
@@ -89,13 +95,13 @@ from nas.config import load_config
 from nas.data import BatchLoader
 from nas.errors import UserError
 from nas.genotype import Genotype
-from nas.ops import NB201_OPS
+from nas.ops import NB201_OPS, AvgPool3x3, Pool
 from nas.runtime import find_config, resolve_device, set_cpu_threads
 from nas.searcher import Searcher
 from nas.spaces import build_network, build_supernet
 
 DEFAULT_OUT = RESULTS / "bench_search.json"
-SECTIONS = ("step", "modes", "memory", "throughput")
+SECTIONS = ("step", "modes", "pool", "memory", "throughput")
 MODES = ("gdas", "darts", "snas")
 # Logit added to the chosen op of each edge: another op wins a Gumbel-max draw with probability
 # about 4 * exp(-30) ~ 4e-13 per edge (every forward checks that it did not).
@@ -103,6 +109,7 @@ BIAS = 30.0
 # The search section of the GDAS config (configs/nb201_cifar10_gdas.yaml): its optimisers
 # (SGD lr 0.025, momentum 0.9, nesterov, weight decay 5e-4, clip 5; Adam 3e-4) drive every step.
 SEARCH = load_config(find_config("configs/nb201_cifar10_gdas.yaml")).search
+CPU_SUPERNET = load_config(find_config("configs/nb201_cifar10_cpu.yaml")).supernet
 GRAD_CLIP = SEARCH.weights.grad_clip
 W_OPT = dict(
     lr=SEARCH.weights.lr,
@@ -483,6 +490,67 @@ def bench_modes(s: Settings, device: torch.device, log) -> Dict[str, object]:
     }
 
 
+def torch_pooling(net: nn.Module) -> int:
+    """Swap every ``AvgPool3x3`` in ``net`` for torch's ``nn.AvgPool2d`` (the reference); how many."""
+    swapped = 0
+    for m in net.modules():
+        if isinstance(m, Pool) and isinstance(m.pool, AvgPool3x3):
+            m.pool = nn.AvgPool2d(3, stride=m.pool.stride, padding=1, count_include_pad=False)
+            swapped += 1
+    return swapped
+
+
+def bench_pool(s: Settings, device: torch.device, log) -> Dict[str, object]:
+    def op_step(pool: nn.Module, x: torch.Tensor, g: torch.Tensor) -> Callable[[], None]:
+        def step() -> None:
+            x.grad = None
+            pool(x).backward(g)
+
+        return step
+
+    fns, pairs = {}, []
+    for stage in range(3):  # the three stages' shapes (channels double, resolution halves)
+        C, H = s.C * 2**stage, max(1, s.size // 2**stage)
+        x = torch.randn(s.batch, C, H, H, device=device, requires_grad=True)
+        g = torch.randn(s.batch, C, H, H, device=device)
+        label = f"op {s.batch}x{C}x{H}x{H}"
+        fns[label + " torch"] = op_step(nn.AvgPool2d(3, 1, 1, count_include_pad=False), x, g)
+        fns[label + " ours"] = op_step(AvgPool3x3(1), x, g)
+        pairs.append(label)
+    sizes = [(s.C, s.N)] + (
+        [] if (CPU_SUPERNET.C, CPU_SUPERNET.N) == (s.C, s.N) else [(CPU_SUPERNET.C, CPU_SUPERNET.N)]
+    )
+    x_w, y_w = make_batch(s, device, seed=1)
+    x_a, y_a = make_batch(s, device, seed=2)
+    for C, N in sizes:
+        sized = Settings(**{**asdict(s), "C": C, "N": N})
+        for mode in ("darts", "gdas"):
+            label = f"{mode} iteration C={C} N={N}"
+            reference = supernet(sized, mode, device)
+            assert torch_pooling(reference) == 6 * 3 * N  # one per edge: 6 edges, 3 stages of N cells
+            fns[label + " torch"] = search_step_fn(reference, device, x_w, y_w, x_a, y_a)
+            fns[label + " ours"] = search_step_fn(supernet(sized, mode, device), device, x_w, y_w, x_a, y_a)
+            pairs.append(label)
+    times = interleaved(fns, device, s.mode_repeats, s.warmup)
+    rows = []
+    for label in pairs:
+        theirs, ours = times[label + " torch"], times[label + " ours"]
+        row = {
+            "case": label,
+            "torch_ms": 1e3 * med(theirs),
+            "ours_ms": 1e3 * med(ours),
+            "speedup_paired": paired_ratio(theirs, ours),
+        }
+        rows.append(row)
+        log(
+            f"pool: {label}: torch {row['torch_ms']:.2f} ms, ours {row['ours_ms']:.2f} ms ({row['speedup_paired']:.2f}x)"
+        )
+    return {
+        "rows": rows,
+        "summary": {r["case"].replace(" ", "_") + "_speedup": r["speedup_paired"] for r in rows},
+    }
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -759,6 +827,11 @@ def table(res: Dict[str, object]) -> str:
             f"gdas speedup: {sm['gdas_speedup_vs_darts']:.2f}x vs darts (target >= 4), "
             f"{sm['gdas_speedup_vs_snas']:.2f}x vs snas"
         )
+    if "pool" in res:
+        lines.append("")
+        lines.append(f"{'3x3 average pooling, forward + backward':<40} {'torch':>11} {'ours':>11} {'speedup':>8}")
+        for r in res["pool"]["rows"]:
+            lines.append(f"{r['case']:<40} {r['torch_ms']:>9.2f}ms {r['ours_ms']:>9.2f}ms {r['speedup_paired']:>7.2f}x")
     if "memory" in res:
         lines.append("")
         lines.append(f"{'peak memory (own process)':<64} {'allocator':<20} {'MiB':>9} {'/disc':>6}")
@@ -864,6 +937,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         res["step"] = bench_step(s, device, log)
     if "modes" in only:
         res["modes"] = bench_modes(s, device, log)
+    if "pool" in only:
+        res["pool"] = bench_pool(s, device, log)
     if "memory" in only:
         res["memory"] = bench_memory(s, device, args.quick, log)
     if "throughput" in only:

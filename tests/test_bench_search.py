@@ -88,6 +88,12 @@ def test_quick_run_writes_every_section(tmp_path):
         assert math.isfinite(r["median_ms"]) and r["median_ms"] > 0
     assert res["modes"]["summary"]["gdas_speedup_vs_darts"] > 0
 
+    pool = {r["case"]: r for r in res["pool"]["rows"]}
+    assert len(pool) == 3 + 2 * 2  # three stage shapes; darts and gdas at two sizes
+    for r in pool.values():
+        for key in ("torch_ms", "ours_ms", "speedup_paired"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+
     memory = {r["case"]: r for r in res["memory"]["rows"]}
     assert {"discrete", "gdas", "darts", "snas"} <= set(memory)
     for r in memory.values():

@@ -193,6 +193,7 @@ def test_avg_pool_equals_torch_avg_pool_without_padding_counts(stride, hw, layou
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     pool = AvgPool3x3(stride)
+    pool.min_box_filter_numel = 0  # the box filter at every size (it starts at 16384 elements)
     ours = pool(x)
     ref = F.avg_pool2d(x, 3, stride=stride, padding=1, count_include_pad=False)
     assert ours.shape == ref.shape
@@ -202,11 +203,22 @@ def test_avg_pool_equals_torch_avg_pool_without_padding_counts(stride, hw, layou
     (g_ref,) = torch.autograd.grad(ref, x, g)
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
     assert not list(pool.parameters()) and not pool.state_dict()  # cached kernels are not state
+    assert bool(pool._cache) == x.is_contiguous()  # the box filter ran on NCHW-contiguous input
+
+
+def test_avg_pool_uses_the_box_filter_from_its_size_threshold():
+    pool = AvgPool3x3(1)
+    pool(torch.randn(1, 1, 8, 8))  # 64 elements: torch's pooling
+    assert not pool._cache
+    x = torch.randn(64, 8, 8, 8)  # 32768 elements: the box filter, same values
+    torch.testing.assert_close(pool(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    assert pool._cache
 
 
 def test_avg_pool_first_run_in_inference_mode_still_trains():
     # The cached kernel must not be an inference tensor, or a later backward would fail.
     pool = AvgPool3x3(1)
+    pool.min_box_filter_numel = 0
     with torch.inference_mode():
         pool(torch.randn(2, 3, 5, 5))
     x = torch.randn(2, 3, 5, 5, requires_grad=True)
