@@ -238,8 +238,18 @@ class AvgPool3x3(nn.Module):
 
         return self._cached(("count", H, W, dtype), lambda: (1.0 / torch.outer(per_axis(H), per_axis(W))).to(dtype))
 
+    def _use_box_filter(self, x: torch.Tensor) -> bool:
+        return (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and x.is_contiguous()  # NCHW; channels-last has a fast native pooling kernel
+            and x.dtype in (torch.float32, torch.float64)  # 1/count in low precision would round
+            and not torch.is_autocast_enabled("cpu")  # autocast would run the conv in bf16
+            and x.numel() >= self.min_box_filter_numel
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or x.numel() < self.min_box_filter_numel:
+        if not self._use_box_filter(x):
             return F.avg_pool2d(x, 3, stride=self.stride, padding=1, count_include_pad=False)
         C = x.shape[1]
         ones = self._cached(("ones", C, x.dtype), lambda: torch.ones(C, 1, 3, 3, dtype=x.dtype))

@@ -213,6 +213,11 @@ def test_avg_pool_uses_the_box_filter_from_its_size_threshold():
     x = torch.randn(64, 8, 8, 8)  # 32768 elements: the box filter, same values
     torch.testing.assert_close(pool(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
     assert pool._cache
+    fresh = AvgPool3x3(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # low precision: torch's pooling, as before
+        torch.testing.assert_close(fresh(x), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
+    fresh(x.to(torch.bfloat16))
+    assert not fresh._cache
 
 
 def test_avg_pool_first_run_in_inference_mode_still_trains():
