@@ -206,12 +206,19 @@ class FactorizedReduce(nn.Module):
         return self.bn(y) if scale is None else scaled_batch_norm(self.bn, y, scale)
 
 
+def _cpu_autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
 class AvgPool3x3(nn.Module):
     """3x3 average pooling, padding 1, padded pixels left out of the mean (``count_include_pad=False``).
 
     On the CPU, for NCHW inputs, it runs as a depthwise 3x3 convolution with a kernel of ones
     times the inverse of each window's pixel count: the same values (to float rounding) as
-    ``F.avg_pool2d``, 4-5x faster forward and backward at NAS-Bench-201's sizes
+    ``F.avg_pool2d``, 3-5x faster forward and backward at NAS-Bench-201's sizes
     (``experiments/README.md``). Elsewhere, and for tiny inputs, ``F.avg_pool2d``.
     """
 
@@ -244,7 +251,7 @@ class AvgPool3x3(nn.Module):
             and x.dim() == 4
             and x.is_contiguous()  # NCHW; channels-last has a fast native pooling kernel
             and x.dtype in (torch.float32, torch.float64)  # 1/count in low precision would round
-            and not torch.is_autocast_enabled("cpu")  # autocast would run the conv in bf16
+            and not _cpu_autocast_enabled()  # autocast would run the conv in bf16
             and x.numel() >= self.min_box_filter_numel
         )
 
