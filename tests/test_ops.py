@@ -228,7 +228,8 @@ def test_avg_pool_first_run_in_inference_mode_still_trains():
         pool(torch.randn(2, 3, 5, 5))
     x = torch.randn(2, 3, 5, 5, requires_grad=True)
     pool(x).sum().backward()
-    # Interior pixels fall in 9 windows of 9, corners in 4 windows of 4, 6 or 6 and 9 pixels.
+    # d(sum)/dx is the sum of 1/count over the windows holding a pixel: an interior pixel lies in
+    # 9 windows of 9 pixels, the corner in 4 windows of 4, 6, 6 and 9 pixels.
     assert x.grad[0, 0, 2, 2].item() == pytest.approx(1.0)
     assert x.grad[0, 0, 0, 0].item() == pytest.approx(1 / 4 + 2 / 6 + 1 / 9)
 
