@@ -95,6 +95,11 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
                 (m["pruned_after"]["normal"], m["probs_before_pruning"]["normal"], m.get("prune_losses_after"))
             )
     ops = probs_log[-1]["ops"]
+    removal = metrics[-1].get("removal_losses")
+    if removal:  # search.derive: removal: the op whose removal costs most (unmeasured: never)
+        return rules_from_probs(
+            [[x if x is not None else float("-inf") for x in row] for row in removal["normal"]], ops
+        )
     if not events:
         return rules_from_probs(probs_log[-1]["probs"]["normal"], ops)
     _, probs_read, losses = events[-1]

@@ -23,7 +23,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,33 +34,29 @@ from experiments.settings import RESULTS, rel
 from experiments.stats import kendall_tau_b
 from experiments.tables import log, table
 from nas.benchmarks import cell_string, load_benchmark
-from nas.config import from_dict, load_config
+from nas.config import Config, from_dict, load_config
 from nas.data import search_split, subset_indices
 from nas.io import atomic_write_text, load_checkpoint
 from nas.search import SearchTask, run_search
+from nas.supernet import Supernet
 from nas.training import load_data, make_loader
 
 MAX_CELLS = 1000  # each costs a pass over the fixed batches
 
 
-@torch.no_grad()
-def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
-    """Every candidate cell of one checkpoint: its supernet accuracy and loss, its benchmark accuracy."""
+def load_search(ckpt_path: Path) -> Tuple[Dict[str, Any], Config, Supernet]:
+    """A search checkpoint, its config and its supernet (on the CPU, weights loaded)."""
     ckpt = load_checkpoint(ckpt_path)
     cfg = from_dict(ckpt["config"])
     cfg.data.verify_md5 = False
     task = SearchTask(cfg, torch.device("cpu"), log=lambda s: None)
     task.load_state_dict(ckpt)
-    net = task.net
-    (cell,) = list(net.arch)
-    alive = net.alive(cell)
-    probs = net.probabilities()[cell]
-    ops = net.ops
-    per_edge = [[k for k in alive[e].nonzero().flatten().tolist() if ops[k] != "none"] for e in range(alive.shape[0])]
-    cells = math.prod(len(ks) for ks in per_edge)
-    if cells > MAX_CELLS:
-        raise SystemExit(f"{ckpt_path} leaves {cells} cells to rank (at most {MAX_CELLS}); study a later checkpoint")
-    # The architecture split, exactly as the search draws it, without augmentation.
+    return ckpt, cfg, task.net
+
+
+def fixed_batches(cfg: Config, batches: int, batch_size: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``batches`` batches of the search's architecture split, drawn exactly as the
+    search draws that split, without augmentation (never trained on by the weights)."""
     data = load_data(cfg)
     keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, cfg.run.seed)
     _, idx_a = search_split(len(keep), cfg.data.weight_fraction, cfg.run.seed)
@@ -76,7 +72,22 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
         device=torch.device("cpu"),
         channels_last=False,
     )
-    fixed = [b for _, b in zip(range(batches), loader)]
+    return [b for _, b in zip(range(batches), loader)]
+
+
+@torch.no_grad()
+def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
+    """Every candidate cell of one checkpoint: its supernet accuracy and loss, its benchmark accuracy."""
+    ckpt, cfg, net = load_search(ckpt_path)
+    (cell,) = list(net.arch)
+    alive = net.alive(cell)
+    probs = net.probabilities()[cell]
+    ops = net.ops
+    per_edge = [[k for k in alive[e].nonzero().flatten().tolist() if ops[k] != "none"] for e in range(alive.shape[0])]
+    cells = math.prod(len(ks) for ks in per_edge)
+    if cells > MAX_CELLS:
+        raise SystemExit(f"{ckpt_path} leaves {cells} cells to rank (at most {MAX_CELLS}); study a later checkpoint")
+    fixed = fixed_batches(cfg, batches, batch_size)
     bench = load_benchmark()
     net.train()
     rows = []

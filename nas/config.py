@@ -86,7 +86,7 @@ class SearchConfig:
     # edge drops its weakest op until one is left. off | probability
     # (the least probable op) | loss (the op whose edge-restricted
     # supernet has the highest validation loss; nas.selection)
-    prune_batches: int = 16  # prune=loss: validation batches (arch split) per measured op
+    prune_batches: int = 16  # prune=loss and derive=removal: validation batches (arch split) per measured op
     prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
     weight_paths: str = "gumbel"  # the paths the weight step trains after warm-up: gumbel (sampled from
@@ -94,6 +94,9 @@ class SearchConfig:
     # single-path one-shot NAS, Guo et al. 2020: no op is trained more because it is ahead)
     stop_when_decided: bool = True  # with pruning: end the search at its last event, when every edge
     # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
+    derive: str = "logits"  # how the final cell is derived: logits (each edge's most probable op) |
+    # removal (the op whose removal from the edge raises the final supernet's validation loss most,
+    # measured on fixed batches: DARTS-PT's selection, Wang et al., ICLR 2021; nas.selection)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
@@ -349,6 +352,7 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
 
 PRUNE_RULES = ("off", "probability", "loss")
 WEIGHT_PATHS = ("gumbel", "uniform")
+DERIVE_RULES = ("logits", "removal")
 
 
 def _check_positive(**values: Any) -> None:
@@ -430,6 +434,13 @@ def validate(cfg: Config) -> None:
         raise UserError(
             f"search.weight_paths={s.weight_paths} needs supernet.mode=gdas (the soft modes train every op at "
             f"every step), got {sn.mode}; set search.weight_paths=gumbel"
+        )
+    if s.derive not in DERIVE_RULES:
+        raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
+    if s.derive == "removal" and s.prune != "off":
+        raise UserError(
+            "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op "
+            "per edge: set search.prune=off, or search.derive=logits"
         )
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")

@@ -332,14 +332,16 @@ class DartsSupernet(Supernet):
             s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
         return self.classifier(self.global_pooling(s1).flatten(1))
 
-    def genotype(self) -> Genotype:
+    def genotype(self, scores: Optional[Dict[str, torch.Tensor]] = None) -> Genotype:
+        """DARTS's rule on the probabilities, or on ``scores``: per node the two incoming edges
+        whose best op other than ``none`` ranks highest, each with that op."""
         probs = self.probabilities()
         none = self.ops.index("none") if "none" in self.ops else None
         kept = {}
-        for cell, W in probs.items():
-            W = W.clone()
+        for cell, W in (probs if scores is None else scores).items():
+            W = W.clone().float()
             if none is not None:
-                W[:, none] = -1.0  # never ranked, never chosen
+                W[:, none] = float("-inf")  # never ranked, never chosen
             gene, start = [], 0
             for i in range(DARTS_STEPS):
                 rows = W[start : start + 2 + i]

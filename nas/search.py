@@ -28,7 +28,7 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .run import check_run, open_run, run_epochs, silent
 from .searcher import Searcher
-from .selection import edge_op_losses
+from .selection import edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space
 from .training import load_data, make_loader
 
@@ -113,7 +113,9 @@ def run_search(
     )
     if ckpt is not None and done.done == done.start:
         log(f"{run_dir} had already finished its {task.epochs} epochs")
-    return SearchResult(run_dir, task.net.genotype(), done.done, done.finished, done.last_metrics)
+    # The last epoch run here derived the genotype; a finished run resumed derives it again (the same).
+    geno = task.geno if done.done > done.start else task.derive(final=done.finished)[0]
+    return SearchResult(run_dir, geno, done.done, done.finished, done.last_metrics)
 
 
 class SearchTask:
@@ -172,7 +174,7 @@ class SearchTask:
         self.epochs = search_epochs(cfg)
         self.stops_early = self.epochs < s.epochs
         self.eval_batches: List[Any] = []
-        if s.prune == "loss":
+        if s.prune == "loss" or s.derive == "removal":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
             loader_eval = make_loader(
                 data,
@@ -204,6 +206,26 @@ class SearchTask:
     def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
         self.searcher.load_state_dict(ckpt)
 
+    def _measure(self, perturb: str, seed: int) -> Dict[str, torch.Tensor]:
+        """:func:`nas.selection.edge_op_losses` on the fixed batches, the same on every rank."""
+        losses = edge_op_losses(self.net, self.eval_batches, seed=seed, perturb=perturb)
+        # Each rank measured its share of the batches: average, so all decide alike.
+        if self.world.distributed:  # on the device: NCCL reduces no CPU tensors
+            on_device = {c: v.to(self.device) for c, v in losses.items()}
+            self.world.all_reduce_mean_(on_device.values())  # unmeasured ops: inf everywhere, inf after
+            losses = {c: v.cpu() for c, v in on_device.items()}
+        return losses
+
+    def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
+        """The genotype to report, and the removal losses it was derived from (``None``: by logits).
+        Every epoch derives from the logits; with ``search.derive: removal`` the final one measures
+        each op's removal from its edge on the final supernet instead (deterministic: the fixed
+        batches and common random numbers, so a resumed run derives the same cell)."""
+        if not (final and self.search.derive == "removal"):
+            return self.net.genotype(), None
+        losses = self._measure("remove", seed=self.cfg.run.seed)
+        return self.net.genotype(scores=removal_scores(losses, self.net)), losses
+
     # ---- one epoch -------------------------------------------------------
     def start_epoch(self, epoch: int) -> int:
         s, net = self.search, self.net
@@ -227,12 +249,7 @@ class SearchTask:
         while net.num_alive() > ops_to_keep(epoch, self.events, len(net.ops)):
             scores = None
             if s.prune == "loss":
-                losses = edge_op_losses(net, self.eval_batches, seed=self.cfg.run.seed + epoch)
-                # Each rank measured its share of the batches: average, so all prune alike.
-                if self.world.distributed:  # on the device: NCCL reduces no CPU tensors
-                    on_device = {c: v.to(self.device) for c, v in losses.items()}
-                    self.world.all_reduce_mean_(on_device.values())  # pruned ops: inf everywhere, inf after
-                    losses = {c: v.cpu() for c, v in on_device.items()}
+                losses = self._measure("keep", seed=self.cfg.run.seed + epoch)
                 scores = {c: -v for c, v in losses.items()}
                 # Logged so that both derivation rules can be read off the last event.
                 prune_scores = {
@@ -269,7 +286,10 @@ class SearchTask:
         if self.stops_early and epoch + 1 == self.epochs:
             probs_before = {c: p.tolist() for c, p in net.probabilities().items()}  # what the last event read
             pruned_after, scores_after = self._prune(epoch + 1)
-        self.geno, self.probs = net.genotype(), net.probabilities()
+        final = epoch + 1 == self.epochs
+        self.geno, removal_losses = self.derive(final)
+        self.logits_geno = net.genotype() if removal_losses is not None else self.geno
+        self.probs = net.probabilities()
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
         benchmark = benchmark_fields(self.geno)
         return {
@@ -290,6 +310,18 @@ class SearchTask:
             **({"prune_losses_after": scores_after} if scores_after else {}),
             **({"probs_before_pruning": probs_before} if pruned_after else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
+            **(
+                {
+                    "derived_by": "removal",
+                    "genotype_by_logits": str(self.logits_geno),
+                    "removal_losses": {
+                        c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
+                        for c, v in removal_losses.items()
+                    },
+                }
+                if removal_losses is not None
+                else {}
+            ),
             **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds,
             "images_per_second": (train_meter.count + val_meter.count) / seconds,
@@ -305,6 +337,12 @@ class SearchTask:
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
         arch_text = get_space(self.geno.space).log_text(self.geno)
+        if m.get("derived_by") == "removal":
+            space = get_space(self.geno.space)
+            arch_text += (
+                f"\nderived by removal (search.derive: removal): on each edge the op whose removal raises the "
+                f"validation loss most; by the logits it would be {space.log_text(self.logits_geno)}"
+            )
         phase = (
             f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%"
             if m["val_loss"] is not None

@@ -3,10 +3,11 @@
 A one-shot supernet's logits move slowly and noisily in a short search, so ranking ops by their
 probabilities says little early on. This module measures instead: for every edge and every op it
 may still choose, the supernet's mean cross-entropy on fixed validation batches with that edge
-restricted to that op and every other edge sampled from the current distribution. The same
-batches and the same Gumbel noise serve every (edge, op) pair (common random numbers), so the
-differences between ops are not drowned by sampling noise. This is the perturbation idea of
-DARTS-PT (Wang et al., ICLR 2021), measured on a one-path supernet.
+restricted to that op (``perturb="keep"``) or with that op removed from it (``perturb="remove"``,
+as DARTS-PT's selection does), every other edge as the supernet runs it (sampled from the current
+distribution in gdas mode, mixed in the soft modes). The same batches and the same Gumbel noise
+serve every (edge, op) pair (common random numbers), so the differences between ops are not
+drowned by sampling noise. This is the perturbation idea of DARTS-PT (Wang et al., ICLR 2021).
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def edge_op_losses(net: Supernet, batches: Sequence[Batch], seed: int = 0) -> Dict[str, torch.Tensor]:
+def edge_op_losses(
+    net: Supernet, batches: Sequence[Batch], seed: int = 0, perturb: str = "keep"
+) -> Dict[str, torch.Tensor]:
     """Per cell type, an ``[edges, ops]`` tensor of mean validation loss (``inf`` where pruned).
+
+    ``perturb="keep"``: the loss with the edge restricted to that op (low: a good op).
+    ``perturb="remove"``: the loss with that op removed from the edge, the others renormalised
+    (high: an op the supernet needs).
 
     The network runs in training mode (batch statistics, as the search trains it); its batch-norm
     buffers and the global random state are restored afterwards, so scoring leaves the search
@@ -31,6 +38,8 @@ def edge_op_losses(net: Supernet, batches: Sequence[Batch], seed: int = 0) -> Di
     """
     if not batches:
         raise ValueError("edge_op_losses needs at least one validation batch")
+    if perturb not in ("keep", "remove"):
+        raise ValueError(f"perturb must be 'keep' or 'remove', got {perturb!r}")
     was_training = net.training
     buffers = {name: b.clone() for name, b in net.named_buffers() if not name.startswith("alive_")}
     device = batches[0][0].device
@@ -50,8 +59,12 @@ def edge_op_losses(net: Supernet, batches: Sequence[Batch], seed: int = 0) -> Di
                     if len(choices) < 2:
                         continue  # decided: nothing to compare
                     for k in choices:
-                        alive[e] = False
-                        alive[e, k] = True
+                        if perturb == "keep":
+                            alive[e] = False
+                            alive[e, k] = True
+                        else:
+                            alive[e] = row
+                            alive[e, k] = False
                         net._alive_cache = None
                         losses[e, k] = _mean_loss(net, batches, seed)
                     alive[e] = row
@@ -75,3 +88,17 @@ def _mean_loss(net: Supernet, batches: Sequence[Batch], seed: int) -> float:
         total += float(loss)  # one host sync per batch; scoring runs a few times per search
         count += y.shape[0]
     return total / count
+
+
+def removal_scores(losses: Dict[str, torch.Tensor], net: Supernet) -> Dict[str, torch.Tensor]:
+    """Derivation scores from ``edge_op_losses(..., perturb="remove")``: per edge, the loss with
+    each op removed (higher: the supernet needs the op more), ``-inf`` for pruned ops, and 0 for
+    the one op of a decided edge. For :meth:`Supernet.genotype`'s ``scores``."""
+    out = {}
+    for cell, loss in losses.items():
+        alive = net.alive(cell).to(loss.device)
+        scores = loss.masked_fill(~alive | torch.isinf(loss), float("-inf"))
+        decided = alive.sum(-1) == 1
+        scores[decided] = torch.where(alive[decided], 0.0, float("-inf"))
+        out[cell] = scores
+    return out

@@ -331,7 +331,9 @@ class Supernet(nn.Module):
         """Op names per edge and cell type chosen by the last forward (gdas or forced)."""
         return self.last_sample
 
-    def genotype(self) -> Genotype:
+    def genotype(self, scores: Optional[Dict[str, torch.Tensor]] = None) -> Genotype:
+        """The derived architecture: per edge the op ranked highest by ``scores`` (per cell type,
+        ``[edges, ops]``, higher is better, ``-inf`` never chosen; default: the probabilities)."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:

@@ -429,10 +429,160 @@ def test_beta_decay_search_runs_on_both_spaces_and_keeps_the_logits_closer_to_un
     assert spread_with < spread_without
 
 
+# ---- derivation by removal (DARTS-PT's selection) ---------------------------
+
+
+def _loss_in_train_mode(net, batches) -> float:
+    """Mean cross-entropy with batch statistics, the BN buffers left as they were."""
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    net.train()
+    with torch.no_grad():
+        total = sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches)
+    for n, b in net.named_buffers():
+        b.copy_(buffers[n])
+    return total / sum(len(y) for _, y in batches)
+
+
+@pytest.mark.parametrize("mode", ["darts", "snas"])
+def test_removal_losses_are_the_loss_without_the_op_the_rest_renormalised(mode):
+    """Removing op k from edge e is the supernet with alpha[e, k] = -inf: weight 0 for k, the
+    edge's other ops renormalised; every other edge as it was (snas: the same Gumbel noise)."""
+    from nas.selection import edge_op_losses
+
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode=mode, C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].normal_(0, 0.5)  # unequal weights, so renormalising matters
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    losses = edge_op_losses(net, batches, seed=5, perturb="remove")["normal"]
+    assert torch.isfinite(losses).all()
+    for e, k in [(0, 0), (0, 3), (2, 1), (5, 4)]:
+        saved = net.arch["normal"].detach().clone()
+        with torch.no_grad():
+            net.arch["normal"][e, k] = float("-inf")
+        expected = []
+        for b, batch in enumerate(batches):
+            torch.manual_seed(5 * 1_000_003 + b)
+            expected.append(_loss_in_train_mode(net, [batch]) * len(batch[1]))
+        with torch.no_grad():
+            net.arch["normal"].copy_(saved)
+        assert losses[e, k].item() == pytest.approx(sum(expected) / 16, rel=1e-5), (e, net.ops[k])
+    # Keep and remove measure different networks; an unknown perturbation is an error.
+    assert not torch.equal(edge_op_losses(net, batches, seed=5)["normal"], losses)
+    with pytest.raises(ValueError, match="perturb must be"):
+        edge_op_losses(net, batches, perturb="swap")
+
+
+def test_removal_scores_pick_the_costliest_removal_and_respect_pruned_and_decided_edges():
+    from nas.selection import removal_scores
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    ops = list(net.ops)
+    inf = float("inf")
+    losses = torch.tensor(
+        [
+            [9.0, 1.0, 2.0, 3.0, 1.5],  # none costs most, then nor_conv_3x3
+            [1.0, 1.0, 4.0, 3.0, 2.0],
+            [1.0, inf, 4.0, 3.0, 5.0],  # skip_connect pruned: never chosen
+            [inf, inf, inf, inf, inf],  # decided on avg_pool_3x3
+            [1.0, 2.0, 3.0, 4.0, 5.0],
+            [1.0, 6.0, 3.0, 4.0, 5.0],
+        ]
+    )
+    alive = net.alive("normal")
+    alive[2, 1] = False
+    alive[3] = False
+    alive[3, ops.index("avg_pool_3x3")] = True
+    net._alive_cache = None
+    scores = removal_scores({"normal": losses}, net)["normal"]
+    assert scores[2, 1] == -inf and scores[3].tolist() == [-inf, -inf, -inf, -inf, 0.0]
+    net.derive_none = True  # GDAS's rule: none may win
+    assert [op for op, _ in net.genotype(scores={"normal": scores}).normal] == [
+        "none",
+        "nor_conv_1x1",
+        "avg_pool_3x3",
+        "avg_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ]
+    net.derive_none = False
+    geno = net.genotype(scores={"normal": scores})
+    assert [op for op, _ in geno.normal] == [
+        "nor_conv_3x3",
+        "nor_conv_1x1",
+        "avg_pool_3x3",
+        "avg_pool_3x3",
+        "avg_pool_3x3",
+        "skip_connect",
+    ]
+    assert geno.probs == {"normal": net.probabilities()["normal"].tolist()}  # the logits stay on record
+
+
+def test_darts_space_genotype_ranks_edges_by_the_given_scores():
+    """DARTS's rule on scores: per node the two incoming edges whose best op other than none
+    scores highest (scores may be negative; none never counts)."""
+    net = nas.build_supernet("darts", mode="darts", C=4, N=3, num_classes=3)
+    ops = list(net.ops)
+    none, sep = ops.index("none"), ops.index("sep_conv_3x3")
+    scores = {}
+    for cell in net.arch:
+        t = torch.full(tuple(net.arch[cell].shape), -5.0)
+        t[:, none] = 100.0  # ignored
+        t[1, sep] = -1.0  # node 2: edges 0 and 1 (its only two)
+        t[2 + 2, sep] = -0.5  # node 3 (edges 2-4): input 2 and input 0 win
+        t[2 + 0, ops.index("max_pool_3x3")] = -2.0
+        scores[cell] = t
+    geno = net.genotype(scores=scores)
+    assert geno.normal[2:4] == [("sep_conv_3x3", 2), ("max_pool_3x3", 0)]
+    assert all(op != "none" for op, _ in geno.normal + geno.reduce)
+
+
+def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_path):
+    """search.derive=removal: every epoch but the last derives from the logits; the last derives
+    from the removal losses it records, and says so. Stopped and resumed, the run ends on the
+    same cell; a finished run resumed returns it again."""
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "supernet.mode=darts",
+            "supernet.derive_none=false",
+            "search.epochs=3",
+            "search.derive=removal",
+            "search.prune_batches=2",
+        ],
+    )
+    out = []
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=out.append)
+    metrics = lines(tmp_path / "full" / "metrics.jsonl")
+    assert ["derived_by" in m for m in metrics] == [False, False, True]
+    last = metrics[-1]
+    ops = lines(tmp_path / "full" / "arch_probs.jsonl")[-1]["ops"]
+    losses = last["removal_losses"]["normal"]
+    expected = [
+        max((k for k in range(len(ops)) if ops[k] != "none"), key=lambda k: losses[e][k]) for e in range(len(losses))
+    ]
+    assert [op for op, _ in full.genotype.normal] == [ops[k] for k in expected]
+    assert Genotype.from_json((tmp_path / "full" / "genotype.json").read_text()) == full.genotype
+    assert last["genotype"] == str(full.genotype) and "genotype_by_logits" in last
+    assert any("derived by removal (search.derive: removal)" in line for line in out)
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=2, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(resumed.genotype) == str(full.genotype)
+    assert lines(tmp_path / "part" / "metrics.jsonl")[-1]["removal_losses"] == last["removal_losses"]
+    again = run_search(cfg, tmp_path / "full", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(again.genotype) == str(full.genotype)
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [
         (["search.prune=maybe"], "choose one of: off, probability, loss"),
+        (["search.derive=vote"], "unknown search.derive 'vote'; choose one of: logits, removal"),
+        (
+            ["search.derive=removal", "search.prune=probability", "search.epochs=6"],
+            "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
+        ),
         (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
         (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
         (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),

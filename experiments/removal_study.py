@@ -1,0 +1,144 @@
+"""Would deriving each edge's op by removal (DARTS-PT's selection) pick better cells than the logits?
+
+A study of finished searches' checkpoints, not part of the search. For each nb201 supernet (any
+mode), it measures per edge and op the supernet's mean validation loss with that op removed from
+that edge, the other ops of the edge renormalised (:func:`nas.selection.edge_op_losses` with
+``perturb="remove"``), on fixed batches of the architecture's split, in training mode as the search
+measures. Each edge then takes the op whose removal costs most: with ``none`` left out (the
+none-excluded rule) and with it (GDAS's rule). DARTS-PT (Wang et al., ICLR 2021) selects this way,
+one edge at a time with fine-tuning between; here every edge is measured on the final supernet at
+once. Only afterwards, for measurement, are the cells looked up on NAS-Bench-201 next to the cell
+derived from the logits.
+
+    python -m experiments.removal_study runs/nb201_cpu_search/darts-beta25-10ep-s*/checkpoint.pt
+    python -m experiments.removal_study --quick --out /tmp/x.json     # the test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from experiments.machine import command_line, git_state, machine
+from experiments.nb201_cpu_search import CONFIG, QUICK
+from experiments.rerank_study import fixed_batches, load_search
+from experiments.settings import RESULTS, rel
+from experiments.tables import fmt_pm, log, table
+from nas.benchmarks import cell_string, load_benchmark
+from nas.config import load_config
+from nas.io import atomic_write_text
+from nas.search import run_search
+from nas.selection import edge_op_losses, removal_scores
+
+NAME = "removal_study"
+
+
+@torch.no_grad()
+def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
+    """One checkpoint: the removal losses, the cells they derive and the logits' cells, looked up."""
+    ckpt, cfg, net = load_search(ckpt_path)
+    if cfg.supernet.space != "nb201":
+        raise SystemExit(f"{ckpt_path} is a {cfg.supernet.space} search; the benchmark has nb201 cells only")
+    fixed = fixed_batches(cfg, batches, batch_size)
+    losses = edge_op_losses(net, fixed, seed=cfg.run.seed, perturb="remove")["normal"]
+    probs = net.probabilities()["normal"]
+    ops = list(net.ops)
+    scores = removal_scores({"normal": losses}, net)["normal"]
+    none = ops.index("none") if "none" in ops else None
+
+    def pick(table_: torch.Tensor, with_none: bool) -> str:
+        t = table_.clone()
+        if none is not None and not with_none:
+            t[:, none] = float("-inf")
+        return cell_string([ops[int(k)] for k in t.argmax(-1)])
+
+    bench = load_benchmark()
+    cells = {
+        "removal_none_excluded": pick(scores, False),
+        "removal_gdas_rule": pick(scores, True),
+        "logits_none_excluded": pick(probs, False),
+        "logits_gdas_rule": pick(probs, True),
+    }
+    return {
+        "checkpoint": str(ckpt_path),
+        "epoch": ckpt["epoch"],
+        "seed": cfg.run.seed,
+        "mode": cfg.supernet.mode,
+        "ops": ops,
+        "removal_losses": [[x if x != float("inf") else None for x in row] for row in losses.tolist()],
+        "cells": {k: {"cell": c, "benchmark": bench.query(c)} for k, c in cells.items()},
+    }
+
+
+def quick_checkpoint(run_dir: Path) -> Path:
+    """A tiny softmax-relaxation search on synthetic data (every op alive on every edge)."""
+    cfg = load_config(CONFIG, QUICK + ["search.warmup_epochs=0", "search.epochs=2"])
+    run_search(cfg, run_dir, torch.device("cpu"), progress=False, log=lambda s: None)
+    return run_dir / "checkpoint.pt"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="*", help="nb201 search checkpoints (finished runs' checkpoint.pt)")
+    p.add_argument("--batches", type=int, default=16, help="fixed batches of the architecture split")
+    p.add_argument("--batch-size", type=int, default=64, help="the search's own batch size keeps BN as it trains")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
+    p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json; results are added)")
+    args = p.parse_args()
+    if not args.checkpoints and not args.quick:
+        p.error("give checkpoints to study, or --quick")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else RESULTS / f"{NAME}.json"
+    tmp = None
+    paths = [Path(c) for c in args.checkpoints]
+    if args.quick:
+        tmp = tempfile.mkdtemp(prefix="nas-removal-")
+        paths = [quick_checkpoint(Path(tmp) / "run")]
+        args.batches, args.batch_size = 2, 32
+    here = machine()
+    old = json.loads(out.read_text()) if out.exists() and not args.quick else {}
+    studied = {r["checkpoint"]: r for r in old.get("results", [])}
+    for path in paths:
+        r = study(path, args.batches, args.batch_size)
+        r["checkpoint"] = str(path) if args.quick else rel(path)
+        r["command"], r["machine"], r["code"] = command_line(), here, git_state()
+        r["batches"], r["batch_size"] = args.batches, args.batch_size
+        studied[r["checkpoint"]] = r
+        c = r["cells"]
+        log(
+            f"{r['checkpoint']}: logits {c['logits_none_excluded']['benchmark']:.2f}, "
+            f"removal {c['removal_none_excluded']['benchmark']:.2f} (GDAS's rule {c['removal_gdas_rule']['benchmark']:.2f})"
+        )
+    results = sorted(studied.values(), key=lambda r: r["checkpoint"])
+    keys = ["logits_none_excluded", "removal_none_excluded", "logits_gdas_rule", "removal_gdas_rule"]
+    rows = [[r["checkpoint"], r["seed"]] + [f"{r['cells'][k]['benchmark']:.2f}" for k in keys] for r in results]
+    rows.append(["mean ± std", ""] + [fmt_pm(r["cells"][k]["benchmark"] for r in results) for k in keys])
+    text = table(
+        ["checkpoint", "seed", "logits %", "removal %", "logits, GDAS's rule %", "removal, GDAS's rule %"], rows
+    )
+    record = {
+        "experiment": NAME,
+        "quick": args.quick,
+        "command": command_line(),
+        "machine": here,
+        "results": results,
+        "table": text,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(text)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
