@@ -61,6 +61,7 @@ GDAS_PRUNED = [
     "search.prune=probability",
     "search.arch.lr=0.003",
     "search.arch.beta_decay=0",
+    "search.derive=logits",
 ]
 QUICK = [
     "data.name=synthetic",
