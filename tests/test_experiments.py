@@ -28,6 +28,7 @@ ACTIVE = [
     "build_benchmark_table",
     "nb201_cpu_search",
     "nb201_evidence",
+    "removal_study",
     "rerank_study",
     "synthetic_proxy_check",
 ]
@@ -222,6 +223,29 @@ def test_rerank_study(tmp_path):
     derived = next(r for r in res["rows"] if r["cell"] == res["derived_by_probability"]["cell"])
     assert derived["log_prob"] == pytest.approx(max(r["log_prob"] for r in res["rows"]))
     assert res["derived_by_probability"]["benchmark"] == derived["benchmark"]
+
+
+def test_removal_study(tmp_path):
+    """Each edge's op by removal is the costliest removal among the measured ops; the logits'
+    cells are the probabilities' argmax; every cell is looked up as it is."""
+    rec = run_quick("removal_study", tmp_path)
+    bench = __import__("nas").load_benchmark()
+    (res,) = rec["results"]
+    ops, losses = res["ops"], res["removal_losses"]
+    assert len(losses) == 6 and all(x is not None for row in losses for x in row)  # every op alive
+
+    def cell_ops(key):
+        cell = res["cells"][key]
+        assert cell["benchmark"] == bench.query(cell["cell"])
+        return [part.split("~")[0] for part in cell["cell"].split("|") if part not in ("", "+")]
+
+    for key, with_none in (("removal_none_excluded", False), ("removal_gdas_rule", True)):
+        chosen = cell_ops(key)
+        for e, row in enumerate(losses):
+            allowed = [k for k in range(len(ops)) if with_none or ops[k] != "none"]
+            assert row[ops.index(chosen[e])] == max(row[k] for k in allowed), (key, e)
+    assert "none" not in cell_ops("removal_none_excluded") and "none" not in cell_ops("logits_none_excluded")
+    assert rec["table"].splitlines()[-1].startswith("| mean ± std")
 
 
 def test_nb201_cpu_search(tmp_path):
