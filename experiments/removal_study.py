@@ -16,23 +16,16 @@ derived from the logits.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
-from experiments.machine import command_line, git_state, machine
 from experiments.nb201_cpu_search import CONFIG, QUICK
-from experiments.rerank_study import fixed_batches, load_search
-from experiments.settings import RESULTS, rel
-from experiments.tables import fmt_pm, log, table
+from experiments.rerank_study import fixed_batches, load_search, study_checkpoints, write_study
+from experiments.tables import fmt_pm, table
 from nas.benchmarks import cell_string, load_benchmark
 from nas.config import load_config
-from nas.io import atomic_write_text
 from nas.search import run_search
 from nas.selection import edge_op_losses, removal_scores
 
@@ -84,59 +77,28 @@ def quick_checkpoint(run_dir: Path) -> Path:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="*", help="nb201 search checkpoints (finished runs' checkpoint.pt)")
-    p.add_argument("--batches", type=int, default=16, help="fixed batches of the architecture split")
-    p.add_argument("--batch-size", type=int, default=64, help="the search's own batch size keeps BN as it trains")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
-    p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json; results are added)")
-    args = p.parse_args()
-    if not args.checkpoints and not args.quick:
-        p.error("give checkpoints to study, or --quick")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else RESULTS / f"{NAME}.json"
-    tmp = None
-    paths = [Path(c) for c in args.checkpoints]
-    if args.quick:
-        tmp = tempfile.mkdtemp(prefix="nas-removal-")
-        paths = [quick_checkpoint(Path(tmp) / "run")]
-        args.batches, args.batch_size = 2, 32
-    here = machine()
-    old = json.loads(out.read_text()) if out.exists() and not args.quick else {}
-    studied = {r["checkpoint"]: r for r in old.get("results", [])}
-    for path in paths:
-        r = study(path, args.batches, args.batch_size)
-        r["checkpoint"] = str(path) if args.quick else rel(path)
-        r["command"], r["machine"], r["code"] = command_line(), here, git_state()
-        r["batches"], r["batch_size"] = args.batches, args.batch_size
-        studied[r["checkpoint"]] = r
-        c = r["cells"]
-        log(
-            f"{r['checkpoint']}: logits {c['logits_none_excluded']['benchmark']:.2f}, "
-            f"removal {c['removal_none_excluded']['benchmark']:.2f} (GDAS's rule {c['removal_gdas_rule']['benchmark']:.2f})"
-        )
-    results = sorted(studied.values(), key=lambda r: r["checkpoint"])
+    args, out, studied, tmp = study_checkpoints(
+        NAME,
+        __doc__,
+        study,
+        quick_checkpoint,
+        lambda r: (
+            f"{r['checkpoint']}: logits {r['cells']['logits_none_excluded']['benchmark']:.2f}, removal "
+            f"{r['cells']['removal_none_excluded']['benchmark']:.2f} "
+            f"(GDAS's rule {r['cells']['removal_gdas_rule']['benchmark']:.2f})"
+        ),
+        checkpoints_help="nb201 search checkpoints (finished runs' checkpoint.pt)",
+        batches=16,
+        batch_size=64,  # the search's own batch size: BN's batch statistics as it trains
+    )
+    results = sorted(studied, key=lambda r: r["checkpoint"])
     keys = ["logits_none_excluded", "removal_none_excluded", "logits_gdas_rule", "removal_gdas_rule"]
     rows = [[r["checkpoint"], r["seed"]] + [f"{r['cells'][k]['benchmark']:.2f}" for k in keys] for r in results]
     rows.append(["mean ± std", ""] + [fmt_pm(r["cells"][k]["benchmark"] for r in results) for k in keys])
     text = table(
         ["checkpoint", "seed", "logits %", "removal %", "logits, GDAS's rule %", "removal, GDAS's rule %"], rows
     )
-    record = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "command": command_line(),
-        "machine": here,
-        "results": results,
-        "table": text,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    print(text)
-    if tmp:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_study(NAME, args, out, results, text, tmp)
     return 0
 
 

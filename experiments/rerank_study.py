@@ -23,7 +23,7 @@ import math
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -143,24 +143,38 @@ def quick_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoint.pt"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoints", nargs="*", help="search checkpoints (a pruned nb201 search, two ops per edge)")
-    p.add_argument("--batches", type=int, default=8, help="fixed batches of the architecture split per cell")
-    p.add_argument("--batch-size", type=int, default=256)
+def study_checkpoints(
+    name: str,
+    doc: str,
+    study: Callable[[Path, int, int], Dict[str, Any]],
+    quick_checkpoint: Callable[[Path], Path],
+    describe: Callable[[Dict[str, Any]], str],
+    *,
+    checkpoints_help: str,
+    batches: int,
+    batch_size: int,
+) -> Tuple[argparse.Namespace, Path, List[Dict[str, Any]], Optional[str]]:
+    """The command line shared by the checkpoint studies: parse it, run ``study`` on each
+    checkpoint (or on ``quick_checkpoint``'s tiny search with ``--quick``), and merge the results
+    with those already in the JSON by checkpoint. Returns the arguments, the JSON path, every
+    result and the temporary folder to remove (``None`` unless quick)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("checkpoints", nargs="*", help=checkpoints_help)
+    p.add_argument("--batches", type=int, default=batches, help="fixed batches of the architecture split")
+    p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
-    p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{NAME}.json; results are added)")
+    p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{name}.json; results are added)")
     args = p.parse_args()
     if not args.checkpoints and not args.quick:
         p.error("give checkpoints to study, or --quick")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    out = Path(args.out) if args.out else RESULTS / f"{NAME}.json"
+    out = Path(args.out) if args.out else RESULTS / f"{name}.json"
     tmp = None
     paths = [Path(c) for c in args.checkpoints]
     if args.quick:
-        tmp = tempfile.mkdtemp(prefix="nas-rerank-")
+        tmp = tempfile.mkdtemp(prefix=f"nas-{name}-")
         paths = [quick_checkpoint(Path(tmp) / "run")]
         args.batches, args.batch_size = 2, 32
     here = machine()
@@ -170,13 +184,48 @@ def main() -> int:
         r = study(path, args.batches, args.batch_size)
         r["checkpoint"] = str(path) if args.quick else rel(path)
         r["command"], r["machine"], r["code"] = command_line(), here, git_state()
+        r["batches"], r["batch_size"] = args.batches, args.batch_size
         studied[r["checkpoint"]] = r
-        log(
+        log(describe(r))
+    return args, out, list(studied.values()), tmp
+
+
+def write_study(
+    name: str, args: argparse.Namespace, out: Path, results: List[Dict[str, Any]], text: str, tmp, **extra: Any
+) -> None:
+    """Write a checkpoint study's JSON atomically, print its table, remove its temporary folder."""
+    record = {
+        "experiment": name,
+        "quick": args.quick,
+        "command": command_line(),
+        "machine": machine(),
+        **extra,
+        "results": results,
+        "table": text,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    print(text)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    args, out, studied, tmp = study_checkpoints(
+        NAME,
+        __doc__,
+        study,
+        quick_checkpoint,
+        lambda r: (
             f"seed {r['seed']} epoch {r['epoch']}: {r['cells']} cells; derived {r['derived_by_probability']['benchmark']:.2f}, "
             f"best by supernet accuracy {r['best_by_supernet_acc']['benchmark']:.2f}, by loss "
             f"{r['best_by_supernet_loss']['benchmark']:.2f}, best candidate {r['best_in_candidates']:.2f}"
-        )
-    results = sorted(studied.values(), key=lambda r: (r["seed"], r["epoch"], r["checkpoint"]))
+        ),
+        checkpoints_help="search checkpoints (a pruned nb201 search, two ops per edge)",
+        batches=8,
+        batch_size=256,
+    )
+    results = sorted(studied, key=lambda r: (r["seed"], r["epoch"], r["checkpoint"]))
     text = table(
         [
             "seed",
@@ -206,21 +255,7 @@ def main() -> int:
             for r in results
         ],
     )
-    record = {
-        "experiment": NAME,
-        "quick": args.quick,
-        "command": command_line(),
-        "machine": here,
-        "batches": args.batches,
-        "batch_size": args.batch_size,
-        "results": results,
-        "table": text,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
-    print(text)
-    if tmp:
-        shutil.rmtree(tmp, ignore_errors=True)
+    write_study(NAME, args, out, results, text, tmp, batches=args.batches, batch_size=args.batch_size)
     return 0
 
 
