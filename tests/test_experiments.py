@@ -267,13 +267,20 @@ def test_nb201_cpu_search(tmp_path):
         "search.prune=loss",
         "--set",
         "search.prune_batches=2",
+        "--set",
+        "search.derive=logits",  # the config derives by removal, which a pruned search cannot
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads(out.read_text())
     bench = __import__("nas").load_benchmark()
     (row,) = rec["runs"]
-    assert row["seed"] == 0 and row["settings"] == ["supernet.mode=gdas", "search.prune=loss", "search.prune_batches=2"]
+    assert row["seed"] == 0 and row["settings"] == [
+        "supernet.mode=gdas",
+        "search.prune=loss",
+        "search.prune_batches=2",
+        "search.derive=logits",
+    ]
     assert row["minutes"] > 0 and row["final_entropy"] == pytest.approx(0.0, abs=1e-6)
     # The CPU config derives with the none-excluded rule, and that rule never keeps none.
     assert row["genotype"] == row["none_excluded"]["genotype"]
