@@ -22,9 +22,10 @@ from typing import Any, Dict
 import torch
 
 from experiments.nb201_cpu_search import CONFIG, QUICK
+from experiments.nb201_evidence import both_rules
 from experiments.rerank_study import fixed_batches, load_search, study_checkpoints, write_study
 from experiments.tables import fmt_pm, table
-from nas.benchmarks import cell_string, load_benchmark
+from nas.benchmarks import load_benchmark
 from nas.config import load_config
 from nas.search import run_search
 from nas.selection import edge_op_losses, removal_scores
@@ -43,20 +44,13 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     probs = net.probabilities()["normal"]
     ops = list(net.ops)
     scores = removal_scores({"normal": losses}, net)["normal"]
-    none = ops.index("none") if "none" in ops else None
-
-    def pick(table_: torch.Tensor, with_none: bool) -> str:
-        t = table_.clone()
-        if none is not None and not with_none:
-            t[:, none] = float("-inf")
-        return cell_string([ops[int(k)] for k in t.argmax(-1)])
-
+    by_removal, by_logits = both_rules(scores, ops), both_rules(probs, ops)
     bench = load_benchmark()
     cells = {
-        "removal_none_excluded": pick(scores, False),
-        "removal_gdas_rule": pick(scores, True),
-        "logits_none_excluded": pick(probs, False),
-        "logits_gdas_rule": pick(probs, True),
+        "removal_none_excluded": by_removal["none_excluded"],
+        "removal_gdas_rule": by_removal["gdas_rule"],
+        "logits_none_excluded": by_logits["none_excluded"],
+        "logits_gdas_rule": by_logits["gdas_rule"],
     }
     return {
         "checkpoint": str(ckpt_path),
