@@ -87,14 +87,25 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     # probabilities; "pruned_after" (the last event of a search that stops once decided) ran
     # after it, on the probabilities its line records.
     probs_at = {r["epoch"]: r["probs"]["normal"] for r in probs_log}
+
+    def measured(m: Dict[str, Any], suffix: str) -> Optional[List[List[float]]]:
+        """An event's measured scores, higher kept: minus the restricted loss (prune: loss), the
+        removal loss (prune: removal); ``None`` for probability pruning."""
+        if m.get("prune_losses" + suffix):
+            return [
+                [-x if x is not None else float("-inf") for x in row] for row in m["prune_losses" + suffix]["normal"]
+            ]
+        if m.get("prune_removal_losses" + suffix):
+            rows = m["prune_removal_losses" + suffix]["normal"]
+            return [[x if x is not None else float("-inf") for x in row] for row in rows]
+        return None
+
     events = []
     for m in metrics:
         if m.get("pruned"):
-            events.append((m["pruned"]["normal"], probs_at.get(m["epoch"] - 1), m.get("prune_losses")))
+            events.append((m["pruned"]["normal"], probs_at.get(m["epoch"] - 1), measured(m, "")))
         if m.get("pruned_after"):
-            events.append(
-                (m["pruned_after"]["normal"], m["probs_before_pruning"]["normal"], m.get("prune_losses_after"))
-            )
+            events.append((m["pruned_after"]["normal"], m["probs_before_pruning"]["normal"], measured(m, "_after")))
     ops = probs_log[-1]["ops"]
     removal = metrics[-1].get("removal_losses")
     if removal:  # search.derive: removal: the op whose removal costs most (unmeasured: never)
@@ -110,10 +121,7 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
         for removed in removed_lists:
             for e, op in enumerate(removed):
                 alive[e].discard(op)
-    if losses:
-        score = [[-x if x is not None else float("-inf") for x in row] for row in losses["normal"]]
-    else:  # probability pruning: the probabilities it read
-        score = probs_read
+    score = losses if losses is not None else probs_read  # probability pruning: the probabilities it read
     out = {}
     for rule, keep_none in (("gdas_rule", True), ("none_excluded", False)):
         chosen = []

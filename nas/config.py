@@ -83,10 +83,12 @@ class SearchConfig:
     steps_per_epoch: Optional[int] = None  # cap on iterations per epoch (CPU budgets)
     warmup_epochs: int = 0  # first epochs train the weights only (no architecture steps)
     prune: str = "off"  # progressive pruning: after warm-up, at evenly spaced epochs, each
-    # edge drops its weakest op until one is left. off | probability
+    # edge drops its weakest op until one is left (any mode). off | probability
     # (the least probable op) | loss (the op whose edge-restricted
-    # supernet has the highest validation loss; nas.selection)
-    prune_batches: int = 16  # prune=loss and derive=removal: validation batches (arch split) per measured op
+    # supernet has the highest validation loss; nas.selection) | removal (the op
+    # whose removal from the edge raises that loss least: DARTS-PT's measure,
+    # with training between the decisions as DARTS-PT fine-tunes between them)
+    prune_batches: int = 16  # prune=loss|removal and derive=removal: validation batches (arch split) per measured op
     prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
     weight_paths: str = "gumbel"  # the paths the weight step trains after warm-up: gumbel (sampled from
@@ -350,7 +352,7 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
     return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
 
 
-PRUNE_RULES = ("off", "probability", "loss")
+PRUNE_RULES = ("off", "probability", "loss", "removal")
 WEIGHT_PATHS = ("gumbel", "uniform")
 DERIVE_RULES = ("logits", "removal")
 
@@ -445,10 +447,6 @@ def validate(cfg: Config) -> None:
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
     if s.prune != "off":
-        if sn.mode != "gdas":
-            raise UserError(
-                f"search.prune needs supernet.mode=gdas (it is a one-path search), got {sn.mode}; set search.prune=off"
-            )
         if s.epochs - s.warmup_epochs < len(ops):
             raise UserError(
                 f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "

@@ -166,6 +166,8 @@ class SearchTask:
         if self.steps < 1:
             raise UserError("an epoch has no full batch; lower search.batch_size or use more data")
         self.pruning = s.prune != "off"
+        # The measured losses of each pruning event, logged under a key that says how to read them.
+        self.prune_key = "prune_removal_losses" if s.prune == "removal" else "prune_losses"
         start = s.warmup_epochs if s.prune_start is None else s.prune_start
         self.events = prune_events(s.epochs, start, len(net.ops)) if self.pruning else []
         # After the last event every edge has one op: the epochs left would train the chosen
@@ -174,7 +176,7 @@ class SearchTask:
         self.epochs = search_epochs(cfg)
         self.stops_early = self.epochs < s.epochs
         self.eval_batches: List[Any] = []
-        if s.prune == "loss" or s.derive == "removal":
+        if s.prune in ("loss", "removal") or s.derive == "removal":
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
             loader_eval = make_loader(
                 data,
@@ -248,9 +250,12 @@ class SearchTask:
         prune_scores = None
         while net.num_alive() > ops_to_keep(epoch, self.events, len(net.ops)):
             scores = None
-            if s.prune == "loss":
-                losses = self._measure("keep", seed=self.cfg.run.seed + epoch)
-                scores = {c: -v for c, v in losses.items()}
+            if s.prune in ("loss", "removal"):
+                # loss: the edge restricted to the op (a high loss, a weak op); removal: the op
+                # taken out of the edge (a low loss, an op the supernet does not need).
+                perturb = "keep" if s.prune == "loss" else "remove"
+                losses = self._measure(perturb, seed=self.cfg.run.seed + epoch)
+                scores = {c: -v for c, v in losses.items()} if s.prune == "loss" else losses
                 # Logged so that both derivation rules can be read off the last event.
                 prune_scores = {
                     c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
@@ -305,9 +310,9 @@ class SearchTask:
             "genotype": str(self.geno),
             **({"ops_left": net.num_alive()} if self.pruning else {}),
             **({"pruned": self.pruned} if self.pruned else {}),
-            **({"prune_losses": self.prune_scores} if self.prune_scores else {}),
+            **({self.prune_key: self.prune_scores} if self.prune_scores else {}),
             **({"pruned_after": pruned_after} if pruned_after else {}),
-            **({"prune_losses_after": scores_after} if scores_after else {}),
+            **({self.prune_key + "_after": scores_after} if scores_after else {}),
             **({"probs_before_pruning": probs_before} if pruned_after else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **(

@@ -73,6 +73,9 @@ class EdgePlan:
     choices: Optional[List[int]]
     weights: Optional[list]
     is_zero: Sequence[bool]
+    # Soft modes after pruning: per edge, per op, whether it may still run (host bools). A pruned
+    # op's weight is exactly 0, so skipping it changes nothing but the time.
+    alive: Optional[List[List[bool]]] = None
 
 
 def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan: EdgePlan) -> Optional[torch.Tensor]:
@@ -90,8 +93,9 @@ def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan:
             return op(x, plan.weights[e])  # folded into the op's last BN: saves no extra tensor
         return _StraightThroughScale.apply(op(x), plan.weights[e])
     out = None
+    alive = plan.alive[e] if plan.alive is not None else None
     for k, op in enumerate(candidates):
-        if plan.is_zero[k]:
+        if plan.is_zero[k] or (alive is not None and not alive[k]):
             continue
         w = plan.weights[e][k]
         # Ops ending in a BN take the weight into its affine parameters: one multiply pass less.
@@ -137,6 +141,7 @@ class Supernet(nn.Module):
             self.register_buffer(f"alive_{cell}", torch.ones(num_edges, len(self.ops), dtype=torch.bool))
         # Whether nothing is pruned, per cell type, kept on the host (None: recompute once).
         self._alive_cache: Optional[Dict[str, bool]] = {cell: True for cell in edges_per_cell}
+        self._alive_rows_cache: Optional[Dict[str, List[List[bool]]]] = None
         self.tau = tau
         self._forced: Optional[Dict[str, List[int]]] = None
         self._uniform_paths = False
@@ -182,11 +187,20 @@ class Supernet(nn.Module):
     @property
     def _all_alive(self) -> Dict[str, bool]:
         # Cached on the host: checking the mask on the device every forward would be a sync.
-        cache = self._alive_cache
-        if cache is None:
-            cache = {cell: bool(self.alive(cell).all()) for cell in self.arch}
-            self._alive_cache = cache
-        return cache
+        if self._alive_cache is None:
+            self._refresh_alive_cache()
+        return self._alive_cache
+
+    @property
+    def _alive_rows(self) -> Dict[str, List[List[bool]]]:
+        """The masks as host lists, refreshed with :attr:`_all_alive` (so no sync per forward)."""
+        if self._alive_cache is None or self._alive_rows_cache is None:
+            self._refresh_alive_cache()
+        return self._alive_rows_cache
+
+    def _refresh_alive_cache(self) -> None:
+        self._alive_cache = {cell: bool(self.alive(cell).all()) for cell in self.arch}
+        self._alive_rows_cache = {cell: self.alive(cell).tolist() for cell in self.arch}
 
     def prune_weakest(
         self, keep_none: bool = True, scores: Optional[Dict[str, torch.Tensor]] = None
@@ -316,7 +330,8 @@ class Supernet(nn.Module):
         plans = {}
         for c, a in zip(cells, logits):
             w = gumbel_softmax(a, tau=self.tau, hard=False) if self.mode == "snas" else torch.softmax(a, dim=-1)
-            plans[c] = EdgePlan(None, [row.unbind(0) for row in w.unbind(0)], self._is_zero)
+            alive = None if self._all_alive[c] else self._alive_rows[c]
+            plans[c] = EdgePlan(None, [row.unbind(0) for row in w.unbind(0)], self._is_zero, alive)
         self.last_sample = None
         return plans
 

@@ -289,6 +289,81 @@ def test_loss_pruned_search_runs_and_records_what_it_pruned(tmp_path):
         assert op not in [ops[e] for ops in events]
 
 
+def test_removal_pruning_removes_the_op_the_supernet_needs_least():
+    from nas.selection import edge_op_losses
+
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3, mode="darts")
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    losses = edge_op_losses(net, batches, perturb="remove")["normal"]
+    removed = net.prune_weakest(scores={"normal": losses})["normal"]
+    assert removed == [net.ops[int(losses[e].argmin())] for e in range(6)]
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts"])
+def test_a_soft_supernet_never_runs_a_pruned_op_and_computes_what_its_weights_say(space):
+    torch.manual_seed(0)
+    net = nas.build_supernet(space, C=4, N=1 if space == "nb201" else 3, num_classes=3, mode="darts")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        for a in net.arch.values():
+            a.normal_()
+    drop = net.ops.index("nor_conv_3x3" if space == "nb201" else "sep_conv_3x3")
+    calls = []
+    mixed_edges = [  # each cell's edges: one ModuleList of candidate ops per edge
+        candidates
+        for mod in net.modules()
+        if isinstance(getattr(mod, "edges", None), torch.nn.ModuleList)
+        for candidates in mod.edges
+        if isinstance(candidates, torch.nn.ModuleList)
+    ]
+    hooks = [candidates[drop].register_forward_hook(lambda *_: calls.append(1)) for candidates in mixed_edges]
+    assert hooks, "found no mixed edges to watch"
+    net.eval()
+    with torch.no_grad():
+        for cell in net.arch:
+            net.alive(cell)[:, drop] = False  # pruned: weight exactly 0 on every edge
+        net._alive_cache = None
+        out = net(x)
+        assert not calls  # the pruned op never ran
+        # The same weights without the mask (the op's weight underflows to exactly 0): it runs, same output.
+        for cell in net.arch:
+            net.alive(cell)[:] = True
+            net.arch[cell][:, drop] = -1e4
+        net._alive_cache = None
+        reference = net(x)
+    assert calls
+    torch.testing.assert_close(out, reference)
+
+
+def test_a_darts_mode_search_pruned_by_removal_ends_decided_and_logs_its_measurements(tmp_path):
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "supernet.mode=darts",
+            "search.epochs=6",
+            "search.warmup_epochs=1",
+            "search.prune=removal",
+            "search.prune_batches=2",
+        ],
+    )
+    result = run_search(cfg, tmp_path / "r", torch.device("cpu"), progress=False, log=quiet)
+    metrics = lines(tmp_path / "r" / "metrics.jsonl")
+    assert metrics[-1]["ops_left"] == 1
+    logged = [m[k] for m in metrics for k in ("prune_removal_losses", "prune_removal_losses_after") if k in m]
+    assert len(logged) == 4 and not any("prune_losses" in m for m in metrics)  # one per event
+    events = [ops for m in metrics for key in ("pruned", "pruned_after") for ops in m.get(key, {}).get("normal", [])]
+    assert len(events) == 4
+    last = logged[-1]["normal"]
+    for e, (op, _) in enumerate(result.genotype.normal):
+        assert op not in [ops[e] for ops in events]
+        # The last event kept, of the two ops left, the one whose removal cost more.
+        left = [k for k, v in enumerate(last[e]) if v is not None]
+        assert len(left) == 2 and cfg.supernet.ops is None
+        assert op == nas.build_supernet("nb201", C=4, N=1, num_classes=3).ops[max(left, key=lambda k: last[e][k])]
+
+
 # ---- uniform weight paths -------------------------------------------------------
 
 
@@ -577,7 +652,7 @@ def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_p
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        (["search.prune=maybe"], "choose one of: off, probability, loss"),
+        (["search.prune=maybe"], "choose one of: off, probability, loss, removal"),
         (["search.derive=vote"], "unknown search.derive 'vote'; choose one of: logits, removal"),
         (
             ["search.derive=removal", "search.prune=probability", "search.epochs=6"],
@@ -585,7 +660,10 @@ def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_p
         ),
         (["search.prune=loss", "search.prune_batches=0", "search.epochs=6"], "search.prune_batches must be > 0"),
         (["search.arch.beta_decay=-1"], "search.arch.beta_decay must be a finite number >= 0"),
-        (["search.prune=probability", "supernet.mode=darts"], "search.prune needs supernet.mode=gdas"),
+        (
+            ["search.derive=removal", "search.prune=removal", "search.epochs=6"],
+            "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
+        ),
         (["data.image_size=14"], "data.image_size must be a multiple of 4 (the network halves it twice), got 14"),
         (["search.weight_paths=fair"], "unknown search.weight_paths 'fair'; choose one of: gumbel, uniform"),
         (["search.weight_paths=uniform", "supernet.mode=snas"], "search.weight_paths=uniform needs supernet.mode=gdas"),
