@@ -245,6 +245,18 @@ def test_removal_study(tmp_path):
             allowed = [k for k in range(len(ops)) if with_none or ops[k] != "none"]
             assert row[ops.index(chosen[e])] == max(row[k] for k in allowed), (key, e)
     assert "none" not in cell_ops("removal_none_excluded") and "none" not in cell_ops("logits_none_excluded")
+    # Edge by edge: every edge decided once, the cell is the decisions, and the first decision
+    # is the one-shot measurement's most decisive edge, with its costliest removal.
+    decisions = res["edge_by_edge_decisions"]
+    assert sorted(e for e, _, _ in decisions) == list(range(6))
+    chosen = cell_ops("edge_by_edge")
+    assert all(chosen[e] == op != "none" for e, op, _ in decisions)
+    margins = []
+    for row in losses:
+        top = sorted((x for k, x in enumerate(row) if ops[k] != "none"), reverse=True)
+        margins.append(top[0] - top[1])
+    e0, op0, _ = decisions[0]
+    assert e0 == max(range(6), key=lambda e: margins[e]) and op0 == cell_ops("removal_none_excluded")[e0]
     assert rec["table"].splitlines()[-1].startswith("| mean ± std")
 
 
