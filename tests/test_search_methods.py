@@ -191,7 +191,9 @@ def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
     assert "epoch 9/9 (decided at the last pruning event, of 11 scheduled)" in format_text(report)
 
 
-@pytest.mark.parametrize("rule, paths", [("probability", "gumbel"), ("loss", "gumbel"), ("probability", "uniform")])
+@pytest.mark.parametrize(
+    "rule, paths", [("probability", "gumbel"), ("loss", "gumbel"), ("removal", "gumbel"), ("probability", "uniform")]
+)
 def test_pruning_runs_on_the_darts_space(tmp_path, rule, paths):
     cfg = load_config(
         None,
