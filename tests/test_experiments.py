@@ -333,3 +333,10 @@ def test_nb201_cpu_search(tmp_path):
     bad.write_text("{}")
     proc = subprocess.run(merge[:-1] + [str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode != 0 and "is not a result file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_pruned_soft_times_both_forms():
+    proc = run_module("bench_pruned_soft", "--steps", "6")
+    assert proc.returncode == 0, proc.stderr
+    ratio = float(proc.stdout.strip().splitlines()[-1].split()[1].rstrip("x"))
+    assert ratio > 0 and "skipped" in proc.stdout and "computed at weight 0" in proc.stdout
