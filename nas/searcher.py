@@ -62,6 +62,8 @@ class Searcher:
             must draw the same noise (seed them alike), so that all run the same path.
         uniform_weight_paths: the weight step trains a uniformly drawn path among the ops still
             alive (:meth:`Supernet.uniform_paths`) instead of one sampled from the logits.
+        pruning: the search prunes ops (which then never run, in any mode): under torchrun,
+            DDP is told that some parameters go unused.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Searcher:
         bf16: bool = False,
         world: World = SINGLE,
         uniform_weight_paths: bool = False,
+        pruning: bool = False,
     ):
         self.net = net
         self.world = world
@@ -100,8 +103,9 @@ class Searcher:
             nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
                 net, [name for name, p in net.named_parameters() if any(p is a for a in self.arch)]
             )
-        # One path per step: in gdas mode most ops are unused, on every rank alike.
-        self.weight_model = world.wrap(net, self.device, find_unused_parameters=net.mode == "gdas")
+        # One path per step: in gdas mode most ops are unused, on every rank alike; pruned ops
+        # are never run in any mode.
+        self.weight_model = world.wrap(net, self.device, find_unused_parameters=net.mode == "gdas" or pruning)
 
     @classmethod
     def from_config(
@@ -133,6 +137,7 @@ class Searcher:
             bf16=bf16,
             world=world,
             uniform_weight_paths=search.weight_paths == "uniform",
+            pruning=search.prune != "off",
         )
 
     def start_epoch(self, epoch: int) -> None:

@@ -257,3 +257,15 @@ def test_retrain_under_torchrun_writes_one_result_and_resumes(tmp_path):
     metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert result["epochs"] == 2 and result["genotype"] == cell
     assert [m["world_size"] for m in metrics] == [2, 2] and 0 <= result["test_acc"] <= 100
+
+
+def test_a_soft_search_pruned_by_removal_runs_under_torchrun(tmp_path):
+    """Pruned ops stop running in the soft modes too: DDP must expect unused parameters there."""
+    overrides = [x for x in TINY if not x.startswith(("search.epochs", "search.prune"))]
+    overrides += ["supernet.mode=darts", "search.epochs=6", "search.prune=removal", "search.prune_batches=1"]
+    sets = [x for s in overrides for x in ("--set", s)]
+    done = torchrun("search.py", "--out", tmp_path / "r", "--quiet", *sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["ops_left"] == 1 and metrics[-1]["world_size"] == 2
+    assert sum("prune_removal_losses" in m for m in metrics) + ("prune_removal_losses_after" in metrics[-1]) == 4
