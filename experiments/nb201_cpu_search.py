@@ -91,13 +91,11 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     def measured(m: Dict[str, Any], suffix: str) -> Optional[List[List[float]]]:
         """An event's measured scores, higher kept: minus the restricted loss (prune: loss), the
         removal loss (prune: removal); ``None`` for probability pruning."""
-        if m.get("prune_losses" + suffix):
-            return [
-                [-x if x is not None else float("-inf") for x in row] for row in m["prune_losses" + suffix]["normal"]
-            ]
-        if m.get("prune_removal_losses" + suffix):
-            rows = m["prune_removal_losses" + suffix]["normal"]
-            return [[x if x is not None else float("-inf") for x in row] for row in rows]
+        for key, sign in (("prune_losses", -1.0), ("prune_removal_losses", 1.0)):
+            if m.get(key + suffix):
+                return [
+                    [sign * x if x is not None else float("-inf") for x in row] for row in m[key + suffix]["normal"]
+                ]
         return None
 
     events = []
