@@ -249,19 +249,28 @@ def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
-def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
-    bench = nas.load_benchmark()
-    # The config before this study, as recorded (none-excluded rule): the comparison panel.
-    recorded = []
+# The config's method now (softmax relaxation, beta-decay, 10 epochs, C=8, N=2), and how each of
+# these variants derived its cell at the end: the first ran while the config derived by the logits.
+FINAL_VARIANTS = {"darts-beta25-10ep": "logits", "darts-beta25-10ep-removal": "removal"}
+
+
+def recorded_before(bench: Any) -> List[Dict[str, Any]]:
+    """The config as it was before this study (gdas, 60 epochs), as recorded: per-epoch cells."""
+    out = []
     for f in sorted((RESULTS / "cifar_cpu_config").glob("run_xeon_s*_metrics.jsonl")):
-        recorded.append(
+        out.append(
             {
                 "variant": "shipped before (recorded)",
                 "seed": int(f.stem.split("_s")[1][0]),
                 "benchmark_per_epoch": [bench.query(m["genotype"]) for m in read_jsonl(f)],
             }
         )
-    rows = recorded + list(rows)
+    return out
+
+
+def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
+    bench = nas.load_benchmark()
+    rows = recorded_before(bench) + list(rows)  # the comparison panel first
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
     cols = min(4, len(variants))  # wrapped into rows, so that many variants stay readable
@@ -284,6 +293,72 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
             if i % cols == 0:
                 ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
             ax.legend(fontsize=7)
+
+    return save_plot(draw, path)
+
+
+def removal_cells(path: Path) -> Dict[str, float]:
+    """Run directory name -> benchmark accuracy of the cell removal derives from its final
+    checkpoint, as `experiments/removal_study.py` recorded it (none-excluded rule)."""
+    try:
+        results = json.loads(path.read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {Path(r["checkpoint"]).parent.name: r["cells"]["removal_none_excluded"]["benchmark"] for r in results}
+
+
+def plot_final(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
+    """Before and after, side by side: the derived cell's accuracy over the epochs for the config
+    when this study began and for the config's method now. Curves are the cell the logits derive
+    at each epoch; a marker is the cell removal derives at the end (the config's derivation)."""
+    bench = nas.load_benchmark()
+    before = recorded_before(bench)
+    now = [r for r in rows if r["variant"] in FINAL_VARIANTS]
+    if not before or not now:
+        return None
+    by_removal = removal_cells(RESULTS / "removal_study.json")
+
+    def end_marker(r: Dict[str, Any]) -> Optional[float]:
+        if FINAL_VARIANTS[r["variant"]] == "removal":
+            return r["benchmark"]
+        return by_removal.get(Path(r["run_dir"]).name)
+
+    def draw(plt):
+        fig = plt.gcf()
+        fig.set_size_inches(11, 4.2)
+        panels = [
+            ("before: gdas, 60 epochs, none-excluded argmax", before),
+            ("now: darts + beta-decay, 10 epochs; marker = derived by removal", now),
+        ]
+        for i, (title, sel) in enumerate(panels):
+            ax = fig.add_subplot(1, 2, i + 1)
+            finals = []
+            for k, r in enumerate(sel):
+                accs = r["benchmark_per_epoch"]
+                end_to_end = i == 1 and FINAL_VARIANTS[r["variant"]] == "removal"
+                (line,) = ax.plot(
+                    range(1, len(accs) + 1),
+                    accs,
+                    lw=1.2,
+                    ls="--" if end_to_end else "-",
+                    label=f"seed {r['seed']}" + (", the config end to end" if end_to_end else ""),
+                )
+                final = end_marker(r) if i == 1 else None
+                if final is not None:  # spread sideways so that equal accuracies stay visible
+                    ax.plot([len(accs) + 0.2 + 0.05 * k], [final], marker="o", ms=4, color=line.get_color())
+                    finals.append(final)
+            if finals:
+                m, sd = mean_std(finals)
+                title += f"\n(markers: mean {m:.2f} +- {sd:.2f} over {len(finals)} runs, worst {min(finals):.2f})"
+            ax.axhline(bench.best().accuracy, color="grey", ls=":", lw=1, label="space's best")
+            ax.axhline(94.0, color="black", ls="--", lw=0.8, label="target mean 94.0")
+            ax.axhline(93.5, color="red", ls="--", lw=0.8, label="target floor 93.5")
+            ax.set_ylim(86, 95)
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epoch")
+            if i == 0:
+                ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
+            ax.legend(fontsize=6, ncol=2, loc="lower right")
 
     return save_plot(draw, path)
 
@@ -361,6 +436,7 @@ def main() -> int:
             r["machine"], r["code"], r["command"] = here, git_state(), command_line()
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
+    png_final = None if args.quick or not runs else plot_final(runs, out.with_name(out.stem + "_final.png"))
     text = "\n".join(
         [
             "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules; min: wall "
@@ -425,6 +501,7 @@ def main() -> int:
             "runs": runs,
             "summary": summ,
             "plot": rel(png) if png else None,
+            "plot_final": rel(png_final) if png_final else None,
             "table": text,
             "command": command_line(),
             "machine": here,

@@ -652,6 +652,36 @@ def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_p
     assert str(again.genotype) == str(full.genotype)
 
 
+def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
+    """The same derivation on the darts space's two cell types, in gdas mode: both cells' removal
+    losses are measured and logged, and the cell is DARTS's rule applied to them."""
+    cfg = load_config(
+        None,
+        TINY
+        + [
+            "supernet.space=darts",
+            "supernet.N=3",
+            "supernet.mode=gdas",
+            "search.epochs=2",
+            "search.warmup_epochs=0",
+            "search.derive=removal",
+            "search.prune_batches=1",
+            "search.batch_size=8",
+        ],
+    )
+    result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
+    last = lines(tmp_path / "d" / "metrics.jsonl")[-1]
+    assert last["derived_by"] == "removal" and set(last["removal_losses"]) == {"normal", "reduce"}
+    net = nas.build_supernet("darts", mode="gdas", C=4, N=3, num_classes=10)
+    scores = {
+        cell: torch.tensor([[float("-inf") if v is None else v for v in row] for row in rows])
+        for cell, rows in last["removal_losses"].items()
+    }
+    assert all(torch.isfinite(s).all() for s in scores.values())  # nothing pruned: every op measured
+    assert result.genotype.cells() == net.genotype(scores=scores).cells()
+    assert result.genotype.cells() != {}
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [
