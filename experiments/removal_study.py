@@ -16,6 +16,7 @@ derived from the logits.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -101,11 +102,48 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     }
 
 
+def run_variant(checkpoint: str) -> str:
+    """``runs/x/darts-beta25-10ep-s3/checkpoint.pt`` -> ``darts-beta25-10ep``."""
+    return re.sub(r"-s\d+$", "", Path(checkpoint).parent.name)
+
+
 def quick_checkpoint(run_dir: Path) -> Path:
     """A tiny softmax-relaxation search on synthetic data (every op alive on every edge)."""
     cfg = load_config(CONFIG, QUICK + ["search.warmup_epochs=0", "search.epochs=2"])
     run_search(cfg, run_dir, torch.device("cpu"), progress=False, log=lambda s: None)
     return run_dir / "checkpoint.pt"
+
+
+def summary_table(results: List[Dict[str, Any]]) -> str:
+    """Per checkpoint, the benchmark accuracy of each derivation's cell; then a mean row per variant."""
+    keys = ["logits_none_excluded", "removal_none_excluded", "logits_gdas_rule", "removal_gdas_rule", "edge_by_edge"]
+    rows = [
+        [r["checkpoint"], r["seed"]]
+        + [
+            f"{r['cells'][k]['benchmark']:.2f}" if k in r["cells"] else "-" for k in keys
+        ]  # older rows lack edge_by_edge
+        for r in results
+    ]
+    # One mean row per search variant (the run directory's name without its seed): supernets of
+    # different methods are not pooled.
+    for variant in dict.fromkeys(run_variant(r["checkpoint"]) for r in results):
+        sel = [r for r in results if run_variant(r["checkpoint"]) == variant]
+        rows.append(
+            [f"mean ± std, {variant} ({len(sel)})", ""]
+            + [fmt_pm(r["cells"][k]["benchmark"] for r in sel if k in r["cells"]) for k in keys]
+        )
+    return table(
+        [
+            "checkpoint",
+            "seed",
+            "logits %",
+            "removal %",
+            "logits, GDAS's rule %",
+            "removal, GDAS's rule %",
+            "edge by edge, no fine-tuning %",
+        ],
+        rows,
+    )
 
 
 def main() -> int:
@@ -124,30 +162,7 @@ def main() -> int:
         batch_size=64,  # the search's own batch size: BN's batch statistics as it trains
     )
     results = sorted(studied, key=lambda r: r["checkpoint"])
-    keys = ["logits_none_excluded", "removal_none_excluded", "logits_gdas_rule", "removal_gdas_rule", "edge_by_edge"]
-    rows = [
-        [r["checkpoint"], r["seed"]]
-        + [
-            f"{r['cells'][k]['benchmark']:.2f}" if k in r["cells"] else "-" for k in keys
-        ]  # older rows lack edge_by_edge
-        for r in results
-    ]
-    rows.append(
-        ["mean ± std", ""] + [fmt_pm(r["cells"][k]["benchmark"] for r in results if k in r["cells"]) for k in keys]
-    )
-    text = table(
-        [
-            "checkpoint",
-            "seed",
-            "logits %",
-            "removal %",
-            "logits, GDAS's rule %",
-            "removal, GDAS's rule %",
-            "edge by edge, no fine-tuning %",
-        ],
-        rows,
-    )
-    write_study(NAME, args, out, results, text, tmp)
+    write_study(NAME, args, out, results, summary_table(results), tmp)
     return 0
 
 

@@ -26,6 +26,15 @@ TINY = [
     "run.device=cpu",
 ]
 
+TINY_DARTS_SPACE = TINY + [
+    "supernet.space=darts",
+    "supernet.N=3",
+    "search.warmup_epochs=0",
+    # Measuring by loss runs one forward per (edge, op) and batch: keep those small.
+    "search.prune_batches=1",
+    "search.batch_size=8",
+]
+
 
 def quiet(_msg: str) -> None:
     pass
@@ -196,19 +205,7 @@ def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
 )
 def test_pruning_runs_on_the_darts_space(tmp_path, rule, paths):
     cfg = load_config(
-        None,
-        TINY
-        + [
-            "supernet.space=darts",
-            "supernet.N=3",
-            "search.epochs=9",
-            "search.warmup_epochs=0",
-            f"search.prune={rule}",
-            f"search.weight_paths={paths}",
-            "search.prune_batches=1",
-            # Scoring by loss runs one forward per (edge, op) at every event: keep those small.
-            "search.batch_size=8",
-        ],
+        None, TINY_DARTS_SPACE + ["search.epochs=9", f"search.prune={rule}", f"search.weight_paths={paths}"]
     )
     result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
     metrics = lines(tmp_path / "d" / "metrics.jsonl")
@@ -655,20 +652,7 @@ def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_p
 def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
     """The same derivation on the darts space's two cell types, in gdas mode: both cells' removal
     losses are measured and logged, and the cell is DARTS's rule applied to them."""
-    cfg = load_config(
-        None,
-        TINY
-        + [
-            "supernet.space=darts",
-            "supernet.N=3",
-            "supernet.mode=gdas",
-            "search.epochs=2",
-            "search.warmup_epochs=0",
-            "search.derive=removal",
-            "search.prune_batches=1",
-            "search.batch_size=8",
-        ],
-    )
+    cfg = load_config(None, TINY_DARTS_SPACE + ["supernet.mode=gdas", "search.epochs=2", "search.derive=removal"])
     result = run_search(cfg, tmp_path / "d", torch.device("cpu"), progress=False, log=quiet)
     last = lines(tmp_path / "d" / "metrics.jsonl")[-1]
     assert last["derived_by"] == "removal" and set(last["removal_losses"]) == {"normal", "reduce"}
