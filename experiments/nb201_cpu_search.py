@@ -332,6 +332,7 @@ def plot_final(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
         ]
         for i, (title, sel) in enumerate(panels):
             ax = fig.add_subplot(1, 2, i + 1)
+            ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more runs than the default 10 colours
             finals = []
             for k, r in enumerate(sel):
                 accs = r["benchmark_per_epoch"]
