@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import yaml
 
 from .errors import UserError
-from .sampler import tau_schedule
+from .sampler import ESTIMATORS, tau_schedule
 
 
 @dataclass
@@ -66,6 +66,8 @@ class ArchOptimConfig:
     beta_decay: float = 0.0  # beta-decay weight (beta-DARTS, Ye et al., CVPR 2022): adds
     # lambda * mean_edges logsumexp(alpha) to the arch loss, lambda
     # ramped linearly from 0 over the architecture epochs; 0 disables
+    paths: int = 1  # gdas: the arch step splits its batch into this many parts, each through its own
+    # sampled path, so the logits' gradient averages over that many paths at one step's cost
 
 
 @dataclass
@@ -96,6 +98,10 @@ class SearchConfig:
     # single-path one-shot NAS, Guo et al. 2020: no op is trained more because it is ahead)
     stop_when_decided: bool = True  # with pruning: end the search at its last event, when every edge
     # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
+    estimator: str = "st"  # gdas: the hard sample's gradient estimator: st (straight-through) |
+    # gumbel_rao (straight-through averaged over noise given the sample; Paulus et al., ICLR 2021) |
+    # reinmax (second order; Liu et al., NeurIPS 2023). nas.sampler documents the formulas
+    estimator_samples: Optional[int] = None  # gumbel_rao: Jacobians averaged (null: 10); others take 1
     derive: str = "logits"  # how the final cell is derived: logits (each edge's most probable op) |
     # removal (the op whose removal from the edge raises the final supernet's validation loss most,
     # measured on fixed batches: DARTS-PT's selection, Wang et al., ICLR 2021; nas.selection)
@@ -439,6 +445,15 @@ def validate(cfg: Config) -> None:
         )
     if s.derive not in DERIVE_RULES:
         raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
+    if s.estimator not in ESTIMATORS:
+        raise UserError(f"unknown search.estimator {s.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
+    if s.estimator_samples is not None and (s.estimator_samples < 1 or s.estimator != "gumbel_rao"):
+        raise UserError(
+            f"search.estimator_samples={s.estimator_samples} needs search.estimator=gumbel_rao and a value >= 1; "
+            "set it to null for the other estimators"
+        )
+    if s.arch.paths < 1:
+        raise UserError(f"search.arch.paths must be >= 1 (1: one sampled path per architecture step), got {s.arch.paths}")
     if s.derive == "removal" and s.prune != "off":
         raise UserError(
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op "

@@ -57,6 +57,38 @@ backward pass uses the gradient of the soft sample::
     # forward: y == y_hard (exactly so in floating point, see gumbel_softmax)
     # backward: dy/dalpha == dy_soft/dalpha (y_hard and the detached copy are constants)
 
+Estimators for the hard sample
+------------------------------
+``estimator`` picks the backward of ``hard=True``; the forward is always the
+exact one-hot ``D`` of ``k* = argmax(alpha + G)``, the same index that
+:func:`gumbel_max` draws from the same generator state. With ``g = dL/dy``:
+
+* ``"st"`` (straight-through, Jang et al. 2017; GDAS)::
+
+      dL/dalpha = J_tau(alpha + G)^T g,      J_tau(z) = d softmax(z / tau) / dz
+
+* ``"gumbel_rao"`` (Paulus, Maddison & Krause, ICLR 2021): the straight-through
+  Jacobian averaged over ``K = samples`` noise draws that all give the same
+  ``k*`` (Rao-Blackwellisation: the same expectation as ``"st"``, lower
+  variance)::
+
+      dL/dalpha = (1/K) sum_{s=1..K} J_tau(alpha + G_s)^T g,   G_s ~ Gumbel | argmax(alpha + G_s) = k*
+
+  ``G_1`` is the forward's own noise (so ``samples=1`` is ``"st"`` exactly). The
+  others are drawn given ``k*``: the maximum ``M = logsumexp(alpha) - log E_k*``
+  is independent of which entry wins, and every other entry is a Gumbel with
+  location ``alpha_j`` truncated below ``M``:
+  ``alpha_j + G_j = -log(exp(-M) + E_j exp(-alpha_j))``, ``E ~ Exp(1)``.
+
+* ``"reinmax"`` (Liu et al., NeurIPS 2023): second-order accuracy (Heun's
+  method) at straight-through's cost. With ``pi0 = softmax(alpha)`` and
+  ``pi1 = (D + softmax(alpha / tau)) / 2``::
+
+      dL/dalpha = 2 (diag(pi1) - pi1 pi1^T) g - 1/2 (diag(pi0) - pi0 pi0^T) g
+
+  written as ``y = D + pi2 - stopgrad(pi2)`` with
+  ``pi2 = 2 softmax(stopgrad(log pi1 - alpha) + alpha) - pi0 / 2``.
+
 A sample is not the mode
 ------------------------
 ``argmax(gumbel_softmax(alpha))`` is a random draw from ``p``, not the most
@@ -90,7 +122,9 @@ from torch import Tensor, nn
 __all__ = [
     "gumbel_softmax",
     "gumbel_max",
+    "conditional_gumbel",
     "GumbelSoftmax",
+    "ESTIMATORS",
     "constant_tau",
     "linear_tau",
     "exponential_tau",
@@ -112,6 +146,10 @@ _COMPUTE = {
 }
 # From this many elements on, gumbel_softmax divides by tau in place (see there).
 _IN_PLACE_MIN_NUMEL = 1 << 16
+#: The backward passes of a hard sample (see the module docstring).
+ESTIMATORS = ("st", "gumbel_rao", "reinmax")
+#: Gumbel-Rao's number of conditional draws when ``samples`` is not given.
+GUMBEL_RAO_SAMPLES = 10
 
 
 # --------------------------------------------------------------------------
@@ -151,18 +189,73 @@ def _perturbed_logits(logits: Tensor, generator: Optional[torch.Generator]) -> T
     return logits - noise.log_()
 
 
+def _check_estimator(estimator: str, samples: Optional[int], hard: bool) -> int:
+    """Validate ``estimator`` and ``samples``; return the number of Jacobians averaged."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if estimator != "st" and not hard:
+        raise ValueError(f"estimator {estimator!r} is a backward for hard samples; pass hard=True or estimator='st'")
+    if samples is None:
+        return GUMBEL_RAO_SAMPLES if estimator == "gumbel_rao" else 1
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    if samples != 1 and estimator != "gumbel_rao":
+        raise ValueError(f"samples={samples} applies to estimator='gumbel_rao' only; {estimator!r} takes one sample")
+    return int(samples)
+
+
+def conditional_gumbel(
+    logits: Tensor,
+    index: Tensor,
+    samples: int,
+    dim: int = -1,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Draw ``logits + G`` given that its argmax along ``dim`` is ``index``: ``[samples, *logits.shape]``.
+
+    ``index`` holds the winning entry (shaped like ``logits`` with ``dim`` of size 1, as
+    ``argmax(keepdim=True)`` returns it). Every draw has ``index`` as its argmax, and the draws
+    are distributed as ``logits + G``, ``G ~ Gumbel(0, 1)``, conditioned on that event: the
+    maximum is ``logsumexp(logits) - log E_index`` (independent of which entry wins) and each
+    other entry is a Gumbel located at its logit, truncated below the maximum. ``-inf`` logits
+    stay ``-inf``. Not differentiable (the draws are noise); float32 for half inputs.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 1.0, 2.0]])
+        >>> z = conditional_gumbel(logits, torch.tensor([[0]]), samples=100,
+        ...                        generator=torch.Generator().manual_seed(0))
+        >>> z.shape, bool((z.argmax(dim=-1) == 0).all())
+        (torch.Size([100, 1, 3]), True)
+    """
+    logits = logits.detach()
+    dtype, tiny = _COMPUTE[logits.dtype]
+    logits = logits.to(dtype)
+    dim = dim % logits.dim()
+    e = torch.empty((samples, *logits.shape), dtype=dtype, device=logits.device)
+    e.exponential_(generator=generator).clamp_min_(tiny)
+    index = index.unsqueeze(0).expand(samples, *index.shape)
+    # The maximum: Gumbel located at logsumexp(logits), independent of the winner.
+    top = torch.logsumexp(logits, dim, keepdim=True).unsqueeze(0) - e.gather(dim + 1, index).log()
+    # The others: alpha_j + G_j truncated below top, -log(exp(-top) + E_j exp(-alpha_j)).
+    z = -torch.logaddexp(-top, e.log() - logits)
+    return z.scatter(dim + 1, index, top)
+
+
 def gumbel_softmax(
     logits: Tensor,
     tau: float = 1.0,
     hard: bool = False,
     dim: int = -1,
     generator: Optional[torch.Generator] = None,
+    estimator: str = "st",
+    samples: Optional[int] = None,
 ) -> Tensor:
     """Sample from the Gumbel-softmax (Concrete) distribution over ``dim``.
 
     Same meaning and result as :func:`torch.nn.functional.gumbel_softmax`,
     plus a ``generator`` for reproducible draws, float32 arithmetic for
-    float16/bfloat16 inputs and noise that can never be infinite.
+    float16/bfloat16 inputs, noise that can never be infinite, and a choice of
+    gradient estimator for hard samples.
 
     Args:
         logits: unnormalised log-probabilities ``[..., K, ...]``; finite or
@@ -171,11 +264,21 @@ def gumbel_softmax(
             float64, on any device.
         tau: temperature, ``> 0``. Small: near one-hot; large: near uniform.
         hard: if ``True``, return the exact one-hot vector of the sampled
-            choice, with the gradient of the soft sample (straight-through).
+            choice, with the gradient that ``estimator`` gives.
         dim: the dimension holding the ``K`` choices.
         generator: a ``torch.Generator`` on the same device as ``logits``
             (``torch.Generator(device="cuda")`` for CUDA logits); ``None``
-            uses the global generator of that device.
+            uses the global generator of that device. The forward's noise is
+            drawn first, so the sample equals :func:`gumbel_max`'s for the same
+            generator state whatever the estimator.
+        estimator: the backward of a hard sample: ``"st"`` (straight-through),
+            ``"gumbel_rao"`` (straight-through averaged over noise conditioned
+            on the sample) or ``"reinmax"`` (second order); formulas in the
+            module docstring. Soft samples take ``"st"`` only (their exact
+            gradient).
+        samples: ``"gumbel_rao"``'s number of Jacobians averaged (the forward's
+            own and ``samples - 1`` conditional draws); default 10. Other
+            estimators take 1.
 
     Returns:
         A tensor shaped and typed like ``logits`` that sums to 1 along ``dim``:
@@ -191,15 +294,23 @@ def gumbel_softmax(
         >>> (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()  # grads flow
         >>> bool(torch.isfinite(alpha.grad).all())
         True
+        >>> y = gumbel_softmax(alpha, tau=0.5, hard=True, estimator="gumbel_rao", samples=8)
+        >>> y.detach().sum().item()
+        1.0
     """
     if not (tau > 0.0 and math.isfinite(tau)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    k_samples = _check_estimator(estimator, samples, hard)
     z = _perturbed_logits(logits, generator)  # logits + G, G ~ Gumbel(0,1)
     if hard:
         # The argmax is taken before the division by tau so that it matches
         # gumbel_max bit for bit (dividing could round two close values into a
         # tie). It is the exact categorical sample; tau does not change it.
         index = z.argmax(dim, keepdim=True)
+        y_hard = torch.zeros_like(z).scatter_(dim, index, 1.0)
+        if estimator == "reinmax":
+            y = y_hard + _reinmax_surrogate(logits.to(z.dtype), y_hard, tau, dim)
+            return y if y.dtype == logits.dtype else y.to(logits.dtype)
     # (logits + G) / tau ~ Gumbel(logits / tau, 1 / tau). z is our own buffer,
     # so big tensors are divided in place (one allocation and one pass of
     # memory traffic fewer); for small ones autograd's in-place bookkeeping
@@ -207,7 +318,8 @@ def gumbel_softmax(
     z = z.div_(tau) if z.numel() >= _IN_PLACE_MIN_NUMEL else z / tau
     y_soft = z.softmax(dim)
     if hard:
-        y_hard = torch.zeros_like(y_soft).scatter_(dim, index, 1.0)
+        if k_samples > 1:  # Gumbel-Rao: average the Jacobian over draws with the same argmax
+            y_soft = _gumbel_rao_soft(logits.to(z.dtype), y_soft, index, k_samples, tau, dim, generator)
         # Straight-through. The forward value is exactly one-hot: 0 - s + s == 0,
         # and for s in [0, 1] the rounded (1 - s) + s is exactly 1 in binary
         # floating point (1 - s is exact for s >= 1/2; otherwise it lies in
@@ -217,6 +329,36 @@ def gumbel_softmax(
     else:
         y = y_soft
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
+
+
+def _gumbel_rao_soft(
+    logits: Tensor,
+    y_soft: Tensor,
+    index: Tensor,
+    samples: int,
+    tau: float,
+    dim: int,
+    generator: Optional[torch.Generator],
+) -> Tensor:
+    """Mean of the forward's soft sample and ``samples - 1`` soft samples whose noise is drawn
+    given ``index``: a differentiable function of ``logits`` whose Jacobian is Gumbel-Rao's."""
+    dim = dim % logits.dim()
+    z = conditional_gumbel(logits, index, samples - 1, dim=dim, generator=generator)
+    # The noise G = z - logits, held fixed; -inf logits keep no noise (and stay -inf).
+    noise = torch.where(torch.isfinite(z), z - logits.detach(), torch.zeros_like(z))
+    soft = ((logits + noise) / tau).softmax(dim + 1)
+    return (y_soft + soft.sum(0)) / samples
+
+
+def _reinmax_surrogate(logits: Tensor, y_hard: Tensor, tau: float, dim: int) -> Tensor:
+    """``pi2 - stopgrad(pi2)``: exactly 0 going forward, ReinMax's gradient going back."""
+    pi0 = logits.softmax(dim)
+    pi1 = 0.5 * (y_hard + (logits.detach() / tau).softmax(dim))
+    # softmax(c + alpha) with c = log(pi1) - alpha held fixed: value pi1, Jacobian the softmax's at
+    # pi1. Masked (-inf) logits have pi1 = 0; c = 0 there keeps them at -inf without a nan.
+    c = torch.where(torch.isfinite(logits), pi1.log() - logits.detach(), torch.zeros_like(pi1))
+    pi2 = 2.0 * (c + logits).softmax(dim) - 0.5 * pi0
+    return pi2 - pi2.detach()
 
 
 def gumbel_max(
@@ -244,7 +386,7 @@ def gumbel_max(
 
 
 class GumbelSoftmax(nn.Module):
-    """Module form of :func:`gumbel_softmax`, with ``tau``, ``hard`` and ``dim``.
+    """Module form of :func:`gumbel_softmax`, with ``tau``, ``hard``, ``dim``, ``estimator`` and ``samples``.
 
     The settings are plain Python attributes (so reading ``tau`` never waits
     for a GPU) and travel in ``state_dict()`` as extra state: loading the state
@@ -255,6 +397,8 @@ class GumbelSoftmax(nn.Module):
         tau: temperature, ``> 0``.
         hard: one-hot forward with straight-through gradient.
         dim: the dimension holding the choices.
+        estimator: the hard sample's backward, ``"st"``, ``"gumbel_rao"`` or ``"reinmax"``.
+        samples: Gumbel-Rao's number of averaged Jacobians (``None``: its default).
 
     Example:
         >>> sampler = GumbelSoftmax(tau=10.0, hard=True)
@@ -271,11 +415,21 @@ class GumbelSoftmax(nn.Module):
         [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
 
-    def __init__(self, tau: float = 1.0, hard: bool = False, dim: int = -1) -> None:
+    def __init__(
+        self,
+        tau: float = 1.0,
+        hard: bool = False,
+        dim: int = -1,
+        estimator: str = "st",
+        samples: Optional[int] = None,
+    ) -> None:
         super().__init__()
         self.tau = tau
         self.hard = hard
         self.dim = dim
+        _check_estimator(estimator, samples, hard=True)
+        self.estimator = estimator
+        self.samples = samples
 
     @property
     def tau(self) -> float:
@@ -306,22 +460,42 @@ class GumbelSoftmax(nn.Module):
         self._dim = int(value)
 
     def forward(self, logits: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        return gumbel_softmax(logits, tau=self._tau, hard=self._hard, dim=self._dim, generator=generator)
+        return gumbel_softmax(
+            logits,
+            tau=self._tau,
+            hard=self._hard,
+            dim=self._dim,
+            generator=generator,
+            estimator=self.estimator if self._hard else "st",
+            samples=self.samples if self._hard else None,
+        )
 
     def get_extra_state(self) -> Dict[str, Any]:
-        return {"tau": self._tau, "hard": self._hard, "dim": self._dim}
+        return {
+            "tau": self._tau,
+            "hard": self._hard,
+            "dim": self._dim,
+            "estimator": self.estimator,
+            "samples": self.samples,
+        }
 
     def set_extra_state(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or not {"tau", "hard", "dim"} <= set(state):
             raise ValueError(
                 f"GumbelSoftmax extra state must be a dict with keys 'tau', 'hard' and 'dim', got {state!r}"
             )
+        estimator, samples = state.get("estimator", "st"), state.get("samples")  # older states: "st"
+        _check_estimator(estimator, samples, hard=True)
         self.tau = state["tau"]
         self.hard = state["hard"]
         self.dim = state["dim"]
+        self.estimator, self.samples = estimator, samples
 
     def extra_repr(self) -> str:
-        return f"tau={self._tau!r}, hard={self._hard}, dim={self._dim}"
+        text = f"tau={self._tau!r}, hard={self._hard}, dim={self._dim}"
+        if self.estimator != "st":
+            text += f", estimator={self.estimator!r}, samples={self.samples!r}"
+        return text
 
 
 # --------------------------------------------------------------------------

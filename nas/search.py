@@ -159,6 +159,7 @@ class SearchTask:
         net.to(device)
         if cfg.run.channels_last:
             net.to(memory_format=torch.channels_last)
+        net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         self.net = net
         self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world)
         steps = min(len(self.loader_w), len(self.loader_a))

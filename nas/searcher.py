@@ -64,6 +64,9 @@ class Searcher:
             alive (:meth:`Supernet.uniform_paths`) instead of one sampled from the logits.
         pruning: the search prunes ops (which then never run, in any mode): under torchrun,
             DDP is told that some parameters go unused.
+        arch_paths: gdas mode: the architecture step splits its batch into this many equal
+            parts, each running its own sampled path, so the logits' gradient averages over that
+            many paths at the cost of one step (1: one path for the whole batch, as GDAS).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Searcher:
         world: World = SINGLE,
         uniform_weight_paths: bool = False,
         pruning: bool = False,
+        arch_paths: int = 1,
     ):
         self.net = net
         self.world = world
@@ -91,6 +95,9 @@ class Searcher:
         self.tau_at, self.lr_at, self.beta_decay_at = tau_at, lr_at, beta_decay_at
         self.grad_clip = grad_clip
         self.uniform_weight_paths = uniform_weight_paths
+        if arch_paths < 1:
+            raise ValueError(f"arch_paths must be >= 1, got {arch_paths}")
+        self.arch_paths = arch_paths if net.mode == "gdas" else 1  # soft modes run every path already
         self.device = device if device is not None else next(net.parameters()).device
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
@@ -138,6 +145,7 @@ class Searcher:
             world=world,
             uniform_weight_paths=search.weight_paths == "uniform",
             pruning=search.prune != "off",
+            arch_paths=a.paths,
         )
 
     def start_epoch(self, epoch: int) -> None:
@@ -184,18 +192,34 @@ class Searcher:
         With a beta-decay weight > 0 the objective adds beta-DARTS's
         ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is ``beta_decay * softmax(alpha) / edges``.
         """
-        with self.autocast:
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
-        objective = loss
-        if self.beta_decay:
-            objective = loss + self.beta_decay * beta_decay_term(self.net)
         self.arch_optimizer.zero_grad(set_to_none=True)
-        objective.backward(inputs=self.arch)
+        if self.arch_paths > 1:
+            self._arch_gradient_over_paths(x, y)
+            if self.beta_decay:
+                (self.beta_decay * beta_decay_term(self.net)).backward(inputs=self.arch)
+        else:
+            with self.autocast:
+                logits = self.net(x)
+                loss = F.cross_entropy(logits.float(), y)
+            objective = loss
+            if self.beta_decay:
+                objective = loss + self.beta_decay * beta_decay_term(self.net)
+            objective.backward(inputs=self.arch)
+            self.val_meter.add(loss, logits, y)
         if self.world.distributed:  # one process: nothing to reduce, no per-step list
             self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
         self.arch_optimizer.step()
-        self.val_meter.add(loss, logits, y)
+
+    def _arch_gradient_over_paths(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Accumulate the batch's mean loss gradient in the logits, each part of the batch
+        through its own sampled path (one forward draws one path)."""
+        n = x.shape[0]
+        for xs, ys in zip(x.chunk(self.arch_paths), y.chunk(self.arch_paths)):
+            with self.autocast:
+                logits = self.net(xs)
+                loss = F.cross_entropy(logits.float(), ys)
+            (loss * (xs.shape[0] / n)).backward(inputs=self.arch)
+            self.val_meter.add(loss, logits, ys)
 
     def end_epoch(self) -> None:
         """Make the ranks agree before the epoch's outputs: average the batch-norm statistics

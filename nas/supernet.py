@@ -143,6 +143,9 @@ class Supernet(nn.Module):
         self._alive_cache: Optional[Dict[str, bool]] = {cell: True for cell in edges_per_cell}
         self._alive_rows_cache: Optional[Dict[str, List[List[bool]]]] = None
         self.tau = tau
+        # The hard sample's backward (gdas mode): nas.sampler.ESTIMATORS, and Gumbel-Rao's draws.
+        self.estimator = "st"
+        self.estimator_samples: Optional[int] = None
         self._forced: Optional[Dict[str, List[int]]] = None
         self._uniform_paths = False
         self.last_sample: Optional[Dict[str, List[str]]] = None
@@ -307,7 +310,10 @@ class Supernet(nn.Module):
         if self.mode == "gdas":
             need_grad = torch.is_grad_enabled() and logits[0].requires_grad
             if need_grad:
-                hard = [gumbel_softmax(a, tau=self.tau, hard=True) for a in logits]
+                hard = [
+                    gumbel_softmax(a, tau=self.tau, hard=True, estimator=self.estimator, samples=self.estimator_samples)
+                    for a in logits
+                ]
                 index = [h.argmax(dim=-1) for h in hard]
             else:
                 # Frozen logits (the weight step): only the indices are needed. gumbel_max

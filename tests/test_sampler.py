@@ -360,7 +360,7 @@ def test_module_in_sequential_matches_function_and_trains():
     assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
     # Nested state dict carries the sampler's settings.
     state = net.state_dict()
-    assert state["1._extra_state"] == {"tau": 0.5, "hard": True, "dim": -1}
+    assert state["1._extra_state"] == {"tau": 0.5, "hard": True, "dim": -1, "estimator": "st", "samples": None}
     other = nn.Sequential(nn.Linear(4, 5), GumbelSoftmax())
     other.load_state_dict(state)
     assert other[1].tau == 0.5 and other[1].hard is True
