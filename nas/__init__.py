@@ -7,10 +7,16 @@
 
 Search spaces are registered objects (:class:`SearchSpace`): ``nas.get_space("nb201")``
 carries everything specific to a space, and :func:`register_space` adds one.
+
+Any model becomes a supernet: put :class:`OpChoice` / :class:`InputChoice` in it,
+``net = nas.Supernet.from_model(model)``, search, then ``nas.fix(model, net.export())``.
 """
 
+from .architecture import ChoiceArchitecture, load_architecture, save_architecture
 from .benchmarks import NB201Benchmark, load_benchmark
+from .choice import InputChoice, OpChoice, input_choice, op_choice
 from .errors import UserError
+from .fix import fix
 from .genotype import Genotype
 from .ops import DARTS_OPS, NB201_OPS, OPS, build_op, register_op
 from .spaces import (
@@ -48,4 +54,12 @@ __all__ = [
     "Supernet",
     "load_benchmark",
     "NB201Benchmark",
+    "OpChoice",
+    "InputChoice",
+    "op_choice",
+    "input_choice",
+    "fix",
+    "ChoiceArchitecture",
+    "save_architecture",
+    "load_architecture",
 ]

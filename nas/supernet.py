@@ -150,6 +150,23 @@ class Supernet(nn.Module):
         self._uniform_paths = False
         self.last_sample: Optional[Dict[str, List[str]]] = None
 
+    @classmethod
+    def from_model(cls, model: nn.Module, mode: str = "gdas", tau: float = 1.0) -> "Supernet":
+        """Any ``nn.Module`` holding :class:`nas.OpChoice` / :class:`nas.InputChoice` as a supernet
+        (:class:`nas.model_supernet.ModelSupernet`): it owns the choices' logits and draws them.
+
+        Example:
+            >>> import torch, nas
+            >>> from torch import nn
+            >>> model = nn.Sequential(nas.OpChoice({"lin": nn.Linear(4, 4), "skip": nn.Identity()}))
+            >>> net = nas.Supernet.from_model(model, mode="gdas")
+            >>> net.export()  # {label: the most probable candidate}; unlabelled: the choice's path
+            {'0': 'lin'}
+        """
+        from .model_supernet import ModelSupernet  # here: that module builds on this one
+
+        return ModelSupernet(model, mode=mode, tau=tau)
+
     # ---- parameters -------------------------------------------------------
     def arch_parameters(self) -> List[nn.Parameter]:
         """The architecture logits, one ``[edges, ops]`` tensor per cell type."""
@@ -340,6 +357,10 @@ class Supernet(nn.Module):
             plans[c] = EdgePlan(None, [row.unbind(0) for row in w.unbind(0)], self._is_zero, alive)
         self.last_sample = None
         return plans
+
+    def probability_record(self) -> Dict[str, object]:
+        """What ``arch_probs.jsonl`` logs per epoch: the op names and each cell type's probabilities."""
+        return {"ops": list(self.ops), "probs": {c: p.tolist() for c, p in self.probabilities().items()}}
 
     def sample_architecture(self) -> Optional[Dict[str, List[str]]]:
         """Draw one architecture exactly as a forward does (same noise, same one host transfer)

@@ -1,0 +1,74 @@
+"""Small models with choices, for tests/test_choice.py and ``supernet.model`` in its command-line runs.
+
+Each function takes ``num_classes`` and ``arch``: without ``arch`` it returns the model with
+choices (the search), with it the fixed network built from scratch (the retrain).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+import nas
+
+
+def conv_bn(c_in: int, c_out: int, k: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
+
+
+class Block(nn.Module):
+    """A kernel-size choice, then identity or a 1x1 convolution."""
+
+    def __init__(self, i: int, c: int, arch: Optional[Mapping] = None):
+        super().__init__()
+        self.kernel = nas.op_choice(
+            f"b{i}.kernel", {"k3": lambda: conv_bn(c, c, 3), "k5": lambda: conv_bn(c, c, 5)}, arch
+        )
+        self.skip = nas.op_choice(f"b{i}.skip", {"identity": nn.Identity, "conv": lambda: conv_bn(c, c, 1)}, arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(self.kernel(x))
+
+
+class Merge(nn.Module):
+    """Three branches, two of them summed (an InputChoice with n_chosen=2)."""
+
+    def __init__(self, c: int, arch: Optional[Mapping] = None):
+        super().__init__()
+        self.branches = nn.ModuleList([conv_bn(c, c, 1), conv_bn(c, c, 3), nn.Identity()])
+        self.pick = nas.input_choice("merge", 3, n_chosen=2, reduction="sum", arch=arch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pick([b(x) for b in self.branches])
+
+
+def tiny_net(num_classes: int = 5, arch: Optional[Mapping] = None, C: int = 4, blocks: int = 2) -> nn.Module:
+    """Stem, ``blocks`` blocks of choices, global pooling, a linear head."""
+    return nn.Sequential(
+        conv_bn(3, C, 3),
+        *[Block(i, C, arch) for i in range(blocks)],
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(C, num_classes),
+    )
+
+
+def merge_net(num_classes: int = 5, arch: Optional[Mapping] = None, C: int = 4) -> nn.Module:
+    """tiny_net's stem and one block, then a Merge."""
+    return nn.Sequential(
+        conv_bn(3, C, 3),
+        Block(0, C, arch),
+        Merge(C, arch),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(C, num_classes),
+    )
+
+
+def no_choices(num_classes: int = 5) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+
+
+NOT_A_FUNCTION = 3
