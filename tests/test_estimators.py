@@ -141,3 +141,23 @@ def test_module_carries_the_estimator():
     y = fresh(logits, generator=gen(8))
     expected = gumbel_softmax(logits, 0.5, True, generator=gen(8), estimator="gumbel_rao", samples=3)
     assert torch.equal(y, expected)
+
+
+def test_reinmax_is_exact_for_a_quadratic_at_tau_one():
+    """ReinMax's claim: second-order accurate, so on f(D) = ||D - c||^2 at tau = 1 its mean is the
+    exact gradient of E[f(D)], where straight-through's is far off (experiments/bench_estimators.py)."""
+    alpha = torch.tensor([1.0, 0.2, -0.4, -1.0], dtype=torch.float64)
+    c = torch.tensor([0.9, 0.6, 0.1, 0.3], dtype=torch.float64)
+    p = alpha.softmax(-1)
+    eye = torch.eye(4, dtype=torch.float64)
+    exact = (((eye - c) ** 2).sum(-1)[:, None] * p[:, None] * (eye - p)).sum(0)
+    draws = 200_000
+    bias = {}
+    for estimator in ("st", "reinmax"):
+        a = alpha.expand(draws, 4).clone().requires_grad_(True)
+        y = gumbel_softmax(a, tau=1.0, hard=True, estimator=estimator, generator=gen(9))
+        ((y - c) ** 2).sum().backward()
+        se = a.grad.std(0) / math.sqrt(draws)
+        bias[estimator] = (a.grad.mean(0) - exact).abs() / se  # in standard errors
+    assert bias["reinmax"].max() < 5
+    assert bias["st"].max() > 50

@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 110
 ACTIVE = [
+    "bench_estimators",
     "bench_sampler",
     "bench_search",
     "build_benchmark_table",
@@ -345,3 +346,11 @@ def test_bench_pruned_soft_times_both_forms():
     )
     ratio = float(re.search(r"ratio ([\d.]+)x", proc.stdout).group(1))
     assert ratio == pytest.approx(computed / skipped, abs=0.02 + 0.5 * ratio / min(skipped, computed))  # ms rounded
+
+
+def test_bench_estimators_quick(tmp_path):
+    rec = run_quick("bench_estimators", tmp_path)
+    names = {r["estimator"] for r in rec["rows"]}
+    assert names == {"st", "gumbel_rao K=4", "gumbel_rao K=16", "reinmax"}
+    for r in rec["rows"]:
+        assert r["relative_variance"] > 0 and math.isfinite(r["relative_bias"])
