@@ -72,9 +72,9 @@ def test_conditional_draws_have_the_gumbel_law():
     top = z.max(dim=-1).values
     for k in range(4):  # the maximum's mean does not depend on the winner
         mask = index.squeeze(-1) == k
-        assert abs(float(top[mask].mean()) - (float(torch.logsumexp(logits, 0)) + EULER_GAMMA)) < 6 * math.pi / math.sqrt(
-            6 * int(mask.sum())
-        )
+        assert abs(
+            float(top[mask].mean()) - (float(torch.logsumexp(logits, 0)) + EULER_GAMMA)
+        ) < 6 * math.pi / math.sqrt(6 * int(mask.sum()))
 
 
 def _gradients(estimator: str, samples, draws: int, tau: float = 1.0, seed: int = 0) -> torch.Tensor:
@@ -99,6 +99,11 @@ def test_gumbel_rao_has_straight_through_mean_and_less_variance():
     assert variance[16] < 0.8 * variance[1]
 
 
+def softmax_jvp(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(diag(p) - p p^T) g, row by row: the softmax's Jacobian at p applied to g."""
+    return p * g - p * (p * g).sum(-1, keepdim=True)
+
+
 def test_reinmax_matches_its_closed_form():
     torch.manual_seed(0)
     for tau in (0.5, 1.0, 3.0):
@@ -110,10 +115,7 @@ def test_reinmax_matches_its_closed_form():
         pi0 = logits.detach().softmax(-1)
         pi1 = 0.5 * (d + (logits.detach() / tau).softmax(-1))
 
-        def jvp(p: torch.Tensor) -> torch.Tensor:  # (diag(p) - p p^T) g, row by row
-            return p * g - p * (p * g).sum(-1, keepdim=True)
-
-        expected = 2 * jvp(pi1) - 0.5 * jvp(pi0)
+        expected = 2 * softmax_jvp(pi1, g) - 0.5 * softmax_jvp(pi0, g)
         assert torch.allclose(logits.grad, expected, atol=1e-12)
 
 
