@@ -48,6 +48,7 @@ from .errors import UserError
 from .sampler import gumbel_max, gumbel_softmax
 from .supernet import Supernet
 
+ARCH_FILE = "architecture.json"  # what a search of a custom model writes in its run directory
 CELL = "choices"  # the one key of the base class's per-cell-type logits and masks
 NO_CHOICES = (
     "the model holds no nas.OpChoice or nas.InputChoice, so there is nothing to search; "

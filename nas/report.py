@@ -8,11 +8,13 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .architecture import ChoiceArchitecture
 from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import from_dict as config_from_dict
 from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
 from .io import read_jsonl
+from .model_supernet import ARCH_FILE
 from .search import search_epochs
 from .spaces import get_space
 
@@ -50,6 +52,8 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         cfg = yaml.safe_load(config_path.read_text()) or {}
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML; the run directory is damaged") from None
+    if (run_dir / ARCH_FILE).exists():
+        return load_choice_report(run_dir, cfg)
     geno_path = run_dir / "genotype.json"
     if not geno_path.exists():
         raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
@@ -115,7 +119,59 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     }
 
 
+def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """What ``inspect`` shows of a search of a custom model (``supernet.model``), as a JSON-able dict."""
+    try:
+        arch = ChoiceArchitecture.from_dict(json.loads((run_dir / ARCH_FILE).read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(f"{run_dir / ARCH_FILE} is not readable JSON; the run directory is damaged") from None
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    probs_log = [r for r in read_jsonl(run_dir / "arch_probs.jsonl") if "choices" in r]
+    epochs_total = (cfg.get("search") or {}).get("epochs")
+    done = metrics[-1]["epoch"] if metrics else 0
+    return {
+        "kind": "choices",
+        "run_dir": str(run_dir),
+        "model": (cfg.get("supernet") or {}).get("model"),
+        "mode": (cfg.get("supernet") or {}).get("mode"),
+        "epochs_done": done,
+        "epochs_total": epochs_total,
+        "finished": epochs_total is not None and done >= epochs_total,
+        "architecture": arch.choices,
+        "final_probs": arch.probs or {},
+        "chosen_per_epoch": [
+            {"epoch": r["epoch"], **{label: max(p, key=p.get) for label, p in r["choices"].items()}} for r in probs_log
+        ],
+        "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+    }
+
+
+def format_choice_text(report: Dict[str, Any]) -> str:
+    """:func:`load_choice_report` as text: the chosen candidates, their probabilities, the history."""
+    lines = [
+        f"run      {report['run_dir']}",
+        f"model    {report['model']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"
+        + ("" if report["finished"] else " (not finished)"),
+        f"chosen   {json.dumps(report['architecture'])}",
+        "",
+        "candidate probabilities per label (* = chosen)",
+    ]
+    for label, probs in report["final_probs"].items():
+        chosen = report["architecture"].get(label)
+        chosen = chosen if isinstance(chosen, list) else [chosen]
+        lines.append(f"  {label}: " + "  ".join(f"{n} {p:.3f}{'*' if n in chosen else ''}" for n, p in probs.items()))
+    if report["chosen_per_epoch"]:
+        lines += ["", "most probable candidate per label and epoch"]
+        for rec in report["chosen_per_epoch"]:
+            lines.append(f"  {rec['epoch']:<4} " + "  ".join(f"{k}={v}" for k, v in rec.items() if k != "epoch"))
+    lines += ["", "architecture entropy per epoch (nats per label)"]
+    lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
+    return "\n".join(lines)
+
+
 def format_text(report: Dict[str, Any]) -> str:
+    if report.get("kind") == "choices":
+        return format_choice_text(report)
     lines = [
         f"run      {report['run_dir']}",
         f"space    {report['space']} ({report['mode']} mode), epoch {report['epochs_done']}/{report['epochs_total']}"

@@ -37,9 +37,11 @@ def beta_decay_weight(epoch: int, epochs: int, warmup_epochs: int, beta_decay: f
 
 
 def beta_decay_term(net: Supernet) -> torch.Tensor:
-    """mean over all edges of ``logsumexp(alpha_edge)`` (pruned ops excluded)."""
-    rows = torch.cat([net.logits(c).float() for c in net.arch])
-    return torch.logsumexp(rows, dim=-1).mean()
+    """mean over all edges of ``logsumexp(alpha_edge)`` (pruned ops excluded).
+
+    Row by row, so cell types with different numbers of ops (or a custom model's labels, whose
+    missing entries are ``-inf``) each count their own."""
+    return torch.cat([torch.logsumexp(net.logits(c).float(), dim=-1) for c in net.arch]).mean()
 
 
 class Searcher:
