@@ -8,6 +8,8 @@ device) and calls the library.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,7 +161,12 @@ def _summary(result, resume_command: str) -> str:
 
 def _load(config: Optional[str], overrides: List[str], fallback: Optional[Path] = None) -> Config:
     """``--config`` (a path, or a shipped config's name) with ``--set`` overrides on top."""
-    return load_config(find_config(config) if config else fallback or default_config(), overrides)
+    notes: List[str] = []
+    cfg = load_config(find_config(config) if config else fallback or default_config(), overrides, notes)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone prints
+        for note in notes:
+            print(note)
+    return cfg
 
 
 def _config_for(args, kind: str) -> Tuple[Config, Path]:

@@ -13,7 +13,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -291,12 +291,58 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     return data or {}
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[List[str]] = None) -> Config:
-    """Defaults, then the YAML file, then ``key=value`` overrides (YAML-typed values)."""
+def load_config(
+    path: Optional[Union[str, Path]] = None,
+    overrides: Optional[List[str]] = None,
+    notes: Optional[List[str]] = None,
+) -> Config:
+    """Defaults, then the YAML file, then ``key=value`` overrides (YAML-typed values).
+
+    An override of ``search.epochs`` scales the file's other epoch counts with it (see
+    :func:`scale_epoch_counts`), unless they are overridden too; ``notes`` (if given) receives
+    one line per value scaled, for the command line to print.
+    """
     cfg = from_dict(load_yaml(path) if path is not None else None)
+    base_epochs = cfg.search.epochs
+    overridden = set()
     for item in overrides or []:
         apply_override(cfg, item)
+        overridden.add(item.split("=", 1)[0].strip())
+    scaled = scale_epoch_counts(cfg, base_epochs, keep=overridden)
+    if notes is not None:
+        notes.extend(scaled)
     return cfg
+
+
+#: The search's epoch counts that are set relative to ``search.epochs``.
+EPOCH_COUNTS = ("search.warmup_epochs", "search.prune_start")
+
+
+def scale_epoch_counts(cfg: Config, base_epochs: int, keep: Sequence[str] = ()) -> List[str]:
+    """Scale ``cfg``'s warm-up and pruning start from a run of ``base_epochs`` to ``search.epochs``.
+
+    A config's warm-up and pruning start are chosen for its own length: a shortened (or
+    lengthened) run keeps them at the same share of the run, rounded, with at least one epoch of
+    architecture steps left. Keys in ``keep`` (set explicitly) are left alone. Returns one line per
+    value changed, saying what was scaled.
+    """
+    s = cfg.search
+    epochs = s.epochs
+    if epochs == base_epochs or epochs < 1 or base_epochs < 1:
+        return []
+    notes = []
+
+    def scaled(key: str, value: int, upper: int) -> int:
+        new = max(0, min(upper, round(value * epochs / base_epochs)))
+        if new != value:
+            notes.append(f"{key}: {value} -> {new} (scaled with search.epochs {base_epochs} -> {epochs})")
+        return new
+
+    if "search.warmup_epochs" not in keep:
+        s.warmup_epochs = scaled("search.warmup_epochs", s.warmup_epochs, epochs - 1)
+    if s.prune_start is not None and "search.prune_start" not in keep:
+        s.prune_start = max(s.warmup_epochs, scaled("search.prune_start", s.prune_start, epochs - 1))
+    return notes
 
 
 def apply_override(cfg: Config, item: str) -> None:
@@ -367,6 +413,8 @@ def _check_positive(**values: Any) -> None:
     for key, value in values.items():
         if value is not None and not value > 0:
             raise UserError(f"{key} must be > 0, got {value}")
+
+
 
 
 def validate(cfg: Config) -> None:
@@ -443,8 +491,6 @@ def validate(cfg: Config) -> None:
             f"search.weight_paths={s.weight_paths} needs supernet.mode=gdas (the soft modes train every op at "
             f"every step), got {sn.mode}; set search.weight_paths=gumbel"
         )
-    if s.derive not in DERIVE_RULES:
-        raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
     if s.estimator not in ESTIMATORS:
         raise UserError(f"unknown search.estimator {s.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
     if s.estimator_samples is not None and (s.estimator_samples < 1 or s.estimator != "gumbel_rao"):
@@ -454,6 +500,8 @@ def validate(cfg: Config) -> None:
         )
     if s.arch.paths < 1:
         raise UserError(f"search.arch.paths must be >= 1 (1: one sampled path per architecture step), got {s.arch.paths}")
+    if s.derive not in DERIVE_RULES:
+        raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
     if s.derive == "removal" and s.prune != "off":
         raise UserError(
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op "
@@ -461,18 +509,12 @@ def validate(cfg: Config) -> None:
         )
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
-    if s.prune != "off":
-        if s.epochs - s.warmup_epochs < len(ops):
-            raise UserError(
-                f"search.prune needs at least one architecture epoch per op ({len(ops)}); got "
-                f"{s.epochs - s.warmup_epochs}. Raise search.epochs or lower search.warmup_epochs"
-            )
-        if s.prune_start is not None and not s.warmup_epochs <= s.prune_start <= s.epochs - len(ops):
-            raise UserError(
-                f"search.prune_start must be in [search.warmup_epochs, search.epochs - {len(ops)} ops] = "
-                f"[{s.warmup_epochs}, {s.epochs - len(ops)}] (one epoch per op after it), got {s.prune_start}; "
-                "or null to start at the end of warm-up"
-            )
+    # A run shorter than one epoch per op prunes several ops at some epoch boundaries (nas.search.prune_events).
+    if s.prune != "off" and s.prune_start is not None and not s.warmup_epochs <= s.prune_start < s.epochs:
+        raise UserError(
+            f"search.prune_start must be in [search.warmup_epochs, search.epochs - 1] = "
+            f"[{s.warmup_epochs}, {s.epochs - 1}], got {s.prune_start}; or null to start at the end of warm-up"
+        )
     try:
         make_tau_schedule(s.tau)
     except ValueError as exc:

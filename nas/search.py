@@ -49,10 +49,11 @@ def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
 
     ``num_ops - 1`` events spread evenly over the epochs after ``start`` (the end of warm-up,
     or ``search.prune_start``), so the last ``(epochs - start) / num_ops`` epochs train the
-    decided network alone.
+    decided network alone. A run with fewer epochs than ops after ``start`` holds several events
+    at one boundary, none before its first architecture epoch has run.
     """
     span = epochs - start
-    return [start + round((k + 1) * span / num_ops) for k in range(num_ops - 1)]
+    return [start + max(1, round((k + 1) * span / num_ops)) for k in range(num_ops - 1)]
 
 
 def search_epochs(cfg: Config) -> int:
