@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .architecture import ChoiceArchitecture
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config, validate
 from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
@@ -134,6 +135,8 @@ def _summary(result, resume_command: str) -> str:
     from .spaces import get_space
 
     geno: Genotype = result.genotype
+    if isinstance(geno, ChoiceArchitecture):  # a custom model (supernet.model)
+        return _choice_summary(result, resume_command)
     lines = [f"derived architecture: {geno}", ""]
     ops = geno.ops or []
     for cell, edges in geno.cells().items():
@@ -153,6 +156,27 @@ def _summary(result, resume_command: str) -> str:
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
         f"inspect with: python search.py inspect {run_dir}",
+    ]
+    if not result.finished:
+        lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
+    return "\n".join(lines)
+
+
+def _choice_summary(result, resume_command: str) -> str:
+    """The summary of a search of a custom model: each label's chosen candidate and its probability."""
+    arch: ChoiceArchitecture = result.genotype
+    lines = [f"derived architecture: {arch}", "", "label, chosen candidate, probability"]
+    for label, chosen in arch.choices.items():
+        probs = (arch.probs or {}).get(label, {})
+        for name in chosen if isinstance(chosen, list) else [chosen]:
+            lines.append(f"  {label:<24} {name:<14} {probs.get(name, float('nan')):.3f}")
+    run_dir = result.run_dir
+    lines += [
+        "",
+        f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, architecture.json, checkpoint.pt",
+        f"inspect with: python search.py inspect {run_dir}",
+        "build the searched network with nas.fix(model, nas.load_architecture(path)) or your model function "
+        "given arch=...; retrain it with your own loop",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -192,7 +216,8 @@ def cmd_search(args, invocation: Invocation) -> int:
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     _say(
         invocation,
-        f"search: {cfg.supernet.space} space, {cfg.supernet.mode} mode, {cfg.data.name} data, "
+        f"search: {f'model {cfg.supernet.model}' if cfg.supernet.model else f'{cfg.supernet.space} space'}, "
+        f"{cfg.supernet.mode} mode, {cfg.data.name} data, "
         f"{_epochs_text(cfg, search_epochs(cfg))} on {where}; writing {run_dir}",
         flush=True,
     )
@@ -215,6 +240,8 @@ def cmd_inspect(args, invocation: Invocation) -> int:
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
+    if args.dot and report.get("kind") == "choices":
+        raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
     print(report_json(report) if args.json else format_text(report))
@@ -302,6 +329,12 @@ def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
     base = None
     if args.run_dir:
         search_dir = Path(args.run_dir)
+        if (search_dir / "architecture.json").exists():
+            raise UserError(
+                f"{search_dir} searched a custom model (supernet.model); retrain builds the built-in spaces only. "
+                f"Build the network with nas.fix(model, nas.load_architecture('{search_dir}/architecture.json')) "
+                "or your model function given arch=..., and train it with your own loop"
+            )
         if not (search_dir / "genotype.json").exists():
             raise UserError(
                 f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"

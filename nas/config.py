@@ -46,6 +46,9 @@ class SupernetConfig:
     affine: bool = False  # learnable BN scale/shift inside cell ops
     derive_none: Optional[bool] = None  # may `none` win an edge when deriving? null: the space's rule
     # (nb201: yes, as GDAS; darts: no). nb201 + false: DARTS's rule
+    model: Optional[str] = None  # "package.module:function" returning an nn.Module with nas.OpChoice /
+    # nas.InputChoice (called with num_classes= when it takes it): searched instead of supernet.space,
+    # whose C, N, ops, affine and derive_none it ignores; the run writes architecture.json
 
 
 @dataclass
@@ -417,6 +420,21 @@ def _check_positive(**values: Any) -> None:
 
 
 
+def _check_custom_model(cfg: Config) -> None:
+    """``supernet.model``: importable, and no option that needs a built-in space's cells."""
+    from .model_supernet import load_model_factory
+
+    load_model_factory(cfg.supernet.model)  # UserError naming the problem
+    s = cfg.search
+    if s.prune != "off":
+        raise UserError(
+            "search.prune works on the built-in spaces only, not on a custom model (supernet.model); "
+            "set search.prune=off (or prune from Python with net.prune(label, name))"
+        )
+    if s.derive != "logits":
+        raise UserError("a custom model (supernet.model) derives from its logits: set search.derive=logits")
+
+
 def validate(cfg: Config) -> None:
     """Every semantic check that types alone cannot catch, once, at the boundary; each names the key to fix.
 
@@ -429,6 +447,8 @@ def validate(cfg: Config) -> None:
     from .supernet import MODES
 
     s, sn, d, r = cfg.search, cfg.supernet, cfg.data, cfg.run
+    if sn.model is not None:
+        _check_custom_model(cfg)
     try:
         space = get_space(sn.space)
     except ValueError as exc:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
 from .data import search_split, subset_indices
@@ -26,6 +27,7 @@ from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
+from .model_supernet import ARCH_FILE, model_supernet
 from .run import check_run, open_run, run_epochs, silent
 from .searcher import Searcher
 from .selection import edge_op_losses, removal_scores
@@ -38,7 +40,7 @@ CHECKPOINT_KIND = "search"
 @dataclass
 class SearchResult:
     run_dir: Path
-    genotype: Genotype
+    genotype: Union[Genotype, ChoiceArchitecture]  # the latter for a custom model (supernet.model)
     epochs_done: int
     finished: bool
     last_metrics: Optional[dict]
@@ -144,17 +146,21 @@ class SearchTask:
         self.loader_a = make_loader(
             data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, seed=seed + 1, **loader_kw
         )
-        net = build_supernet(
-            sn.space,
-            sn.mode,
-            C=sn.C,
-            N=sn.N,
-            num_classes=data.num_classes,
-            ops=sn.ops,
-            affine=sn.affine,
-            tau=s.tau.max,
-            derive_none=sn.derive_none,
-        )
+        if sn.model is not None:  # a custom model with choices (nas.model_supernet)
+            net = model_supernet(sn.model, sn.mode, num_classes=data.num_classes, tau=s.tau.max)
+        else:
+            net = build_supernet(
+                sn.space,
+                sn.mode,
+                C=sn.C,
+                N=sn.N,
+                num_classes=data.num_classes,
+                ops=sn.ops,
+                affine=sn.affine,
+                tau=s.tau.max,
+                derive_none=sn.derive_none,
+            )
+        self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
         if cfg.run.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net.to(device)
@@ -336,14 +342,11 @@ class SearchTask:
         }
 
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:
-        append_jsonl(
-            run_dir / "arch_probs.jsonl",
-            {"epoch": epoch, "ops": list(self.net.ops), "probs": {c: p.tolist() for c, p in self.probs.items()}},
-        )
-        atomic_write_text(run_dir / "genotype.json", self.geno.to_json())
+        append_jsonl(run_dir / "arch_probs.jsonl", {"epoch": epoch, **self.net.probability_record()})
+        atomic_write_text(run_dir / self.arch_file, self.geno.to_json())
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
-        arch_text = get_space(self.geno.space).log_text(self.geno)
+        arch_text = log_text(self.geno)
         if m.get("derived_by") == "removal":
             space = get_space(self.geno.space)
             arch_text += (
@@ -373,9 +376,14 @@ class SearchTask:
         )
 
 
-def benchmark_fields(geno: Genotype) -> Optional[dict]:
+def log_text(geno: Union[Genotype, ChoiceArchitecture]) -> str:
+    """The derived architecture as the search log shows it."""
+    return geno.log_text() if isinstance(geno, ChoiceArchitecture) else get_space(geno.space).log_text(geno)
+
+
+def benchmark_fields(geno: Union[Genotype, ChoiceArchitecture]) -> Optional[dict]:
     """The derived cell's NAS-Bench-201 CIFAR-10 test accuracy and percentile (None off the benchmark)."""
-    if not is_benchmark_cell(geno):
+    if not isinstance(geno, Genotype) or not is_benchmark_cell(geno):
         return None
     bench = load_benchmark()
     return {"cifar10_test": bench.query(geno), "percentile": round(bench.percentile(geno), 2)}

@@ -24,10 +24,16 @@ from nas.searcher import Searcher
 Batch = Tuple[torch.Tensor, torch.Tensor]
 
 
-def build(mode: str, seed: int = 0):
-    """The supernet and optimisers every rank (and the one-process reference) starts from."""
+def build(mode: str, seed: int = 0, model: str = "nb201"):
+    """The supernet and optimisers every rank (and the one-process reference) starts from;
+    ``model="choices"``: a custom model with choices (tests/choice_models.py) instead of nb201."""
     torch.manual_seed(seed)
-    net = nas.build_supernet("nb201", mode, C=4, N=1, num_classes=3, tau=1.0)
+    if model == "choices":
+        from choice_models import tiny_net  # beside this file, which torchrun runs as a script
+
+        net = nas.Supernet.from_model(tiny_net(num_classes=3), mode, tau=1.0)
+    else:
+        net = nas.build_supernet("nb201", mode, C=4, N=1, num_classes=3, tau=1.0)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.05, weight_decay=1e-3)
     return net, w_opt, a_opt
@@ -42,10 +48,10 @@ def global_batches(steps: int, batch: int = 8) -> List[Tuple[Batch, Batch]]:
     return [(one(), one()) for _ in range(steps)]
 
 
-def steps_main(mode: str, steps: int, out: str) -> None:
+def steps_main(mode: str, steps: int, out: str, model: str = "nb201") -> None:
     torch.set_num_threads(1)
     world = init_from_environment(torch.device("cpu"), timeout_s=60)
-    net, w_opt, a_opt = build(mode)
+    net, w_opt, a_opt = build(mode, model=model)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     searcher = Searcher(net, w_opt, a_opt, epochs=1, grad_clip=5.0, world=world)
     searcher.start_epoch(0)
@@ -99,11 +105,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["steps", "fault"])
     parser.add_argument("--mode", default="gdas")
+    parser.add_argument("--model", default="nb201", choices=["nb201", "choices"])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dump")
     parser.add_argument("--kill-at", type=int, default=5)
     known, rest = parser.parse_known_args()
     if known.what == "steps":
-        steps_main(known.mode, known.steps, known.dump)
+        steps_main(known.mode, known.steps, known.dump, known.model)
     else:
         sys.exit(fault_main(known.kill_at, rest))

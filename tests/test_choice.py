@@ -10,6 +10,7 @@ supernet.model are refused with one clear error.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -309,3 +310,208 @@ def test_bad_candidates_are_refused():
         InputChoice(3, n_chosen=3)
     with pytest.raises(ValueError, match="reduction"):
         InputChoice(3, reduction="max")
+
+
+# ---- the search loop ---------------------------------------------------------------
+TINY = [
+    "data.num_train=128",
+    "data.num_test=32",
+    "data.image_size=16",
+    "search.batch_size=16",
+    "search.steps_per_epoch=3",
+    "search.epochs=3",
+    "search.warmup_epochs=0",
+    "search.prune=off",
+    "run.device=cpu",
+    "supernet.model=choice_models:merge_net",
+]
+
+
+def test_searcher_takes_a_custom_model_from_python():
+    from nas.config import load_config
+    from nas.searcher import Searcher
+
+    torch.manual_seed(0)
+    cfg = load_config(None, ["search.epochs=1", "search.arch.lr=0.05"])
+    net = nas.Supernet.from_model(tiny_net(), mode="gdas")
+    searcher = Searcher.from_config(net, cfg.search)
+    before = net.arch_parameters()[0].detach().clone()
+    weights_before = [p.detach().clone() for p in net.weight_parameters()]
+    batches = [batch(8, seed=k) for k in range(4)]
+    searcher.start_epoch(0)
+    for batch_w, batch_a in zip(batches[:2], batches[2:]):
+        searcher.step(batch_w, batch_a, arch_step=True)
+    assert not torch.equal(net.arch_parameters()[0], before)  # the logits moved
+    assert any(not torch.equal(p, q) for p, q in zip(net.weight_parameters(), weights_before))
+    loss, acc = searcher.train_meter.read()
+    assert loss == loss and 0 <= acc <= 100
+    arch = net.export()
+    assert set(arch) == set(net.labels)
+    # beta-decay's term counts every label's own candidates (the padding is -inf, not 0).
+    from nas.searcher import beta_decay_term
+
+    want = torch.stack(
+        [
+            torch.logsumexp(row[: len(net.candidates[lab])], 0)
+            for lab, row in zip(net.labels, net.arch_parameters()[0].detach())
+        ]
+    ).mean()
+    assert torch.allclose(beta_decay_term(net).detach(), want)
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+def test_custom_model_searches_resumes_exactly_and_inspects(tmp_path):
+    from nas.config import load_config
+    from nas.search import run_search
+
+    cfg = load_config(None, TINY)
+    cpu = torch.device("cpu")
+    full = run_search(cfg, tmp_path / "full", cpu, progress=False, log=_quiet)
+    part = run_search(cfg, tmp_path / "part", cpu, stop_after=1, progress=False, log=_quiet)
+    assert part.epochs_done == 1 and not part.finished
+    resumed = run_search(cfg, tmp_path / "part", cpu, resume=True, progress=False, log=_quiet)
+    assert resumed.finished and resumed.genotype.choices == full.genotype.choices
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and "arch.choices" in a["model"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    ma = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    drop = ("epoch_seconds", "images_per_second")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in ma] == [
+        {k: v for k, v in m.items() if k not in drop} for m in mb
+    ]
+    assert [m["epoch"] for m in ma] == [1, 2, 3] and ma[-1]["genotype"] == str(full.genotype)
+    assert ma[-1]["val_loss"] is not None and "benchmark" not in ma[-1]
+    # The run directory: the architecture (labels -> names) and per-epoch probabilities.
+    saved = nas.load_architecture(tmp_path / "full" / "architecture.json")
+    assert saved == full.genotype.choices and not (tmp_path / "full" / "genotype.json").exists()
+    probs = [json.loads(x) for x in (tmp_path / "full" / "arch_probs.jsonl").read_text().splitlines()]
+    assert len(probs) == 3 and set(probs[-1]["choices"]) == set(saved)
+    for p in probs[-1]["choices"].values():
+        assert sum(p.values()) == pytest.approx(1.0)
+    # What the search found builds: fixed from the checkpoint's supernet, and from scratch.
+    net = nas.Supernet.from_model(merge_net())
+    net.load_state_dict(a["model"])
+    assert net.export() == saved
+    fresh = merge_net(arch=saved)
+    fresh.load_state_dict(nas.fix(net, saved).state_dict())
+
+
+def run_cli(args, capsys):
+    from nas.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_custom_model_from_the_command_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = [x for s in TINY for x in ("--set", s)]
+    code, out, err = run_cli(["--out", run_dir, "--quiet", "--stop-after", "2", *sets], capsys)
+    assert code == 0, err
+    assert "model choice_models:merge_net" in out and "label, chosen candidate, probability" in out
+    assert "stopped after epoch 2" in out
+    code, out, err = run_cli(["--resume", run_dir, "--quiet"], capsys)
+    assert code == 0, err
+    arch = nas.load_architecture(run_dir / "architecture.json")
+    assert f"derived architecture: {json.dumps(arch)}" in out
+    code, out, err = run_cli(["inspect", run_dir], capsys)
+    assert code == 0, err
+    assert "model    choice_models:merge_net (gdas mode), epoch 3/3" in out
+    for label in arch:
+        assert f"  {label}: " in out
+    code, out, err = run_cli(["inspect", run_dir, "--json"], capsys)
+    assert code == 0 and json.loads(out)["architecture"] == arch
+    code, _, err = run_cli(["inspect", run_dir, "--dot", tmp_path / "x.dot"], capsys)
+    assert code == 2 and "has none" in err
+    code, _, err = run_cli(["retrain", run_dir, "--out", tmp_path / "re"], capsys)
+    assert code == 2 and "nas.fix(model, nas.load_architecture(" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "spec, needle",
+    [
+        ("no_such_module_xyz:net", "cannot import 'no_such_module_xyz'"),
+        ("choice_models:nowhere", "has no 'nowhere'"),
+        ("choice_models:NOT_A_FUNCTION", "not a function"),
+        ("choice_models", "must look like package.module:function"),
+        ("choice_models:no_choices", "holds no nas.OpChoice or nas.InputChoice"),
+    ],
+)
+def test_a_bad_supernet_model_is_one_clear_error(spec, needle, tmp_path, capsys):
+    sets = [x for s in TINY + [f"supernet.model={spec}"] for x in ("--set", s)]
+    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets], capsys)
+    assert code == 2
+    assert needle in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_pruning_a_custom_model_from_the_config_is_refused(tmp_path, capsys):
+    sets = [x for s in TINY + ["search.prune=probability"] for x in ("--set", s)]
+    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets], capsys)
+    assert code == 2 and "search.prune=off" in err
+
+
+# ---- torchrun ----------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+needs_gloo = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
+
+
+def torchrun(*args, nproc: int = 2, timeout: float = 240):
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@needs_gloo
+def test_two_ranks_sample_the_same_path_of_a_custom_model(tmp_path):
+    worker = ROOT / "tests" / "distributed_worker.py"
+    done = torchrun(worker, "steps", "--mode", "gdas", "--model", "choices", "--steps", 4, "--dump", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert r0["archs"] == r1["archs"]  # every forward, weight and arch step alike
+    assert all(set(a) == {"b0.kernel", "b0.skip", "b1.kernel", "b1.skip"} for a in r0["archs"])
+    assert len({json.dumps(a, sort_keys=True) for a in r0["archs"]}) > 1  # the path changes between steps
+    for key in r0["state"]:  # weights, logits and batch-norm buffers end bitwise equal
+        assert torch.equal(r0["state"][key], r1["state"][key]), key
+    assert r0["losses"] != r1["losses"]  # yet each rank saw its own half of the data
+
+
+# ---- the README's example ------------------------------------------------------------
+def readme_example() -> str:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Choices in your own model", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_searches_and_fixes():
+    torch.manual_seed(0)
+    code = readme_example()
+    assert 25 <= len([line for line in code.splitlines() if line.strip()]) <= 40  # about 30 lines
+    scope: dict = {}
+    exec(compile(code, "README.md: Choices in your own model", "exec"), scope)
+    net, arch, fixed, retrain = scope["net"], scope["arch"], scope["fixed"], scope["retrain"]
+    assert set(arch) == {f"block{i}.{c}" for i in range(3) for c in ("kernel", "skip")}
+    assert all(v in ("k3", "k5", "identity", "conv") for v in arch.values())
+    for model in (fixed, retrain):
+        assert not any(isinstance(m, (OpChoice, InputChoice)) for m in model.modules())
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    fixed.eval()
+    retrain.eval()
+    with net.forced(arch):
+        want = net(x)
+    assert torch.equal(fixed(x), want) and torch.equal(retrain(x), want)
