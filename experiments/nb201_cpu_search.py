@@ -1,12 +1,12 @@
 """The CPU config's searches, judged by NAS-Bench-201: one row per (variant, seed).
 
-Runs ``python search.py --config configs/nb201_cifar10_cpu.yaml`` for each seed with the
-variant's ``--set`` overrides (as a user runs it, in a subprocess), or reads finished run
+Runs ``python search.py --config configs/nb201_cifar10_cpu_softmax.yaml`` (the base every recorded
+variant overrides) for each seed with the variant's ``--set`` overrides (as a user runs it, in a subprocess), or reads finished run
 directories, and records for each run: the derived cell under both derivation rules (GDAS's,
 where ``none`` may win, and the none-excluded one), its NAS-Bench-201 CIFAR-10 test accuracy
 and percentile, its skip / pool / none counts, the final entropy and the wall time. Rows are
 merged into ``experiments/results/nb201_cpu_search.json`` by (variant, seed), so variants
-measured in different sessions land in one table. With matplotlib it also draws the derived
+measured at different times land in one table. With matplotlib it also draws the derived
 cell's benchmark accuracy over the epochs, one line per run, per variant.
 
     python -m experiments.nb201_cpu_search --variant loss-prune --seeds 0,1 --parallel 2 \\
@@ -48,12 +48,14 @@ from nas.report import collapse_counts
 from nas.runtime import find_config
 
 NAME = "nb201_cpu_search"
-CONFIG = find_config("configs/nb201_cifar10_cpu.yaml").resolve()  # the shipped CPU config
+# The base of every recorded variant: the softmax CPU config (configs/nb201_cifar10_cpu.yaml until
+# 2026-12-06, when the one-path search became that config). GDAS_PRUNED below is that one-path config.
+CONFIG = find_config("configs/nb201_cifar10_cpu_softmax.yaml").resolve()
 SEARCH_SCRIPT = ROOT / "search.py"  # the command line, as a user runs it
 RUNS = ROOT / "runs" / NAME
-# The CPU config of the sixth and seventh sessions (one-path gdas sampling, progressive pruning by
-# probability), as overrides of the shipped config: the earlier variants' base, and what
-# rerank_study studies (checkpoints of a pruned search).
+# The one-path CPU config (configs/nb201_cifar10_cpu.yaml: gdas sampling, progressive pruning by
+# probability) as overrides of CONFIG: the earlier variants' base, and what rerank_study studies
+# (checkpoints of a pruned search).
 GDAS_PRUNED = [
     "supernet.mode=gdas",
     "search.epochs=60",
