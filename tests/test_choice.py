@@ -90,6 +90,18 @@ def test_weight_step_with_frozen_logits_runs_the_sampled_path_only():
     assert {id(p) for p in net.parameters()} == {id(p) for p in net.weight_parameters() + net.arch_parameters()}
 
 
+@pytest.mark.parametrize("estimator, samples", [("gumbel_rao", 4), ("reinmax", None)])
+def test_the_samplers_estimators_reach_every_logit(estimator, samples):
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(tiny_net(), mode="gdas")
+    net.estimator, net.estimator_samples = estimator, samples  # as the search sets them (search.estimator)
+    counts = count_runs(net)
+    x, y = batch()
+    F.cross_entropy(net(x), y).backward()
+    assert sum(counts.values()) == len(net.labels)  # still one candidate per label
+    assert bool((net.arch_parameters()[0].grad != 0).all())
+
+
 class Shared(nn.Module):
     def __init__(self):
         super().__init__()
