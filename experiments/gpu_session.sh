@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks of one GPU session (seventh session of issue 12, an H200 lent for 15 minutes),
+# The checks of one GPU run (issue 12, 2026-12-04, an H200 lent for 15 minutes),
 # kept as the record of what ran there. Run from the repository root on the GPU machine:
 #
 #   bash experiments/gpu_session.sh searches OUT_DIR   # CUDA tests + the CPU config's searches on CUDA
@@ -11,7 +11,7 @@
 # at once; each is judged by NAS-Bench-201 lookup only after it ended
 # (experiments.nb201_cpu_search --collect).
 #
-# The session's third call ran two more variants the same way, seeds 0-3, each search under
+# The run's third call ran two more variants the same way, seeds 0-3, each search under
 # `timeout 285` (seeds 0 and 1 of the second did not finish and are not recorded):
 #   gpu-prob-prune-40k-warm30      --set search.warmup_epochs=30
 #   gpu-prob-prune-40k-archlr1e-3  --set search.arch.lr=0.001
