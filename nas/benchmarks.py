@@ -705,6 +705,11 @@ class NB201Benchmark:
         i = int(np.argmax(col))  # argmax returns the first maximum: the lowest index
         return BestCell(i, self._source.order.string(i), float(col[i]))
 
+    def mean(self, dataset: str = "cifar10", metric: str = "test", epochs: int = 200) -> float:
+        """The mean accuracy over every cell of the space: what a uniformly random cell scores on average."""
+        self._check(dataset, metric, epochs, None)
+        return float(np.mean(self._source.column(dataset, metric, int(epochs))))
+
 
 def load_benchmark(path: Union[str, os.PathLike, None] = None) -> NB201Benchmark:
     """Open a NAS-Bench-201 source.

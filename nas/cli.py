@@ -21,7 +21,7 @@ from .architecture import ChoiceArchitecture
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config, validate
 from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
-from .errors import UserError
+from .errors import UserError, WriteError
 from .genotype import Genotype, disconnected_warning
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--dot", metavar="FILE", help="write a Graphviz DOT drawing of the cell(s)")
     p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="write a figure: op probabilities per edge over the epochs, losses, accuracies, entropy, tau, "
+        "the derived cell (needs matplotlib: the [plot] extra)",
+    )
+    p.add_argument(
         "--benchmark",
         metavar="PATH",
         help="official NATS-Bench topology directory (or CSV) for every dataset's figures",
@@ -152,9 +158,11 @@ def _summary(result, resume_command: str) -> str:
     if is_benchmark_cell(geno):
         lines += [""] + format_cell_report(cell_report(geno))
     run_dir = result.run_dir
+    extra = [name for name in ("plot.png", "tensorboard/") if (run_dir / name).exists()]
     lines += [
         "",
-        f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt",
+        f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt"
+        + "".join(f", {name}" for name in extra),
         f"inspect with: python search.py inspect {run_dir}",
     ]
     if not result.finished:
@@ -240,13 +248,19 @@ def cmd_inspect(args, invocation: Invocation) -> int:
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
+    if args.plot:
+        from .plot import write_plot
+
+        write_plot(Path(args.run_dir), Path(args.plot))
     if args.dot and report.get("kind") == "choices":
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
     print(report_json(report) if args.json else format_text(report))
-    if args.dot and not args.json:
-        print(f"\nwrote {args.dot}")
+    if not args.json:
+        for path in (args.plot, args.dot):
+            if path:
+                print(f"\nwrote {path}")
     return 0
 
 
@@ -392,11 +406,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     completed = False
     try:
         status = handler(args, invocation)
+        sys.stdout.flush()  # a refused write of the output is this command's, not the interpreter's exit
         completed = status == 0
         return status
     except UserError as exc:
         world = invocation.world  # every rank says it: an error may be one rank's own
-        print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {exc}", file=sys.stderr)
+        message = str(exc) + (_resume_advice(invocation) if isinstance(exc, WriteError) else "")
+        print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in REFUSED_WRITES:
+            raise
+        # A write no helper of nas.io made: the printed output (a full disk under `> file`), a library's.
+        where = exc.filename or "the output"
+        if exc.filename is None:
+            _drop_stdout()
+        print(f"error: {WriteError(where, exc)}{_resume_advice(invocation)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the one place Ctrl-C is turned into advice
         if not invocation.world.is_main:
@@ -418,6 +443,33 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     finally:
         shutdown(invocation.world, completed=completed)
+
+
+REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _resume_advice(invocation: Invocation) -> str:
+    """What a refused write of a run leaves to resume, for its error line."""
+    run_dir = invocation.run_dir
+    if run_dir is None:
+        return ""
+    if (run_dir / "checkpoint.pt").exists():
+        return (
+            f". The last checkpoint in {run_dir} and the metrics lines before it are intact: once the write "
+            f"can succeed, --resume continues the run: {invocation.resume_command}"
+        )
+    if run_dir.exists():
+        return f". No epoch was checkpointed, so --resume cannot continue: start again with another --out (or delete {run_dir})"
+    return ". Nothing was written, so there is nothing to --resume: start again once the write can succeed"
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's exit does not fail on the unwritten rest again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file behind sys.stdout (a test's capture)
+        pass
 
 
 def main_exit() -> None:

@@ -175,6 +175,8 @@ class RunConfig:
     sync_bn: bool = False  # torchrun on GPUs: batch-norm statistics over all ranks' batches
     # (SyncBatchNorm); false keeps each rank's own, as one GPU would
     dist_timeout: float = 600.0  # torchrun: seconds a collective may wait before the job fails
+    plot: bool = False  # a search writes plot.png into its run directory at the end (the [plot] extra)
+    tensorboard: bool = False  # TensorBoard events in RUN_DIR/tensorboard (the [tensorboard] extra)
 
 
 @dataclass
@@ -416,8 +418,6 @@ def _check_positive(**values: Any) -> None:
     for key, value in values.items():
         if value is not None and not value > 0:
             raise UserError(f"{key} must be > 0, got {value}")
-
-
 
 
 def _check_custom_model(cfg: Config) -> None:

@@ -1,7 +1,12 @@
-"""Atomic writes, safe checkpoint loading and random-state capture."""
+"""Atomic writes, safe checkpoint loading and random-state capture.
+
+Every write turns the machine's refusal (no space, no permission, a read-only disk) into a
+:class:`nas.errors.WriteError` that names the path and the fix.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -10,33 +15,56 @@ import random
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, Iterator, Union
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, WriteError
 
 PathLike = Union[str, Path]
+
+
+@contextlib.contextmanager
+def writing(path: PathLike) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into a :class:`WriteError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise WriteError(path, exc) from None
+
+
+def make_dir(path: PathLike) -> None:
+    """``mkdir -p path``; a refusal is a :class:`WriteError`."""
+    with writing(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write to a temporary file beside ``path``, then rename: readers never see a partial file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Interrupted (Ctrl-C included): drop the partial file, keep the old one.
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            # Interrupted (Ctrl-C, a full disk): drop the partial file, keep the old one.
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
@@ -50,9 +78,38 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
 
 def append_jsonl(path: PathLike, record: Dict[str, Any]) -> None:
-    """Append one JSON line (a whole line per write; a torn last line is skipped by readers)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one JSON line, whole or not at all: a write the disk refuses halfway is cut off
+    again (a line torn by a crash is skipped by readers)."""
+    data = (json.dumps(record) + "\n").encode("utf-8")
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
+
+
+def file_size(path: PathLike) -> int:
+    """The size of ``path`` in bytes; 0 when it does not exist."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def cut_back(path: PathLike, size: int) -> None:
+    """Shorten ``path`` to ``size`` bytes, best effort (it frees space, so it works on a full disk)."""
+    with contextlib.suppress(OSError):
+        if file_size(path) > size:
+            os.truncate(path, size)
 
 
 def read_jsonl(path: PathLike) -> list:

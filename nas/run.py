@@ -4,7 +4,10 @@ A run directory holds ``config.yaml``, ``metrics.jsonl`` (one line per epoch),
 the task's own logs and an atomic ``checkpoint.pt`` written after every epoch,
 so a stopped run resumes exactly. :func:`run_epochs` prepares or resumes the
 directory and drives the epoch loop (progress bar, NaN check, metrics line,
-``stop_after``, checkpoint); an :class:`EpochTask` supplies what is its own.
+``stop_after``, checkpoint, TensorBoard events with ``run.tensorboard``); an
+:class:`EpochTask` supplies what is its own. A write the machine refuses ends the
+run with a :class:`nas.errors.WriteError`, the logs cut back to the last complete
+checkpoint, which ``--resume`` continues from.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ from tqdm import tqdm
 from . import config as config_mod
 from .config import Config, validate
 from .distributed import SINGLE, World
-from .errors import UserError
+from .errors import UserError, WriteError
 from .io import (
     append_jsonl,
     atomic_torch_save,
     capture_rng_state,
+    cut_back,
+    file_size,
     load_checkpoint,
+    make_dir,
     restore_rng_state,
     seed_everything,
     truncate_jsonl,
 )
 from .runtime import check_device_options
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
@@ -48,7 +55,7 @@ def prepare_run_dir(run_dir: Path) -> None:
                 f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
                 f"--resume {run_dir}, or choose another --out"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
 
 
 def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
@@ -92,6 +99,8 @@ class EpochTask(Protocol):
 
     def describe(self, epoch: int, metrics: Dict[str, Any]) -> str: ...  # the epoch's log line
 
+    # Optional: ``edge_probabilities() -> {cell: {edge: {op: p}}}``, the per-edge curves TensorBoard shows.
+
 
 def _rng_state(world: World, device: Optional[torch.device]) -> Dict[str, Any]:
     state = capture_rng_state()
@@ -117,6 +126,8 @@ def check_run(cfg: Config, device: torch.device, world: World, batch_size: int, 
     """What every run checks before it touches its directory: the config, the options that depend
     on the device, and a global batch that splits evenly over the processes."""
     validate(cfg)
+    if cfg.run.tensorboard:
+        require_tensorboard()  # now, not after the first epoch
     check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
     check_batch_split(batch_size, batch_key, world)
 
@@ -136,6 +147,7 @@ def open_run(
     stops every rank with that message.
     """
     error: Optional[str] = None
+    raised: Optional[UserError] = None
     ckpt = None
     try:
         if resume:
@@ -153,8 +165,10 @@ def open_run(
             prepare_run_dir(run_dir)
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
-        error = str(exc)
+        error, raised = str(exc), exc
     errors = [e for e in world.gather_objects(error) if e is not None]  # any rank's: all stop alike
+    if raised is not None:
+        raise raised  # its own type: a WriteError says so
     if errors:
         raise UserError(errors[0])
     return ckpt
@@ -199,6 +213,10 @@ def run_epochs(
                 truncate_jsonl(run_dir / name, lambda r: r.get("epoch", 0) <= start)
         log(f"resuming {run_dir} after epoch {start}/{task.epochs}")
     done, last = start, None
+    # A resumed run's events of the epochs after its checkpoint are dropped (TensorBoard's purge_step).
+    tb = None
+    if cfg.run.tensorboard and world.is_main:
+        tb = TensorBoardLog(run_dir / "tensorboard", purge_step=start + 1 if start else None)
     for epoch in range(start, task.epochs):
         steps = task.start_epoch(epoch)
         t0 = time.perf_counter()
@@ -221,21 +239,50 @@ def run_epochs(
         if not math.isfinite(train_loss):
             raise UserError(f"the training loss became {train_loss} in epoch {epoch + 1}; {task.nan_hint}")
         if world.is_main:
-            append_jsonl(run_dir / task.logs[0], metrics)
-            task.write_outputs(run_dir, epoch + 1, metrics)
-            atomic_torch_save(
-                {
-                    "kind": task.kind,
-                    "epoch": epoch + 1,
-                    **task.state_dict(),
-                    "rng": _rng_state(world, device),
-                    "config": config_mod.to_dict(cfg),
-                    **({"world_size": world.world_size} if world.distributed else {}),
-                },
-                run_dir / "checkpoint.pt",
-            )
+            _write_epoch(task, cfg, run_dir, epoch + 1, metrics, tb, world, device)
         done, last = epoch + 1, metrics
         log(task.describe(epoch, metrics))
         if stop_after is not None and done - start >= stop_after:
             break
+    if tb is not None:
+        tb.close()
     return task, EpochsDone(start, done, done >= task.epochs, last)
+
+
+def _write_epoch(
+    task: EpochTask,
+    cfg: Config,
+    run_dir: Path,
+    epoch: int,
+    metrics: Dict[str, Any],
+    tb: Optional[TensorBoardLog],
+    world: World,
+    device: Optional[torch.device],
+) -> None:
+    """The metrics line, the task's outputs, the TensorBoard events, then the checkpoint.
+
+    When the machine refuses a write, the logs are cut back to where they were, so they end with
+    the last complete checkpoint's epoch, as a resume would cut them.
+    """
+    sizes = {name: file_size(run_dir / name) for name in task.logs}
+    try:
+        append_jsonl(run_dir / task.logs[0], metrics)
+        task.write_outputs(run_dir, epoch, metrics)
+        if tb is not None:
+            probabilities = getattr(task, "edge_probabilities", None)
+            tb.log_epoch(epoch, metrics, probabilities() if probabilities is not None else None)
+        atomic_torch_save(
+            {
+                "kind": task.kind,
+                "epoch": epoch,
+                **task.state_dict(),
+                "rng": _rng_state(world, device),
+                "config": config_mod.to_dict(cfg),
+                **({"world_size": world.world_size} if world.distributed else {}),
+            },
+            run_dir / "checkpoint.pt",
+        )
+    except WriteError:
+        for name, size in sizes.items():
+            cut_back(run_dir / name, size)
+        raise

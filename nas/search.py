@@ -101,6 +101,10 @@ def run_search(
     if not world.is_main:
         log = silent  # rank 0 alone prints
     check_run(cfg, device, world, cfg.search.batch_size, "search.batch_size")
+    if cfg.run.plot:
+        from .plot import require_matplotlib  # here: nas.plot reads runs through nas.report, which imports this module
+
+        require_matplotlib()  # now, not when the search is over
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     task, done = run_epochs(
         lambda: SearchTask(cfg, device, log, world),
@@ -118,6 +122,10 @@ def run_search(
         log(f"{run_dir} had already finished its {task.epochs} epochs")
     # The last epoch run here derived the genotype; a finished run resumed derives it again (the same).
     geno = task.geno if done.done > done.start else task.derive(final=done.finished)[0]
+    if cfg.run.plot and world.is_main:
+        from .plot import PLOT_FILE, write_plot
+
+        write_plot(run_dir, run_dir / PLOT_FILE)
     return SearchResult(run_dir, geno, done.done, done.finished, done.last_metrics)
 
 
@@ -161,12 +169,12 @@ class SearchTask:
                 derive_none=sn.derive_none,
             )
         self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
+        net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         if cfg.run.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net.to(device)
         if cfg.run.channels_last:
             net.to(memory_format=torch.channels_last)
-        net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         self.net = net
         self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world)
         steps = min(len(self.loader_w), len(self.loader_a))
@@ -344,6 +352,17 @@ class SearchTask:
     def write_outputs(self, run_dir: Path, epoch: int, metrics: Dict[str, Any]) -> None:
         append_jsonl(run_dir / "arch_probs.jsonl", {"epoch": epoch, **self.net.probability_record()})
         atomic_write_text(run_dir / self.arch_file, self.geno.to_json())
+
+    def edge_probabilities(self) -> Dict[str, Dict[str, Dict[str, float]]]:
+        """This epoch's op probabilities, per cell, edge name and op (for TensorBoard)."""
+        if isinstance(self.geno, ChoiceArchitecture):  # a custom model: per label, per candidate
+            return {"choices": self.net.choice_probabilities()}
+        names = get_space(self.geno.space).edge_names()
+        out = {}
+        for cell, p in self.probs.items():
+            rows = p.tolist()
+            out[cell] = {names[e] if e < len(names) else str(e): dict(zip(self.net.ops, r)) for e, r in enumerate(rows)}
+        return out
 
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
         arch_text = log_text(self.geno)
