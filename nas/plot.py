@@ -9,6 +9,7 @@ no window, no global state.
 
 from __future__ import annotations
 
+import colorsys
 import io
 import math
 from pathlib import Path
@@ -51,8 +52,20 @@ def require_matplotlib() -> None:
 
 
 def op_colours(ops: List[str]) -> Dict[str, str]:
-    spare = iter(c for c in SPARE_COLOURS * (1 + len(ops) // len(SPARE_COLOURS)) if c not in OP_COLOURS.values())
-    return {op: OP_COLOURS.get(op) or next(spare) for op in ops}
+    """A colour per op name: the built-in ops' own, then the spare ones, then hues spread by the golden ratio."""
+    out: Dict[str, str] = {}
+    k = 0
+    for op in ops:
+        if op in OP_COLOURS:
+            out[op] = OP_COLOURS[op]
+            continue
+        if k < len(SPARE_COLOURS):
+            out[op] = SPARE_COLOURS[k]
+        else:
+            r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.65, 0.8)
+            out[op] = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+        k += 1
+    return out
 
 
 def _by_epoch(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -283,3 +283,14 @@ def test_tensorboard_events_read_back(tmp_path, capsys, one_thread):
     steps, texts = series("genotype/text_summary")
     assert steps == [1, 2, 3]
     assert [t.decode() for t in texts] == [f"`{m['genotype']}`" for m in metrics]
+
+
+def test_each_op_keeps_one_colour():
+    from nas.plot import OP_COLOURS, op_colours
+
+    many = [f"candidate{k}" for k in range(30)]
+    colours = op_colours(list(nas.NB201_OPS) + many)
+    assert len(set(colours.values())) == len(colours)  # no two ops share a colour
+    # A built-in op has its colour in every run, whatever else the run searched.
+    assert op_colours(["nor_conv_3x3"]) == {"nor_conv_3x3": OP_COLOURS["nor_conv_3x3"]}
+    assert all(colours[op] == OP_COLOURS[op] for op in nas.NB201_OPS)
