@@ -519,7 +519,9 @@ def validate(cfg: Config) -> None:
             "set it to null for the other estimators"
         )
     if s.arch.paths < 1:
-        raise UserError(f"search.arch.paths must be >= 1 (1: one sampled path per architecture step), got {s.arch.paths}")
+        raise UserError(
+            f"search.arch.paths must be >= 1 (1: one sampled path per architecture step), got {s.arch.paths}"
+        )
     if s.derive not in DERIVE_RULES:
         raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
     if s.derive == "removal" and s.prune != "off":
