@@ -7,8 +7,9 @@ that edge, the other ops of the edge renormalised (:func:`nas.selection.edge_op_
 measures. Each edge then takes the op whose removal costs most: with ``none`` left out (the
 none-excluded rule) and with it (GDAS's rule). DARTS-PT (Wang et al., ICLR 2021) selects this way,
 one edge at a time with fine-tuning between; here every edge is measured on the final supernet at
-once. Only afterwards, for measurement, are the cells looked up on NAS-Bench-201 next to the cell
-derived from the logits.
+once. It also derives the one-path reading: each edge restricted to each op in turn (``perturb=
+"keep"``), the lowest loss kept. Only afterwards, for measurement, are the cells looked up on
+NAS-Bench-201 next to the cell derived from the logits.
 
     python -m experiments.removal_study runs/nb201_cpu_search/darts-beta25-10ep-s*/checkpoint.pt
     python -m experiments.removal_study --quick --out /tmp/x.json     # the test
@@ -81,13 +82,17 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     probs = net.probabilities()["normal"]
     ops = list(net.ops)
     scores = removal_scores({"normal": losses}, net)["normal"]
-    by_removal, by_logits = both_rules(scores, ops), both_rules(probs, ops)
+    # The one-path reading: each edge restricted to each op in turn (the others sampled as the
+    # search samples them), the lowest loss kept.
+    kept = edge_op_losses(net, fixed, seed=cfg.run.seed, perturb="keep")["normal"]
+    by_removal, by_logits, by_keep = both_rules(scores, ops), both_rules(probs, ops), both_rules(-kept, ops)
     bench = load_benchmark()
     cells = {
         "removal_none_excluded": by_removal["none_excluded"],
         "removal_gdas_rule": by_removal["gdas_rule"],
         "logits_none_excluded": by_logits["none_excluded"],
         "logits_gdas_rule": by_logits["gdas_rule"],
+        "keep_none_excluded": by_keep["none_excluded"],
     }
     cells["edge_by_edge"], decisions = edge_by_edge(net, fixed, cfg.run.seed)
     return {
@@ -97,6 +102,7 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
         "mode": cfg.supernet.mode,
         "ops": ops,
         "removal_losses": [[x if x != float("inf") else None for x in row] for row in losses.tolist()],
+        "keep_losses": [[x if x != float("inf") else None for x in row] for row in kept.tolist()],
         "edge_by_edge_decisions": decisions,
         "cells": {k: {"cell": c, "benchmark": bench.query(c)} for k, c in cells.items()},
     }
@@ -116,7 +122,14 @@ def quick_checkpoint(run_dir: Path) -> Path:
 
 def summary_table(results: List[Dict[str, Any]]) -> str:
     """Per checkpoint, the benchmark accuracy of each derivation's cell; then a mean row per variant."""
-    keys = ["logits_none_excluded", "removal_none_excluded", "logits_gdas_rule", "removal_gdas_rule", "edge_by_edge"]
+    keys = [
+        "logits_none_excluded",
+        "removal_none_excluded",
+        "logits_gdas_rule",
+        "removal_gdas_rule",
+        "edge_by_edge",
+        "keep_none_excluded",
+    ]
     rows = [
         [r["checkpoint"], r["seed"]]
         + [
@@ -141,6 +154,7 @@ def summary_table(results: List[Dict[str, Any]]) -> str:
             "logits, GDAS's rule %",
             "removal, GDAS's rule %",
             "edge by edge, no fine-tuning %",
+            "restricted edge %",
         ],
         rows,
     )
