@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .architecture import ChoiceArchitecture
+from .architecture import ChoiceArchitecture, load_architecture
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config, validate
 from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
@@ -183,8 +183,7 @@ def _choice_summary(result, resume_command: str) -> str:
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, architecture.json, checkpoint.pt",
         f"inspect with: python search.py inspect {run_dir}",
-        "build the searched network with nas.fix(model, nas.load_architecture(path)) or your model function "
-        "given arch=...; retrain it with your own loop",
+        f"retrain with: python search.py retrain {run_dir}",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -325,16 +324,23 @@ def read_genotype(text_or_path: str) -> Genotype:
     return Genotype.parse(text_or_path)
 
 
-def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
+def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]:
     """The config, architecture and run directory of ``retrain RUN_DIR | --genotype G``."""
     if args.resume:
         run_dir = Path(args.resume)
         if args.out and Path(args.out) != run_dir:
             raise UserError("give either --out (a new run) or --resume (an existing run), not both")
-        if not (run_dir / "config.yaml").exists() or not (run_dir / "genotype.json").exists():
+        custom = (run_dir / "architecture.json").exists()  # a custom model's retrain
+        arch_file = run_dir / ("architecture.json" if custom else "genotype.json")
+        if not (run_dir / "config.yaml").exists() or not arch_file.exists():
             raise UserError(f"{run_dir} holds no retrain run to resume (no config.yaml/genotype.json)")
         cfg = _load(args.config, args.overrides, run_dir / "config.yaml")
-        geno = Genotype.from_json((run_dir / "genotype.json").read_text())
+        if custom:
+            arch = ChoiceArchitecture(load_architecture(arch_file))
+            if args.genotype:
+                raise UserError(f"{run_dir} trains {arch}; resume it without --genotype")
+            return cfg, arch, run_dir
+        geno = Genotype.from_json(arch_file.read_text())
         if args.genotype and not read_genotype(args.genotype).same_architecture(geno):
             raise UserError(f"{run_dir} trains {geno}; resume it without a different --genotype")
         return cfg, geno, run_dir
@@ -343,12 +349,11 @@ def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
     base = None
     if args.run_dir:
         search_dir = Path(args.run_dir)
-        if (search_dir / "architecture.json").exists():
-            raise UserError(
-                f"{search_dir} searched a custom model (supernet.model); retrain builds the built-in spaces only. "
-                f"Build the network with nas.fix(model, nas.load_architecture('{search_dir}/architecture.json')) "
-                "or your model function given arch=..., and train it with your own loop"
-            )
+        if (search_dir / "architecture.json").exists():  # a custom model (supernet.model): its function builds it
+            arch = ChoiceArchitecture(load_architecture(search_dir / "architecture.json"))
+            base = search_dir / "config.yaml" if (search_dir / "config.yaml").exists() else None
+            cfg = _load(args.config, args.overrides, base)
+            return cfg, arch, Path(args.out) if args.out else default_run_dir("retrain", args.config)
         if not (search_dir / "genotype.json").exists():
             raise UserError(
                 f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"
@@ -363,15 +368,17 @@ def _retrain_setup(args) -> Tuple[Config, Genotype, Path]:
 
 
 def cmd_retrain(args, invocation: Invocation) -> int:
-    from .retrain import protocol, run_retrain
+    from .retrain import protocol, run_retrain, section
 
     cfg, geno, run_dir = _retrain_setup(args)
     device, run_dir = _start(cfg, run_dir, invocation, "search.py retrain --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
+    what = f"model {cfg.supernet.model} {geno}" if isinstance(geno, ChoiceArchitecture) else str(geno)
     _say(
         invocation,
-        f"retrain: {geno} on {cfg.data.name}, {protocol(cfg, geno.space).epochs} epochs on {where}; writing {run_dir}",
+        f"retrain: {what} on {cfg.data.name}, {protocol(cfg, section(geno)).epochs} epochs "
+        f"(retrain.{section(geno)}) on {where}; writing {run_dir}",
         flush=True,
     )
     result = run_retrain(

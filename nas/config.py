@@ -158,10 +158,17 @@ def _darts_retrain() -> RetrainSpaceConfig:
     )
 
 
+def _model_retrain() -> RetrainSpaceConfig:
+    # A custom model (supernet.model): NAS-Bench-201's protocol. The model function sets the network's
+    # size, so C and N are ignored; it has no auxiliary head or drop-path (validate refuses them).
+    return RetrainSpaceConfig()
+
+
 @dataclass
 class RetrainConfig:
     nb201: RetrainSpaceConfig = field(default_factory=_nb201_retrain)
     darts: RetrainSpaceConfig = field(default_factory=_darts_retrain)
+    model: RetrainSpaceConfig = field(default_factory=_model_retrain)  # a custom model (supernet.model)
 
 
 @dataclass
@@ -555,3 +562,11 @@ def validate(cfg: Config) -> None:
         )
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")
+    m = cfg.retrain.model  # a custom model's network is the model function's own: no DARTS extras
+    if m.auxiliary or m.drop_path_prob:
+        raise UserError(
+            "retrain.model.auxiliary and retrain.model.drop_path_prob are the DARTS network's auxiliary head "
+            "and drop-path, which a custom model (supernet.model) has not: set retrain.model.auxiliary=false "
+            "and retrain.model.drop_path_prob=0 (retrain.model.C and .N are ignored too: the model function "
+            "sets the network's size)"
+        )

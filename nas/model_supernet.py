@@ -45,6 +45,7 @@ from torch import nn
 from .architecture import ChoiceArchitecture, Chosen, save_architecture
 from .choice import DrawState, RowPlan, _chosen_names, choice_labels
 from .errors import UserError
+from .fix import fix
 from .sampler import gumbel_max, gumbel_softmax
 from .supernet import Supernet
 
@@ -305,15 +306,22 @@ def load_model_factory(spec: str) -> Callable[..., nn.Module]:
     return obj
 
 
-def build_model(spec: str, num_classes: int) -> nn.Module:
-    """Call the ``supernet.model`` function: with ``num_classes=`` when it takes that argument."""
-    fn = load_model_factory(spec)
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        params = {}
-    takes = "num_classes" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    model = fn(num_classes=num_classes) if takes else fn()
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def build_model(spec: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """Call the ``supernet.model`` function: with ``num_classes=`` when it takes that argument
+    (and with ``kwargs``, which the caller has checked it takes)."""
+    fn = load_model_factory(spec)
+    if _takes(fn, "num_classes"):
+        kwargs["num_classes"] = num_classes
+    model = fn(**kwargs)
     if not isinstance(model, nn.Module):
         raise UserError(f"supernet.model {spec!r} returned a {type(model).__name__}, not an nn.Module")
     return model
@@ -327,3 +335,53 @@ def model_supernet(spec: str, mode: str, num_classes: int, tau: float) -> ModelS
         if isinstance(exc, UserError):
             raise
         raise UserError(f"supernet.model {spec!r}: {exc}") from None
+
+
+def build_chosen_model(spec: str, arch: Mapping[str, Chosen], num_classes: int) -> Tuple[nn.Module, str]:
+    """The network ``arch`` chooses of the ``supernet.model`` function's model, with fresh weights (a retrain).
+
+    The function's model with choices is built to check that ``arch`` fits it (every label, known
+    candidates). Then, when the function takes ``arch``, it builds the chosen network from scratch
+    (``function(num_classes=..., arch=arch)``, the way :func:`nas.op_choice` serves both); a choice
+    it still returns, and the whole model when it takes no ``arch``, is replaced by its chosen
+    candidate with :func:`nas.fix`, on the model just built (fresh weights). Returns the network
+    and a line saying which way it was built. UserError when ``arch`` does not fit the model.
+    """
+
+    def user_error(exc: Exception) -> UserError:
+        return UserError(f"supernet.model {spec!r}: {exc}")
+
+    try:
+        groups = choice_labels(build_model(spec, num_classes))
+    except ValueError as exc:  # a nested choice, choices sharing a label that differ
+        if isinstance(exc, UserError):
+            raise
+        raise user_error(exc) from None
+    if not groups:
+        raise UserError(f"supernet.model {spec!r}: {NO_CHOICES}")
+    missing = [label for label in groups if label not in arch]
+    unknown = [label for label in arch if label not in groups]
+    if missing or unknown:
+        raise UserError(
+            f"the architecture does not fit supernet.model {spec!r}: missing labels {missing}, unknown labels "
+            f"{unknown}; the model's labels are {list(groups)}. Retrain the run that searched this model"
+        )
+    try:
+        for label, choices in groups.items():
+            _chosen_names(arch[label], label, choices[0].names, choices[0].n_chosen)
+        if _takes(load_model_factory(spec), "arch"):
+            model = build_model(spec, num_classes, arch=dict(arch))
+            left = choice_labels(model)
+            if not left:
+                return model, f"built {spec}(arch=...) from scratch"
+            model = fix(model, {label: arch[label] for label in left})
+            return model, (
+                f"built {spec}(arch=...) from scratch; it still held the choices {list(left)}, "
+                "replaced by their chosen candidates with nas.fix (fresh weights)"
+            )
+        model = fix(build_model(spec, num_classes), arch)
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise user_error(exc) from None
+    return model, f"{spec} takes no arch: built its model afresh and fixed it with nas.fix (fresh weights)"

@@ -4,6 +4,12 @@ The protocol is the space's section of the config (``retrain.nb201`` or
 ``retrain.darts``). The run directory gets ``config.yaml``, ``genotype.json``,
 ``metrics.jsonl`` (one line per epoch, with test accuracy), an atomic
 ``checkpoint.pt`` after every epoch (:mod:`nas.run`), and ``result.json`` at the end.
+
+A custom model's architecture (a :class:`nas.ChoiceArchitecture`, from a search of
+``supernet.model``) trains the network the model function builds with ``arch=``
+(or, when it takes no ``arch``, its model fixed with :func:`nas.fix`), fresh
+weights, under ``retrain.model``; its run directory holds ``architecture.json`` in
+place of ``genotype.json``.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .architecture import ChoiceArchitecture, save_architecture
 from .config import Config, RetrainSpaceConfig
 from .data import subset_indices
 from .distributed import SINGLE, World
@@ -27,18 +34,22 @@ from .errors import UserError
 from .flops import count_macs, count_parameters
 from .genotype import Genotype, disconnected_warning
 from .io import atomic_write_text
+from .model_supernet import ARCH_FILE, build_chosen_model
 from .ops import check_ops
 from .run import check_run, open_run, run_epochs
 from .spaces import build_network, get_space
 from .training import Meter, autocast, clip_and_step, cosine_lr, load_data, make_loader, set_lr
 
 CHECKPOINT_KIND = "retrain"
+MODEL_SECTION = "model"  # retrain.model: a custom model's protocol
+
+Architecture = Union[Genotype, ChoiceArchitecture]
 
 
 @dataclass
 class RetrainResult:
     run_dir: Path
-    genotype: Genotype
+    genotype: Architecture  # a ChoiceArchitecture for a custom model
     test_acc: float
     test_loss: float
     params: int
@@ -47,13 +58,19 @@ class RetrainResult:
     finished: bool
 
 
+def section(geno: Architecture) -> str:
+    """The name of the ``retrain`` section that trains ``geno``: its space, or ``model`` for a custom model."""
+    return MODEL_SECTION if isinstance(geno, ChoiceArchitecture) else geno.space
+
+
 def protocol(cfg: Config, space: str) -> RetrainSpaceConfig:
-    """The ``retrain.<space>`` section of ``cfg``."""
+    """The ``retrain.<space>`` section of ``cfg`` (``retrain.model`` for a custom model)."""
     try:
         return getattr(cfg.retrain, space)
     except AttributeError:
         raise UserError(
-            f"no retrain protocol for space {space!r}; the config has retrain.nb201 and retrain.darts"
+            f"no retrain protocol for space {space!r}; the config has retrain.nb201, retrain.darts "
+            "and retrain.model (a custom model)"
         ) from None
 
 
@@ -83,7 +100,7 @@ def evaluate(model: torch.nn.Module, loader, device: torch.device, bf16: bool) -
 
 def run_retrain(
     cfg: Config,
-    geno: Genotype,
+    geno: Architecture,
     run_dir: Path,
     device: torch.device,
     *,
@@ -96,31 +113,44 @@ def run_retrain(
 ) -> RetrainResult:
     """Train ``geno``'s discrete network into ``run_dir``; resumable and exact on CPU.
 
+    ``geno``: a built-in space's genotype, or a custom model's :class:`nas.ChoiceArchitecture`
+    (the network of ``cfg.supernet.model``'s function, under ``retrain.model``).
     ``log`` gets the progress lines, ``warn`` the warnings (a cell that ignores its input).
     ``world``: the processes of a torchrun launch; the network trains in DistributedDataParallel
     and rank 0 alone writes ``run_dir``.
     """
     run_dir = Path(run_dir)
-    p = protocol(cfg, geno.space)
-    check_run(cfg, device, world, p.batch_size, f"retrain.{geno.space}.batch_size")
-    try:
-        check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
-    except ValueError as exc:
-        raise UserError(f"the architecture cannot be built: {exc}") from None
-    warning = disconnected_warning(geno)  # after the errors: the network would give a constant output
-    if warning and world.is_main:
-        warn(warning)
+    custom = isinstance(geno, ChoiceArchitecture)
+    p = protocol(cfg, section(geno))
+    check_run(cfg, device, world, p.batch_size, f"retrain.{section(geno)}.batch_size")
+    if custom:
+        if cfg.supernet.model is None:
+            raise UserError(
+                "a custom model's architecture is built by its model function: set supernet.model, "
+                "e.g. --set supernet.model=package.module:function"
+            )
+    else:
+        try:
+            check_ops(sorted({op for edges in geno.cells().values() for op, _ in edges}))
+        except ValueError as exc:
+            raise UserError(f"the architecture cannot be built: {exc}") from None
+        warning = disconnected_warning(geno)  # after the errors: the network would give a constant output
+        if warning and world.is_main:
+            warn(warning)
 
     def same_architecture(ckpt: Dict[str, Any]) -> None:
-        saved = Genotype.from_dict(ckpt["genotype"])
-        if not saved.same_architecture(geno):
+        saved = (ChoiceArchitecture if custom else Genotype).from_dict(ckpt["genotype"])
+        if type(saved) is not type(geno) or not saved.same_architecture(geno):
             raise UserError(f"{run_dir} trains {saved}, not {geno}; resume without --genotype")
 
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, check_resumed=same_architecture, world=world)
     if ckpt is None and world.is_main:
-        atomic_write_text(run_dir / "genotype.json", geno.to_json())
+        if custom:
+            save_architecture(ChoiceArchitecture(geno.choices), run_dir / ARCH_FILE)
+        else:
+            atomic_write_text(run_dir / "genotype.json", geno.to_json())
     task, done = run_epochs(
-        lambda: RetrainTask(cfg, p, geno, device, world),
+        lambda: RetrainTask(cfg, p, geno, device, world, log=log if world.is_main else _silent),
         cfg,
         run_dir,
         ckpt,
@@ -136,12 +166,16 @@ def run_retrain(
         test_loss, test_acc = task.test()
     result = RetrainResult(run_dir, geno, test_acc, test_loss, task.params, task.macs, done.done, done.finished)
     if done.finished and world.is_main:
+        what = (
+            {"architecture": geno.choices, "model": cfg.supernet.model}
+            if custom
+            else {"genotype": str(geno), "space": geno.space}
+        )
         atomic_write_text(
             run_dir / "result.json",
             json.dumps(
                 {
-                    "genotype": str(geno),
-                    "space": geno.space,
+                    **what,
                     "test_acc": test_acc,
                     "test_loss": test_loss,
                     "params": task.params,
@@ -154,6 +188,10 @@ def run_retrain(
     return result
 
 
+def _silent(text: str) -> None:
+    pass
+
+
 def _rank_epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(rank) * 10_007 + int(epoch)) % (2**63)
 
@@ -164,10 +202,19 @@ class RetrainTask:
     kind = CHECKPOINT_KIND
     logs = ("metrics.jsonl",)
 
-    def __init__(self, cfg: Config, p: RetrainSpaceConfig, geno: Genotype, device: torch.device, world: World = SINGLE):
+    def __init__(
+        self,
+        cfg: Config,
+        p: RetrainSpaceConfig,
+        geno: Architecture,
+        device: torch.device,
+        world: World = SINGLE,
+        log: Callable[[str], None] = _silent,
+    ):
         self.p, self.geno, self.device, self.bf16, self.world = p, geno, device, cfg.run.bf16, world
         self.epochs = p.epochs
-        self.nan_hint = f"lower retrain.{geno.space}.lr"
+        self.nan_hint = f"lower retrain.{section(geno)}.lr"
+        self.custom = isinstance(geno, ChoiceArchitecture)
         seed = cfg.run.seed
         data = load_data(cfg, world)
         keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
@@ -195,15 +242,19 @@ class RetrainTask:
             channels_last=cfg.run.channels_last,
             world=world,
         )
-        with_extras = get_space(geno.space).supports_auxiliary  # auxiliary head and drop-path
-        model = build_network(
-            geno,
-            C=p.C,
-            N=p.N,
-            num_classes=data.num_classes,
-            auxiliary=p.auxiliary and with_extras,
-            drop_path_prob=p.drop_path_prob if with_extras else 0.0,
-        )
+        if self.custom:  # the model function's network, fresh weights (retrain.model.C and .N do not apply)
+            model, how = build_chosen_model(cfg.supernet.model, geno.choices, data.num_classes)
+            log(f"network: {how}")
+        else:
+            with_extras = get_space(geno.space).supports_auxiliary  # auxiliary head and drop-path
+            model = build_network(
+                geno,
+                C=p.C,
+                N=p.N,
+                num_classes=data.num_classes,
+                auxiliary=p.auxiliary and with_extras,
+                drop_path_prob=p.drop_path_prob if with_extras else 0.0,
+            )
         self.params = count_parameters(model, exclude_prefix=("aux_head",))
         self.macs = count_macs(model, tuple(data.train_x.shape[1:]))
         if cfg.run.sync_bn:
@@ -213,7 +264,8 @@ class RetrainTask:
             model.to(memory_format=torch.channels_last)
         self.model = model
         # A none edge can leave ops that never run (they read, or feed only, a dead node): DDP must expect them.
-        dead_ops = any(op == "none" for edges in geno.cells().values() for op, _ in edges)
+        # A custom model's may too (a branch an InputChoice left out still runs but feeds nothing).
+        dead_ops = self.custom or any(op == "none" for edges in geno.cells().values() for op, _ in edges)
         self.train_model = world.wrap(model, device, find_unused_parameters=dead_ops)  # DDP under torchrun
         self.seed = cfg.run.seed
         self.optimizer = torch.optim.SGD(
@@ -245,7 +297,7 @@ class RetrainTask:
             torch.manual_seed(_rank_epoch_seed(self.seed, self.world.rank, epoch))
         self.lr = cosine_lr(epoch, p.epochs, p.lr, p.lr_min)
         set_lr(self.optimizer, self.lr)
-        if hasattr(self.model, "drop_path_prob"):
+        if hasattr(self.model, "drop_path_prob") and not self.custom:  # a custom model's attribute is its own
             self.model.drop_path_prob = p.drop_path_prob * epoch / p.epochs  # DARTS ramps drop-path linearly
         self.train_loader.set_epoch(epoch)
         self.meter = Meter(self.device)

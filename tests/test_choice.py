@@ -442,8 +442,7 @@ def test_custom_model_from_the_command_line(tmp_path, capsys):
     assert code == 0 and json.loads(out)["architecture"] == arch
     code, _, err = run_cli(["inspect", run_dir, "--dot", tmp_path / "x.dot"], capsys)
     assert code == 2 and "has none" in err
-    code, _, err = run_cli(["retrain", run_dir, "--out", tmp_path / "re"], capsys)
-    assert code == 2 and "nas.fix(model, nas.load_architecture(" in err and "Traceback" not in err
+    # retrain RUN_DIR builds and trains the searched network: tests/test_choice_retrain.py
 
 
 @pytest.mark.parametrize(
