@@ -177,6 +177,25 @@ def test_bad_input_is_one_error_line(search_run, extra, needle, tmp_path, capsys
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
+def test_genotype_names_an_architecture_file_with_supernet_model(tmp_path, capsys):
+    arch = {"b0.kernel": "k3", "b0.skip": "conv", "merge": ["0", "2"]}
+    f = tmp_path / "arch.json"
+    nas.save_architecture(arch, f)  # as net.export(path) writes it
+    items = SEARCH + RETRAIN + ["supernet.model=choice_models:merge_net"]
+    code, out, err = run_cli(
+        ["retrain", "--genotype", f, "--out", tmp_path / "r", "--quiet", "--stop-after", 1, *sets(items)], capsys
+    )
+    assert code == 0, err
+    assert nas.load_architecture(tmp_path / "r" / "architecture.json") == arch
+    other = tmp_path / "other.json"
+    nas.save_architecture({**arch, "b0.kernel": "k5"}, other)
+    code, _, err = run_cli(["retrain", "--resume", tmp_path / "r", "--genotype", other, "--quiet"], capsys)
+    assert code == 2 and "resume it without a different --genotype" in err
+    code, out, err = run_cli(["retrain", "--resume", tmp_path / "r", "--genotype", f, "--quiet"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["architecture"] == arch
+
+
 # ---- torchrun ----------------------------------------------------------------------
 needs_gloo = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -214,3 +233,27 @@ def test_the_search_command_line_draws_the_same_path_on_every_rank(tmp_path):
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["world_size"] for m in metrics] == [2, 2]
     assert set(nas.load_architecture(tmp_path / "run" / "architecture.json")) == set(train[0])
+
+
+@needs_gloo
+def test_retrain_under_torchrun_with_a_branch_left_out(tmp_path):
+    # merge ["0", "2"]: the 3x3 branch still runs but feeds nothing, so DDP must expect unused parameters.
+    arch = {"b0.kernel": "k5", "b0.skip": "identity", "merge": ["0", "2"]}
+    f = tmp_path / "arch.json"
+    nas.save_architecture(arch, f)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    items = SEARCH + RETRAIN + ["supernet.model=choice_models:merge_net", "run.dist_timeout=60"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "search.py"]
+    done = subprocess.run(
+        [*cmd, "retrain", "--genotype", str(f), "--out", str(tmp_path / "r"), "--quiet", *sets(items)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test accuracy") == 1  # rank 0 alone prints
+    metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["world_size"] for m in metrics] == [2, 2]
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["architecture"] == arch
