@@ -1,4 +1,4 @@
-"""The command line: ``python search.py [inspect|retrain|lookup] ...`` (also installed as ``gumbel-nas``).
+"""The command line: ``python search.py [inspect|retrain|lookup|measure-latency] ...`` (also installed as ``gumbel-nas``).
 
 argparse lives here alone; the library below never imports this module. Each
 command turns its arguments into explicit values (a config, a run directory, a
@@ -25,7 +25,7 @@ from .errors import UserError, WriteError
 from .genotype import Genotype, disconnected_warning
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
-COMMANDS = ("search", "inspect", "retrain", "lookup")
+COMMANDS = ("search", "inspect", "retrain", "lookup", "measure-latency")
 
 
 @dataclass
@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differentiable architecture search with Gumbel-softmax sampling.",
         epilog="Commands: (none) or 'search' runs a search; 'inspect RUN_DIR' shows what a search chose; "
         "'retrain RUN_DIR | --genotype G' trains the discrete network; "
-        "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy.",
+        "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy; "
+        "'measure-latency --out LUT.json' times every candidate op for search.cost.metric=latency.",
     )
     sub = parser.add_subparsers(dest="command")
     _add_run_args(sub.add_parser("search", help="run an architecture search"))
@@ -126,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="official NATS-Bench topology directory (or CSV) for every dataset's figures",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser(
+        "measure-latency",
+        help="time every candidate of every choice on this machine (for search.cost.metric=latency)",
+        description="Time every candidate op of the config's supernet at its input shape and the search's "
+        "batch size (eval mode, median of repeats), and write the latency table that search.cost.table reads.",
+    )
+    p.add_argument("--config", help="YAML config: a path or a shipped config's name (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's run.device)")
+    p.add_argument("--out", required=True, help="the table to write (JSON)")
+    p.add_argument("--batch-size", type=int, help="default: search.batch_size, which a search checks the table against")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per candidate; the median is kept (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p = sub.add_parser("retrain", help="train the discrete network of a searched or given architecture")
     p.add_argument("run_dir", nargs="?", help="a finished (or running) search run directory")
     p.add_argument(
@@ -406,6 +420,39 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     return 0
 
 
+def data_shape(cfg: Config) -> Tuple[Tuple[int, ...], int]:
+    """One image's shape and the class count of ``cfg``'s data, without loading it."""
+    d = cfg.data
+    if d.name == "synthetic":
+        return (3, d.image_size, d.image_size), d.num_classes
+    return (3, 32, 32), {"cifar10": 10, "cifar100": 100}.get(d.name.lower().replace("-", "").replace("_", ""), 10)
+
+
+def cmd_measure_latency(args, invocation: Invocation) -> int:
+    from .cost import measure_latency, save_latency_table
+    from .search import search_supernet
+
+    cfg = _load(args.config, args.overrides)
+    validate(cfg)
+    device = resolve_device(args.device or cfg.run.device)
+    batch = args.batch_size if args.batch_size is not None else cfg.search.batch_size
+    if batch < 1 or args.repeats < 1 or args.warmup < 0:
+        raise UserError("--batch-size and --repeats must be >= 1 and --warmup >= 0")
+    set_cpu_threads(cfg.run.threads)
+    input_size, num_classes = data_shape(cfg)
+    net = search_supernet(cfg, num_classes).to(device)
+    what = f"model {cfg.supernet.model}" if cfg.supernet.model else f"{cfg.supernet.space} space"
+    print(f"measure-latency: {what}, batch {batch} at {list(input_size)} on {device}", flush=True)
+    table = measure_latency(net, input_size, batch, repeats=args.repeats, warmup=args.warmup, log=print)
+    save_latency_table(table, args.out)
+    print(
+        f"whole network {table['whole_network']:.3f} ms, fixed part {table['fixed']:.3f} ms; wrote {args.out}\n"
+        f"search with it: --set search.cost.metric=latency --set search.cost.table={args.out} "
+        f"--set search.cost.weight=..."
+    )
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns the exit status (2 for a user mistake, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -413,7 +460,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "search")
     args = build_parser().parse_args(argv)
-    handler = {"search": cmd_search, "inspect": cmd_inspect, "retrain": cmd_retrain, "lookup": cmd_lookup}[args.command]
+    handler = {
+        "search": cmd_search,
+        "inspect": cmd_inspect,
+        "retrain": cmd_retrain,
+        "lookup": cmd_lookup,
+        "measure-latency": cmd_measure_latency,
+    }[args.command]
     invocation = Invocation()
     completed = False
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,19 @@ class TauConfig:
 
 
 @dataclass
+class CostConfig:
+    """``search.cost``: hardware-aware search (nas.cost); weight 0 leaves the search as it is."""
+
+    metric: str = "flops"  # flops (multiply-adds per image) | params | latency (ms per batch, from table)
+    form: str = "mul_log"  # mul_log: CE * (log E / log ref)^weight (FBNet, ProxylessNAS) | add_linear:
+    # CE + weight * (E - ref) / ref (ProxylessNAS) | budget: CE + weight * max(0, E - budget) / budget
+    weight: float = 0.0  # 0: no cost term (and no cost logged)
+    reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
+    budget: Optional[float] = None  # form budget: the cost above which the hinge penalises
+    table: Optional[str] = None  # metric latency: the JSON written by `python search.py measure-latency`
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 250
     batch_size: int = 64
@@ -111,6 +125,7 @@ class SearchConfig:
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass
@@ -213,6 +228,9 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``kind``; return it in that type."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
@@ -234,6 +252,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 2e7 (no dot) as a string
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -442,6 +462,39 @@ def _check_custom_model(cfg: Config) -> None:
         raise UserError("a custom model (supernet.model) derives from its logits: set search.derive=logits")
 
 
+def _check_cost(c: CostConfig) -> None:
+    """``search.cost``: known metric and form, and the numbers each form divides by."""
+    from .cost import FORMS, METRICS
+
+    if c.metric not in METRICS:
+        raise UserError(f"unknown search.cost.metric {c.metric!r}; choose one of: {', '.join(METRICS)}")
+    if c.form not in FORMS:
+        raise UserError(f"unknown search.cost.form {c.form!r}; choose one of: {', '.join(FORMS)}")
+    if not (c.weight >= 0 and math.isfinite(c.weight)):
+        raise UserError(f"search.cost.weight must be a finite number >= 0 (0 turns the cost term off), got {c.weight}")
+    for key, value in (("reference", c.reference), ("budget", c.budget)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"search.cost.{key} must be a finite number > 0 in the metric's unit, got {value}")
+    if c.weight == 0:
+        return
+    if c.form == "mul_log" and c.reference is not None and not c.reference > 1:
+        raise UserError(
+            f"search.cost.form=mul_log divides by log(search.cost.reference), so it needs reference > 1, got "
+            f"{c.reference}; give it in a smaller unit's terms (flops are counted, latency is in ms) or use add_linear"
+        )
+    if c.form == "budget" and c.budget is None:
+        raise UserError(
+            "search.cost.form=budget needs search.cost.budget, the cost to stay under, e.g. --set search.cost.budget=2e7"
+        )
+    if c.metric == "latency" and c.table is None:
+        raise UserError(
+            "search.cost.metric=latency needs search.cost.table, a table measured with "
+            "python search.py measure-latency --config CONFIG --device DEVICE --out lut.json"
+        )
+    if c.metric != "latency" and c.table is not None:
+        raise UserError(f"search.cost.table is read for metric latency only; set search.cost.table=null for {c.metric}")
+
+
 def validate(cfg: Config) -> None:
     """Every semantic check that types alone cannot catch, once, at the boundary; each names the key to fix.
 
@@ -548,6 +601,7 @@ def validate(cfg: Config) -> None:
         make_tau_schedule(s.tau)
     except ValueError as exc:
         raise UserError(f"search.tau: {exc}") from None
+    _check_cost(s.cost)
     for f in dataclasses.fields(cfg.retrain):
         p, section = getattr(cfg.retrain, f.name), f"retrain.{f.name}"
         _check_positive(

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
+from .cost import CostPenalty, CostTable, cost_table, derived_cost, load_latency_table
 from .data import search_split, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
@@ -129,6 +130,24 @@ def run_search(
     return SearchResult(run_dir, geno, done.done, done.finished, done.last_metrics)
 
 
+def search_supernet(cfg: Config, num_classes: int):
+    """The supernet a search of ``cfg`` builds: ``supernet.model``'s, else ``supernet.space``'s (on the CPU)."""
+    sn, s = cfg.supernet, cfg.search
+    if sn.model is not None:  # a custom model with choices (nas.model_supernet)
+        return model_supernet(sn.model, sn.mode, num_classes=num_classes, tau=s.tau.max)
+    return build_supernet(
+        sn.space,
+        sn.mode,
+        C=sn.C,
+        N=sn.N,
+        num_classes=num_classes,
+        ops=sn.ops,
+        affine=sn.affine,
+        tau=s.tau.max,
+        derive_none=sn.derive_none,
+    )
+
+
 class SearchTask:
     """The search's part of the run skeleton: data splits, the :class:`Searcher`, pruning, outputs."""
 
@@ -154,20 +173,7 @@ class SearchTask:
         self.loader_a = make_loader(
             data, data.train_x[idx_a], data.train_y[idx_a], s.batch_size, seed=seed + 1, **loader_kw
         )
-        if sn.model is not None:  # a custom model with choices (nas.model_supernet)
-            net = model_supernet(sn.model, sn.mode, num_classes=data.num_classes, tau=s.tau.max)
-        else:
-            net = build_supernet(
-                sn.space,
-                sn.mode,
-                C=sn.C,
-                N=sn.N,
-                num_classes=data.num_classes,
-                ops=sn.ops,
-                affine=sn.affine,
-                tau=s.tau.max,
-                derive_none=sn.derive_none,
-            )
+        net = search_supernet(cfg, data.num_classes)
         self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
         net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         if cfg.run.sync_bn:
@@ -176,7 +182,9 @@ class SearchTask:
         if cfg.run.channels_last:
             net.to(memory_format=torch.channels_last)
         self.net = net
-        self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world)
+        self.input_size = tuple(data.train_x.shape[1:])
+        self.cost_table, cost = self._cost(cfg, net, device)
+        self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world, cost=cost)
         steps = min(len(self.loader_w), len(self.loader_a))
         self.steps = steps if s.steps_per_epoch is None else min(steps, s.steps_per_epoch)
         if self.steps < 1:
@@ -212,6 +220,20 @@ class SearchTask:
             self.eval_batches = [b for _, b in zip(range(count), loader_eval)]
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
+
+    def _cost(self, cfg: Config, net, device: torch.device) -> Tuple[Optional[CostTable], Optional[CostPenalty]]:
+        """``search.cost``: the table and the loss term (none at weight 0, the search unchanged)."""
+        c = cfg.search.cost
+        if c.weight == 0:
+            return None, None
+        latency = None
+        if c.metric == "latency":
+            latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
+        table = cost_table(net, c.metric, self.input_size, latency=latency)
+        try:
+            return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget)
+        except ValueError as exc:  # a reference the form cannot divide by
+            raise UserError(f"search.cost: {exc}; set search.cost.reference (or another form)") from None
 
     # ---- checkpoint ------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -313,6 +335,18 @@ class SearchTask:
         self.probs = net.probabilities()
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
         benchmark = benchmark_fields(self.geno)
+        cost: Dict[str, Any] = {}
+        if self.cost_table is not None:
+            penalty = self.searcher.cost
+            with torch.no_grad():
+                expected = float(penalty.expected())
+            cost = {
+                "cost_metric": self.cost_table.metric,
+                "expected_cost": expected,
+                "derived_cost": derived_cost(net, self.cost_table, self.geno, self.input_size),
+                "cost_reference": penalty.reference,
+                **({"cost_budget": penalty.budget} if penalty.budget is not None else {}),
+            }
         return {
             "epoch": epoch + 1,
             "tau": net.tau,
@@ -324,6 +358,7 @@ class SearchTask:
             "val_acc": val_acc if val_meter.count else None,
             "entropy": entropy(self.probs),
             "genotype": str(self.geno),
+            **cost,
             **({"ops_left": net.num_alive()} if self.pruning else {}),
             **({"pruned": self.pruned} if self.pruned else {}),
             **({self.prune_key: self.prune_scores} if self.prune_scores else {}),
@@ -381,6 +416,8 @@ class SearchTask:
         )
         bench = m.get("benchmark")
         bench_text = f"NB201 {bench['cifar10_test']:.2f}%  " if bench else ""
+        if "expected_cost" in m:
+            bench_text += f"{m['cost_metric']} E {m['expected_cost']:.4g} derived {m['derived_cost']:.4g}  "
         decided = ""
         if "pruned_after" in m:
             decided = (

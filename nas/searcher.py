@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SearchConfig, make_tau_schedule
+from .cost import CostPenalty
 from .distributed import SINGLE, World
 from .supernet import Supernet
 from .training import Meter, autocast, clip_and_step, cosine_lr, set_lr
@@ -69,6 +70,8 @@ class Searcher:
         arch_paths: gdas mode: the architecture step splits its batch into this many equal
             parts, each running its own sampled path, so the logits' gradient averages over that
             many paths at the cost of one step (1: one path for the whole batch, as GDAS).
+        cost: the hardware cost term of the architecture loss (:class:`nas.cost.CostPenalty`,
+            ``search.cost``); ``None``: none.
     """
 
     def __init__(
@@ -88,8 +91,10 @@ class Searcher:
         uniform_weight_paths: bool = False,
         pruning: bool = False,
         arch_paths: int = 1,
+        cost: Optional[CostPenalty] = None,
     ):
         self.net = net
+        self.cost = cost
         self.world = world
         self.weight_optimizer = weight_optimizer
         self.arch_optimizer = arch_optimizer
@@ -125,8 +130,10 @@ class Searcher:
         device: Optional[torch.device] = None,
         bf16: bool = False,
         world: World = SINGLE,
+        cost: Optional[CostPenalty] = None,
     ) -> "Searcher":
-        """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam)."""
+        """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam);
+        ``cost`` is the cost term built from ``search.cost`` (it needs the data's shape)."""
         w, a = search.weights, search.arch
         w_opt = torch.optim.SGD(
             net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov, weight_decay=w.weight_decay
@@ -148,6 +155,7 @@ class Searcher:
             uniform_weight_paths=search.weight_paths == "uniform",
             pruning=search.prune != "off",
             arch_paths=a.paths,
+            cost=cost,
         )
 
     def start_epoch(self, epoch: int) -> None:
@@ -193,19 +201,26 @@ class Searcher:
 
         With a beta-decay weight > 0 the objective adds beta-DARTS's
         ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is ``beta_decay * softmax(alpha) / edges``.
+        With a cost term, the cross-entropy is multiplied by its factor (``mul_log``) or has its
+        term added (``add_linear``, ``budget``); see :mod:`nas.cost`.
         """
         self.arch_optimizer.zero_grad(set_to_none=True)
+        cost = self.cost
         if self.arch_paths > 1:
             self._arch_gradient_over_paths(x, y)
-            if self.beta_decay:
-                (self.beta_decay * beta_decay_term(self.net)).backward(inputs=self.arch)
+            extra = self.beta_decay * beta_decay_term(self.net) if self.beta_decay else None
+            added = cost.additive() if cost is not None else None
+            if added is not None:
+                extra = added if extra is None else extra + added
+            if extra is not None:
+                extra.backward(inputs=self.arch)
         else:
             with self.autocast:
                 logits = self.net(x)
                 loss = F.cross_entropy(logits.float(), y)
-            objective = loss
+            objective = cost.objective(loss) if cost is not None else loss
             if self.beta_decay:
-                objective = loss + self.beta_decay * beta_decay_term(self.net)
+                objective = objective + self.beta_decay * beta_decay_term(self.net)
             objective.backward(inputs=self.arch)
             self.val_meter.add(loss, logits, y)
         if self.world.distributed:  # one process: nothing to reduce, no per-step list
@@ -220,7 +235,10 @@ class Searcher:
             with self.autocast:
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)
-            (loss * (xs.shape[0] / n)).backward(inputs=self.arch)
+            # mul_log: each part's loss times the factor (recomputed: each backward frees its graph).
+            factor = self.cost.multiplier() if self.cost is not None else None
+            scaled = loss * (xs.shape[0] / n)
+            (scaled * factor if factor is not None else scaled).backward(inputs=self.arch)
             self.val_meter.add(loss, logits, ys)
 
     def end_epoch(self) -> None:

@@ -1,0 +1,612 @@
+"""Hardware-aware search: the cost of every candidate, the expected cost of an architecture, and
+the cost term of the architecture loss.
+
+A **cost table** holds, for every choice of a supernet (an edge of a built-in space's cell type,
+or a label of a custom model), the cost of each candidate at the input shape it sees there, summed
+over every place the choice is used (an NB201 cell type's logits serve all 15 cells), plus the
+**fixed** cost of what no choice decides (stem, reductions, head). Three metrics:
+
+* ``flops``: multiply-adds per image, by the project's counter (:mod:`nas.flops`);
+* ``params``: parameters;
+* ``latency``: milliseconds per batch, from a table measured on the machine that will run the
+  network (:func:`measure_latency`, ``python search.py measure-latency``).
+
+The expected cost of the architecture the logits describe is differentiable in the logits::
+
+    E[cost] = fixed + sum over choices sum_k p_k cost_k,    p = softmax(logits)
+
+in every mode (gdas, snas, darts: the categorical distribution the logits define, not this
+forward's sample), with pruned candidates at probability 0. It treats the choices as independent:
+in the NB201 space an op reading a node all of whose inputs are ``none`` is skipped by the
+network, which the expectation does not model; :func:`derived_cost`, the cost of one
+architecture, runs it and counts what runs, so it is exact.
+
+The cost term (``search.cost``), with CE the architecture step's cross-entropy, E the expected
+cost, ``w`` the weight, ``ref`` the reference and ``B`` the budget:
+
+* ``mul_log``:    CE * (log E / log ref) ** w   (FBNet, ProxylessNAS ``mul#log``; ``w`` is their beta)
+* ``add_linear``: CE + w * (E - ref) / ref      (ProxylessNAS ``add#linear``; ``w`` is their lambda)
+* ``budget``:     CE + w * max(0, E - B) / B    (a hinge: nothing below the budget)
+
+FBNet and ProxylessNAS also multiply ``mul_log`` by an alpha (0.2): a constant factor on the whole
+loss, which Adam's steps are invariant to, so it is left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .errors import UserError
+from .flops import count_parameters, counting_macs, inference, module_macs
+from .io import atomic_write_text
+
+METRICS = ("flops", "params", "latency")
+FORMS = ("mul_log", "add_linear", "budget")
+UNITS = {"flops": "multiply-adds per image", "params": "parameters", "latency": "ms per batch"}
+TABLE_FORMAT = "gumbel-nas latency table"
+TABLE_VERSION = 1
+
+
+# ---- where the choices are ------------------------------------------------------------------
+@dataclass
+class Site:
+    """One place a choice is used: its logit row and its candidates (``None``: costs nothing, as
+    ``none`` or an input of an :class:`nas.InputChoice`). ``calls`` holds the inputs it saw in the
+    traced forward, one entry per call, as ``(shape, dtype)`` per tensor argument."""
+
+    cell: str
+    row: int
+    candidates: List[Optional[nn.Module]]
+    cacheable: bool  # built-in ops: equal reprs at equal shapes cost the same
+    calls: List[Tuple[Any, ...]] = field(default_factory=list)
+    name: str = ""
+
+
+def _sites(net: nn.Module) -> List[Site]:
+    """Every choice site of a supernet, in module order."""
+    from .choice import OpChoice
+    from .darts import DartsSearchCell
+    from .model_supernet import CELL, ModelSupernet
+    from .nb201 import NB201SearchCell
+
+    sites: List[Site] = []
+    if isinstance(net, ModelSupernet):
+        for name, m in net.model.named_modules():
+            if isinstance(m, OpChoice):
+                cands: List[Optional[nn.Module]] = [m.candidates[n] for n in m.names]
+                sites.append(Site(CELL, m._row, cands, False, name=name))
+        return sites
+    is_zero = getattr(net, "_is_zero", ())
+    for name, m in net.named_modules():
+        if isinstance(m, (NB201SearchCell, DartsSearchCell)):
+            cell = "reduce" if getattr(m, "reduction", False) else "normal"
+            for e, edge in enumerate(m.edges):
+                cands = [None if is_zero[k] else op for k, op in enumerate(edge)]
+                sites.append(Site(cell, e, cands, True, name=f"{name}.edges.{e}"))
+    if not sites:
+        raise ValueError(
+            f"cannot find the choices of a {type(net).__name__}; cost tables know nb201, darts and custom models"
+        )
+    return sites
+
+
+def _trace_arch(net: nn.Module) -> Any:
+    """An architecture under which every choice runs: each edge's first op that is not ``none``,
+    each label's first candidate(s)."""
+    from .model_supernet import ModelSupernet
+
+    if isinstance(net, ModelSupernet):
+        return {
+            label: list(net.candidates[label][:n]) if n > 1 else net.candidates[label][0]
+            for label, n in zip(net.labels, net.n_chosen)
+        }
+    first = next(k for k, z in enumerate(net._is_zero) if not z)
+    return {cell: [first] * a.shape[0] for cell, a in net.arch.items()}
+
+
+def _spec(args: Sequence[Any]) -> Tuple[Any, ...]:
+    """Tensor arguments as ``(shape, dtype)``; lists of tensors likewise; anything else as is."""
+
+    def one(a: Any) -> Any:
+        if isinstance(a, torch.Tensor):
+            return ("tensor", tuple(a.shape), a.dtype)
+        if isinstance(a, (list, tuple)):
+            return ("list", tuple(one(x) for x in a))
+        return ("value", a)
+
+    return tuple(one(a) for a in args)
+
+
+def _zeros(spec: Tuple[Any, ...], device: torch.device, batch: Optional[int] = None) -> List[Any]:
+    """Inputs of ``spec``, as zeros (a fresh tensor per call: a candidate may work in place)."""
+
+    def one(s: Any) -> Any:
+        if s[0] == "tensor":
+            shape = s[1] if batch is None or not s[1] else (batch, *s[1][1:])
+            return torch.zeros(shape, dtype=s[2], device=device)
+        if s[0] == "list":
+            return [one(x) for x in s[1]]
+        return s[1]
+
+    return [one(s) for s in spec]
+
+
+def _shape_text(spec: Tuple[Any, ...]) -> List[Any]:
+    """A call's spec as JSON (shapes only)."""
+
+    def one(s: Any) -> Any:
+        if s[0] == "tensor":
+            return list(s[1])
+        if s[0] == "list":
+            return [one(x) for x in s[1]]
+        return repr(s[1])
+
+    return [one(s) for s in spec]
+
+
+@contextlib.contextmanager
+def _forced(net: nn.Module, arch: Any) -> Iterator[None]:
+    previous = net._forced
+    net.force(arch)
+    try:
+        yield
+    finally:
+        net._forced = previous
+
+
+def trace(
+    net: nn.Module, input_size: Sequence[int], batch_size: int = 1, arch: Any = None
+) -> Tuple[List[Site], Dict[nn.Module, int], List[nn.Module]]:
+    """Run ``net`` once on a zero batch of ``batch_size`` at ``input_size`` with ``arch`` forced
+    (default: one under which every choice runs), in eval mode without gradient.
+
+    Returns the sites with the inputs each saw, the multiply-adds counted per layer, and the
+    candidate modules that ran.
+    """
+    sites = _sites(net)
+    ran: List[nn.Module] = []
+    handles = []
+    for site in sites:
+        for cand in site.candidates:
+            if cand is None:
+                continue
+
+            def pre_hook(module: nn.Module, args: Tuple[Any, ...], site: Site = site) -> None:
+                site.calls.append(_spec(args))
+                ran.append(module)
+
+            handles.append(cand.register_forward_pre_hook(pre_hook))
+    device = next(net.parameters()).device
+    try:
+        with _forced(net, arch if arch is not None else _trace_arch(net)), counting_macs(net) as counts, inference(net):
+            net(torch.zeros(batch_size, *input_size, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+    return sites, counts, ran
+
+
+def _check_ran(sites: Sequence[Site]) -> None:
+    missed = [s.name for s in sites if not s.calls and any(c is not None for c in s.candidates)]
+    if missed:
+        raise ValueError(
+            f"choice(s) {missed[:3]} did not run in a forward of a zero batch, so their input shape is unknown; "
+            "a cost table needs every choice to run in every forward"
+        )
+
+
+# ---- the table ------------------------------------------------------------------------------
+@dataclass
+class CostTable:
+    """The cost of every candidate of every choice of one supernet, and of its fixed parts.
+
+    ``costs[cell]`` is ``[rows, width]`` (float64): row ``r``, entry ``k`` is candidate ``k``'s cost
+    summed over every site of that row (0 where it costs nothing or does not exist).
+    ``site_costs`` holds each site's own costs (what :func:`derived_cost` adds up).
+
+    Example:
+        >>> import torch, nas
+        >>> from torch import nn
+        >>> model = nn.Sequential(nas.OpChoice({"wide": nn.Linear(4, 8), "narrow": nn.Linear(4, 2)}, label="fc"))
+        >>> table = cost_table(nas.Supernet.from_model(model), "flops", input_size=(4,))
+        >>> table.costs["choices"].tolist(), table.fixed
+        ([[32.0, 8.0]], 0.0)
+    """
+
+    metric: str
+    fixed: float
+    costs: Dict[str, torch.Tensor]
+    sites: List[Site]
+    site_costs: List[List[float]]
+
+    def expected(self, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``fixed + sum over cells of sum(softmax(logits) * costs)``, differentiable in ``logits``
+        (a ``[rows, width]`` tensor per cell type; ``-inf`` entries have probability 0)."""
+        total: Optional[torch.Tensor] = None
+        for cell, c in self.costs.items():
+            a = logits[cell]
+            p = torch.softmax(a if a.dtype == torch.float64 else a.float(), dim=-1)
+            term = (p * c.to(device=p.device, dtype=p.dtype)).sum()
+            total = term if total is None else total + term
+        assert total is not None
+        return total + self.fixed
+
+    def uniform(self, alive: Mapping[str, torch.Tensor]) -> float:
+        """The expected cost when every candidate still alive is equally likely (the default reference)."""
+        logits = {
+            cell: torch.zeros(a.shape, dtype=torch.float64).masked_fill(~a.cpu(), float("-inf"))
+            for cell, a in alive.items()
+        }
+        return float(self.expected(logits))
+
+    def cheapest(self) -> Dict[str, List[int]]:
+        """Per cell type and row, the index of the cheapest existing candidate (``ValueError`` on ties is not raised: the first wins)."""
+        return {cell: c.argmin(dim=-1).tolist() for cell, c in self.costs.items()}
+
+
+def cost_table(
+    net: nn.Module,
+    metric: str,
+    input_size: Sequence[int],
+    latency: Optional[Mapping[str, Any]] = None,
+) -> CostTable:
+    """The cost table of ``net`` for ``metric`` (``flops`` or ``params`` counted here; ``latency``
+    read from a measured table, see :func:`load_latency_table`).
+
+    ``input_size`` is one sample's shape (``(3, 32, 32)`` for CIFAR). Counting runs one forward at
+    batch 1 on the device ``net`` is on, plus one small forward per candidate and input shape.
+
+    Example:
+        >>> import nas
+        >>> net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+        >>> t = cost_table(net, "flops", (3, 16, 16))
+        >>> t.costs["normal"].shape, t.costs["normal"][0].tolist()  # none, skip, 1x1, 3x3, avg pool at 3 stages
+        (torch.Size([6, 5]), [0.0, 0.0, 12288.0, 110592.0, 0.0])
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown cost metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    if metric == "latency":
+        if latency is None:
+            raise ValueError("the latency metric reads a measured table: pass latency=load_latency_table(...)")
+        return _latency_cost_table(net, latency)
+    sites, counts, ran = trace(net, input_size)
+    _check_ran(sites)
+    device = next(net.parameters()).device
+    cache: Dict[Tuple[str, Any], float] = {}
+    site_costs: List[List[float]] = []
+    for site in sites:
+        row = []
+        for cand in site.candidates:
+            if cand is None:
+                row.append(0.0)
+            elif metric == "params":
+                row.append(float(count_parameters(cand)))
+            else:
+                total = 0.0
+                for spec in site.calls:
+                    key = (repr(cand), spec)
+                    if not site.cacheable or key not in cache:
+                        cache[key] = float(module_macs(cand, *_zeros(spec, device)))
+                    total += cache[key]
+                row.append(total)
+        site_costs.append(row)
+    if metric == "params":
+        inside = {id(p) for s in sites for c in s.candidates if c is not None for p in c.parameters()}
+        arch = {id(p) for p in net.arch_parameters()}
+        fixed = float(sum(p.numel() for p in net.parameters() if id(p) not in inside and id(p) not in arch))
+    else:
+        chosen = sum(_macs_inside(m, counts) for m in _unique(ran))
+        fixed = float(sum(counts.values()) - chosen)
+    return _assemble(net, metric, fixed, sites, site_costs)
+
+
+def _unique(modules: Sequence[nn.Module]) -> List[nn.Module]:
+    seen, out = set(), []
+    for m in modules:
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append(m)
+    return out
+
+
+def _macs_inside(module: nn.Module, counts: Mapping[nn.Module, int]) -> int:
+    return sum(counts.get(m, 0) for m in module.modules())
+
+
+def _assemble(net: nn.Module, metric: str, fixed: float, sites: List[Site], site_costs: List[List[float]]) -> CostTable:
+    costs = {cell: torch.zeros(a.shape, dtype=torch.float64) for cell, a in net.arch.items()}
+    for site, row in zip(sites, site_costs):
+        costs[site.cell][site.row, : len(row)] += torch.tensor(row, dtype=torch.float64)
+    return CostTable(metric, fixed, costs, sites, site_costs)
+
+
+def expected_cost(net: nn.Module, table: CostTable) -> torch.Tensor:
+    """E[cost] of the architecture ``net``'s logits describe (pruned candidates excluded),
+    differentiable in the logits.
+
+    Example:
+        >>> import nas
+        >>> net = nas.build_supernet("nb201", mode="darts", C=4, N=1, num_classes=10)
+        >>> e = expected_cost(net, cost_table(net, "flops", (3, 16, 16)))
+        >>> e.backward(); net.arch["normal"].grad.abs().sum() > 0
+        tensor(True)
+    """
+    return table.expected({cell: net.logits(cell) for cell in net.arch})
+
+
+def derived_cost(net: nn.Module, table: CostTable, arch: Any, input_size: Sequence[int]) -> float:
+    """The cost of one architecture (a genotype, or ``{label: name}`` for a custom model): the
+    fixed part plus each candidate that runs when it is forced, so an NB201 op reading a node
+    whose inputs are all ``none`` (which the network skips) costs nothing."""
+    from .genotype import Genotype
+    from .model_supernet import ModelSupernet
+
+    if isinstance(arch, Genotype) and not isinstance(net, ModelSupernet):
+        arch = net.choices_from_genotype(arch)
+    elif hasattr(arch, "choices") and isinstance(net, ModelSupernet):
+        arch = arch.choices
+    sites, _, ran = trace(net, input_size, arch=arch)
+    ran_ids = {id(m) for m in ran}
+    total = table.fixed
+    for site, row in zip(table.sites, table.site_costs):
+        total += sum(c for cand, c in zip(site.candidates, row) if cand is not None and id(cand) in ran_ids)
+    return float(total)
+
+
+# ---- the loss ---------------------------------------------------------------------------------
+class CostPenalty:
+    """The cost term of the architecture loss (see the module's docstring for the forms).
+
+    :meth:`multiplier` is the factor the cross-entropy is multiplied by (``mul_log``; ``None``
+    for the additive forms), :meth:`additive` the term added to it (``None`` for ``mul_log``), so a
+    step that splits its batch multiplies each part and adds the term once.
+
+    Example:
+        >>> import torch, nas
+        >>> from torch import nn
+        >>> model = nn.Sequential(nas.OpChoice({"wide": nn.Linear(4, 8), "narrow": nn.Linear(4, 2)}, label="fc"))
+        >>> net = nas.Supernet.from_model(model, mode="darts")
+        >>> pen = CostPenalty(net, cost_table(net, "flops", (4,)), form="budget", weight=1.0, budget=10.0)
+        >>> round(pen.additive().item(), 2)  # E ~ (32 + 8) / 2 = 20, twice the budget: (20 - 10) / 10
+        1.0
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        table: CostTable,
+        form: str,
+        weight: float,
+        reference: Optional[float] = None,
+        budget: Optional[float] = None,
+    ):
+        if form not in FORMS:
+            raise ValueError(f"unknown cost form {form!r}; choose one of: {', '.join(FORMS)}")
+        self.net, self.table, self.form, self.weight = net, table, form, float(weight)
+        # Default reference: the cost when every live candidate is equally likely, a function of
+        # the table alone, so a resumed search uses the same one.
+        self.reference = (
+            float(reference) if reference is not None else table.uniform({cell: net.alive(cell) for cell in net.arch})
+        )
+        self.budget = None if budget is None else float(budget)
+        if form == "budget" and not (self.budget is not None and self.budget > 0):
+            raise ValueError("the budget form needs budget > 0")
+        if form == "mul_log" and not self.reference > 1:
+            raise ValueError(f"mul_log divides by log(reference), which needs reference > 1, got {self.reference:g}")
+        if form == "add_linear" and not self.reference > 0:
+            raise ValueError(f"add_linear divides by the reference, which needs reference > 0, got {self.reference:g}")
+
+    def expected(self) -> torch.Tensor:
+        return expected_cost(self.net, self.table)
+
+    def multiplier(self) -> Optional[torch.Tensor]:
+        if self.form != "mul_log":
+            return None
+        # Clamped just above 1: log E <= 0 would make the power undefined (costs below 1 unit).
+        e = self.expected().clamp(min=1.0 + 1e-6)
+        return (torch.log(e) / math.log(self.reference)) ** self.weight
+
+    def additive(self) -> Optional[torch.Tensor]:
+        if self.form == "add_linear":
+            return self.weight * (self.expected() - self.reference) / self.reference
+        if self.form == "budget":
+            assert self.budget is not None
+            return self.weight * torch.relu(self.expected() - self.budget) / self.budget
+        return None
+
+    def objective(self, ce: torch.Tensor) -> torch.Tensor:
+        """The architecture loss with the cost term, for a step on one batch."""
+        m, a = self.multiplier(), self.additive()
+        out = ce * m if m is not None else ce
+        return out + a if a is not None else out
+
+
+# ---- latency ------------------------------------------------------------------------------------
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_ms(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:  # the CPU's model name, as lscpu shows it
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _structure(net: nn.Module, sites: Sequence[Site]) -> Dict[str, Any]:
+    """What a table must match: the choices (names, rows, candidate counts) and their input shapes."""
+    from .model_supernet import ModelSupernet
+
+    names = {label: list(c) for label, c in net.candidates.items()} if isinstance(net, ModelSupernet) else list(net.ops)
+    return {
+        "space": getattr(net, "space", ""),
+        "candidates": names,
+        "sites": [{"cell": s.cell, "row": s.row, "shapes": [_shape_text(c) for c in s.calls]} for s in sites],
+    }
+
+
+def measure_latency(
+    net: nn.Module,
+    input_size: Sequence[int],
+    batch_size: int,
+    repeats: int = 20,
+    warmup: int = 3,
+    log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Any]:
+    """Time every candidate of every choice at its input shape and ``batch_size`` on the device
+    ``net`` is on (eval mode, no gradient: the deployed network's forward); median of
+    ``repeats`` runs after ``warmup``, in ms. Returns the latency table as a JSON-able dict
+    (:func:`save_latency_table` writes it).
+
+    The fixed part is the median of the whole network's forward (each choice at its first
+    candidate) minus the medians of the candidates that ran, floored at 0. Built-in ops of equal
+    form at equal shapes are timed once.
+
+    Example:
+        >>> import nas
+        >>> net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+        >>> lut = measure_latency(net, (3, 16, 16), batch_size=2, repeats=2, warmup=0)
+        >>> lut["unit"], len(lut["costs"]["normal"])
+        ('ms', 6)
+    """
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}")
+    device = next(net.parameters()).device
+    sites, _, ran = trace(net, input_size, batch_size)
+    _check_ran(sites)
+    cache: Dict[Tuple[str, Any], float] = {}
+    site_costs: List[List[float]] = []
+    with inference(net):
+        for i, site in enumerate(sites):
+            row = []
+            for cand in site.candidates:
+                total = 0.0
+                for spec in site.calls if cand is not None else ():
+                    key = (repr(cand), spec)
+                    if not site.cacheable or key not in cache:
+                        inputs = _zeros(spec, device)
+                        cache[key] = _median_ms(functools.partial(cand, *inputs), device, repeats, warmup)
+                    total += cache[key]
+                row.append(total)
+            site_costs.append(row)
+            if log is not None and (i + 1) % 10 == 0:
+                log(f"timed {i + 1}/{len(sites)} choice sites")
+        x = torch.zeros(batch_size, *input_size, device=device)
+        with _forced(net, _trace_arch(net)):
+            whole = _median_ms(functools.partial(net, x), device, repeats, warmup)
+    ran_ids = {id(m) for m in ran}
+    chosen = sum(
+        c
+        for s, row in zip(sites, site_costs)
+        for cand, c in zip(s.candidates, row)
+        if cand is not None and id(cand) in ran_ids
+    )
+    table = _assemble(net, "latency", max(0.0, whole - chosen), sites, site_costs)
+    return {
+        "format": TABLE_FORMAT,
+        "version": TABLE_VERSION,
+        "metric": "latency",
+        "unit": "ms",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": device.type,
+        "device_name": _device_name(device),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "batch_size": int(batch_size),
+        "input_size": [int(v) for v in input_size],
+        "repeats": int(repeats),
+        "warmup": int(warmup),
+        "statistic": "median",
+        "structure": _structure(net, sites),
+        "fixed": table.fixed,
+        "whole_network": whole,
+        "costs": {cell: c.tolist() for cell, c in table.costs.items()},
+        "site_costs": site_costs,
+    }
+
+
+def save_latency_table(table: Mapping[str, Any], path: Union[str, Path]) -> None:
+    """Write a latency table as JSON, atomically."""
+    atomic_write_text(path, json.dumps(table, indent=1) + "\n")
+
+
+def load_latency_table(
+    path: Union[str, Path],
+    net: nn.Module,
+    input_size: Sequence[int],
+    batch_size: int,
+    device: Union[str, torch.device],
+) -> Dict[str, Any]:
+    """Read a latency table and check it was measured for this network, input shape, batch size and
+    device type; :class:`nas.UserError` (one line, with the command that measures the right one) if not."""
+    path = Path(path)
+    fix = "measure one for this search: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"latency table {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read latency table {path} ({type(exc).__name__}); {fix}") from None
+    if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+        raise UserError(f"{path} is not a latency table written by measure-latency; {fix}")
+    if data.get("version") != TABLE_VERSION:
+        raise UserError(
+            f"latency table {path} has version {data.get('version')!r}; this library reads version {TABLE_VERSION}; {fix}"
+        )
+    dev = torch.device(device).type
+    checks = [
+        ("device", data.get("device"), dev),
+        ("batch size", data.get("batch_size"), int(batch_size)),
+        ("input shape", data.get("input_size"), [int(v) for v in input_size]),
+    ]
+    for what, theirs, ours in checks:
+        if theirs != ours:
+            raise UserError(f"latency table {path} was measured for {what} {theirs}, this search uses {ours}; {fix}")
+    sites, _, _ = trace(net, input_size, batch_size)
+    if data.get("structure") != json.loads(json.dumps(_structure(net, sites))):
+        raise UserError(
+            f"latency table {path} was measured on another network (its choices, candidates or their input shapes "
+            f"differ from this search's); {fix}"
+        )
+    return data
+
+
+def _latency_cost_table(net: nn.Module, data: Mapping[str, Any]) -> CostTable:
+    sites = _sites(net)
+    site_costs = [list(map(float, row)) for row in data["site_costs"]]
+    return _assemble(net, "latency", float(data["fixed"]), sites, site_costs)

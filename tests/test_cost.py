@@ -1,0 +1,299 @@
+"""Hardware-aware search (nas.cost): cost tables, the expected cost and its gradient, the loss
+forms, the latency table and the measure-latency command."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nas
+from nas.cli import main
+from nas.config import load_config, validate
+from nas.cost import (
+    CostPenalty,
+    cost_table,
+    derived_cost,
+    expected_cost,
+    load_latency_table,
+    measure_latency,
+    save_latency_table,
+)
+from nas.flops import count_macs, count_parameters, module_macs
+from nas.searcher import Searcher
+from tests.test_search import TINY_NB201
+
+
+def bottleneck() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 2), nn.Linear(2, 8))  # 32 multiply-adds
+
+
+def wide() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 8))  # 512
+
+
+class Toy(nn.Module):
+    """Three labels (one shared by two choices), the cheapest candidate at a different place in
+    each, and an InputChoice (which costs nothing)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.c1 = nas.OpChoice({"wide": wide(), "lin": nn.Linear(8, 8), "skip": nn.Identity()}, label="c1")
+        self.c2 = nas.OpChoice({"lin": nn.Linear(8, 8), "bottleneck": bottleneck(), "wide": wide()}, label="c2")
+        self.s1 = nas.OpChoice({"a": nn.Linear(8, 8), "b": bottleneck()}, label="shared")
+        self.s2 = nas.OpChoice({"a": nn.Linear(8, 8), "b": bottleneck()}, label="shared")
+        self.pick = nas.InputChoice(2, label="pick")
+        self.head = nn.Linear(8, num_classes)  # 24: the fixed part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.s2(self.s1(self.c2(self.c1(x))))
+        return self.head(self.pick([h, x]))
+
+
+CHEAPEST = {"c1": "skip", "c2": "bottleneck", "shared": "b"}
+
+
+def toy_net(mode: str = "darts") -> nas.Supernet:
+    torch.manual_seed(0)
+    return nas.Supernet.from_model(Toy(), mode=mode)
+
+
+def test_toy_table_counts_every_candidate_and_the_fixed_part():
+    net = toy_net()
+    flops = cost_table(net, "flops", (8,))
+    rows = dict(zip(net.labels, flops.costs["choices"].tolist()))
+    assert rows == {"c1": [512, 64, 0], "c2": [64, 32, 512], "shared": [128, 64, 0], "pick": [0, 0, 0]}
+    assert flops.fixed == 24
+    params = cost_table(net, "params", (8,))
+    rows = dict(zip(net.labels, params.costs["choices"].tolist()))
+    assert rows["c1"] == [8 * 32 + 32 + 32 * 8 + 8, 72, 0] and rows["shared"] == [144, 2 * (18 + 24) - 0 - 0, 0]
+    assert params.fixed == 27
+    # The derived cost is the fixed network's, by the same counter.
+    arch = {"c1": "lin", "c2": "wide", "shared": "a", "pick": "0"}
+    fixed = nas.fix(net, arch)
+    assert derived_cost(net, flops, arch, (8,)) == module_macs(fixed, torch.zeros(1, 8)) == 24 + 64 + 512 + 128
+    assert derived_cost(net, params, arch, (8,)) == count_parameters(fixed)
+
+
+def test_nb201_and_darts_derived_cost_equals_the_discrete_network():
+    """Forcing a genotype runs what the discrete network runs, structural zeros included."""
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+    flops, params = cost_table(net, "flops", (3, 16, 16)), cost_table(net, "params", (3, 16, 16))
+    cells = [
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|",
+        "|none~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_1x1~2|",  # 2<-1 reads a zero
+        "|none~0|+|none~0|none~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    ]
+    for text in cells:
+        geno = nas.Genotype.from_nb201(text)
+        model = net.discretize(geno)
+        assert derived_cost(net, flops, geno, (3, 16, 16)) == count_macs(model, (3, 16, 16)), text
+        # Parameters: those of the ops that run (the discrete network also holds the skipped ones).
+        skipped = text != cells[0]
+        got = derived_cost(net, params, geno, (3, 16, 16))
+        assert got < count_parameters(model) if skipped else got == count_parameters(model), text
+    # A cell without none: its one-hot expectation is its cost.
+    geno = nas.Genotype.from_nb201(cells[0])
+    onehot = {"normal": torch.full((6, 5), -1e9, dtype=torch.float64)}
+    for e, k in enumerate(net.choices_from_genotype(geno)["normal"]):
+        onehot["normal"][e, k] = 0.0
+    assert float(flops.expected(onehot)) == pytest.approx(count_macs(net.discretize(geno), (3, 16, 16)))
+
+    darts = nas.build_supernet("darts", mode="gdas", C=4, N=3, num_classes=10)
+    table = cost_table(darts, "flops", (3, 16, 16))
+    geno = darts.genotype()
+    assert derived_cost(darts, table, geno, (3, 16, 16)) == count_macs(darts.discretize(geno), (3, 16, 16))
+
+
+def test_gradcheck_of_the_expected_cost():
+    net = toy_net()
+    table = cost_table(net, "flops", (8,))
+    dead = ~net.alive("choices")
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return table.expected({"choices": a.masked_fill(dead, float("-inf"))}) / 100
+
+    a = torch.randn(net.arch["choices"].shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (a,))
+    nb = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+    t = cost_table(nb, "flops", (3, 16, 16))
+    a = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: t.expected({"normal": a}) / 1e5, (a,))
+
+
+@pytest.mark.parametrize("mode", nas.MODES)
+def test_expected_cost_sends_a_gradient_to_the_logits_in_every_mode(mode):
+    for net, size in ((toy_net(mode), (8,)), (nas.build_supernet("nb201", mode=mode, C=4, N=1), (3, 16, 16))):
+        e = expected_cost(net, cost_table(net, "flops", size))
+        e.backward()
+        for cell, a in net.arch.items():
+            assert a.grad is not None and a.grad.abs().sum() > 0, (mode, cell)
+
+
+def _descend(net: nas.Supernet, penalty: CostPenalty, steps: int, task=None) -> None:
+    """Adam on the logits only, the toy's cross-entropy on random data plus the cost term."""
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        x, y = torch.randn(8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+        ce = F.cross_entropy(net(x), y) if task is None else task()
+        opt.zero_grad()
+        penalty.objective(ce).backward(inputs=net.arch_parameters())
+        opt.step()
+
+
+@pytest.mark.parametrize("mode", nas.MODES)
+@pytest.mark.parametrize("form, weight", [("add_linear", 1e3), ("mul_log", 50.0)])
+def test_a_huge_weight_picks_every_choices_cheapest_candidate(mode, form, weight):
+    net = toy_net(mode)
+    penalty = CostPenalty(net, cost_table(net, "flops", (8,)), form=form, weight=weight)
+    _descend(net, penalty, steps=300)
+    arch = net.export()
+    assert {label: arch[label] for label in CHEAPEST} == CHEAPEST
+    assert penalty.expected().item() < 0.5 * penalty.reference  # the reference: all candidates equally likely
+
+
+class Widths(nn.Module):
+    """Six labels, each a bottleneck of width 1, 2, 4 or 8 (16, 32, 64, 128 multiply-adds)."""
+
+    WIDTHS = (1, 2, 4, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *[
+                nas.OpChoice({f"h{h}": nn.Sequential(nn.Linear(8, h), nn.Linear(h, 8)) for h in self.WIDTHS})
+                for _ in range(6)
+            ]
+        )
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+def test_budget_form_ends_within_ten_percent_of_its_target():
+    """A task whose loss falls with each block's width (log h: diminishing returns) against the
+    hinge at a budget of 24 + 6 * 64: the search settles at the budget, every block at width 4
+    (the best use of 64 multiply-adds a block), so the derived network meets it too."""
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(Widths(), mode="darts")
+    table = cost_table(net, "flops", (8,))
+    budget = 24.0 + 6 * 64
+    penalty = CostPenalty(net, table, form="budget", weight=20.0, budget=budget)
+    value = torch.tensor(Widths.WIDTHS, dtype=torch.float32).log()
+
+    def task() -> torch.Tensor:
+        return -(torch.softmax(net.arch["choices"], -1) * value).sum()
+
+    _descend(net, penalty, steps=400, task=task)
+    e = penalty.expected().item()
+    assert abs(e - budget) / budget < 0.1, e
+    derived = derived_cost(net, table, net.export(), (8,))
+    assert abs(derived - budget) / budget < 0.1, (derived, net.export())
+
+
+def test_searcher_adds_the_cost_term_to_the_architecture_loss():
+    """darts mode (no noise): the step's gradient is that of the objective computed by hand."""
+    x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
+    grads = []
+    for by_hand in (False, True):
+        net = toy_net("darts")
+        penalty = CostPenalty(net, cost_table(net, "flops", (8,)), form="add_linear", weight=0.5)
+        if by_hand:
+            penalty.objective(F.cross_entropy(net(x), y)).backward(inputs=net.arch_parameters())
+            grads.append(net.arch["choices"].grad.clone())
+            continue
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1)
+        a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)  # keep the logits: compare gradients
+        Searcher(net, w_opt, a_opt, epochs=1, cost=penalty).arch_step(x, y)
+        grads.append(net.arch["choices"].grad.clone())
+    assert torch.allclose(grads[0], grads[1])
+
+
+def test_latency_table_round_trip_and_refusals(tmp_path):
+    net = toy_net()
+    lut = measure_latency(net, (8,), batch_size=4, repeats=2, warmup=0)
+    assert lut["version"] == 1 and lut["device"] == "cpu" and lut["statistic"] == "median"
+    assert {"torch", "threads", "platform"} <= set(lut["machine"])
+    path = tmp_path / "lut.json"
+    save_latency_table(lut, path)
+    data = load_latency_table(path, net, (8,), 4, "cpu")
+    table = cost_table(net, "latency", (8,), latency=data)
+    assert table.costs["choices"].tolist() == lut["costs"]["choices"] and table.fixed == lut["fixed"]
+    assert all(v > 0 for v in table.costs["choices"][0].tolist()[:2])  # wide and lin take time
+    refusals = [
+        (dict(device="cuda"), "measured for device cpu, this search uses cuda"),
+        (dict(batch_size=8), "measured for batch size 4, this search uses 8"),
+        (dict(input_size=(8, 1)), "input shape"),
+    ]
+    for change, message in refusals:
+        args = dict(net=net, input_size=(8,), batch_size=4, device="cpu") | change
+        with pytest.raises(nas.UserError, match=message) as err:
+            load_latency_table(path, **args)
+        assert "\n" not in str(err.value) and "measure-latency" in str(err.value)
+    other = nas.Supernet.from_model(nn.Sequential(nas.OpChoice({"a": nn.Linear(8, 8), "b": nn.Identity()})))
+    with pytest.raises(nas.UserError, match="another network"):
+        load_latency_table(path, other, (8,), 4, "cpu")
+    stale = tmp_path / "old.json"
+    stale.write_text(json.dumps({**lut, "version": 0}))
+    with pytest.raises(nas.UserError, match="version 0"):
+        load_latency_table(stale, net, (8,), 4, "cpu")
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(nas.UserError, match="not a latency table"):
+        load_latency_table(tmp_path / "junk.json", net, (8,), 4, "cpu")
+
+
+def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
+    sets = [x for s in TINY_NB201 + ["run.threads=1"] for x in ("--set", s)]
+    lut = tmp_path / "lut.json"
+    start = time.perf_counter()
+    assert main(["measure-latency", *sets, "--out", str(lut), "--repeats", "3", "--warmup", "1"]) == 0
+    assert time.perf_counter() - start < 30
+    data = json.loads(lut.read_text())
+    assert data["batch_size"] == 32 and data["input_size"] == [3, 16, 16] and data["repeats"] == 3
+    capsys.readouterr()
+    cost = ["--set", "search.cost.metric=latency", "--set", f"search.cost.table={lut}", "--set", "search.cost.weight=1"]
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *sets, *cost, "--set", "search.cost.form=add_linear"]) == 0
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for m in metrics:
+        assert m["cost_metric"] == "latency" and m["expected_cost"] > 0 and m["derived_cost"] > 0
+    capsys.readouterr()
+    code = main(["--out", str(tmp_path / "r2"), "--quiet", *sets, *cost, "--set", "search.batch_size=16"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: latency table") and "Traceback" not in err
+
+
+def test_budget_search_logs_expected_and_derived_flops(tmp_path):
+    run_dir = tmp_path / "run"
+    cost = ["search.cost.form=budget", "search.cost.budget=2e5", "search.cost.weight=1"]
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + cost for x in ("--set", s)]]) == 0
+    m = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m["cost_metric"] == "flops" and m["cost_budget"] == 2e5 and m["expected_cost"] > 0
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5)
+    geno = nas.Genotype.from_nb201(m["genotype"])
+    assert m["derived_cost"] == count_macs(net.discretize(geno), (3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["search.cost.metric=energy"], "unknown search.cost.metric 'energy'"),
+        (["search.cost.form=exp"], "unknown search.cost.form 'exp'"),
+        (["search.cost.weight=-1"], "search.cost.weight must be"),
+        (["search.cost.weight=1", "search.cost.form=budget"], "needs search.cost.budget"),
+        (["search.cost.weight=1", "search.cost.metric=latency"], "needs search.cost.table"),
+        (["search.cost.weight=1", "search.cost.reference=0.5"], "needs reference > 1"),
+        (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
+    ],
+)
+def test_cost_config_is_checked(sets, message):
+    cfg = load_config(None, sets)
+    with pytest.raises(nas.UserError, match=message) as err:
+        validate(cfg)
+    assert "\n" not in str(err.value)
