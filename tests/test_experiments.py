@@ -27,6 +27,7 @@ ACTIVE = [
     "bench_sampler",
     "bench_search",
     "build_benchmark_table",
+    "nb201_cost_front",
     "nb201_cpu_search",
     "nb201_evidence",
     "removal_study",
@@ -354,3 +355,20 @@ def test_bench_estimators_quick(tmp_path):
     assert names == {"st", "gumbel_rao K=4", "gumbel_rao K=16", "reinmax"}
     for r in rec["rows"]:
         assert r["relative_variance"] > 0 and math.isfinite(r["relative_bias"])
+
+
+def test_nb201_cost_front_quick(tmp_path, experiments):
+    rec = run_quick("nb201_cost_front", tmp_path)
+    s, front = rec["summary"], rec["front"]
+    assert s["cells"] == 15625 and s["flops_min"] == s["fixed_flops"] < s["flops_max"]
+    assert len(rec["checked_cells"]) == 3 and s["front_size"] == len(front)
+    flops, accs = [p["flops"] for p in front], [p["cifar10_test"] for p in front]
+    assert flops == sorted(set(flops)) and accs == sorted(set(accs))  # both strictly increasing
+    assert front[-1]["index"] == s["best_cell"]["index"]  # the best cell ends the front
+    if rec["figure"]:
+        assert (tmp_path / "x.png").stat().st_size > 0
+    m = experiments("nb201_cost_front")
+    points = [(1.0, 80.0, 0), (2.0, 85.0, 1), (2.0, 90.0, 2), (3.0, 88.0, 3), (4.0, 90.0, 4)]
+    assert m.pareto_front(points) == [(1.0, 80.0, 0), (2.0, 90.0, 2)]
+    assert m.gap_to_front(m.pareto_front(points), 3.5, 88.0) == 2.0
+    assert math.isnan(m.gap_to_front(m.pareto_front(points), 0.5, 88.0))
