@@ -698,3 +698,85 @@ def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+# ---- several sampled paths per architecture step (search.arch.paths) -------
+
+
+def _paths_searcher(mode: str, paths: int):
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode=mode, C=4, N=1, num_classes=3)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.0)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)  # lr 0: the step leaves the gradient to read
+    return net, Searcher(net, w_opt, a_opt, epochs=1, arch_paths=paths)
+
+
+def test_arch_paths_draw_one_path_per_part_and_average_the_gradient():
+    net, searcher = _paths_searcher("gdas", 4)
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
+    draws = []
+    plans = net._plans
+
+    def recording_plans():
+        out = plans()
+        draws.append(net.sampled_architecture()["normal"])
+        return out
+
+    net._plans = recording_plans
+    torch.manual_seed(1)
+    searcher.arch_step(x, y)
+    assert len(draws) == 4  # one sampled path per part of the batch
+    grad = net.arch["normal"].grad.clone()
+    # The same draws by hand: each part's loss gradient, weighted by its share of the batch.
+    net._plans = plans
+    torch.manual_seed(1)
+    expected = torch.zeros_like(grad)
+    for xs, ys in zip(x.chunk(4), y.chunk(4)):
+        loss = torch.nn.functional.cross_entropy(net(xs), ys) * (xs.shape[0] / x.shape[0])
+        (g,) = torch.autograd.grad(loss, net.arch["normal"], allow_unused=True)  # None: every path was `none`
+        expected += 0 if g is None else g
+    assert torch.allclose(grad, expected, atol=1e-7)
+    assert len({tuple(d) for d in draws}) > 1  # near-uniform logits: the parts ran different paths
+    assert searcher.val_meter.count == 8
+
+
+def test_arch_paths_are_one_forward_in_the_soft_modes():
+    net, searcher = _paths_searcher("darts", 4)
+    assert searcher.arch_paths == 1  # a soft supernet runs every path in one forward already
+    with pytest.raises(ValueError, match="arch_paths must be >= 1"):
+        _paths_searcher("gdas", 0)
+
+
+def test_arch_paths_come_from_the_config():
+    cfg = load_config(None, ["search.arch.paths=3"])
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    assert Searcher.from_config(net, cfg.search).arch_paths == 3
+
+
+@pytest.mark.parametrize("estimator, samples", [("gumbel_rao", 4), ("reinmax", None)])
+def test_supernet_estimators_change_the_backward_only(estimator, samples):
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    net.alive("normal")[:, net.ops.index("none")] = False  # no path whose output ignores the logits
+    net._alive_cache = None
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    outputs, grads = [], []
+    for est, k in (("st", None), (estimator, samples)):
+        net.estimator, net.estimator_samples = est, k
+        net.arch["normal"].grad = None
+        torch.manual_seed(1)
+        out = net(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outputs.append(out.detach())
+        grads.append(net.arch["normal"].grad.clone())
+    assert torch.equal(outputs[0], outputs[1])  # the same noise, the same path, the same forward
+    assert torch.isfinite(grads[1]).all() and grads[1].abs().sum() > 0
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_search_passes_the_configured_estimator_to_the_supernet(tmp_path):
+    cfg = load_config(None, TINY + ["search.epochs=1", "search.estimator=gumbel_rao", "search.estimator_samples=3"])
+    from nas.search import SearchTask
+
+    task = SearchTask(cfg, torch.device("cpu"), quiet)
+    assert (task.net.estimator, task.net.estimator_samples) == ("gumbel_rao", 3)
