@@ -297,3 +297,44 @@ def test_cost_config_is_checked(sets, message):
     with pytest.raises(nas.UserError, match=message) as err:
         validate(cfg)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("form", ["mul_log", "add_linear"])
+def test_arch_step_over_several_paths_takes_the_cost_term(form):
+    """gdas with search.arch.paths=2: mul_log scales each part's loss, add_linear adds its term once."""
+    torch.manual_seed(0)
+    net = toy_net("gdas")
+    penalty = CostPenalty(net, cost_table(net, "flops", (8,)), form=form, weight=1.0)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)
+    Searcher(net, w_opt, a_opt, epochs=1, cost=penalty, arch_paths=2).arch_step(
+        torch.randn(8, 8), torch.randint(0, 3, (8,))
+    )
+    grad = net.arch["choices"].grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_custom_model_search_logs_its_costs(tmp_path):
+    sets = [
+        "data.num_train=128",
+        "data.num_test=32",
+        "data.image_size=16",
+        "search.batch_size=16",
+        "search.steps_per_epoch=2",
+        "search.epochs=2",
+        "search.prune=off",
+        "run.device=cpu",
+        "supernet.model=tests.choice_models:merge_net",
+        "search.cost.metric=params",
+        "search.cost.form=add_linear",
+        "search.cost.weight=1",
+    ]
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in sets for x in ("--set", s)]]) == 0
+    m = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m["cost_metric"] == "params" and m["expected_cost"] > 0 and m["derived_cost"] > 0
+    from tests.choice_models import merge_net
+
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    arch = arch.get("choices", arch)
+    assert m["derived_cost"] == count_parameters(merge_net(arch=arch))
