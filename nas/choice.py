@@ -34,7 +34,7 @@ function serves the search and the from-scratch build of the result.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -343,6 +343,16 @@ def find_choices(model: nn.Module) -> List[Tuple[str, Choice]]:
                     "combinations candidates of one choice"
                 )
     return found
+
+
+def label_mismatch(labels: Iterable[str], arch: Mapping[str, Any]) -> Optional[str]:
+    """Why ``arch`` does not fit a model with these choice labels (``None``: it fits)."""
+    labels = list(labels)
+    missing = [label for label in labels if label not in arch]
+    unknown = [label for label in arch if label not in labels]
+    if not missing and not unknown:
+        return None
+    return f"missing labels {missing}, unknown labels {unknown}; the model's labels are {labels}"
 
 
 def choice_labels(model: nn.Module) -> Dict[str, List[Choice]]:

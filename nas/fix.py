@@ -26,7 +26,7 @@ from typing import Dict, List, Mapping, Union
 from torch import nn
 
 from .architecture import ChoiceArchitecture, Chosen
-from .choice import ChosenInputs, OpChoice, _chosen_names, choice_labels
+from .choice import ChosenInputs, OpChoice, _chosen_names, choice_labels, label_mismatch
 from .supernet import Supernet
 
 
@@ -64,13 +64,9 @@ def fix(model: nn.Module, arch: Union[Mapping[str, Chosen], ChoiceArchitecture])
     groups = choice_labels(fixed)
     if not groups:
         raise ValueError("the model holds no nas.OpChoice or nas.InputChoice; there is nothing to fix")
-    missing = [label for label in groups if label not in arch]
-    unknown = [label for label in arch if label not in groups]
-    if missing or unknown:
-        raise ValueError(
-            f"the architecture does not fit the model: missing labels {missing}, unknown labels {unknown}; "
-            f"the model's labels are {list(groups)}"
-        )
+    mismatch = label_mismatch(groups, arch)
+    if mismatch:
+        raise ValueError(f"the architecture does not fit the model: {mismatch}")
     replacement: Dict[int, nn.Module] = {}  # id of each choice -> what takes its place
     for label, choices in groups.items():
         names = _chosen_names(arch[label], label, choices[0].names, choices[0].n_chosen)

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .architecture import ChoiceArchitecture, Chosen, save_architecture
-from .choice import DrawState, RowPlan, _chosen_names, choice_labels
+from .choice import DrawState, RowPlan, _chosen_names, choice_labels, label_mismatch
 from .errors import UserError
 from .fix import fix
 from .sampler import gumbel_max, gumbel_softmax
@@ -359,12 +359,10 @@ def build_chosen_model(spec: str, arch: Mapping[str, Chosen], num_classes: int) 
         raise user_error(exc) from None
     if not groups:
         raise UserError(f"supernet.model {spec!r}: {NO_CHOICES}")
-    missing = [label for label in groups if label not in arch]
-    unknown = [label for label in arch if label not in groups]
-    if missing or unknown:
+    mismatch = label_mismatch(groups, arch)
+    if mismatch:
         raise UserError(
-            f"the architecture does not fit supernet.model {spec!r}: missing labels {missing}, unknown labels "
-            f"{unknown}; the model's labels are {list(groups)}. Retrain the run that searched this model"
+            f"the architecture does not fit supernet.model {spec!r}: {mismatch}. Retrain the run that searched this model"
         )
     try:
         for label, choices in groups.items():
