@@ -434,10 +434,17 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
 
     cfg = _load(args.config, args.overrides)
     validate(cfg)
-    device = resolve_device(args.device or cfg.run.device)
+    try:
+        device = resolve_device(args.device or cfg.run.device)
+    except UserError as exc:
+        if not args.device:
+            raise
+        raise UserError(str(exc).replace("run.device=", "--device ").replace("run.device", "--device")) from None
     batch = args.batch_size if args.batch_size is not None else cfg.search.batch_size
     if batch < 1 or args.repeats < 1 or args.warmup < 0:
         raise UserError("--batch-size and --repeats must be >= 1 and --warmup >= 0")
+    if not Path(args.out).resolve().parent.is_dir():  # before the minutes of timing, not after
+        raise UserError(f"--out {args.out}: its folder does not exist; create it first or give another path")
     set_cpu_threads(cfg.run.threads)
     input_size, num_classes = data_shape(cfg)
     net = search_supernet(cfg, num_classes).to(device)

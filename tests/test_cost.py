@@ -257,6 +257,8 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
     data = json.loads(lut.read_text())
     assert data["batch_size"] == 32 and data["input_size"] == [3, 16, 16] and data["repeats"] == 3
     capsys.readouterr()
+    assert main(["measure-latency", *sets, "--out", str(tmp_path / "no" / "lut.json")]) == 2
+    assert capsys.readouterr().err.startswith("error: --out ")  # refused before any timing
     cost = ["--set", "search.cost.metric=latency", "--set", f"search.cost.table={lut}", "--set", "search.cost.weight=1"]
     run_dir = tmp_path / "run"
     assert main(["--out", str(run_dir), "--quiet", *sets, *cost, "--set", "search.cost.form=add_linear"]) == 0
@@ -288,6 +290,10 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
         (["search.cost.weight=-1"], "search.cost.weight must be"),
         (["search.cost.weight=1", "search.cost.form=budget"], "needs search.cost.budget"),
         (["search.cost.weight=1", "search.cost.metric=latency"], "needs search.cost.table"),
+        (
+            ["search.cost.weight=1", "search.cost.metric=latency", "search.cost.table=/nonexistent/lut.json"],
+            "does not exist; measure it first",
+        ),
         (["search.cost.weight=1", "search.cost.reference=0.5"], "needs reference > 1"),
         (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
     ],
