@@ -106,6 +106,12 @@ def run_search(
         from .plot import require_matplotlib  # here: nas.plot reads runs through nas.report, which imports this module
 
         require_matplotlib()  # now, not when the search is over
+    c = cfg.search.cost
+    if c.weight and c.metric == "latency" and not Path(c.table).is_file():  # now, before the run directory
+        raise UserError(
+            f"search.cost.table {c.table} does not exist; measure it first: "
+            "python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
+        )
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     task, done = run_epochs(
         lambda: SearchTask(cfg, device, log, world),

@@ -266,6 +266,9 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
     for m in metrics:
         assert m["cost_metric"] == "latency" and m["expected_cost"] > 0 and m["derived_cost"] > 0
     capsys.readouterr()
+    missing = ["--set", "search.cost.table=/nonexistent/lut.json"]
+    assert main(["--out", str(tmp_path / "r3"), "--quiet", *sets, *cost, *missing]) == 2
+    assert "does not exist; measure it first" in capsys.readouterr().err and not (tmp_path / "r3").exists()
     code = main(["--out", str(tmp_path / "r2"), "--quiet", *sets, *cost, "--set", "search.batch_size=16"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: latency table") and "Traceback" not in err
@@ -290,10 +293,6 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
         (["search.cost.weight=-1"], "search.cost.weight must be"),
         (["search.cost.weight=1", "search.cost.form=budget"], "needs search.cost.budget"),
         (["search.cost.weight=1", "search.cost.metric=latency"], "needs search.cost.table"),
-        (
-            ["search.cost.weight=1", "search.cost.metric=latency", "search.cost.table=/nonexistent/lut.json"],
-            "does not exist; measure it first",
-        ),
         (["search.cost.weight=1", "search.cost.reference=0.5"], "needs reference > 1"),
         (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
     ],
