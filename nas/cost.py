@@ -174,6 +174,13 @@ def trace(
 
     Returns the sites with the inputs each saw, the multiply-adds counted per layer, and the
     candidate modules that ran.
+
+    Example:
+        >>> import nas
+        >>> net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+        >>> sites, counts, ran = trace(net, (3, 16, 16))
+        >>> len(sites), sites[0].cell, sites[0].calls[0][0][1]  # 3 cells x 6 edges; the first edge's input
+        (18, 'normal', (1, 4, 16, 16))
     """
     sites = _sites(net)
     ran: List[nn.Module] = []
@@ -252,7 +259,7 @@ class CostTable:
         return float(self.expected(logits))
 
     def cheapest(self) -> Dict[str, List[int]]:
-        """Per cell type and row, the index of the cheapest existing candidate (``ValueError`` on ties is not raised: the first wins)."""
+        """Per cell type and row, the index of the cheapest candidate (ties: the first)."""
         return {cell: c.argmin(dim=-1).tolist() for cell, c in self.costs.items()}
 
 
@@ -561,7 +568,16 @@ def measure_latency(
 
 
 def save_latency_table(table: Mapping[str, Any], path: Union[str, Path]) -> None:
-    """Write a latency table as JSON, atomically."""
+    """Write a latency table as JSON, atomically (:func:`load_latency_table` reads it back).
+
+    Example:
+        >>> import tempfile, nas
+        >>> net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+        >>> path = tempfile.mkdtemp() + "/lut.json"
+        >>> save_latency_table(measure_latency(net, (3, 16, 16), batch_size=2, repeats=1, warmup=0), path)
+        >>> load_latency_table(path, net, (3, 16, 16), batch_size=2, device="cpu")["batch_size"]
+        2
+    """
     atomic_write_text(path, json.dumps(table, indent=1) + "\n")
 
 
