@@ -343,3 +343,14 @@ def test_custom_model_search_logs_its_costs(tmp_path):
     arch = json.loads((run_dir / "architecture.json").read_text())
     arch = arch.get("choices", arch)
     assert m["derived_cost"] == count_parameters(merge_net(arch=arch))
+
+
+def test_the_docstring_examples_run():
+    import doctest
+
+    import nas.cost
+    import nas.flops
+
+    for module in (nas.cost, nas.flops):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
