@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Union
 
 from .errors import UserError
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json
 
 Chosen = Union[str, List[str]]
 
@@ -89,12 +89,7 @@ def save_architecture(arch: Union[Mapping[str, Chosen], ChoiceArchitecture], pat
 def load_architecture(path: Union[str, Path]) -> Dict[str, Chosen]:
     """``{label: name}`` from a file :func:`save_architecture` (or a search's ``architecture.json``) wrote."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no architecture file at {path}; give the JSON file export() or a search wrote") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read architecture file {path} ({type(exc).__name__}); give a JSON file") from None
+    data = read_json(path, "architecture file", "give the JSON file export() or a search wrote")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a JSON object label -> candidate name")
     return ChoiceArchitecture.from_dict(data).choices

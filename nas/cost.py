@@ -50,7 +50,7 @@ from torch import nn
 
 from .errors import UserError
 from .flops import count_parameters, counting_macs, inference, module_macs
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json
 
 METRICS = ("flops", "params", "latency")
 FORMS = ("mul_log", "add_linear", "budget")
@@ -592,12 +592,7 @@ def load_latency_table(
     device type; :class:`nas.UserError` (one line, with the command that measures the right one) if not."""
     path = Path(path)
     fix = "measure one for this search: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"latency table {path} does not exist; {fix}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read latency table {path} ({type(exc).__name__}); {fix}") from None
+    data = read_json(path, "latency table", fix)
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
         raise UserError(f"{path} is not a latency table written by measure-latency; {fix}")
     if data.get("version") != TABLE_VERSION:

@@ -128,6 +128,18 @@ def read_jsonl(path: PathLike) -> list:
     return out
 
 
+def read_json(path: PathLike, what: str, fix: str) -> Any:
+    """The JSON value in ``path``; :class:`UserError` naming ``what`` the file should be and ``fix``
+    when it is missing or unreadable."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist; {fix}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {what} {path} ({type(exc).__name__}); {fix}") from None
+
+
 def truncate_jsonl(path: PathLike, keep: Callable[[dict], bool]) -> None:
     """Atomically keep only the records for which ``keep(record)`` holds (used on resume)."""
     path = Path(path)
