@@ -21,6 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from choice_models import merge_net, tiny_net  # noqa: E402
+from cli_util import run_cli  # noqa: E402
 
 import nas  # noqa: E402
 import nas.model_supernet as model_supernet  # noqa: E402
@@ -412,14 +413,6 @@ def test_custom_model_searches_resumes_exactly_and_inspects(tmp_path):
     assert net.export() == saved
     fresh = merge_net(arch=saved)
     fresh.load_state_dict(nas.fix(net, saved).state_dict())
-
-
-def run_cli(args, capsys):
-    from nas.cli import main
-
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_custom_model_from_the_command_line(tmp_path, capsys):

@@ -22,6 +22,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from choice_models import merge_net, tiny_net  # noqa: E402
+from cli_util import run_cli, sets  # noqa: E402
 
 import nas  # noqa: E402
 from nas.choice import Choice, ChosenInputs, InputChoice, OpChoice, choice_labels  # noqa: E402
@@ -42,16 +43,6 @@ SEARCH = [
     "run.threads=1",
 ]
 RETRAIN = ["retrain.model.epochs=2", "retrain.model.batch_size=16", "retrain.model.steps_per_epoch=2"]
-
-
-def sets(items):
-    return [x for s in items for x in ("--set", s)]
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def lines(path: Path):

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("matplotlib")  # the [test] extra installs it
 
 import matplotlib.image  # noqa: E402
+from cli_util import run_cli, sets  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
 import nas  # noqa: E402
@@ -35,16 +36,6 @@ TINY = [
 ]
 TINY_NB201 = TINY + ["supernet.space=nb201", "supernet.N=1"]
 TINY_DARTS = TINY + ["supernet.space=darts", "supernet.N=3"]
-
-
-def sets(items):
-    return [x for s in items for x in ("--set", s)]
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def search(run_dir: Path, items, *extra) -> None:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from cli_util import run_cli  # noqa: E402
 
 import nas
-from nas.cli import main
 from nas.config import load_config
 from nas.flops import count_macs, count_parameters
 from nas.retrain import cutout, run_retrain
@@ -34,12 +34,6 @@ TINY = [
 ]
 SETS = [x for s in TINY for x in ("--set", s)]
 NB201 = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_macs_match_a_hand_count():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_util import run_cli  # noqa: E402
 
 import nas
 from nas.cli import main
@@ -34,12 +35,6 @@ TINY = [
 TINY_NB201 = TINY + ["supernet.space=nb201", "supernet.N=1"]
 TINY_DARTS = TINY + ["supernet.space=darts", "supernet.N=3"]
 RUN_FILES = ["config.yaml", "metrics.jsonl", "genotype.json", "checkpoint.pt", "arch_probs.jsonl"]
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(folder: Path) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_util import run_cli  # noqa: E402
 
-from nas.cli import main
 from nas.errors import WriteError
 from nas.io import append_jsonl
 
@@ -33,12 +33,6 @@ TINY = [
     "search.prune=off",
 ]
 SETS = [x for s in TINY for x in ("--set", s)]
-
-
-def run_cli(args, capsys):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(code, err, *needles):
