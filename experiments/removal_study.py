@@ -143,7 +143,12 @@ def summary_table(results: List[Dict[str, Any]]) -> str:
         sel = [r for r in results if run_variant(r["checkpoint"]) == variant]
         rows.append(
             [f"mean ± std, {variant} ({len(sel)})", ""]
-            + [fmt_pm(r["cells"][k]["benchmark"] for r in sel if k in r["cells"]) for k in keys]
+            + [
+                fmt_pm(r["cells"][k]["benchmark"] for r in sel if k in r["cells"])
+                if any(k in r["cells"] for r in sel)
+                else "-"  # measured on none of this variant's supernets
+                for k in keys
+            ]
         )
     return table(
         [
