@@ -206,40 +206,27 @@ class Searcher:
         """
         self.arch_optimizer.zero_grad(set_to_none=True)
         cost = self.cost
-        if self.arch_paths > 1:
-            self._arch_gradient_over_paths(x, y)
-            extra = self.beta_decay * beta_decay_term(self.net) if self.beta_decay else None
-            added = cost.additive() if cost is not None else None
-            if added is not None:
-                extra = added if extra is None else extra + added
-            if extra is not None:
-                extra.backward(inputs=self.arch)
-        else:
-            with self.autocast:
-                logits = self.net(x)
-                loss = F.cross_entropy(logits.float(), y)
-            objective = cost.objective(loss) if cost is not None else loss
-            if self.beta_decay:
-                objective = objective + self.beta_decay * beta_decay_term(self.net)
-            objective.backward(inputs=self.arch)
-            self.val_meter.add(loss, logits, y)
-        if self.world.distributed:  # one process: nothing to reduce, no per-step list
-            self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
-        self.arch_optimizer.step()
-
-    def _arch_gradient_over_paths(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Accumulate the batch's mean loss gradient in the logits, each part of the batch
-        through its own sampled path (one forward draws one path)."""
-        n = x.shape[0]
-        for xs, ys in zip(x.chunk(self.arch_paths), y.chunk(self.arch_paths)):
+        parts = list(zip(x.chunk(self.arch_paths), y.chunk(self.arch_paths)))
+        for i, (xs, ys) in enumerate(parts):  # one forward draws one path (gdas); one part otherwise
             with self.autocast:
                 logits = self.net(xs)
                 loss = F.cross_entropy(logits.float(), ys)
-            # mul_log: each part's loss times the factor (recomputed: each backward frees its graph).
-            factor = self.cost.multiplier() if self.cost is not None else None
-            scaled = loss * (xs.shape[0] / n)
-            (scaled * factor if factor is not None else scaled).backward(inputs=self.arch)
+            objective = loss if len(parts) == 1 else loss * (xs.shape[0] / x.shape[0])
+            # mul_log scales each part's loss (recomputed per part: each backward frees its graph).
+            factor = cost.multiplier() if cost is not None else None
+            if factor is not None:
+                objective = objective * factor
+            if i == len(parts) - 1:  # the terms on the logits alone, once per step
+                added = cost.additive() if cost is not None else None
+                if added is not None:
+                    objective = objective + added
+                if self.beta_decay:
+                    objective = objective + self.beta_decay * beta_decay_term(self.net)
+            objective.backward(inputs=self.arch)
             self.val_meter.add(loss, logits, ys)
+        if self.world.distributed:  # one process: nothing to reduce, no per-step list
+            self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
+        self.arch_optimizer.step()
 
     def end_epoch(self) -> None:
         """Make the ranks agree before the epoch's outputs: average the batch-norm statistics
