@@ -11,6 +11,14 @@ the front is the best accuracy at or below its FLOPs minus its own (:func:`gap_t
 
     python -m experiments.nb201_cost_front                        # about 10 s
     python -m experiments.nb201_cost_front --quick --out /tmp/f.json
+
+With ``--latency TABLE`` (a ``measure-latency`` table of the same network) it also gives every
+cell's latency on the machine that measured it, the accuracy-latency front, and a check of the
+table's sum against timing whole forced networks::
+
+    python search.py measure-latency --config nb201_cifar10_cpu --set supernet.C=16 \
+        --set supernet.N=5 --device cpu --batch-size 64 --out nb201_latency_cpu.json
+    python -m experiments.nb201_cost_front --latency nb201_latency_cpu.json
 """
 
 from __future__ import annotations
@@ -19,15 +27,20 @@ import argparse
 import bisect
 import json
 import random
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
 
 import nas
 from experiments.machine import command_line, git_state, machine, set_threads
 from experiments.settings import RESULTS, rel
 from experiments.tables import log, save_plot, table
 from nas.benchmarks import cell_ops
-from nas.cost import CostTable, cost_table, derived_cost
+from nas.cost import CostTable, cost_table, derived_cost, load_latency_table
+from nas.flops import inference
 from nas.io import atomic_write_text
 from nas.nb201 import nb201_edges
 
@@ -128,6 +141,70 @@ def run(check: int, seed: int) -> Dict[str, Any]:
     }
 
 
+def timed_ms(net: Any, geno: Any, batch: int, repeats: int = 15) -> float:
+    """Median wall time (ms) of the forced network's forward at ``batch`` (eval, no gradient)."""
+    x = torch.zeros(batch, *INPUT)
+    with inference(net), net.forced(geno):
+        net(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            net(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def latency(path: str, rows: List[Tuple[float, ...]], check: int, seed: int) -> Dict[str, Any]:
+    """Every cell's latency from a measured table, the accuracy-latency front, and the table's sum
+    against whole forced networks timed here (``check`` cells drawn at random)."""
+    bench = nas.load_benchmark()
+    net = nas.build_supernet("nb201", mode="gdas", **BENCH_NET)
+    raw = json.loads(Path(path).read_text())
+    data = load_latency_table(path, net, INPUT, batch_size=raw.get("batch_size", 0), device="cpu")
+    lut = cost_table(net, "latency", INPUT, latency=data)
+    lat = [cell_flops(cell_ops(bench.arch_string(i)), lut, net.ops) for i in range(len(bench))]
+    front = pareto_front([(lat[i], r[1], i) for i, r in enumerate(rows)])
+    torch.set_num_threads(int(data["machine"]["threads"]))  # as measured
+    sample = random.Random(seed + 1).sample(range(len(bench)), check)
+    timed = [(i, lat[i], timed_ms(net, bench.genotype(i), int(data["batch_size"]))) for i in sample]
+    ranks = spearman([r[0] for r in rows], lat)
+    return {
+        "table": {k: data[k] for k in ("device_name", "machine", "batch_size", "created", "whole_network")},
+        "cells_ms": lat,
+        "front": [{"index": i, "latency_ms": t, "cifar10_test": a, "flops": rows[i][0]} for t, a, i in front],
+        "checked": [{"index": i, "table_ms": t, "timed_ms": m} for i, t, m in timed],
+        "summary": {
+            "min_ms": min(lat),
+            "median_ms": statistics.median(lat),
+            "max_ms": max(lat),
+            "spearman_flops_latency": ranks,
+            "table_over_timed_median": statistics.median(t / m for _, t, m in timed) if timed else None,
+        },
+    }
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(v: Sequence[float]) -> List[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / (sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)) ** 0.5
+
+
 def plot(rows: List[Tuple[float, ...]], front: List[Dict[str, Any]], path: Path) -> Optional[str]:
     def draw(plt) -> None:
         plt.scatter([r[0] / 1e6 for r in rows], [r[1] for r in rows], s=2, alpha=0.3, color="tab:gray", label="cell")
@@ -150,12 +227,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--check", type=int, default=100, help="cells checked against the forced supernet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch threads (default: 1 on a busy machine)")
+    p.add_argument("--latency", metavar="TABLE", help="a measure-latency table of C=16 N=5 at 32x32 (see above)")
+    p.add_argument("--latency-check", type=int, default=8, help="cells timed whole against the table's sum")
     p.add_argument("--quick", action="store_true", help="check 3 cells, for the tests")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     args = p.parse_args(argv)
     set_threads(args.threads)
     check = 3 if args.quick else args.check
     result = run(check, args.seed)
+    lat = latency(args.latency, result["rows"], args.latency_check, args.seed) if args.latency else None
     out = Path(args.out)
     png = out.with_suffix(".png")
     figure = plot(result["rows"], result["front"], png)
@@ -183,6 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "summary": s,
         "front": result["front"],
         "front_counting_skipped_ops": result["front_counting_skipped_ops"],
+        **({"latency": {k: v for k, v in lat.items() if k != "cells_ms"}} if lat else {}),
         "figure": rel(figure) if figure else None,
         "command": command_line(),
         "machine": machine(),
@@ -197,6 +278,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"(fixed part {s['fixed_flops'] / 1e6:.2f} M); best cell {s['best_cell']['index']} at "
         f"{s['best_cell']['cifar10_test']:.2f}% and {s['best_cell']['flops'] / 1e6:.2f} M; front of {s['front_size']} cells"
     )
+    if lat:
+        ls = lat["summary"]
+        print(
+            f"latency at batch {lat['table']['batch_size']} on {lat['table']['device_name']}: "
+            f"{ls['min_ms']:.1f}-{ls['max_ms']:.1f} ms (median {ls['median_ms']:.1f}); Spearman with FLOPs "
+            f"{ls['spearman_flops_latency']:.3f}; latency front of {len(lat['front'])} cells"
+            + (
+                f"; table sum / whole network timed: median {ls['table_over_timed_median']:.2f} over "
+                f"{len(lat['checked'])} cells"
+                if lat["checked"]
+                else ""
+            )
+        )
     print(text)
     return 0
 

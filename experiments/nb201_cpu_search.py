@@ -139,6 +139,19 @@ def both_rules(run_dir: Path) -> Dict[str, str]:
     return out
 
 
+def cost_fields(metrics_line: Dict[str, Any]) -> Dict[str, Any]:
+    """A search's cost term as its last metrics line logged it ({} without ``search.cost``)."""
+    if "expected_cost" not in metrics_line:
+        return {}
+    return {
+        "metric": metrics_line["cost_metric"],
+        "expected": metrics_line["expected_cost"],
+        "derived": metrics_line["derived_cost"],
+        "budget": metrics_line.get("cost_budget"),
+        "reference": metrics_line.get("cost_reference"),
+    }
+
+
 def row_for(
     run_dir: Path,
     variant: str,
@@ -168,6 +181,7 @@ def row_for(
         "benchmark": bench.query(geno),
         "percentile": bench.percentile(geno),
         "benchmark_per_epoch": [bench.query(m["genotype"]) for m in metrics],
+        "cost": cost_fields(metrics[-1]),
     }
     for rule, arch in rules.items():
         row[rule] = {

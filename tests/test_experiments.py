@@ -28,6 +28,7 @@ ACTIVE = [
     "bench_search",
     "build_benchmark_table",
     "nb201_cost_front",
+    "nb201_cost_sweep",
     "nb201_cpu_search",
     "nb201_evidence",
     "removal_study",
@@ -372,3 +373,41 @@ def test_nb201_cost_front_quick(tmp_path, experiments):
     assert m.pareto_front(points) == [(1.0, 80.0, 0), (2.0, 90.0, 2)]
     assert m.gap_to_front(m.pareto_front(points), 3.5, 88.0) == 2.0
     assert math.isnan(m.gap_to_front(m.pareto_front(points), 0.5, 88.0))
+
+
+def test_nb201_cost_front_latency(tmp_path):
+    """With a measured table of the benchmark's network: every cell's latency, its front, and the
+    table's sum set beside a whole network timed."""
+    lut = tmp_path / "lut.json"
+    measure = [sys.executable, "search.py", "measure-latency", "--config", "nb201_cifar10_cpu"]
+    measure += ["--set", "supernet.C=16", "--set", "supernet.N=5", "--device", "cpu", "--batch-size", "1"]
+    measure += ["--repeats", "1", "--warmup", "1", "--out", str(lut)]
+    proc = subprocess.run(measure, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    rec = run_quick("nb201_cost_front", tmp_path, "--latency", str(lut), "--latency-check", "1")
+    lat = rec["latency"]
+    front, s = lat["front"], lat["summary"]
+    times, accs = [p["latency_ms"] for p in front], [p["cifar10_test"] for p in front]
+    assert times == sorted(set(times)) and accs == sorted(set(accs))
+    assert front[-1]["index"] == rec["summary"]["best_cell"]["index"]
+    assert 0 < s["min_ms"] <= s["median_ms"] <= s["max_ms"] and -1 <= s["spearman_flops_latency"] <= 1
+    assert s["spearman_flops_latency"] > 0  # convolutions cost both
+    (checked,) = lat["checked"]
+    assert checked["table_ms"] > 0 and checked["timed_ms"] > 0
+    assert lat["table"]["batch_size"] == 1
+
+
+def test_nb201_cost_sweep_quick(tmp_path):
+    """Two tiny budgeted searches, each judged against the front: its cell, FLOPs and gap agree
+    with the front script's own counting, and its supernet FLOPs with its budget's record."""
+    rec = run_quick("nb201_cost_sweep", tmp_path)
+    assert len(rec["runs"]) == len(rec["points"]) == 2
+    budgets = [p["budget"] for p in rec["points"]]
+    assert budgets[0] < budgets[1]
+    for run, pt in zip(rec["runs"], rec["points"]):
+        assert run["cost"]["metric"] == "flops" and run["cost"]["budget"] == pt["budget"]
+        assert "search.cost.form=budget" in run["settings"]
+        assert pt["genotype"] == run["genotype"] and pt["cifar10_test"] == run["benchmark"]
+        assert pt["gap_to_front"] >= 0  # a benchmark cell is never above the front
+        assert pt["budget_error"] == pytest.approx((pt["supernet_flops"] - pt["budget"]) / pt["budget"])
+    assert rec["summary"]["points"] == 2

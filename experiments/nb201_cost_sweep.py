@@ -1,0 +1,264 @@
+"""The one-path search under a FLOPs budget, judged against NAS-Bench-201's accuracy-FLOPs front.
+
+Runs the CPU config's one-path search (``configs/nb201_cifar10_cpu.yaml``'s method:
+gdas sampling, progressive pruning by probability; ``--epochs`` long, warm-up a third of it) with
+the budget form of the cost term, ``search.cost.form=budget`` on ``flops``, once per budget and
+seed (through ``experiments.nb201_cpu_search``, each search a ``python search.py`` process). Each
+searched cell is then placed against the true front of all 15,625 cells
+(``experiments.nb201_cost_front``):
+
+* its FLOPs in NAS-Bench-201's own network (C=16, N=5), where the front lives;
+* its gap: the best accuracy at or below those FLOPs minus its own (targets: <= 0.5 points);
+* its FLOPs in the searched supernet (C=8, N=2), the unit the budget is given in, against the
+  budget (target: within 10%).
+
+    python -m experiments.nb201_cost_sweep --budgets 4e6,6.5e6,9e6,12e6,14.5e6 --seeds 0,1 \\
+        --epochs 20 --parallel 2 --threads 1          # about 70 min on 2 cores
+    python -m experiments.nb201_cost_sweep --collect a.json b.json   # nb201_cpu_search --out files
+    python -m experiments.nb201_cost_sweep --quick --out /tmp/x.json  # the test (synthetic data)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import nas
+from experiments import nb201_cost_front as front_mod
+from experiments import nb201_cpu_search as search_mod
+from experiments.machine import command_line, git_state, machine
+from experiments.settings import RESULTS, rel
+from experiments.tables import log, save_plot, table
+from nas.benchmarks import cell_ops
+from nas.cost import cost_table
+from nas.io import atomic_write_text, read_jsonl
+
+NAME = "nb201_cost_sweep"
+DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.06 M fixed ... 23.3 M
+WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
+
+
+def overrides(budget: float, epochs: int, weight: float) -> List[str]:
+    """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the budget."""
+    method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(("search.epochs=", "search.warmup_epochs="))]
+    return method + [
+        f"search.epochs={epochs}",
+        f"search.warmup_epochs={max(1, round(epochs / 3))}",
+        "search.cost.metric=flops",
+        "search.cost.form=budget",
+        f"search.cost.weight={weight:g}",
+        f"search.cost.budget={budget:g}",
+    ]
+
+
+def variant_name(budget: float, epochs: int) -> str:
+    return f"cost-budget-{budget:g}-e{epochs}"
+
+
+def quick_budgets(fractions: Sequence[float] = (0.3, 0.6)) -> List[float]:
+    """Budgets for ``--quick``'s tiny supernet (nb201_cpu_search's QUICK: C=4, N=1, 16x16 images),
+    as fractions of its range from the fixed part to every edge at its costliest op."""
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+    t = cost_table(net, "flops", (3, 16, 16))
+    top = t.fixed + float(t.costs["normal"].max(dim=1).values.sum())
+    return [round(t.fixed + f * (top - t.fixed)) for f in fractions]
+
+
+def run_cost(row: Dict[str, Any]) -> Dict[str, Any]:
+    """The cost fields of a search row: recorded by nb201_cpu_search, or read from its run directory."""
+    if row.get("cost"):
+        return row["cost"]
+    last = read_jsonl(Path(row["run_dir"]) / "metrics.jsonl")[-1]
+    return search_mod.cost_fields(last)
+
+
+def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each searched cell against the front: FLOPs in the benchmark's network, gap, budget error."""
+    out = []
+    for r in rows:
+        cost = run_cost(r)
+        ops = cell_ops(r["genotype"])
+        flops = front_mod.cell_flops(ops, front["table"], front["op_names"])
+        budget, derived = cost.get("budget"), cost["derived"]
+        out.append(
+            {
+                "variant": r["variant"],
+                "seed": r["seed"],
+                "genotype": r["genotype"],
+                "cifar10_test": r["benchmark"],
+                "bench_flops": flops,
+                "gap_to_front": front_mod.gap_to_front(front["points"], flops, r["benchmark"]),
+                "budget": budget,
+                "supernet_flops": derived,
+                "expected_flops": cost.get("expected"),
+                "budget_error": None if not budget else (derived - budget) / budget,
+                "gdas_rule": r.get("gdas_rule", {}).get("benchmark"),
+                "minutes": r.get("minutes"),
+                "epochs": r.get("epochs"),
+            }
+        )
+    return out
+
+
+def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Optional[str]:
+    def draw(plt) -> None:
+        rows = front["rows"]
+        plt.gcf().set_size_inches(7, 4.5)
+        plt.scatter([r[0] / 1e6 for r in rows], [r[1] for r in rows], s=2, alpha=0.25, color="tab:gray", label="cell")
+        xs = [p[0] / 1e6 for p in front["points"]]
+        ys = [p[1] for p in front["points"]]
+        plt.step(xs, ys, where="post", color="tab:red", linewidth=1, label="Pareto front")
+        budgets = sorted({p["budget"] for p in points})
+        cmap = plt.get_cmap("viridis")
+        for k, b in enumerate(budgets):
+            sel = [p for p in points if p["budget"] == b]
+            plt.scatter(
+                [p["bench_flops"] / 1e6 for p in sel],
+                [p["cifar10_test"] for p in sel],
+                s=40,
+                marker="D",
+                edgecolor="black",
+                color=cmap(k / max(1, len(budgets) - 1)),
+                label=f"searched, budget {b / 1e6:g} M",
+                zorder=3,
+            )
+        plt.ylim(front_mod.FLOOR, 95)
+        plt.xlabel("multiply-adds (M) in NAS-Bench-201's network (C=16, N=5)")
+        plt.ylabel("CIFAR-10 test accuracy (%), NAS-Bench-201")
+        plt.title("One-path search under a FLOPs budget against the true front", fontsize=10)
+        plt.legend(fontsize=7, loc="lower right")
+
+    return save_plot(draw, path)
+
+
+def front_data() -> Dict[str, Any]:
+    """The front and the cost table of NAS-Bench-201's network (no cells re-checked here)."""
+    res = front_mod.run(check=0, seed=0)
+    return {
+        "table": res["table"],
+        "rows": res["rows"],
+        "points": [(p["flops"], p["cifar10_test"], p["index"]) for p in res["front"]],
+        "op_names": list(nas.NB201_OPS),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budgets", help="comma-separated FLOPs budgets of the searched supernet (default: the recorded 5)")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--epochs", type=int, default=20, help="search epochs (the CPU config has 60)")
+    p.add_argument("--weight", type=float, default=WEIGHT, help="search.cost.weight of the hinge")
+    p.add_argument("--parallel", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
+    p.add_argument("--quick", action="store_true", help="2 budgets, 1 seed, tiny synthetic searches")
+    p.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    here = machine()
+    if args.collect:
+        rows = []
+        for f in args.collect:
+            try:
+                rows += json.loads(Path(f).read_text())["runs"]
+            except (OSError, ValueError, KeyError) as exc:
+                p.error(f"{f} is not a result file of nb201_cpu_search ({exc})")
+    else:
+        try:
+            seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s.strip()]
+            budgets = (
+                quick_budgets()
+                if args.quick
+                else [float(b) for b in args.budgets.split(",")]
+                if args.budgets
+                else list(DEFAULT_BUDGETS)
+            )
+        except ValueError:
+            p.error("--seeds and --budgets take comma-separated numbers")
+        epochs = 4 if args.quick else args.epochs
+        runs_dir = Path(tempfile.mkdtemp(prefix="nas-cost-sweep-")) if args.quick else search_mod.RUNS
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for b in budgets:
+            rows += search_mod.launch(
+                variant_name(b, epochs),
+                seeds,
+                overrides(b, epochs, args.weight),
+                args.parallel,
+                args.threads,
+                args.quick,
+                runs_dir,
+            )
+        for r in rows:
+            r["machine"], r["code"], r["command"] = here, git_state(), command_line()
+    front = front_data()
+    points = judge(rows, front)
+    png = plot(points, front, out.with_suffix(".png"))
+    gaps = [p["gap_to_front"] for p in points]
+    errors = [abs(p["budget_error"]) for p in points if p["budget_error"] is not None]
+    text = table(
+        [
+            "budget (M)",
+            "seed",
+            "supernet FLOPs (M)",
+            "vs budget",
+            "NB201 FLOPs (M)",
+            "CIFAR-10 %",
+            "gap to front",
+            "min",
+            "cell",
+        ],
+        [
+            [
+                f"{q['budget'] / 1e6:g}",
+                q["seed"],
+                f"{q['supernet_flops'] / 1e6:.2f}",
+                f"{100 * q['budget_error']:+.0f}%",
+                f"{q['bench_flops'] / 1e6:.2f}",
+                f"{q['cifar10_test']:.2f}",
+                f"{q['gap_to_front']:.2f}",
+                "-" if q["minutes"] is None else f"{q['minutes']:.1f}",
+                q["genotype"],
+            ]
+            for q in sorted(points, key=lambda q: (q["budget"], q["seed"]))
+        ],
+    )
+    summary = {
+        "points": len(points),
+        "gap_median": statistics.median(gaps) if gaps else None,
+        "gap_max": max(gaps) if gaps else None,
+        "within_0.5": sum(g <= 0.5 for g in gaps),
+        "budget_error_max": max(errors) if errors else None,
+        "within_10pct": sum(e <= 0.10 for e in errors),
+    }
+    record = {
+        "experiment": NAME,
+        "quick": args.quick,
+        "method": "configs/nb201_cifar10_cpu.yaml's one-path search + search.cost (budget form, flops)",
+        "runs": rows,
+        "points": points,
+        "summary": summary,
+        "figure": rel(png) if png else None,
+        "command": command_line(),
+        "machine": here,
+        **git_state(),
+        "table": text,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    log(f"wrote {rel(out)}" + (f" and {rel(png)}" if png else ""))
+    print(
+        f"{summary['points']} searched cells: gap to the front median {summary['gap_median']:.2f}, "
+        f"max {summary['gap_max']:.2f} points ({summary['within_0.5']} within 0.5); supernet FLOPs within 10% "
+        f"of the budget: {summary['within_10pct']} of {len(errors)}"
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
