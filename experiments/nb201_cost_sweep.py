@@ -42,10 +42,13 @@ DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
 
-def overrides(budget: float, epochs: int, weight: float) -> List[str]:
-    """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the budget."""
-    method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(("search.epochs=", "search.warmup_epochs="))]
+def overrides(budget: float, epochs: int, weight: float, prune: str) -> List[str]:
+    """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
+    budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``."""
+    skip = ("search.epochs=", "search.warmup_epochs=", "search.prune=")
+    method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(skip)]
     return method + [
+        f"search.prune={prune}",
         f"search.epochs={epochs}",
         f"search.warmup_epochs={max(1, round(epochs / 3))}",
         "search.cost.metric=flops",
@@ -55,8 +58,8 @@ def overrides(budget: float, epochs: int, weight: float) -> List[str]:
     ]
 
 
-def variant_name(budget: float, epochs: int) -> str:
-    return f"cost-budget-{budget:g}-e{epochs}"
+def variant_name(budget: float, epochs: int, prune: str) -> str:
+    return f"cost-budget-{budget:g}-e{epochs}" + ("" if prune == "probability" else f"-prune-{prune}")
 
 
 def quick_budgets(fractions: Sequence[float] = (0.3, 0.6)) -> List[float]:
@@ -88,6 +91,7 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
             {
                 "variant": r["variant"],
                 "seed": r["seed"],
+                "prune": next((x.split("=", 1)[1] for x in r["settings"] if x.startswith("search.prune=")), "off"),
                 "genotype": r["genotype"],
                 "cifar10_test": r["benchmark"],
                 "bench_flops": flops,
@@ -114,17 +118,31 @@ def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Opt
         plt.step(xs, ys, where="post", color="tab:red", linewidth=1, label="Pareto front")
         budgets = sorted({p["budget"] for p in points})
         cmap = plt.get_cmap("viridis")
-        for k, b in enumerate(budgets):
-            sel = [p for p in points if p["budget"] == b]
-            plt.scatter(
-                [p["bench_flops"] / 1e6 for p in sel],
-                [p["cifar10_test"] for p in sel],
-                s=40,
-                marker="D",
-                edgecolor="black",
-                color=cmap(k / max(1, len(budgets) - 1)),
-                label=f"searched, budget {b / 1e6:g} M",
-                zorder=3,
+        marks = {"off": ("D", "budget derivation"), "probability": ("o", "pruned by probability")}
+        for prune, (marker, name) in marks.items():
+            for k, b in enumerate(budgets):
+                sel = [p for p in points if p["budget"] == b and p["prune"] == prune]
+                if not sel:
+                    continue
+                plt.scatter(
+                    [p["bench_flops"] / 1e6 for p in sel],
+                    [max(p["cifar10_test"], front_mod.FLOOR + 0.2) for p in sel],  # below the axis: at its foot
+                    s=40,
+                    marker=marker,
+                    edgecolor="black",
+                    color=cmap(k / max(1, len(budgets) - 1)),
+                    label=f"{name}, budget {b / 1e6:g} M",
+                    zorder=3,
+                )
+        low = sum(p["cifar10_test"] < front_mod.FLOOR for p in points)
+        if low:
+            plt.text(
+                0.98,
+                0.03,
+                f"{low} searched cells below {front_mod.FLOOR:g}% drawn at the foot",
+                ha="right",
+                transform=plt.gca().transAxes,
+                fontsize=7,
             )
         plt.ylim(front_mod.FLOOR, 95)
         plt.xlabel("multiply-adds (M) in NAS-Bench-201's network (C=16, N=5)")
@@ -152,6 +170,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=20, help="search epochs (the CPU config has 60)")
     p.add_argument("--weight", type=float, default=WEIGHT, help="search.cost.weight of the hinge")
+    p.add_argument(
+        "--prune",
+        choices=("off", "probability"),
+        default="off",
+        help="off (default): the budget derivation picks the cell at the end; probability: the CPU config's "
+        "pruning, which decides the cell before the end",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -185,9 +210,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs),
+                variant_name(b, epochs, args.prune),
                 seeds,
-                overrides(b, epochs, args.weight),
+                overrides(b, epochs, args.weight, args.prune),
                 args.parallel,
                 args.threads,
                 args.quick,

@@ -32,7 +32,8 @@ from .spaces import (
 from .supernet import MODES, Supernet
 
 # The built-in spaces register themselves on import; nb201 first, the order names are listed in.
-from . import nb201, darts  # noqa: E402,F401  # isort: skip
+# model_supernet makes Supernet.from_model work (it registers itself as the wrapper of any model).
+from . import nb201, darts, model_supernet  # noqa: E402,F401  # isort: skip
 
 __all__ = [
     "UserError",

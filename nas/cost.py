@@ -373,6 +373,81 @@ def derived_cost(net: nn.Module, table: CostTable, arch: Any, input_size: Sequen
 
 
 # ---- the loss ---------------------------------------------------------------------------------
+def within_budget(
+    probs: Mapping[str, torch.Tensor],
+    table: CostTable,
+    budget: float,
+    exclude: Optional[int] = None,
+    exact_limit: int = 200_000,
+) -> Dict[str, torch.Tensor]:
+    """Scores (per cell type, ``[rows, width]``: 0 on the chosen candidate, ``-inf`` elsewhere) of
+    the most probable architecture whose cost, ``fixed + sum of the chosen candidates' costs``,
+    fits ``budget``: argmax of ``sum log p`` subject to the cost, one candidate per row.
+
+    Why: an expected-cost penalty lowers every costly candidate's probability together, so the
+    per-row argmax lands far below the budget; the budget is a constraint on the derived network.
+    Candidates at probability 0 (pruned) and column ``exclude`` (``none`` under DARTS's rule) are
+    never chosen. Exact when the rows' combinations number at most ``exact_limit`` (NB201's cell:
+    5^6); otherwise by Lagrangian relaxation (argmax of ``log p - lam * cost`` per row, ``lam``
+    bisected to the smallest that fits), exact for the cost it reaches. When nothing fits, every
+    row takes its cheapest candidate.
+
+    Example:
+        >>> import torch
+        >>> t = CostTable("flops", 1.0, {"c": torch.tensor([[0.0, 5.0], [0.0, 5.0]], dtype=torch.float64)}, [], [])
+        >>> p = {"c": torch.tensor([[0.2, 0.8], [0.4, 0.6]])}
+        >>> within_budget(p, t, budget=7.0)["c"].argmax(dim=1).tolist()  # room for one 5: the surer row
+        [1, 0]
+    """
+    rows: List[Tuple[str, int, List[int], List[float], List[float]]] = []
+    for cell, pc in probs.items():
+        c = table.costs[cell]
+        for r, (prow, crow) in enumerate(zip(pc.double().cpu().tolist(), c.tolist())):
+            cands = [k for k, q in enumerate(prow) if q > 0 and k != exclude] or [
+                k for k, q in enumerate(prow) if q > 0
+            ]
+            rows.append((cell, r, cands, [math.log(prow[k]) for k in cands], [crow[k] for k in cands]))
+    room = budget - table.fixed
+    n = math.prod(len(r[2]) for r in rows)
+    if n <= exact_limit:
+        logp = torch.zeros(1, dtype=torch.float64)
+        cost = torch.zeros(1, dtype=torch.float64)
+        for _, _, _, lp, cs in rows:  # every combination, rows in order (the last varies fastest)
+            logp = (logp[:, None] + torch.tensor(lp, dtype=torch.float64)).flatten()
+            cost = (cost[:, None] + torch.tensor(cs, dtype=torch.float64)).flatten()
+        fits = cost <= room * (1 + 1e-12)
+        if bool(fits.any()):
+            best = int(torch.where(fits, logp, torch.tensor(-math.inf, dtype=torch.float64)).argmax())
+            picks = []
+            for _, _, cands, _, _ in reversed(rows):
+                best, k = divmod(best, len(cands))
+                picks.append(k)
+            picks.reverse()
+        else:
+            picks = [min(range(len(cs)), key=cs.__getitem__) for _, _, _, _, cs in rows]
+    else:
+
+        def pick(lam: float) -> Tuple[List[int], float]:
+            ks = [max(range(len(cs)), key=lambda k: (lp[k] - lam * cs[k], -k)) for _, _, _, lp, cs in rows]
+            return ks, sum(r[4][k] for r, k in zip(rows, ks))
+
+        picks, used = pick(0.0)
+        if used > room:
+            lo, hi = 0.0, 1e-12
+            while pick(hi)[1] > room and hi < 1e30:
+                lo, hi = hi, hi * 2
+            for _ in range(100):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if pick(mid)[1] > room else (lo, mid)
+            picks, used = pick(hi)
+            if used > room:
+                picks = [min(range(len(cs)), key=cs.__getitem__) for _, _, _, _, cs in rows]
+    out = {cell: torch.full(pc.shape, -math.inf) for cell, pc in probs.items()}
+    for (cell, r, cands, _, _), k in zip(rows, picks):
+        out[cell][r, cands[k]] = 0.0
+    return out
+
+
 class CostPenalty:
     """The cost term of the architecture loss (see the module's docstring for the forms).
 

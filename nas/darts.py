@@ -414,6 +414,7 @@ class DartsSpace(SearchSpace):
     default_ops = DARTS_OPS
     default_derive_none = False  # DARTS: none never wins an edge
     supports_auxiliary = True
+    keeps_every_edge = False  # each node keeps its two strongest inputs
     cell_types = ("normal", "reduce")
     genotype_format = "a DARTS Genotype(...) string"
     min_cells = 3  # a normal cell and the two reduction cells at N/3 and 2N/3

@@ -13,29 +13,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import import_module
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import UserError
-from .spaces import SPACES, get_space
 
 Edge = Tuple[str, int]
 
-# Names that moved to the space module owning them, still importable from here. Looked up
-# lazily (PEP 562): those modules import this one, so importing them here would be a cycle.
-_MOVED = {
-    "nb201_edges": "nb201",
-    "NB201_NODES": "nb201",
-    "darts_edges": "darts",
-    "DARTS_STEPS": "darts",
-    "DARTS_V2": "darts",
-}
+# A genotype names its space; what the edges mean (text form, checks, wiring) is the space's. The
+# registry (nas.spaces) hands its read-only view here when it loads, so that this value type
+# imports none of it and no space module imports back into it.
+_spaces: Mapping[str, Any] = {}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def bind_spaces(spaces: Mapping[str, Any]) -> None:
+    """Called by :mod:`nas.spaces` with its registry view: space name -> space object."""
+    global _spaces
+    _spaces = spaces
+
+
+def _space(name: str) -> Any:
+    try:
+        return _spaces[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown space {name!r}; choose one of: {', '.join(_spaces)}") from None
 
 
 @dataclass
@@ -77,7 +77,7 @@ class Genotype:
 
     def edge_targets(self, cell: str = "normal") -> List[int]:
         """The node each kept edge feeds, parallel to ``cells()[cell]``."""
-        return get_space(self.space).edge_targets(self, cell)
+        return _space(self.space).edge_targets(self, cell)
 
     def disconnected_cells(self) -> List[str]:
         """Cell types whose output does not depend on the cell's input(s).
@@ -86,7 +86,7 @@ class Genotype:
         ``none`` edge (searches can derive such cells when ``none`` wins); the
         network then computes the same output for every image.
         """
-        space = get_space(self.space)
+        space = _space(self.space)
         out = []
         for cell, edges in self.cells().items():
             live = set(space.input_nodes(self, cell))
@@ -143,9 +143,9 @@ class Genotype:
     def validate(self) -> None:
         """Check the wiring with the genotype's space (a complete NB201 cell, DARTS nodes with
         two in-range inputs each, ...); :class:`nas.UserError` names the problem."""
-        if self.space not in SPACES:
-            raise UserError(f"unknown genotype space {self.space!r}; expected one of: {', '.join(SPACES)}")
-        get_space(self.space).validate_genotype(self)
+        if self.space not in _spaces:
+            raise UserError(f"unknown genotype space {self.space!r}; expected one of: {', '.join(_spaces)}")
+        _space(self.space).validate_genotype(self)
 
     @classmethod
     def from_json(cls, text: str) -> "Genotype":
@@ -157,24 +157,36 @@ class Genotype:
             raise UserError("genotype JSON must be an object, as Genotype.to_json writes")
         return cls.from_dict(d)
 
-    # ---- the built-in spaces' formats (their space modules read and write them) --
+    # ---- the built-in spaces' formats, by name (each space writes and reads its own) --
     def to_nb201(self) -> str:
         """The official ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` string (``ValueError`` unless nb201)."""
-        return import_module(f"{__package__}.nb201").to_nb201(self)
+        return self._text_of("nb201")
 
     @classmethod
     def from_nb201(cls, text: str) -> "Genotype":
         """Parse an official NAS-Bench-201 architecture string."""
-        return import_module(f"{__package__}.nb201").from_nb201(text)
+        return cls._parse_as("nb201", text, "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|...|")
 
     def to_darts(self) -> str:
         """DARTS's ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])``."""
-        return import_module(f"{__package__}.darts").to_darts(self)
+        return self._text_of("darts")
 
     @classmethod
     def from_darts(cls, text: str) -> "Genotype":
         """Parse DARTS's printed genotype (the call is parsed, never evaluated)."""
-        return import_module(f"{__package__}.darts").from_darts(text)
+        return cls._parse_as("darts", text, "Genotype(normal=[('sep_conv_3x3', 0), ...], ...)")
+
+    def _text_of(self, space: str) -> str:
+        if self.space != space:
+            raise ValueError(f"to_{space} needs a {space} genotype, this one is {self.space!r}")
+        return _space(space).format_genotype(self)
+
+    @classmethod
+    def _parse_as(cls, space: str, text: str, example: str) -> "Genotype":
+        geno = _space(space).parse_genotype(text)
+        if geno is None:
+            raise UserError(f"not a {space} architecture: {text.strip()[:80]!r}; expected e.g. {example}")
+        return geno
 
     # ---- any format ------------------------------------------------------
     @classmethod
@@ -184,18 +196,18 @@ class Genotype:
         s = text.strip()
         if s.startswith("{"):
             return cls.from_json(s)
-        for space in SPACES.values():
+        for space in _spaces.values():
             geno = space.parse_genotype(s)
             if geno is not None:
                 return geno
-        formats = [space.genotype_format for space in SPACES.values() if space.genotype_format]
+        formats = [space.genotype_format for space in _spaces.values() if space.genotype_format]
         raise UserError(
             f"cannot read an architecture from {s[:80]!r}: give " + ", ".join(formats + ["or genotype JSON"])
         )
 
     def __str__(self) -> str:
         """The text form its space writes (``ValueError`` for an unknown space)."""
-        return get_space(self.space).format_genotype(self)
+        return _space(self.space).format_genotype(self)
 
 
 def disconnected_warning(geno: Genotype) -> str:

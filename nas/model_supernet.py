@@ -57,7 +57,7 @@ NO_CHOICES = (
 )
 
 
-class ModelSupernet(Supernet):
+class ModelSupernet(Supernet, wraps_models=True):
     """A user's model with choices, searched as a one-path supernet (see the module's docstring).
 
     Args:
@@ -235,10 +235,18 @@ class ModelSupernet(Supernet):
         return arch
 
     def genotype(self, scores: Optional[Dict[str, torch.Tensor]] = None) -> ChoiceArchitecture:
-        """The derived architecture with its probabilities (what a search logs); ``scores`` is not supported."""
-        if scores is not None:
-            raise ValueError("a custom model derives from its logits only (search.derive: logits)")
-        return ChoiceArchitecture(self.export(), self.choice_probabilities())
+        """The derived architecture with its probabilities (what a search logs): :meth:`export`, or
+        per label the candidate ranked highest by ``scores`` (``[labels, width]`` under ``"choices"``;
+        every choice picks one candidate)."""
+        if scores is None:
+            return ChoiceArchitecture(self.export(), self.choice_probabilities())
+        if any(n != 1 for n in self.n_chosen):
+            raise ValueError("deriving by scores picks one candidate per choice; an InputChoice has n_chosen > 1")
+        rows = scores[CELL].tolist()
+        chosen = [
+            [max(range(len(self.candidates[lb])), key=lambda j: (row[j], -j))] for lb, row in zip(self.labels, rows)
+        ]
+        return ChoiceArchitecture(self._named(chosen), self.choice_probabilities())
 
     # ---- pruning ---------------------------------------------------------------
     def prune(self, label: str, name: str) -> None:

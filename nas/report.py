@@ -15,7 +15,7 @@ from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
 from .io import read_jsonl
 from .model_supernet import ARCH_FILE
-from .search import search_epochs
+from .schedule import search_epochs
 from .spaces import get_space
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
-from .cost import CostPenalty, CostTable, cost_table, derived_cost, load_latency_table
+from .cost import CostPenalty, CostTable, cost_table, derived_cost, load_latency_table, within_budget
 from .data import search_split, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
@@ -30,6 +30,7 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, model_supernet
 from .run import check_run, open_run, run_epochs, silent
+from .schedule import ops_to_keep, prune_events, search_epochs  # noqa: F401  (importable from here too)
 from .searcher import Searcher
 from .selection import edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space
@@ -45,34 +46,6 @@ class SearchResult:
     epochs_done: int
     finished: bool
     last_metrics: Optional[dict]
-
-
-def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
-    """The epoch boundaries after which progressive pruning drops one op per edge.
-
-    ``num_ops - 1`` events spread evenly over the epochs after ``start`` (the end of warm-up,
-    or ``search.prune_start``), so the last ``(epochs - start) / num_ops`` epochs train the
-    decided network alone. A run with fewer epochs than ops after ``start`` holds several events
-    at one boundary, none before its first architecture epoch has run.
-    """
-    span = epochs - start
-    return [start + max(1, round((k + 1) * span / num_ops)) for k in range(num_ops - 1)]
-
-
-def search_epochs(cfg: Config) -> int:
-    """How many epochs a search of ``cfg`` runs: ``search.epochs``, or, when it prunes with
-    ``search.stop_when_decided``, up to its last pruning event, after which every edge has one op."""
-    s, sn = cfg.search, cfg.supernet
-    if s.prune == "off" or not s.stop_when_decided:
-        return s.epochs
-    num_ops = len(sn.ops if sn.ops is not None else get_space(sn.space).default_ops)
-    start = s.warmup_epochs if s.prune_start is None else s.prune_start
-    return min(s.epochs, prune_events(s.epochs, start, num_ops)[-1])
-
-
-def ops_to_keep(epoch: int, events: List[int], num_ops: int) -> int:
-    """How many ops each edge keeps while epoch ``epoch`` (0-based) runs."""
-    return num_ops - sum(b <= epoch for b in events)
 
 
 def entropy(probs: Dict[str, torch.Tensor]) -> float:
@@ -232,6 +205,11 @@ class SearchTask:
         c = cfg.search.cost
         if c.weight == 0:
             return None, None
+        if c.form == "budget" and any(n != 1 for n in getattr(net, "n_chosen", ())):
+            raise UserError(
+                "search.cost.form=budget derives the most probable network within the budget, one candidate per "
+                "choice; this model has an InputChoice with n_chosen > 1: use search.cost.form=add_linear or mul_log"
+            )
         latency = None
         if c.metric == "latency":
             latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
@@ -268,6 +246,17 @@ class SearchTask:
         each op's removal from its edge on the final supernet instead (deterministic: the fixed
         batches and common random numbers, so a resumed run derives the same cell)."""
         if not (final and self.search.derive == "removal"):
+            penalty, net = self.searcher.cost, self.net
+            if (
+                penalty is not None
+                and penalty.form == "budget"
+                and (not net.space or get_space(net.space).keeps_every_edge)
+            ):
+                # the most probable cell that fits the budget (nas.cost.within_budget)
+                none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
+                assert self.cost_table is not None and penalty.budget is not None
+                scores = within_budget(net.probabilities(), self.cost_table, penalty.budget, exclude=none)
+                return net.genotype(scores=scores), None
             return self.net.genotype(), None
         losses = self._measure("remove", seed=self.cfg.run.seed)
         return self.net.genotype(scores=removal_scores(losses, self.net)), losses

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
-from importlib import import_module
 from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from .errors import UserError
+from .genotype import bind_spaces
 
-if TYPE_CHECKING:  # imported for annotations only: supernet and genotype import this module
+if TYPE_CHECKING:  # for annotations only
     from torch import nn
 
     from .genotype import Genotype
@@ -70,6 +70,9 @@ class SearchSpace:
     genotype_format: str = ""
     #: The fewest cells (``supernet.N``) its macro-architecture can be built with.
     min_cells: int = 1
+    #: Whether a derived cell keeps one op on every edge of :meth:`edges` (so its cost is the sum
+    #: of one candidate per logit row, what ``search.cost.form: budget`` derives within); DARTS keeps two per node.
+    keeps_every_edge: bool = True
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -211,20 +214,9 @@ class SearchSpace:
 
 
 # ---- the registry -------------------------------------------------------------
+# The built-in spaces (nas/nb201.py, nas/darts.py) register themselves when the package loads
+# them; the order of registration is the order names are listed in messages.
 _REGISTRY: Dict[str, SearchSpace] = {}
-# Registered on first use rather than imported here: they import this module (and the
-# supernet, which imports nas.genotype, which imports this module). The order is the
-# order names are listed in messages.
-_BUILTIN_MODULES = ("nb201", "darts")
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True  # first: the modules call register_space while importing
-        for module in _BUILTIN_MODULES:
-            import_module(f"{__package__}.{module}")
 
 
 SpaceT = TypeVar("SpaceT", bound=Union[SearchSpace, Type[SearchSpace]])
@@ -253,7 +245,6 @@ def register_space(space: SpaceT) -> SpaceT:
 
 def unregister_space(name: str) -> SearchSpace:
     """Remove the space registered as ``name`` and return it (``ValueError`` when there is none)."""
-    _load_builtins()
     if name not in _REGISTRY:
         raise ValueError(f"no space {name!r} is registered; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY.pop(name)
@@ -262,7 +253,6 @@ def unregister_space(name: str) -> SearchSpace:
 @contextlib.contextmanager
 def registered_space(space: Union[SearchSpace, Type[SearchSpace]]) -> Iterator[SearchSpace]:
     """Register ``space`` for the ``with`` block only (tests, experiments); yields the instance."""
-    _load_builtins()  # so that the built-ins never register inside the block
     obj = space() if isinstance(space, type) else space
     register_space(obj)
     try:
@@ -274,7 +264,6 @@ def registered_space(space: Union[SearchSpace, Type[SearchSpace]]) -> Iterator[S
 
 def get_space(name: str) -> SearchSpace:
     """The space registered as ``name``; ``ValueError`` listing the registered names otherwise."""
-    _load_builtins()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):  # TypeError: an unhashable name
@@ -283,30 +272,25 @@ def get_space(name: str) -> SearchSpace:
 
 def space_names() -> List[str]:
     """The registered space names, built-ins first, in registration order."""
-    _load_builtins()
     return list(_REGISTRY)
 
 
 class _RegistryView(collections.abc.Mapping):
-    """A read-only live view of the registry (built-ins loaded on first use)."""
+    """A read-only live view of the registry."""
 
     def _get(self, space: SearchSpace):
         return space
 
     def __getitem__(self, name: str):
-        _load_builtins()
         return self._get(_REGISTRY[name])
 
     def __iter__(self) -> Iterator[str]:
-        _load_builtins()
         return iter(list(_REGISTRY))
 
     def __len__(self) -> int:
-        _load_builtins()
         return len(_REGISTRY)
 
     def __contains__(self, name: object) -> bool:
-        _load_builtins()
         try:
             return name in _REGISTRY
         except TypeError:
@@ -318,6 +302,7 @@ class _RegistryView(collections.abc.Mapping):
 
 #: Read-only mapping: space name -> registered :class:`SearchSpace`.
 SPACES: Mapping[str, SearchSpace] = _RegistryView()
+bind_spaces(SPACES)  # genotypes reach their space through this view (nas.genotype imports no registry)
 
 
 # ---- public builders ------------------------------------------------------------

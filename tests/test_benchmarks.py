@@ -17,8 +17,9 @@ import pytest
 
 import nas
 from nas import benchmarks as B
+from nas.darts import DARTS_V2
 from nas.errors import UserError
-from nas.genotype import DARTS_V2, Genotype
+from nas.genotype import Genotype
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nats-tss-sample"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"

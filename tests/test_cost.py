@@ -4,6 +4,7 @@ forms, the latency table and the measure-latency command."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -16,12 +17,14 @@ from nas.cli import main
 from nas.config import load_config, validate
 from nas.cost import (
     CostPenalty,
+    CostTable,
     cost_table,
     derived_cost,
     expected_cost,
     load_latency_table,
     measure_latency,
     save_latency_table,
+    within_budget,
 )
 from nas.flops import count_macs, count_parameters, module_macs
 from nas.searcher import Searcher
@@ -283,6 +286,67 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5)
     geno = nas.Genotype.from_nb201(m["genotype"])
     assert m["derived_cost"] == count_macs(net.discretize(geno), (3, 16, 16))
+
+
+def _brute_force(probs, costs, fixed, budget):
+    """Every combination of one live candidate per row: the best log-probability that fits (or None)."""
+    import itertools
+    import math
+
+    best = None
+    rows = [[k for k, q in enumerate(row) if q > 0] for row in probs]
+    for combo in itertools.product(*rows):
+        c = fixed + sum(costs[r][k] for r, k in enumerate(combo))
+        lp = sum(math.log(probs[r][k]) for r, k in enumerate(combo))
+        if c <= budget and (best is None or lp > best[0] + 1e-12):
+            best = (lp, combo)
+    return best
+
+
+@pytest.mark.parametrize("exact_limit", [200_000, 0], ids=["exact", "lagrangian"])
+def test_within_budget_is_the_most_probable_cell_that_fits(exact_limit):
+    """Against brute force over NB201-sized rows (6 x 5, some candidates pruned): the exact search
+    finds the best that fits; the Lagrangian one fits and is the best at the cost it reaches."""
+    g = torch.Generator().manual_seed(0)
+    costs = torch.tensor([[0.0, 0.0, 1.0, 9.0, 0.0]] * 6, dtype=torch.float64) * (1 + torch.rand(6, 1, generator=g))
+    for trial in range(12):
+        probs = torch.softmax(3 * torch.randn(6, 5, generator=g), dim=1)
+        probs[trial % 6, trial % 5] = 0.0  # a pruned candidate is never chosen
+        table = CostTable("flops", 2.0, {"normal": costs}, [], [])
+        budget = 2.0 + float(torch.rand(1, generator=g)) * 40
+        pick = within_budget({"normal": probs}, table, budget, exact_limit=exact_limit)["normal"].argmax(dim=1).tolist()
+        used = 2.0 + sum(costs[r, k].item() for r, k in enumerate(pick))
+        lp = sum(math.log(probs[r, k].item()) for r, k in enumerate(pick))
+        assert used <= budget + 1e-9 and all(probs[r, k] > 0 for r, k in enumerate(pick))
+        best = _brute_force(probs.tolist(), costs.tolist(), 2.0, budget if exact_limit else used)
+        assert lp == pytest.approx(best[0], abs=1e-9), (trial, pick, best)
+
+
+def test_within_budget_excludes_a_column_and_falls_back_to_the_cheapest():
+    costs = torch.tensor([[0.0, 1.0, 5.0], [0.0, 1.0, 5.0]], dtype=torch.float64)
+    table = CostTable("flops", 10.0, {"c": costs}, [], [])
+    probs = {"c": torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.1, 0.4]])}
+    assert within_budget(probs, table, 100.0, exclude=0)["c"].argmax(dim=1).tolist() == [1, 2]
+    assert within_budget(probs, table, 15.0, exclude=0)["c"].argmax(dim=1).tolist() == [1, 1]  # 1 + 5 > 5
+    assert within_budget(probs, table, 15.0)["c"].argmax(dim=1).tolist() == [0, 0]  # none allowed: 0.6 * 0.5
+    assert within_budget(probs, table, 5.0)["c"].argmax(dim=1).tolist() == [0, 0]  # nothing fits: the cheapest
+
+
+def test_budget_search_derives_the_most_probable_cell_within_the_budget(tmp_path):
+    """Every epoch's cell is within_budget's on that epoch's probabilities (none excluded, the
+    config's rule), and fits the budget."""
+    run_dir = tmp_path / "run"
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + 1.5 * float(table.costs["normal"].max())  # one 3x3 conv and some 1x1
+    cost = ["search.cost.form=budget", f"search.cost.budget={budget}", "search.cost.weight=1", "search.epochs=3"]
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + cost for x in ("--set", s)]]) == 0
+    probs = [json.loads(line) for line in (run_dir / "arch_probs.jsonl").read_text().splitlines()]
+    for m, p in zip(json.loads("[" + ",".join((run_dir / "metrics.jsonl").read_text().splitlines()) + "]"), probs):
+        pn = torch.tensor(p["probs"]["normal"] if "probs" in p else p["normal"])
+        want = within_budget({"normal": pn}, table, budget, exclude=0)["normal"].argmax(dim=1).tolist()
+        assert m["genotype"] == str(net.genotype(scores={"normal": F.one_hot(torch.tensor(want), 5).float()}))
+        assert m["derived_cost"] <= budget
 
 
 @pytest.mark.parametrize(

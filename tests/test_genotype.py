@@ -9,7 +9,9 @@ import random
 import pytest
 
 import nas
-from nas.genotype import DARTS_V2, Genotype, darts_edges, disconnected_warning, nb201_edges
+from nas.darts import DARTS_V2, darts_edges
+from nas.genotype import Genotype, disconnected_warning
+from nas.nb201 import nb201_edges
 
 NB201_ALL = list(itertools.product(nas.NB201_OPS, repeat=6))
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import nas
-from nas.genotype import Genotype, nb201_edges
+from nas.genotype import Genotype
+from nas.nb201 import nb201_edges
 from nas.ops import OPS, AvgPool3x3, Zero, build_op, register_op
 
 pytestmark = pytest.mark.usefixtures("one_thread")

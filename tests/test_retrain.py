@@ -116,10 +116,10 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     code, out, err = run_cli(["retrain", "--genotype", NB201, "--out", tmp_path / "r2", "--quiet"] + SETS, capsys)
     assert code == 0, err
     code, out, err = run_cli(
-        ["retrain", "--genotype", nas.genotype.DARTS_V2, "--out", tmp_path / "r3", "--quiet"] + SETS, capsys
+        ["retrain", "--genotype", nas.darts.DARTS_V2, "--out", tmp_path / "r3", "--quiet"] + SETS, capsys
     )
     assert code == 0, err
-    assert nas.Genotype.from_json((tmp_path / "r3" / "genotype.json").read_text()).to_darts() == nas.genotype.DARTS_V2
+    assert nas.Genotype.from_json((tmp_path / "r3" / "genotype.json").read_text()).to_darts() == nas.darts.DARTS_V2
     # A genotype file.
     f = tmp_path / "g.json"
     f.write_text(nas.Genotype.from_nb201(NB201).to_json())

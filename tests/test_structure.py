@@ -44,6 +44,66 @@ def test_library_modules_import_neither_argparse_nor_the_cli(path):
     assert not any(n.endswith("cli") and n.lstrip(".") in ("cli", "nas.cli") for n in names), path
 
 
+def _package_imports() -> dict:
+    """Module -> the package modules it imports anywhere: at the top, inside functions (run time)
+    and through ``import_module(f"{__package__}.name")``; annotations-only imports excluded."""
+    modules = {}
+    for f in PACKAGE.rglob("*.py"):
+        parts = f.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if f.name == "__init__.py" else parts)] = f
+    graph = {}
+    for name, f in modules.items():
+        pkg = name if f.name == "__init__.py" else name.rsplit(".", 1)[0]
+        tree = ast.parse(f.read_text())
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)
+        }
+        found = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = pkg
+                for _ in range(node.level - 1):
+                    base = base.rsplit(".", 1)[0]
+                mod = f"{base}.{node.module}" if node.level and node.module else base if node.level else node.module
+                found |= {f"{mod}.{a.name}" for a in node.names} | ({mod} if node.module else set())
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module"):
+                found |= {m for m in modules if f".{m.rsplit('.', 1)[-1]}" in ast.unparse(node)}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_loop_counting_imports_made_at_run_time():
+    graph = _package_imports()
+    done, path = set(), []
+
+    def visit(m):
+        if m in path:
+            raise AssertionError("import loop: " + " -> ".join(path[path.index(m) :] + [m]))
+        if m in done:
+            return
+        path.append(m)
+        for n in sorted(graph[m]):
+            if n != "nas":  # the package's __init__ imports its modules; they never import it back
+                visit(n)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m)
+    assert not any("nas" in deps for m, deps in graph.items() if m != "nas"), "a module imports the package"
+
+
+def test_genotype_is_a_value_that_imports_no_registry():
+    assert _package_imports()["nas.genotype"] <= {"nas.errors"}
+
+
 def test_importing_the_library_runs_nothing_and_leaves_the_cli_unloaded():
     code = (
         "import sys, nas, nas.search, nas.retrain, nas.report, nas.data, nas.searcher, nas.run; "

@@ -27,8 +27,9 @@ from torch import nn
 import nas
 import nas.ops as ops_module
 import nas.supernet as supernet_module
-from nas.genotype import DARTS_V2, Genotype, darts_edges, nb201_edges
-from nas.nb201 import NB201SearchCell
+from nas.darts import DARTS_V2, darts_edges
+from nas.genotype import Genotype
+from nas.nb201 import NB201SearchCell, nb201_edges
 from nas.ops import FactorizedReduce, ScalableSequential
 from nas.sampler import gumbel_softmax
 from nas.supernet import _StraightThroughScale

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import common as C
-from nas.genotype import Genotype, derive_argmax, nb201_edges
+from nas.genotype import Genotype, derive_argmax
+from nas.nb201 import nb201_edges
 from nas.io import read_jsonl
 
 NAME = "cpu_config_cells"
