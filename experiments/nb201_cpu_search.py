@@ -380,6 +380,60 @@ def plot_final(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
     return save_plot(draw, path)
 
 
+# The methods the README's table compares: the one-path CPU config's nine recorded runs (section 8
+# of experiments/README.md) under both derivation rules, the softmax baseline (removal, seeds 0-6,
+# removal_study.json).
+ONE_PATH_RUNS = ("prob-prune-40k", "prob-prune-40k-solo", "gpu-prob-prune-40k")
+BASELINE_RUNS = "darts-beta25-10ep"
+GDAS_PUBLISHED = 93.61  # NAS-Bench-201 paper, GDAS on CIFAR-10 (test), 250 epochs
+
+
+def plot_methods(rows: List[Dict[str, Any]], path: Path) -> Optional[str]:
+    """One column per method: each run's derived cell (a dot) and the mean (a bar)."""
+    bench = nas.load_benchmark()
+    by_removal = removal_cells(RESULTS / "removal_study.json")
+    groups = [
+        ("one-path config\n(9 runs)", [r["benchmark"] for r in rows if r["variant"] in ONE_PATH_RUNS]),
+        (
+            "one-path config,\nGDAS's rule",
+            [r["gdas_rule"]["benchmark"] for r in rows if r["variant"] in ONE_PATH_RUNS],
+        ),
+        (
+            "softmax + beta-decay,\nremoval (baseline)",
+            [
+                by_removal[Path(r["run_dir"]).name]
+                for r in rows
+                if r["variant"] == BASELINE_RUNS and Path(r["run_dir"]).name in by_removal
+            ],
+        ),
+    ]
+    groups = [(name, accs) for name, accs in groups if accs]
+    if not groups:
+        return None
+
+    def draw(plt):
+        fig = plt.gcf()
+        fig.set_size_inches(7.5, 4.2)
+        ax = plt.gca()
+        for i, (_name, accs) in enumerate(groups):
+            xs = [i + 0.08 * ((k % 5) - 2) for k in range(len(accs))]  # spread so that equal values show
+            ax.scatter(xs, accs, s=18, zorder=3)
+            m, sd = mean_std(accs)
+            ax.hlines(m, i - 0.3, i + 0.3, color="black", lw=1.5)
+            ax.text(i, 88.9, f"{len(accs)} runs\n{m:.2f} ± {sd:.2f}\nworst {min(accs):.2f}", ha="center", fontsize=7)
+        ax.axhline(bench.best().accuracy, color="grey", ls=":", lw=1, label=f"space's best {bench.best().accuracy:.2f}")
+        ax.axhline(94.0, color="black", ls="--", lw=0.8, label="target mean 94.0")
+        ax.axhline(GDAS_PUBLISHED, color="tab:red", ls="-.", lw=0.8, label=f"GDAS published {GDAS_PUBLISHED}")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g[0] for g in groups], fontsize=7)
+        ax.set_ylim(88.5, 95)
+        ax.set_ylabel("NB201 CIFAR-10 test acc of derived cell (%)")
+        ax.set_title("The CPU budget's searches: one-path against the softmax baseline", fontsize=9)
+        ax.legend(fontsize=7, loc="center left")
+
+    return save_plot(draw, path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", help="name of the method variant (a row label)")
@@ -454,6 +508,7 @@ def main() -> int:
     summ = summary(runs) if runs else []
     png = None if args.quick or not runs else plot(runs, out.with_suffix(".png"))
     png_final = None if args.quick or not runs else plot_final(runs, out.with_name(out.stem + "_final.png"))
+    png_methods = None if args.quick or not runs else plot_methods(runs, out.with_name("nb201_methods.png"))
     text = "\n".join(
         [
             "Per run (NAS-Bench-201 CIFAR-10 test accuracy of the derived cell, both derivation rules; min: wall "
@@ -519,6 +574,7 @@ def main() -> int:
             "summary": summ,
             "plot": rel(png) if png else None,
             "plot_final": rel(png_final) if png_final else None,
+            "plot_methods": rel(png_methods) if png_methods else None,
             "table": text,
             "command": command_line(),
             "machine": here,

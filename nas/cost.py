@@ -30,6 +30,10 @@ cost, ``w`` the weight, ``ref`` the reference and ``B`` the budget:
 
 FBNet and ProxylessNAS also multiply ``mul_log`` by an alpha (0.2): a constant factor on the whole
 loss, which Adam's steps are invariant to, so it is left out.
+
+With the ``budget`` form a search also derives within the budget (:func:`within_budget`): the most
+probable architecture whose cost fits, not the per-choice argmax. A penalty on E lowers every
+costly candidate's probability together, so the argmax alone lands far below the budget.
 """
 
 from __future__ import annotations
