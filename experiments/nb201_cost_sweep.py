@@ -27,6 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import torch
+import yaml
+
 import nas
 from experiments import nb201_cost_front as front_mod
 from experiments import nb201_cpu_search as search_mod
@@ -34,7 +37,7 @@ from experiments.machine import command_line, git_state, machine
 from experiments.settings import RESULTS, rel
 from experiments.tables import log, save_plot, table
 from nas.benchmarks import cell_ops
-from nas.cost import cost_table
+from nas.cost import cost_table, derived_cost, within_budget
 from nas.io import atomic_write_text, read_jsonl
 
 NAME = "nb201_cost_sweep"
@@ -79,6 +82,41 @@ def run_cost(row: Dict[str, Any]) -> Dict[str, Any]:
     return search_mod.cost_fields(last)
 
 
+def derive_at_budgets(run_dir: Path, budgets: Sequence[float], seed: int) -> List[Dict[str, Any]]:
+    """Rows for one finished search derived at each budget from its final probabilities
+    (``nas.cost.within_budget`` on the supernet it searched): one search, a cell per budget."""
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    sn = cfg["supernet"]
+    net = nas.build_supernet(
+        sn["space"], mode=sn["mode"], C=sn["C"], N=sn["N"], num_classes=10, ops=sn["ops"], derive_none=sn["derive_none"]
+    )
+    size = (
+        (3, 32, 32) if cfg["data"]["name"] == "cifar10" else (3, cfg["data"]["image_size"], cfg["data"]["image_size"])
+    )
+    table = cost_table(net, "flops", size)
+    last = read_jsonl(run_dir / "arch_probs.jsonl")[-1]
+    probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
+    exclude = net.ops.index("none") if not net.derive_none and "none" in net.ops else None
+    bench = nas.load_benchmark()
+    rows = []
+    for b in budgets:
+        geno = net.genotype(scores=within_budget(probs, table, b, exclude=exclude))
+        rows.append(
+            {
+                "variant": f"{run_dir.name}@{b:g}",
+                "seed": seed,
+                "genotype": str(geno),
+                "benchmark": bench.query(geno),
+                "settings": ["search.prune=off"],
+                "method": "one search, derived at each budget",
+                "cost": {"metric": "flops", "budget": b, "derived": derived_cost(net, table, geno, size)},
+                "run_dir": str(run_dir),
+                "epochs": last["epoch"],
+            }
+        )
+    return rows
+
+
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Each searched cell against the front: FLOPs in the benchmark's network, gap, budget error."""
     out = []
@@ -92,6 +130,12 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
                 "variant": r["variant"],
                 "seed": r["seed"],
                 "prune": next((x.split("=", 1)[1] for x in r["settings"] if x.startswith("search.prune=")), "off"),
+                "method": r.get("method")
+                or (
+                    "budget search, pruned by probability"
+                    if any(x == "search.prune=probability" for x in r["settings"])
+                    else "budget search, derived within the budget"
+                ),
                 "genotype": r["genotype"],
                 "cifar10_test": r["benchmark"],
                 "bench_flops": flops,
@@ -118,10 +162,11 @@ def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Opt
         plt.step(xs, ys, where="post", color="tab:red", linewidth=1, label="Pareto front")
         budgets = sorted({p["budget"] for p in points})
         cmap = plt.get_cmap("viridis")
-        marks = {"off": ("D", "budget derivation"), "probability": ("o", "pruned by probability")}
-        for prune, (marker, name) in marks.items():
+        methods = list(dict.fromkeys(p["method"] for p in points))
+        for m, method in enumerate(methods):
+            marker = "oDs^v"[m % 5]
             for k, b in enumerate(budgets):
-                sel = [p for p in points if p["budget"] == b and p["prune"] == prune]
+                sel = [p for p in points if p["budget"] == b and p["method"] == method]
                 if not sel:
                     continue
                 plt.scatter(
@@ -131,9 +176,13 @@ def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Opt
                     marker=marker,
                     edgecolor="black",
                     color=cmap(k / max(1, len(budgets) - 1)),
-                    label=f"{name}, budget {b / 1e6:g} M",
+                    label=method if k == 0 else None,
                     zorder=3,
                 )
+        for k, b in enumerate(budgets):  # the colours: one legend entry per budget
+            plt.scatter(
+                [], [], s=40, color=cmap(k / max(1, len(budgets) - 1)), label=f"budget {b / 1e6:g} M (supernet)"
+            )
         low = sum(p["cifar10_test"] < front_mod.FLOOR for p in points)
         if low:
             plt.text(
@@ -180,14 +229,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
+    p.add_argument(
+        "--derive-from",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR:SEED",
+        help="finished searches to derive at every --budgets after the fact (their final probabilities)",
+    )
     p.add_argument("--quick", action="store_true", help="2 budgets, 1 seed, tiny synthetic searches")
     p.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
     args = p.parse_args(argv)
     out = Path(args.out)
     here = machine()
-    if args.collect:
+    if args.collect or args.derive_from:
         rows = []
-        for f in args.collect:
+        for f in args.collect or []:
             try:
                 rows += json.loads(Path(f).read_text())["runs"]
             except (OSError, ValueError, KeyError) as exc:
@@ -220,6 +276,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         for r in rows:
             r["machine"], r["code"], r["command"] = here, git_state(), command_line()
+    for item in args.derive_from:
+        run_dir, _, seed = item.rpartition(":")
+        budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else list(DEFAULT_BUDGETS)
+        rows += derive_at_budgets(Path(run_dir), budgets, int(seed))
     front = front_data()
     points = judge(rows, front)
     png = plot(points, front, out.with_suffix(".png"))

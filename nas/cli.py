@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="official NATS-Bench topology directory (or CSV) for every dataset's figures",
     )
+    p.add_argument(
+        "--budget",
+        type=float,
+        metavar="COST",
+        help="also derive the most probable cell whose cost fits COST (the network's multiply-adds, or "
+        "parameters with --metric params) from the run's last probabilities",
+    )
+    p.add_argument("--metric", choices=("flops", "params"), default="flops", help="what --budget counts")
     p = sub.add_parser(
         "lookup",
         help="look cells up in NAS-Bench-201",
@@ -270,12 +278,73 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
-    print(report_json(report) if args.json else format_text(report))
+    within = _within_budget(Path(args.run_dir), args.budget, args.metric) if args.budget is not None else None
+    if args.json:
+        print(report_json({**report, **({"within_budget": within} if within else {})}))
+    else:
+        print(format_text(report))
+        if within:
+            print(f"\nmost probable cell within {args.metric} {args.budget:g}: {within['arch']}")
+            print(f"  {args.metric} {within['cost']:.6g} (the per-edge argmax: {within['argmax_cost']:.6g})")
+            if within.get("benchmark"):
+                print("\n".join("  " + line for line in format_cell_report(within["benchmark"])))
     if not args.json:
         for path in (args.plot, args.dot):
             if path:
                 print(f"\nwrote {path}")
     return 0
+
+
+def _within_budget(run_dir: Path, budget: float, metric: str) -> dict:
+    """``inspect --budget``: the most probable cell of a finished (or running) search whose cost fits
+    ``budget`` (nas.cost.within_budget on the last logged probabilities), its cost and, for an
+    NB201 cell, its benchmark figures."""
+    import yaml
+
+    from .config import from_dict
+    from .cost import cost_table, derived_cost, within_budget
+    from .io import read_jsonl
+    from .spaces import build_supernet, get_space
+
+    if not budget > 0:
+        raise UserError(f"--budget must be > 0 (the network's {metric}), got {budget:g}")
+    try:
+        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
+    except OSError:
+        raise UserError(f"{run_dir} is not a search run directory (no config.yaml or arch_probs.jsonl)") from None
+    sn = cfg.supernet
+    if sn.model is not None or not get_space(sn.space).keeps_every_edge:
+        raise UserError(
+            f"--budget derives cells that keep one op per edge (nb201 and spaces like it); this run searched "
+            f"{sn.model or sn.space}"
+        )
+    if not probs_log:
+        raise UserError(f"{run_dir} has no epoch logged yet; inspect it after its first epoch")
+    classes = {"cifar10": 10, "cifar100": 100}.get(cfg.data.name, cfg.data.num_classes)
+    net = build_supernet(
+        sn.space, mode=sn.mode, C=sn.C, N=sn.N, num_classes=classes, ops=sn.ops, derive_none=sn.derive_none
+    )
+    side = 32 if cfg.data.name in ("cifar10", "cifar100") else cfg.data.image_size
+    size = (3, side, side)
+    table = cost_table(net, metric, size)
+    last = probs_log[-1]
+    probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
+    include_none = get_space(sn.space).resolve_derive_none(sn.derive_none)
+    exclude = last["ops"].index("none") if not include_none and "none" in last["ops"] else None
+    geno = net.genotype(scores=within_budget(probs, table, budget, exclude=exclude))
+    argmax = net.genotype(scores={c: p.masked_fill(p == 0, -1.0) for c, p in probs.items()})
+    out = {
+        "budget": budget,
+        "metric": metric,
+        "epoch": last["epoch"],
+        "arch": str(geno),
+        "cost": derived_cost(net, table, geno, size),
+        "argmax_cost": derived_cost(net, table, argmax, size),
+    }
+    if is_benchmark_cell(geno):
+        out["benchmark"] = cell_report(geno, None, epochs=(200, 12))
+    return out
 
 
 def _is_architecture_text(text: str) -> bool:

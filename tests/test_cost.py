@@ -349,6 +349,40 @@ def test_budget_search_derives_the_most_probable_cell_within_the_budget(tmp_path
         assert m["derived_cost"] <= budget
 
 
+def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsys):
+    """``inspect RUN --budget``: from a search without a cost term, the cell within_budget picks on
+    its last probabilities; a budget above the argmax's cost gives the argmax; bad uses are refused."""
+    from tests.cli_util import run_cli
+    from tests.test_search import TINY_DARTS
+
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 for x in ("--set", s)]]) == 0
+    capsys.readouterr()
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    last = json.loads((run_dir / "arch_probs.jsonl").read_text().splitlines()[-1])
+    probs = torch.tensor(last["probs"]["normal"], dtype=torch.float64)
+    argmax = net.genotype(scores={"normal": probs})
+    top = derived_cost(net, table, argmax, (3, 16, 16))
+    for budget in (table.fixed + 0.5 * float(table.costs["normal"].max()), 2 * top):
+        code, out, _ = run_cli(["inspect", str(run_dir), "--budget", str(budget), "--json"], capsys)
+        assert code == 0
+        w = json.loads(out)["within_budget"]
+        want = net.genotype(scores=within_budget({"normal": probs}, table, budget, exclude=0))
+        assert w["arch"] == str(want) and w["cost"] == derived_cost(net, table, want, (3, 16, 16)) <= budget
+        assert w["argmax_cost"] == top
+    assert w["arch"] == str(argmax)  # room for the argmax: the argmax
+    code, out, _ = run_cli(["inspect", str(run_dir), "--budget", "1e9"], capsys)
+    assert code == 0 and f"most probable cell within flops 1e+09: {argmax}" in out
+    code, _, err = run_cli(["inspect", str(run_dir), "--budget", "0"], capsys)
+    assert code == 2 and "--budget must be > 0" in err
+    darts_dir = tmp_path / "darts"
+    assert main(["--out", str(darts_dir), "--quiet", *[x for s in TINY_DARTS for x in ("--set", s)]]) == 0
+    capsys.readouterr()
+    code, _, err = run_cli(["inspect", str(darts_dir), "--budget", "1e6"], capsys)
+    assert code == 2 and "keep one op per edge" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "sets, message",
     [

@@ -412,3 +412,14 @@ def test_nb201_cost_sweep_quick(tmp_path):
         assert pt["budget_error"] == pytest.approx((pt["supernet_flops"] - pt["budget"]) / pt["budget"])
         assert pt["prune"] == "off" and pt["supernet_flops"] <= pt["budget"]  # the budget derivation fits it
     assert rec["summary"]["points"] == 2
+    # One finished search derived at two more budgets after the fact: each cell fits its budget.
+    run_dir, budgets = rec["runs"][0]["run_dir"], [rec["points"][0]["budget"] * 0.8, 1e12]
+    out = tmp_path / "y.json"
+    args = ["--derive-from", f"{run_dir}:0", "--budgets", ",".join(map(str, budgets)), "--out", str(out)]
+    proc = run_module("nb201_cost_sweep", *args)
+    assert proc.returncode == 0, proc.stderr
+    derived = json.loads(out.read_text())["points"]
+    assert [p["budget"] for p in derived] == budgets and {p["method"] for p in derived} == {
+        "one search, derived at each budget"
+    }
+    assert all(p["supernet_flops"] <= p["budget"] for p in derived)
