@@ -42,6 +42,11 @@ from nas.io import atomic_write_text, read_jsonl
 
 NAME = "nb201_cost_sweep"
 DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.06 M fixed ... 23.3 M
+SHORT = {  # the table's method column
+    "budget search, pruned by probability": "hinge, pruned",
+    "budget search, derived within the budget": "hinge, within",
+    "one search, derived at each budget": "no hinge, within",
+}
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
 
@@ -155,7 +160,7 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
 def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Optional[str]:
     def draw(plt) -> None:
         rows = front["rows"]
-        plt.gcf().set_size_inches(7, 4.5)
+        plt.gcf().set_size_inches(10, 4.8)
         plt.scatter([r[0] / 1e6 for r in rows], [r[1] for r in rows], s=2, alpha=0.25, color="tab:gray", label="cell")
         xs = [p[0] / 1e6 for p in front["points"]]
         ys = [p[1] for p in front["points"]]
@@ -176,10 +181,11 @@ def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Opt
                     marker=marker,
                     edgecolor="black",
                     color=cmap(k / max(1, len(budgets) - 1)),
-                    label=method if k == 0 else None,
                     zorder=3,
                 )
-        for k, b in enumerate(budgets):  # the colours: one legend entry per budget
+        for m, method in enumerate(methods):  # legend: the markers (methods), then the colours (budgets)
+            plt.scatter([], [], s=40, marker="oDs^v"[m % 5], color="white", edgecolor="black", label=method)
+        for k, b in enumerate(budgets):
             plt.scatter(
                 [], [], s=40, color=cmap(k / max(1, len(budgets) - 1)), label=f"budget {b / 1e6:g} M (supernet)"
             )
@@ -197,7 +203,7 @@ def plot(points: List[Dict[str, Any]], front: Dict[str, Any], path: Path) -> Opt
         plt.xlabel("multiply-adds (M) in NAS-Bench-201's network (C=16, N=5)")
         plt.ylabel("CIFAR-10 test accuracy (%), NAS-Bench-201")
         plt.title("One-path search under a FLOPs budget against the true front", fontsize=10)
-        plt.legend(fontsize=7, loc="lower right")
+        plt.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
     return save_plot(draw, path)
 
@@ -288,6 +294,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = table(
         [
             "budget (M)",
+            "method",
             "seed",
             "supernet FLOPs (M)",
             "vs budget",
@@ -300,6 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         [
             [
                 f"{q['budget'] / 1e6:g}",
+                SHORT.get(q["method"], q["method"]),
                 q["seed"],
                 f"{q['supernet_flops'] / 1e6:.2f}",
                 f"{100 * q['budget_error']:+.0f}%",
@@ -309,7 +317,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "-" if q["minutes"] is None else f"{q['minutes']:.1f}",
                 q["genotype"],
             ]
-            for q in sorted(points, key=lambda q: (q["budget"], q["seed"]))
+            for q in sorted(points, key=lambda q: (q["budget"], q["method"], q["seed"]))
         ],
     )
     summary = {
