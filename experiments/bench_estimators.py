@@ -16,16 +16,14 @@ to the exact gradient's squared norm), per temperature.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from experiments.machine import command_line, git_state, machine
-from experiments.settings import RESULTS, rel
-from experiments.tables import log, table
-from nas.io import atomic_write_text
+from experiments.machine import write_record
+from experiments.settings import RESULTS
+from experiments.tables import table
 from nas.sampler import gumbel_softmax
 
 DEFAULT_OUT = RESULTS / "bench_estimators.json"
@@ -111,16 +109,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "c": C,
         "draws": draws,
         "seed": args.seed,
-        "command": command_line(),
-        "machine": machine(),
-        **git_state(),
         "rows": rows,
         "table": text,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-    log(f"wrote {rel(out)}")
+    write_record(Path(args.out), record)
     print(text)
     return 0
 

@@ -10,18 +10,21 @@ from it, and :func:`library_fingerprint`, a hash of the library's source) and
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 import nas
-from experiments.settings import ROOT
+from experiments.settings import ROOT, rel
+from experiments.tables import log
+from nas.io import atomic_write_text
 from nas.runtime import set_cpu_threads
 
 
@@ -131,3 +134,14 @@ def set_threads(threads: Optional[int]) -> int:
         threads = 1 if busy else max(1, os.cpu_count() or 1)
     set_cpu_threads(int(threads))
     return int(threads)
+
+
+def write_record(
+    out: Path, record: Dict[str, Any], here: Optional[Dict[str, Any]] = None, figures: Sequence[Optional[str]] = ()
+) -> None:
+    """Stamp ``record`` with the command, the machine (``here``, or this one now) and the code, write
+    it to ``out`` as JSON (atomically), and log what was written (``figures`` too)."""
+    record.update({"command": command_line(), "machine": here or machine(), **git_state()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    log("wrote " + " and ".join([rel(out)] + [rel(f) for f in figures if f]))

@@ -35,13 +35,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 import nas
-from experiments.machine import command_line, git_state, machine, set_threads
+from experiments.machine import set_threads, write_record
 from experiments.settings import RESULTS, rel
 from experiments.tables import log, save_plot, table
 from nas.benchmarks import cell_ops
 from nas.cost import CostTable, cost_table, derived_cost, load_latency_table
 from nas.flops import inference
-from nas.io import atomic_write_text
 from nas.nb201 import nb201_edges
 
 DEFAULT_OUT = RESULTS / "nb201_cost_front.json"
@@ -265,14 +264,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "front_counting_skipped_ops": result["front_counting_skipped_ops"],
         **({"latency": {k: v for k, v in lat.items() if k != "cells_ms"}} if lat else {}),
         "figure": rel(figure) if figure else None,
-        "command": command_line(),
-        "machine": machine(),
-        **git_state(),
         "table": text,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-    log(f"wrote {rel(out)}" + (f" and {rel(figure)}" if figure else ""))
+    write_record(out, record, figures=[figure])
     print(
         f"{s['cells']} cells, {s['distinct_flops']} distinct FLOPs, {s['flops_min'] / 1e6:.2f}-{s['flops_max'] / 1e6:.2f} M "
         f"(fixed part {s['fixed_flops'] / 1e6:.2f} M); best cell {s['best_cell']['index']} at "

@@ -33,12 +33,12 @@ import yaml
 import nas
 from experiments import nb201_cost_front as front_mod
 from experiments import nb201_cpu_search as search_mod
-from experiments.machine import command_line, git_state, machine
+from experiments.machine import command_line, git_state, machine, write_record
 from experiments.settings import RESULTS, rel
-from experiments.tables import log, save_plot, table
+from experiments.tables import save_plot, table
 from nas.benchmarks import cell_ops
 from nas.cost import cost_table, derived_cost, within_budget
-from nas.io import atomic_write_text, read_jsonl
+from nas.io import read_jsonl
 
 NAME = "nb201_cost_sweep"
 DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.06 M fixed ... 23.3 M
@@ -336,14 +336,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "points": points,
         "summary": summary,
         "figure": rel(png) if png else None,
-        "command": command_line(),
-        "machine": here,
-        **git_state(),
         "table": text,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
-    log(f"wrote {rel(out)}" + (f" and {rel(png)}" if png else ""))
+    write_record(out, record, here, figures=[png])
     print(
         f"{summary['points']} searched cells: gap to the front median {summary['gap_median']:.2f}, "
         f"max {summary['gap_max']:.2f} points ({summary['within_0.5']} within 0.5); supernet FLOPs within 10% "
