@@ -27,9 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
-import yaml
-
 import nas
 from experiments import nb201_cost_front as front_mod
 from experiments import nb201_cpu_search as search_mod
@@ -37,8 +34,9 @@ from experiments.machine import command_line, git_state, machine, write_record
 from experiments.settings import RESULTS, rel
 from experiments.tables import save_plot, table
 from nas.benchmarks import cell_ops
-from nas.cost import cost_table, derived_cost, within_budget
+from nas.cost import cost_table
 from nas.io import read_jsonl
+from nas.report import within_budget_cells
 
 NAME = "nb201_cost_sweep"
 DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.06 M fixed ... 23.3 M
@@ -89,37 +87,22 @@ def run_cost(row: Dict[str, Any]) -> Dict[str, Any]:
 
 def derive_at_budgets(run_dir: Path, budgets: Sequence[float], seed: int) -> List[Dict[str, Any]]:
     """Rows for one finished search derived at each budget from its final probabilities
-    (``nas.cost.within_budget`` on the supernet it searched): one search, a cell per budget."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    sn = cfg["supernet"]
-    net = nas.build_supernet(
-        sn["space"], mode=sn["mode"], C=sn["C"], N=sn["N"], num_classes=10, ops=sn["ops"], derive_none=sn["derive_none"]
-    )
-    size = (
-        (3, 32, 32) if cfg["data"]["name"] == "cifar10" else (3, cfg["data"]["image_size"], cfg["data"]["image_size"])
-    )
-    table = cost_table(net, "flops", size)
-    last = read_jsonl(run_dir / "arch_probs.jsonl")[-1]
-    probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
-    exclude = net.ops.index("none") if not net.derive_none and "none" in net.ops else None
+    (:func:`nas.report.within_budget_cells`, what ``inspect --budget`` prints): one search, a cell per budget."""
     bench = nas.load_benchmark()
-    rows = []
-    for b in budgets:
-        geno = net.genotype(scores=within_budget(probs, table, b, exclude=exclude))
-        rows.append(
-            {
-                "variant": f"{run_dir.name}@{b:g}",
-                "seed": seed,
-                "genotype": str(geno),
-                "benchmark": bench.query(geno),
-                "settings": ["search.prune=off"],
-                "method": "one search, derived at each budget",
-                "cost": {"metric": "flops", "budget": b, "derived": derived_cost(net, table, geno, size)},
-                "run_dir": str(run_dir),
-                "epochs": last["epoch"],
-            }
-        )
-    return rows
+    return [
+        {
+            "variant": f"{run_dir.name}@{c['budget']:g}",
+            "seed": seed,
+            "genotype": c["arch"],
+            "benchmark": bench.query(c["arch"]),
+            "settings": ["search.prune=off"],
+            "method": "one search, derived at each budget",
+            "cost": {"metric": "flops", "budget": c["budget"], "derived": c["cost"]},
+            "run_dir": str(run_dir),
+            "epochs": c["epoch"],
+        }
+        for c in within_budget_cells(run_dir, budgets)
+    ]
 
 
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -28,7 +28,8 @@ from nas.genotype import Genotype
 from nas.io import read_jsonl
 from nas.retrain import run_retrain
 from nas.runtime import resolve_device
-from nas.search import run_search, search_epochs
+from nas.schedule import search_epochs
+from nas.search import run_search
 
 CACHE_VERSION = 1
 

@@ -238,7 +238,8 @@ def _config_for(args, kind: str) -> Tuple[Config, Path]:
 
 
 def cmd_search(args, invocation: Invocation) -> int:
-    from .search import run_search, search_epochs
+    from .schedule import search_epochs
+    from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
     device, run_dir = _start(cfg, run_dir, invocation, "search.py --resume {run_dir}")
@@ -266,7 +267,7 @@ def _epochs_text(cfg, epochs: int) -> str:
 
 def cmd_inspect(args, invocation: Invocation) -> int:
     from .io import atomic_write_text
-    from .report import format_text, load_report, report_json, to_dot
+    from .report import format_text, load_report, report_json, to_dot, within_budget_cells
 
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
@@ -278,7 +279,7 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
-    within = _within_budget(Path(args.run_dir), args.budget, args.metric) if args.budget is not None else None
+    within = within_budget_cells(Path(args.run_dir), [args.budget], args.metric)[0] if args.budget is not None else None
     if args.json:
         print(report_json({**report, **({"within_budget": within} if within else {})}))
     else:
@@ -293,58 +294,6 @@ def cmd_inspect(args, invocation: Invocation) -> int:
             if path:
                 print(f"\nwrote {path}")
     return 0
-
-
-def _within_budget(run_dir: Path, budget: float, metric: str) -> dict:
-    """``inspect --budget``: the most probable cell of a finished (or running) search whose cost fits
-    ``budget`` (nas.cost.within_budget on the last logged probabilities), its cost and, for an
-    NB201 cell, its benchmark figures."""
-    import yaml
-
-    from .config import from_dict
-    from .cost import cost_table, derived_cost, within_budget
-    from .io import read_jsonl
-    from .spaces import build_supernet, get_space
-
-    if not budget > 0:
-        raise UserError(f"--budget must be > 0 (the network's {metric}), got {budget:g}")
-    try:
-        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
-    except OSError:
-        raise UserError(f"{run_dir} is not a search run directory (no config.yaml or arch_probs.jsonl)") from None
-    sn = cfg.supernet
-    if sn.model is not None or not get_space(sn.space).keeps_every_edge:
-        raise UserError(
-            f"--budget derives cells that keep one op per edge (nb201 and spaces like it); this run searched "
-            f"{sn.model or sn.space}"
-        )
-    if not probs_log:
-        raise UserError(f"{run_dir} has no epoch logged yet; inspect it after its first epoch")
-    classes = {"cifar10": 10, "cifar100": 100}.get(cfg.data.name, cfg.data.num_classes)
-    net = build_supernet(
-        sn.space, mode=sn.mode, C=sn.C, N=sn.N, num_classes=classes, ops=sn.ops, derive_none=sn.derive_none
-    )
-    side = 32 if cfg.data.name in ("cifar10", "cifar100") else cfg.data.image_size
-    size = (3, side, side)
-    table = cost_table(net, metric, size)
-    last = probs_log[-1]
-    probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
-    include_none = get_space(sn.space).resolve_derive_none(sn.derive_none)
-    exclude = last["ops"].index("none") if not include_none and "none" in last["ops"] else None
-    geno = net.genotype(scores=within_budget(probs, table, budget, exclude=exclude))
-    argmax = net.genotype(scores={c: p.masked_fill(p == 0, -1.0) for c, p in probs.items()})
-    out = {
-        "budget": budget,
-        "metric": metric,
-        "epoch": last["epoch"],
-        "arch": str(geno),
-        "cost": derived_cost(net, table, geno, size),
-        "argmax_cost": derived_cost(net, table, argmax, size),
-    }
-    if is_benchmark_cell(geno):
-        out["benchmark"] = cell_report(geno, None, epochs=(200, 12))
-    return out
 
 
 def _is_architecture_text(text: str) -> bool:

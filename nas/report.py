@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -33,6 +33,61 @@ def collapse_counts(geno: Genotype) -> Dict[str, Dict[str, int]]:
         pool = sum("pool" in op for op in ops)
         none = sum(op == "none" for op in ops)
         out[cell] = {"skip": skip, "pool": pool, "none": none, "parametric": len(ops) - skip - pool - none}
+    return out
+
+
+def within_budget_cells(run_dir: Path, budgets: Sequence[float], metric: str = "flops") -> List[Dict[str, Any]]:
+    """Per budget, the most probable cell of a search (finished or running) whose cost fits it
+    (:func:`nas.cost.within_budget` on the last logged probabilities, the run's derivation rule),
+    its cost, the per-edge argmax's cost and, for an NB201 cell, its benchmark figures
+    (``inspect --budget``)."""
+    import torch
+
+    from .cost import cost_table, derived_cost, within_budget
+    from .spaces import build_supernet
+
+    for b in budgets:
+        if not b > 0:
+            raise UserError(f"--budget must be > 0 (the network's {metric}), got {b:g}")
+    try:
+        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
+    except OSError:
+        raise UserError(f"{run_dir} is not a search run directory (no config.yaml or arch_probs.jsonl)") from None
+    sn = cfg.supernet
+    if sn.model is not None or not get_space(sn.space).keeps_every_edge:
+        raise UserError(
+            f"--budget derives cells that keep one op per edge (nb201 and spaces like it); this run searched "
+            f"{sn.model or sn.space}"
+        )
+    if not probs_log:
+        raise UserError(f"{run_dir} has no epoch logged yet; inspect it after its first epoch")
+    classes = {"cifar10": 10, "cifar100": 100}.get(cfg.data.name, cfg.data.num_classes)
+    net = build_supernet(
+        sn.space, mode=sn.mode, C=sn.C, N=sn.N, num_classes=classes, ops=sn.ops, derive_none=sn.derive_none
+    )
+    side = 32 if cfg.data.name in ("cifar10", "cifar100") else cfg.data.image_size
+    size = (3, side, side)
+    table = cost_table(net, metric, size)
+    last = probs_log[-1]
+    probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
+    exclude = last["ops"].index("none") if not net.derive_none and "none" in last["ops"] else None
+    argmax = net.genotype(scores={c: p.masked_fill(p == 0, -1.0) for c, p in probs.items()})
+    argmax_cost = derived_cost(net, table, argmax, size)
+    out = []
+    for b in budgets:
+        geno = net.genotype(scores=within_budget(probs, table, b, exclude=exclude))
+        cell = {
+            "budget": b,
+            "metric": metric,
+            "epoch": last["epoch"],
+            "arch": str(geno),
+            "cost": derived_cost(net, table, geno, size),
+            "argmax_cost": argmax_cost,
+        }
+        if is_benchmark_cell(geno):
+            cell["benchmark"] = cell_report(geno, None, epochs=(200, 12))
+        out.append(cell)
     return out
 
 

@@ -30,7 +30,7 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, model_supernet
 from .run import check_run, open_run, run_epochs, silent
-from .schedule import ops_to_keep, prune_events, search_epochs  # noqa: F401  (importable from here too)
+from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
 from .selection import edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space

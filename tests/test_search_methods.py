@@ -12,7 +12,8 @@ from nas.cli import main
 from nas.config import load_config
 from nas.genotype import Genotype
 from nas.report import format_text, load_report
-from nas.search import ops_to_keep, prune_events, run_search, search_epochs
+from nas.schedule import ops_to_keep, prune_events, search_epochs
+from nas.search import run_search
 from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
 
 TINY = [

@@ -14,7 +14,7 @@ import pytest
 
 from nas.cli import main
 from nas.config import load_config, scale_epoch_counts
-from nas.search import prune_events, search_epochs
+from nas.schedule import prune_events, search_epochs
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
