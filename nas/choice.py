@@ -39,11 +39,32 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 from torch import nn
 
-from .supernet import _StraightThroughScale
-
 REDUCTIONS = ("sum", "mean", "concat")
 
 Candidate = Union[nn.Module, Callable[[], nn.Module]]
+
+
+class _StraightThroughScale(torch.autograd.Function):
+    """``y * w`` for a hard one-hot entry ``w``, which is exactly 1 going forward.
+
+    Returning ``y`` itself saves the two elementwise passes of a real multiply;
+    the backward is that of ``y * w`` at ``w = 1``.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y)
+        ctx.w_dtype = w.dtype
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (y,) = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            # d(y*w)/dw = <grad, y>; accumulate in float32 whatever autocast chose.
+            grad_w = torch.sum(grad * y, dtype=torch.float32).to(ctx.w_dtype)
+        return grad, grad_w
 
 
 class RowPlan:
@@ -139,6 +160,14 @@ class OpChoice(Choice):
             modes add them up).
         label: choices with the same label share one row of logits and one sample per forward;
             ``None``: the choice's path in the model.
+        zero_as_none: a candidate whose class sets ``structural_zero = True`` (``nas.ops.Zero``,
+            the ``none`` op) is never run: chosen, the choice returns ``None``, and the soft modes
+            skip it. For cells that sum their edges and treat ``None`` as an exact zero (the
+            built-in spaces); off, such a candidate runs like any other.
+
+    A candidate whose class sets ``accepts_scale = True`` (the built-in ops ending in a batch
+    norm) takes the candidate's weight as an extra last argument and folds it into that norm:
+    the same values and gradients as ``weight * candidate(x)``, one feature map less.
 
     Example:
         >>> import nas
@@ -150,7 +179,12 @@ class OpChoice(Choice):
 
     kind = "op"
 
-    def __init__(self, candidates: Union[Mapping[str, nn.Module], Sequence[nn.Module]], label: Optional[str] = None):
+    def __init__(
+        self,
+        candidates: Union[Mapping[str, nn.Module], Sequence[nn.Module]],
+        label: Optional[str] = None,
+        zero_as_none: bool = False,
+    ):
         if isinstance(candidates, Mapping):
             items = [(_check_name(k), v) for k, v in candidates.items()]
         elif isinstance(candidates, (list, tuple, nn.ModuleList)):
@@ -166,17 +200,29 @@ class OpChoice(Choice):
                 raise TypeError(f"candidate {name!r} is a {type(module).__name__}, not an nn.Module")
         super().__init__([name for name, _ in items], 1, label)
         self.candidates = nn.ModuleDict(dict(items))
+        # Per candidate, fixed at construction (host bools: no per-forward attribute lookups).
+        self._zero = tuple(bool(zero_as_none and getattr(m, "structural_zero", False)) for _, m in items)
+        self._scale_in = tuple(bool(getattr(m, "accepts_scale", False)) for _, m in items)
 
     def forward(self, *args, **kwargs):
         plan = self._plan()
         if plan.chosen is not None:
-            out = self.candidates[self.names[plan.chosen[0]]](*args, **kwargs)
-            return out if plan.weights is None else scale_straight_through(out, plan.weights[0])
+            k = plan.chosen[0]
+            if self._zero[k]:
+                return None
+            candidate = self.candidates[self.names[k]]
+            if plan.weights is None:
+                return candidate(*args, **kwargs)
+            if self._scale_in[k]:
+                return candidate(*args, plan.weights[0], **kwargs)
+            return scale_straight_through(candidate(*args, **kwargs), plan.weights[0])
         out = None
         for k, name in enumerate(self.names):
-            if plan.alive is not None and not plan.alive[k]:
-                continue  # pruned: weight exactly 0
-            y = plan.weights[k] * self.candidates[name](*args, **kwargs)
+            if self._zero[k] or (plan.alive is not None and not plan.alive[k]):
+                continue  # a structural zero, or pruned: weight exactly 0
+            w = plan.weights[k]
+            candidate = self.candidates[name]
+            y = candidate(*args, w, **kwargs) if self._scale_in[k] else w * candidate(*args, **kwargs)
             out = y if out is None else out + y
         return out
 
@@ -282,13 +328,17 @@ def _chosen_names(value: object, label: str, names: Sequence[str], n_chosen: int
 
 
 def op_choice(
-    label: str, candidates: Mapping[str, Candidate], arch: Optional[Mapping[str, object]] = None
+    label: str,
+    candidates: Mapping[str, Candidate],
+    arch: Optional[Mapping[str, object]] = None,
+    zero_as_none: bool = False,
 ) -> nn.Module:
     """An :class:`OpChoice` labelled ``label`` (``arch`` is ``None``), else the candidate ``arch[label]``.
 
     So one model function builds the supernet and, given a searched architecture, the fixed
     network from scratch, with the state-dict keys :func:`nas.fix` gives. A candidate may be a
     module or a function returning one; with ``arch``, only the chosen function is called.
+    ``zero_as_none`` is :class:`OpChoice`'s.
 
     Example:
         >>> import nas
@@ -299,7 +349,8 @@ def op_choice(
     """
     names = [_check_name(k) for k in candidates]
     if arch is None:
-        return OpChoice({k: v if isinstance(v, nn.Module) else v() for k, v in candidates.items()}, label=label)
+        built = {k: v if isinstance(v, nn.Module) else v() for k, v in candidates.items()}
+        return OpChoice(built, label=label, zero_as_none=zero_as_none)
     if label not in arch:
         raise ValueError(f"the architecture has no entry for {label!r}; it has {sorted(arch)}")
     (name,) = _chosen_names(arch[label], label, names, 1)

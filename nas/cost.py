@@ -81,24 +81,20 @@ class Site:
 def _sites(net: nn.Module) -> List[Site]:
     """Every choice site of a supernet, in module order."""
     from .choice import OpChoice
-    from .darts import DartsSearchCell
     from .model_supernet import CELL, ModelSupernet
-    from .nb201 import NB201SearchCell
 
+    custom = isinstance(net, ModelSupernet)
+    # A built-in supernet's rows run over its cell types in order: row -> (cell type, edge).
+    where = (
+        [(CELL, r) for r in range(len(net.labels))]
+        if custom
+        else [(cell, e) for cell, a in net.arch.items() for e in range(a.shape[0])]
+    )
     sites: List[Site] = []
-    if isinstance(net, ModelSupernet):
-        for name, m in net.model.named_modules():
-            if isinstance(m, OpChoice):
-                cands: List[Optional[nn.Module]] = [m.candidates[n] for n in m.names]
-                sites.append(Site(CELL, m._row, cands, False, name=name))
-        return sites
-    is_zero = getattr(net, "_is_zero", ())
-    for name, m in net.named_modules():
-        if isinstance(m, (NB201SearchCell, DartsSearchCell)):
-            cell = "reduce" if getattr(m, "reduction", False) else "normal"
-            for e, edge in enumerate(m.edges):
-                cands = [None if is_zero[k] else op for k, op in enumerate(edge)]
-                sites.append(Site(cell, e, cands, True, name=f"{name}.edges.{e}"))
+    for name, m in (net.model if custom else net).named_modules():
+        if isinstance(m, OpChoice) and m._row is not None:
+            cands: List[Optional[nn.Module]] = [None if z else m.candidates[n] for n, z in zip(m.names, m._zero)]
+            sites.append(Site(*where[m._row], cands, not custom, name=name))
     if not sites:
         raise ValueError(
             f"cannot find the choices of a {type(net).__name__}; cost tables know nb201, darts and custom models"

@@ -14,16 +14,17 @@ whose strongest non-``none`` op is strongest, with that op.
 from __future__ import annotations
 
 import ast
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
+from .choice import OpChoice
 from .errors import UserError
 from .genotype import Genotype
 from .ops import DARTS_OPS, FactorizedReduce, ReLUConvBN, Zero, build_op, check_ops
 from .spaces import SearchSpace, register_space
-from .supernet import EdgePlan, Supernet, add_all, run_edge
+from .supernet import Supernet, edge_label, upgrade_edge_keys
 
 DARTS_STEPS = 4  # intermediate nodes per DARTS cell
 MULTIPLIER = 4  # intermediate nodes concatenated into the cell output
@@ -164,57 +165,62 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
     return x / keep * mask
 
 
-class DartsSearchCell(nn.Module):
-    def __init__(
-        self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool, ops: Sequence[str], affine: bool
-    ):
-        super().__init__()
-        self.reduction, self.C = reduction, C
-        self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
-        self.edges = nn.ModuleList(
-            nn.ModuleList(build_op(name, C, C, 2 if reduction and j < 2 else 1, affine) for name in ops)
-            for _, j in darts_edges()
-        )
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, plan: EdgePlan) -> torch.Tensor:
-        states: List[Optional[torch.Tensor]] = [self.preprocess0(s0), self.preprocess1(s1)]
-        e = 0
-        for _ in range(DARTS_STEPS):
-            terms = [run_edge(self.edges[e + j], states[j], e + j, plan) for j in range(len(states))]
-            e += len(terms)
-            states.append(add_all(terms))
-        return _concat(states[2:], states[1], self.C, self.reduction)
-
-
 class DartsCell(nn.Module):
-    """A discrete DARTS cell (NetworkCIFAR's), with drop-path on non-identity ops."""
+    """A DARTS cell, for the search and for the discrete network (NetworkCIFAR's) alike.
+
+    ``edges`` lists ``(op, to, from)`` per edge, grouped by target node in node order. ``op`` is
+    a list of op names for a searched edge (a :class:`nas.OpChoice` labelled
+    ``"normal:to<-from"`` or ``"reduce:..."``), or one op name for a discrete edge. The supernet's
+    cell has all 14 edges as choices; the discrete cell the genotype's two edges per node, and
+    drop-path on each of them that is not an identity.
+    """
 
     def __init__(
-        self, geno: Genotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool, affine: bool = True
+        self,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        edges: Sequence[Tuple[Union[str, Sequence[str]], int, int]],
+        concat: Sequence[int],
+        affine: bool,
     ):
         super().__init__()
-        self.reduction, self.C = reduction, C
+        self.reduction, self.C, self.concat = reduction, C, list(concat)
         self.preprocess0, self.preprocess1 = _preprocess(C_pp, C_p, C, reduction_prev, affine)
-        edges = geno.reduce if reduction else geno.normal
-        self.concat = geno.reduce_concat if reduction else geno.normal_concat
-        self.sources = [j for _, j in edges]
-        self.edges = nn.ModuleList(build_op(name, C, C, 2 if reduction and j < 2 else 1, affine) for name, j in edges)
-        self._is_zero = [isinstance(op, Zero) for op in self.edges]
-        self._droppable = [not isinstance(op, (Zero, nn.Identity)) for op in self.edges]
+        cell = "reduce" if reduction else "normal"
+        modules = []
+        for op, to, j in edges:
+            stride = 2 if reduction and j < 2 else 1
+            if isinstance(op, str):
+                modules.append(build_op(op, C, C, stride, affine))
+            else:
+                candidates = {name: build_op(name, C, C, stride, affine) for name in op}
+                modules.append(OpChoice(candidates, label=edge_label(cell, to, j), zero_as_none=True))
+        self.edges = nn.ModuleList(modules)
+        self.targets = [to for _, to, _ in edges]
+        self.sources = [j for _, _, j in edges]
+        self._droppable = [not isinstance(m, (Zero, nn.Identity, OpChoice)) for m in modules]
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states: List[Optional[torch.Tensor]] = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(len(self.edges) // 2):
-            terms = []
-            for e in (2 * i, 2 * i + 1):
-                x = states[self.sources[e]]
-                if x is None or self._is_zero[e]:
+        drop = self.training and drop_prob > 0
+        e, num_edges = 0, len(self.edges)
+        for node in range(2, 2 + DARTS_STEPS):
+            out = None
+            while e < num_edges and self.targets[e] == node:
+                x, edge = states[self.sources[e]], self.edges[e]
+                e += 1
+                if x is None or isinstance(edge, Zero):
+                    continue  # a structural zero: nothing to add
+                h = edge(x)  # a choice gives None when it chose `none`
+                if h is None:
                     continue
-                h = self.edges[e](x)
-                if self.training and drop_prob > 0 and self._droppable[e]:
+                if drop and self._droppable[e - 1]:
                     h = drop_path(h, drop_prob)
-                terms.append(h)
-            states.append(add_all(terms))
+                out = h if out is None else out + h
+            states.append(out)
         return _concat([states[i] for i in self.concat], states[1], self.C, self.reduction)
 
 
@@ -277,9 +283,14 @@ class NetworkCIFAR(nn.Module):
             )
         self.genotype, self.drop_path_prob, self.auxiliary = geno, drop_path_prob, auxiliary
         self.stem = _stem(C)
-        self.cells, widths = _build_cells(
-            C, N, lambda C_pp, C_p, C_cell, red, red_prev: DartsCell(geno, C_pp, C_p, C_cell, red, red_prev, affine)
-        )
+
+        def make_cell(C_pp: int, C_p: int, C_cell: int, red: bool, red_prev: bool) -> DartsCell:
+            edges = geno.reduce if red else geno.normal
+            concat = geno.reduce_concat if red else geno.normal_concat
+            spec = [(op, 2 + k // 2, j) for k, (op, j) in enumerate(edges)]
+            return DartsCell(C_pp, C_p, C_cell, red, red_prev, spec, concat, affine)
+
+        self.cells, widths = _build_cells(C, N, make_cell)
         self.aux_index = reduction_layers(N)[1]
         self.aux_head = AuxiliaryHeadCIFAR(widths[self.aux_index], num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -317,20 +328,27 @@ class DartsSupernet(Supernet):
         super().__init__(mode, ops, {"normal": num_edges, "reduce": num_edges}, tau)
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
         self.stem = _stem(C)
+        spec = [(list(ops), to, j) for to, j in darts_edges()]
+        concat = list(range(2, 2 + DARTS_STEPS))
         self.cells, widths = _build_cells(
             C,
             N,
-            lambda C_pp, C_p, C_cell, red, red_prev: DartsSearchCell(C_pp, C_p, C_cell, red, red_prev, ops, affine),
+            lambda C_pp, C_p, C_cell, red, red_prev: DartsCell(C_pp, C_p, C_cell, red, red_prev, spec, concat, affine),
         )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
+        self._bind_edges(self.cells, {"normal": darts_edges(), "reduce": darts_edges()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plans = self._plans()
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, plans["reduce" if cell.reduction else "normal"])
-        return self.classifier(self.global_pooling(s1).flatten(1))
+        with self._drawn():
+            s0 = s1 = self.stem(x)
+            for cell in self.cells:
+                s0, s1 = s1, cell(s0, s1)
+            return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_edge_keys(state_dict, prefix, self.ops)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def genotype(self, scores: Optional[Dict[str, torch.Tensor]] = None) -> Genotype:
         """DARTS's rule on the probabilities, or on ``scores``: per node the two incoming edges
@@ -391,6 +409,8 @@ class DartsSupernet(Supernet):
         geno = geno or self.genotype()
         choices = self.choices_from_genotype(geno)
         model = NetworkCIFAR(geno, self.C, self.N, self.num_classes, affine=self.affine)
+        # The discrete cell keeps 8 of the 14 edges: its edge k is the supernet's edge e, fixed to
+        # its op (nas.fix keeps all 14, so the kept ones are taken by position).
         edge_index = {pair: e for e, pair in enumerate(darts_edges())}
         source = self.state_dict()
         target = {}
@@ -399,9 +419,9 @@ class DartsSupernet(Supernet):
             if parts[0] == "cells" and parts[2] == "edges":
                 cell = model.cells[int(parts[1])]
                 k = int(parts[3])
-                e = edge_index[(2 + k // 2, cell.sources[k])]
-                kind = "reduce" if cell.reduction else "normal"
-                parts[3:4] = [str(e), str(choices[kind][e])]
+                e = edge_index[(cell.targets[k], cell.sources[k])]
+                op = self.ops[choices["reduce" if cell.reduction else "normal"][e]]
+                parts[3:4] = [str(e), "candidates", op]
             target[key] = source[".".join(parts)]
         model.load_state_dict(target)
         return model.to(next(self.parameters()).device)

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from .architecture import ChoiceArchitecture, Chosen, save_architecture
-from .choice import DrawState, RowPlan, _chosen_names, choice_labels, label_mismatch
+from .choice import RowPlan, _chosen_names, choice_labels, label_mismatch
 from .errors import UserError
 from .fix import fix
 from .sampler import gumbel_max, gumbel_softmax
@@ -104,19 +104,15 @@ class ModelSupernet(Supernet, wraps_models=True):
             for r, c in enumerate(first):
                 alive[r, len(c.names) :] = False
         self._refresh_alive_cache()  # now, on the host: not in the first forward
-        self._state = DrawState()
         for r, choices in enumerate(groups.values()):
             for c in choices:
-                c._row, c._draw = r, self._state
+                c._row, c._draw = r, self._draw_state
 
     # ---- the forward ----------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The wrapped model's forward, with this forward's draw set for every choice."""
-        self._state.rows = self._draw_rows()
-        try:
+        with self._drawn():
             return self.model(*args, **kwargs)
-        finally:
-            self._state.rows = None
 
     def _draw_rows(self) -> List[RowPlan]:
         """Draw this forward's architecture: one plan per label."""

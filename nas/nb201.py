@@ -15,17 +15,20 @@ a conv still adds its BN shift), which only matters for degenerate cells.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
 
+from .choice import op_choice
 from .errors import UserError
+from .fix import fix
 from .genotype import Edge, Genotype, derive_argmax
 from .ops import NB201_OPS, ReLUConvBN, Zero, build_op, check_ops
 from .spaces import SearchSpace, register_space
-from .supernet import EdgePlan, Supernet, add_all, run_edge
+from .supernet import Supernet, edge_label, upgrade_edge_keys
 
 NB201_NODES = 4  # node 0 is the input, node 3 the output
 
@@ -97,48 +100,48 @@ class ResNetBlock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
-def _cell_forward(
-    x: torch.Tensor, edge_fn: Callable[[int, Optional[torch.Tensor]], Optional[torch.Tensor]]
-) -> torch.Tensor:
-    nodes: List[Optional[torch.Tensor]] = [x]
-    e = 0
-    for i in range(1, NB201_NODES):
-        terms = []
-        for j in range(i):
-            terms.append(edge_fn(e, nodes[j]))
-            e += 1
-        nodes.append(add_all(terms))
-    out = nodes[-1]
-    # Every path was `none`: the cell outputs zeros (rare; allocates).
-    return out if out is not None else torch.zeros_like(x)
-
-
-class NB201SearchCell(nn.Module):
-    """A cell whose 6 edges each hold every candidate op."""
-
-    def __init__(self, C: int, ops: Sequence[str], affine: bool):
-        super().__init__()
-        self.edges = nn.ModuleList(
-            nn.ModuleList(build_op(name, C, C, 1, affine) for name in ops) for _ in nb201_edges()
-        )
-
-    def forward(self, x: torch.Tensor, plan: EdgePlan) -> torch.Tensor:
-        return _cell_forward(x, lambda e, inp: run_edge(self.edges[e], inp, e, plan))
+def nb201_arch(geno: Genotype) -> Dict[str, str]:
+    """``{edge label: op}`` of an nb201 genotype (the labels of :class:`NB201Cell`'s choices)."""
+    return {edge_label("normal", i, j): op for (i, j), (op, _) in zip(nb201_edges(), geno.normal)}
 
 
 class NB201Cell(nn.Module):
-    """A discrete cell: one op per edge."""
+    """An NB201 cell, for the search and for the discrete network alike.
 
-    def __init__(self, C: int, geno: Genotype, affine: bool):
+    Each of the 6 edges is a :class:`nas.OpChoice` over ``ops`` labelled ``"normal:i<-j"``
+    (``arch`` is ``None``: the supernet's cell), or the one op ``arch`` names for it (the
+    discrete network's cell); so :func:`nas.fix` of a searched cell gives the discrete cell,
+    state-dict keys and all.
+    """
+
+    def __init__(self, C: int, ops: Sequence[str], affine: bool, arch: Optional[Dict[str, str]] = None):
         super().__init__()
-        self.edges = nn.ModuleList(build_op(op, C, C, 1, affine) for op, _ in geno.normal)
-        self._is_zero = [isinstance(op, Zero) for op in self.edges]
+        self.edges = nn.ModuleList(
+            op_choice(
+                edge_label("normal", i, j),
+                {name: functools.partial(build_op, name, C, C, 1, affine) for name in ops},
+                arch,
+                zero_as_none=True,
+            )
+            for i, j in nb201_edges()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        def edge(e: int, inp: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-            return None if inp is None or self._is_zero[e] else self.edges[e](inp)
-
-        return _cell_forward(x, edge)
+        nodes: List[Optional[torch.Tensor]] = [x]
+        e = 0
+        for i in range(1, NB201_NODES):
+            out = None
+            for j in range(i):
+                inp, edge = nodes[j], self.edges[e]
+                e += 1
+                if inp is None or isinstance(edge, Zero):
+                    continue  # a structural zero: nothing to add
+                y = edge(inp)  # a choice gives None when it chose `none`
+                if y is not None:
+                    out = y if out is None else out + y
+            nodes.append(out)
+        # Every path was `none`: the cell outputs zeros (rare; allocates).
+        return nodes[-1] if nodes[-1] is not None else torch.zeros_like(x)
 
 
 class NB201Macro(nn.Module):
@@ -161,7 +164,10 @@ class NB201Macro(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
         x = self.global_pooling(self.lastact(x))
         return self.classifier(x.flatten(1))
 
@@ -172,14 +178,10 @@ class NB201Network(NB201Macro):
     def __init__(self, geno: Genotype, C: int, N: int, num_classes: int, affine: bool = True):
         if geno.space != "nb201" or len(geno.normal) != len(nb201_edges()):
             raise ValueError(f"NB201Network needs an nb201 genotype with 6 edges, got {geno.space!r}")
-        super().__init__(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, geno, affine))
+        arch = nb201_arch(geno)
+        ops = list(dict.fromkeys(arch.values()))
+        super().__init__(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, ops, affine, arch))
         self.genotype = geno
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for cell in self.cells:
-            x = cell(x)
-        return self.head(x)
 
 
 class NB201Supernet(Supernet):
@@ -202,15 +204,16 @@ class NB201Supernet(Supernet):
         super().__init__(mode, ops, {"normal": len(nb201_edges())}, tau)
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
         self.derive_none = derive_none
-        self.net = NB201Macro(C, N, num_classes, lambda C_cell: NB201SearchCell(C_cell, ops, affine))
+        self.net = NB201Macro(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, ops, affine))
+        self._bind_edges(self.net, {"normal": nb201_edges()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plan = self._plans()["normal"]
-        net = self.net
-        x = net.stem(x)
-        for cell in net.cells:
-            x = cell(x, plan) if isinstance(cell, NB201SearchCell) else cell(x)
-        return net.head(x)
+        with self._drawn():
+            return self.net(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        upgrade_edge_keys(state_dict, prefix, self.ops)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def genotype(self, scores: Optional[Dict[str, torch.Tensor]] = None) -> Genotype:
         """Argmax per edge over all ops (``none`` included, as in GDAS; excluded when
@@ -235,19 +238,12 @@ class NB201Supernet(Supernet):
         return {"normal": [self.ops.index(op) for op, _ in geno.normal]}
 
     def discretize(self, geno: Optional[Genotype] = None) -> NB201Network:
-        """The discrete network of ``geno`` (default: the derived one) with the supernet's weights."""
+        """The discrete network of ``geno`` (default: the derived one) with the supernet's weights:
+        :func:`nas.fix` of the supernet's cells, which has the discrete network's keys."""
         geno = geno or self.genotype()
-        choices = self.choices_from_genotype(geno)["normal"]
+        self.choices_from_genotype(geno)  # its ops are this supernet's
         model = NB201Network(geno, self.C, self.N, self.num_classes, affine=self.affine)
-        source = self.net.state_dict()
-        target = {}
-        for key in model.state_dict():
-            parts = key.split(".")
-            # cells.<c>.edges.<e>.rest  <-  cells.<c>.edges.<e>.<chosen op>.rest
-            if parts[0] == "cells" and len(parts) > 3 and parts[2] == "edges":
-                parts.insert(4, str(choices[int(parts[3])]))
-            target[key] = source[".".join(parts)]
-        model.load_state_dict(target)
+        model.load_state_dict(fix(self.net, nb201_arch(geno)).state_dict())
         return model.to(next(self.parameters()).device)
 
 

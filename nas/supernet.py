@@ -1,8 +1,11 @@
-"""The one-path Gumbel supernet: architecture parameters, sampling and mixed edges.
+"""The one-path Gumbel supernet: architecture parameters and sampling.
 
 A supernet holds one logit tensor ``[edges, ops]`` per cell type (shared by all
-cells of that type) and relaxes the choice of op on each edge in one of three
-ways, set per supernet:
+cells of that type). Each edge of each cell is a :class:`nas.OpChoice` labelled
+:func:`edge_label` (``"normal:2<-1"``): the cells of one type share its rows.
+Before every forward the supernet draws one :class:`nas.choice.RowPlan` per
+edge, and each choice does what its plan says. The choice of op is relaxed in
+one of three ways, set per supernet:
 
 * ``gdas`` (default): one hard Gumbel-softmax sample per edge and forward.
   Only the chosen op runs, forward and backward. Its output is scaled by the
@@ -14,8 +17,9 @@ ways, set per supernet:
 ``none`` is a structural zero in every mode: it contributes exactly zero and
 receives exactly zero gradient, so it is never computed. A node whose inputs are
 all structural zeros is itself a structural zero, and ops reading it are skipped
-(the discrete network built by :func:`nas.build_network` does the same, so
-forcing an architecture gives the discrete network's output exactly).
+(the discrete network built by :func:`nas.build_network`, the same cell class
+with one op per edge, does the same, so forcing an architecture gives the
+discrete network's output exactly).
 
 Cost: the sample of every cell type is drawn at once and the chosen indices
 reach the host in one transfer per forward; there is no other host-device
@@ -26,82 +30,35 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import re
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .choice import DrawState, OpChoice, RowPlan
 from .genotype import Genotype
 from .sampler import gumbel_max, gumbel_softmax
 
 MODES = ("gdas", "snas", "darts")
 
 
-class _StraightThroughScale(torch.autograd.Function):
-    """``y * w`` for a hard one-hot entry ``w``, which is exactly 1 going forward.
-
-    Returning ``y`` itself saves the two elementwise passes of a real multiply;
-    the backward is that of ``y * w`` at ``w = 1``.
-    """
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(y)
-        ctx.w_dtype = w.dtype
-        return y.view_as(y)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        grad_w = None
-        if ctx.needs_input_grad[1]:
-            # d(y*w)/dw = <grad, y>; accumulate in float32 whatever autocast chose.
-            grad_w = torch.sum(grad * y, dtype=torch.float32).to(ctx.w_dtype)
-        return grad, grad_w
+def edge_label(cell: str, to: int, source: int) -> str:
+    """The label of a built-in space's edge choice: ``"normal:2<-1"`` (cell type, node <- node)."""
+    return f"{cell}:{to}<-{source}"
 
 
-@dataclass
-class EdgePlan:
-    """How the edges of one cell type run in this forward.
-
-    ``choices`` (host ints, one per edge) is set in gdas mode and when an
-    architecture is forced; ``weights`` holds per-edge straight-through scalars
-    (gdas, when the logits need a gradient) or per-edge, per-op weights (soft modes).
-    """
-
-    choices: Optional[List[int]]
-    weights: Optional[list]
-    is_zero: Sequence[bool]
-    # Soft modes after pruning: per edge, per op, whether it may still run (host bools). A pruned
-    # op's weight is exactly 0, so skipping it changes nothing but the time.
-    alive: Optional[List[List[bool]]] = None
+_OLD_EDGE_KEY = re.compile(r"(^|\.)edges\.(\d+)\.(\d+)\.")
 
 
-def run_edge(candidates: nn.ModuleList, x: Optional[torch.Tensor], e: int, plan: EdgePlan) -> Optional[torch.Tensor]:
-    """Output of mixed edge ``e`` on input ``x``; ``None`` is a structural zero."""
-    if x is None:
-        return None
-    if plan.choices is not None:
-        k = plan.choices[e]
-        if plan.is_zero[k]:
-            return None
-        op = candidates[k]
-        if plan.weights is None:
-            return op(x)
-        if getattr(op, "accepts_scale", False):
-            return op(x, plan.weights[e])  # folded into the op's last BN: saves no extra tensor
-        return _StraightThroughScale.apply(op(x), plan.weights[e])
-    out = None
-    alive = plan.alive[e] if plan.alive is not None else None
-    for k, op in enumerate(candidates):
-        if plan.is_zero[k] or (alive is not None and not alive[k]):
-            continue
-        w = plan.weights[e][k]
-        # Ops ending in a BN take the weight into its affine parameters: one multiply pass less.
-        y = op(x, w) if getattr(op, "accepts_scale", False) else w * op(x)
-        out = y if out is None else out + y
-    return out
+def upgrade_edge_keys(state_dict: Dict[str, torch.Tensor], prefix: str, ops: Sequence[str]) -> None:
+    """Rename, in place, a built-in supernet's keys from the layout before its edges were
+    :class:`nas.OpChoice` (``edges.<e>.<op index>.``) to ``edges.<e>.candidates.<op name>.``,
+    so that checkpoints written then still load and resume."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        new = _OLD_EDGE_KEY.sub(lambda m: f"{m.group(1)}edges.{m.group(2)}.candidates.{ops[int(m.group(3))]}.", key)
+        if new != key:
+            state_dict[new] = state_dict.pop(key)
 
 
 def add_all(terms: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
@@ -158,6 +115,30 @@ class Supernet(nn.Module):
         self._forced: Optional[Dict[str, List[int]]] = None
         self._uniform_paths = False
         self.last_sample: Optional[Dict[str, List[str]]] = None
+        # This forward's plans, one per logit row, read by the choices bound to the rows (a plain
+        # object: neither a submodule nor in the state dict).
+        self._draw_state = DrawState()
+
+    def _bind_edges(self, module: nn.Module, edges: Dict[str, Sequence[Sequence[int]]]) -> None:
+        """Bind every edge choice in ``module`` to its logit row: ``edges`` gives per cell type its
+        ``(to, from)`` pairs in row order, and each choice's label names one (:func:`edge_label`)."""
+        rows, start = {}, 0
+        for cell, pairs in edges.items():
+            for e, (to, source) in enumerate(pairs):
+                rows[edge_label(cell, to, source)] = start + e
+            start += len(pairs)
+        for m in module.modules():
+            if isinstance(m, OpChoice):
+                m._row, m._draw = rows[m.label], self._draw_state
+
+    @contextlib.contextmanager
+    def _drawn(self) -> Iterator[None]:
+        """The body of a forward: this forward's draw is set for every choice, then cleared."""
+        self._draw_state.rows = self._draw_rows()
+        try:
+            yield
+        finally:
+            self._draw_state.rows = None
 
     @classmethod
     def from_model(cls, model: nn.Module, mode: str = "gdas", tau: float = 1.0) -> "Supernet":
@@ -325,12 +306,12 @@ class Supernet(nn.Module):
             self._uniform_paths = previous
 
     # ---- sampling -----------------------------------------------------------
-    def _plans(self) -> Dict[str, EdgePlan]:
-        """Draw this forward's architecture: one plan per cell type."""
+    def _draw_rows(self) -> List[RowPlan]:
+        """Draw this forward's architecture: one plan per logit row, cell types in order."""
         cells = list(self.arch.keys())
         if self._forced is not None:
             self.last_sample = {c: [self.ops[k] for k in self._forced[c]] for c in cells}
-            return {c: EdgePlan(self._forced[c], None, self._is_zero) for c in cells}
+            return [RowPlan([k], None) for c in cells for k in self._forced[c]]
         logits = [self.logits(c) for c in cells]
         if self.mode == "gdas":
             need_grad = torch.is_grad_enabled() and logits[0].requires_grad
@@ -349,22 +330,28 @@ class Supernet(nn.Module):
                     logits = [torch.zeros_like(a).masked_fill(a == float("-inf"), float("-inf")) for a in logits]
                 index = [gumbel_max(a) for a in logits]
             flat = torch.cat(index).tolist()  # the one host-device transfer of the forward
-            plans, start = {}, 0
+            rows: List[RowPlan] = []
+            sample, start = {}, 0
             for c, h, idx in zip(cells, hard, index):
                 choices = flat[start : start + len(idx)]
                 start += len(idx)
-                # The chosen entry of each edge's straight-through one-hot (1.0 forward).
-                weights = list(h.gather(1, idx[:, None]).squeeze(1).unbind(0)) if need_grad else None
-                plans[c] = EdgePlan(choices, weights, self._is_zero)
-            self.last_sample = {c: [self.ops[k] for k in plans[c].choices] for c in cells}
-            return plans
-        plans = {}
+                if need_grad:  # the chosen entry of each edge's straight-through one-hot (1.0 forward)
+                    weights = h.gather(1, idx[:, None]).squeeze(1).unbind(0)
+                    rows.extend(RowPlan([k], (w,)) for k, w in zip(choices, weights))
+                else:
+                    rows.extend(RowPlan([k], None) for k in choices)
+                sample[c] = [self.ops[k] for k in choices]
+            self.last_sample = sample
+            return rows
+        rows = []
         for c, a in zip(cells, logits):
             w = gumbel_softmax(a, tau=self.tau, hard=False) if self.mode == "snas" else torch.softmax(a, dim=-1)
             alive = None if self._all_alive[c] else self._alive_rows[c]
-            plans[c] = EdgePlan(None, [row.unbind(0) for row in w.unbind(0)], self._is_zero, alive)
+            rows.extend(
+                RowPlan(None, row.unbind(0), None if alive is None else alive[e]) for e, row in enumerate(w.unbind(0))
+            )
         self.last_sample = None
-        return plans
+        return rows
 
     def probability_record(self) -> Dict[str, object]:
         """What ``arch_probs.jsonl`` logs per epoch: the op names and each cell type's probabilities."""
@@ -374,7 +361,7 @@ class Supernet(nn.Module):
         """Draw one architecture exactly as a forward does (same noise, same one host transfer)
         without running the network; returns the op names per edge and cell type (gdas or forced;
         ``None`` in the soft modes). Benchmarks time it; every forward draws its own."""
-        self._plans()
+        self._draw_rows()
         return self.last_sample
 
     def sampled_architecture(self) -> Optional[Dict[str, List[str]]]:

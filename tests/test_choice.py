@@ -261,6 +261,32 @@ def test_soft_modes_run_every_candidate_and_train_every_logit(mode):
     assert bool((net.arch_parameters()[0].grad != 0).all())
 
 
+@pytest.mark.parametrize("mode", ["gdas", "darts"])
+def test_zero_as_none_never_runs_the_none_candidate(mode):
+    # A nas.ops.Zero candidate (the `none` op) is a structural zero when zero_as_none is set: the
+    # choice returns None when it is chosen and the soft modes skip it; without, it runs.
+    def model(zero_as_none: bool) -> nn.Module:
+        torch.manual_seed(0)
+        cands = {"lin": nn.Conv2d(4, 4, 1), "none": nas.ops.Zero(4, 1)}
+        return nn.Sequential(OpChoice(cands, label="op", zero_as_none=zero_as_none))
+
+    x = torch.randn(2, 4, 3, 3)
+    calls = []
+    for zero_as_none in (True, False):
+        net = nas.Supernet.from_model(model(zero_as_none), mode=mode)
+        zero = net.model[0].candidates["none"]
+        hook = zero.register_forward_hook(lambda *a: calls.append(zero_as_none))
+        with net.forced({"op": "none"}):
+            out = net(x)
+        assert (out is None) if zero_as_none else torch.equal(out, torch.zeros(2, 4, 3, 3))
+        out = net(x)  # soft: every candidate but `none` mixed; gdas: a draw
+        hook.remove()
+        if mode == "darts":
+            w = torch.softmax(net.arch_parameters()[0].detach()[0], dim=-1)[0]
+            torch.testing.assert_close(out, w * net.model[0].candidates["lin"](x))
+    assert calls and all(c is False for c in calls)  # only ever run without zero_as_none
+
+
 def test_soft_modes_refuse_concat():
     model = nn.ModuleDict({"m": InputChoice(3, reduction="concat")})
     with pytest.raises(ValueError, match="mode='gdas'"):

@@ -312,7 +312,8 @@ def test_user_op_in_nb201_supernet_and_network(my_op):
     net = nas.build_supernet("nb201", "gdas", C=4, N=1, num_classes=3, ops=ops)
     assert net.ops == tuple(ops) and net.arch["normal"].shape == (6, 3)
     cell = net.net.cells[0]
-    assert all(isinstance(edge[2], nn.Sequential) and isinstance(edge[2][1], nn.Conv2d) for edge in cell.edges)
+    assert all(isinstance(edge.candidates[my_op], nn.Sequential) for edge in cell.edges)
+    assert all(isinstance(edge.candidates[my_op][1], nn.Conv2d) for edge in cell.edges)
     x = torch.randn(2, 3, 16, 16)
     net(x).sum().backward()
     # Push every edge to the user op: the derived genotype uses it and builds.

@@ -716,20 +716,20 @@ def test_arch_paths_draw_one_path_per_part_and_average_the_gradient():
     net, searcher = _paths_searcher("gdas", 4)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
     draws = []
-    plans = net._plans
+    plans = net._draw_rows
 
     def recording_plans():
         out = plans()
         draws.append(net.sampled_architecture()["normal"])
         return out
 
-    net._plans = recording_plans
+    net._draw_rows = recording_plans
     torch.manual_seed(1)
     searcher.arch_step(x, y)
     assert len(draws) == 4  # one sampled path per part of the batch
     grad = net.arch["normal"].grad.clone()
     # The same draws by hand: each part's loss gradient, weighted by its share of the batch.
-    net._plans = plans
+    net._draw_rows = plans
     torch.manual_seed(1)
     expected = torch.zeros_like(grad)
     for xs, ys in zip(x.chunk(4), y.chunk(4)):

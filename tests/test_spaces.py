@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -13,9 +14,9 @@ from torch import nn
 import nas
 from nas.darts import DARTS_V2
 from nas.genotype import Genotype, derive_argmax
-from nas.ops import build_op, check_ops
+from nas.ops import Zero, build_op, check_ops
 from nas.spaces import SearchSpace, registered_space, unregister_space
-from nas.supernet import EdgePlan, Supernet, run_edge
+from nas.supernet import Supernet, edge_label
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,17 +28,48 @@ SIZES = {"nb201": dict(C=4, N=1), "darts": dict(C=4, N=3)}
 # A toy space: a 3-node chain cell (0 -> 1 -> 2), built from the op table only
 # ---------------------------------------------------------------------------
 CHAIN_OPS = ("none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3")
+CHAIN_EDGES = [(1, 0), (2, 1)]
 
 
-class ChainSearchCell(nn.Module):
-    def __init__(self, C: int, ops: Sequence[str], affine: bool):
+class ChainCell(nn.Module):
+    """One cell class for both networks: each edge is a choice of every op (``arch`` is ``None``)
+    or the one op ``arch`` names, as nas.op_choice builds them."""
+
+    def __init__(self, C: int, ops: Sequence[str], affine: bool, arch: Optional[Dict[str, str]] = None):
         super().__init__()
-        self.edges = nn.ModuleList(nn.ModuleList(build_op(op, C, C, 1, affine) for op in ops) for _ in range(2))
+        self.edges = nn.ModuleList(
+            nas.op_choice(
+                edge_label("normal", i, j),
+                {op: functools.partial(build_op, op, C, C, 1, affine) for op in ops},
+                arch,
+                zero_as_none=True,
+            )
+            for i, j in CHAIN_EDGES
+        )
 
-    def forward(self, x: torch.Tensor, plan: EdgePlan) -> torch.Tensor:
-        h = run_edge(self.edges[0], x, 0, plan)
-        h = run_edge(self.edges[1], h, 1, plan)
-        return torch.zeros_like(x) if h is None else h  # None: a structural zero
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h: Optional[torch.Tensor] = x
+        for edge in self.edges:
+            h = None if h is None or isinstance(edge, Zero) else edge(h)  # None: a structural zero
+        return torch.zeros_like(x) if h is None else h
+
+
+class ChainNetwork(nn.Module):
+    def __init__(self, C: int, N: int, num_classes: int, ops: Sequence[str], affine: bool, arch=None):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList(ChainCell(C, ops, affine, arch) for _ in range(N))
+        self.classifier = nn.Linear(C, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.classifier(x.mean(dim=(2, 3)))
+
+
+def chain_arch(geno: Genotype) -> Dict[str, str]:
+    return {edge_label("normal", i, j): op for (i, j), (op, _) in zip(CHAIN_EDGES, geno.normal)}
 
 
 class ChainSupernet(Supernet):
@@ -57,16 +89,12 @@ class ChainSupernet(Supernet):
         ops = check_ops(ops)
         super().__init__(mode, ops, {"normal": 2}, tau)
         self.derive_none = derive_none
-        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList(ChainSearchCell(C, ops, affine) for _ in range(N))
-        self.classifier = nn.Linear(C, num_classes)
+        self.net = ChainNetwork(C, N, num_classes, ops, affine)
+        self._bind_edges(self.net, {"normal": CHAIN_EDGES})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plan = self._plans()["normal"]
-        x = self.stem(x)
-        for cell in self.cells:
-            x = cell(x, plan)
-        return self.classifier(x.mean(dim=(2, 3)))
+        with self._drawn():
+            return self.net(x)
 
     def genotype(self) -> Genotype:
         probs = self.probabilities()["normal"]
@@ -83,22 +111,6 @@ class ChainSupernet(Supernet):
         return {"normal": [self.ops.index(op) for op, _ in geno.normal]}
 
 
-class ChainNetwork(nn.Module):
-    def __init__(self, geno: Genotype, C: int, N: int, num_classes: int, affine: bool):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
-        self.cells = nn.ModuleList(
-            nn.Sequential(*(build_op(op, C, C, 1, affine) for op, _ in geno.normal)) for _ in range(N)
-        )
-        self.classifier = nn.Linear(C, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for cell in self.cells:
-            x = cell(x)
-        return self.classifier(x.mean(dim=(2, 3)))
-
-
 class ChainSpace(SearchSpace):
     """Only what a space must say; the rest (validation, targets, DOT, ...) is SearchSpace's default."""
 
@@ -108,7 +120,7 @@ class ChainSpace(SearchSpace):
     genotype_format = "a chain string (chain:op>op)"
 
     def edges(self) -> List[Tuple[int, int]]:
-        return [(1, 0), (2, 1)]
+        return CHAIN_EDGES
 
     def parse_genotype(self, text: str) -> Optional[Genotype]:
         s = text.strip()
@@ -126,7 +138,8 @@ class ChainSpace(SearchSpace):
         return ChainSupernet(C, N, num_classes, mode, ops, affine, tau, derive_none)
 
     def build_network(self, geno, *, C, N, num_classes, auxiliary, drop_path_prob, affine) -> nn.Module:
-        return ChainNetwork(geno, C, N, num_classes, affine)
+        arch = chain_arch(geno)
+        return ChainNetwork(C, N, num_classes, sorted(set(arch.values())), affine, arch)
 
 
 @pytest.fixture

@@ -26,13 +26,11 @@ from torch import nn
 
 import nas
 import nas.ops as ops_module
-import nas.supernet as supernet_module
+from nas.choice import _StraightThroughScale
 from nas.darts import DARTS_V2, darts_edges
 from nas.genotype import Genotype
-from nas.nb201 import NB201SearchCell, nb201_edges
-from nas.ops import FactorizedReduce, ScalableSequential
+from nas.nb201 import NB201Cell, nb201_edges
 from nas.sampler import gumbel_softmax
-from nas.supernet import _StraightThroughScale
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,8 +63,13 @@ def labels(batch: int = 2) -> torch.Tensor:
 
 def search_cells(net) -> List[nn.Module]:
     if net.space == "nb201":
-        return [c for c in net.net.cells if isinstance(c, NB201SearchCell)]
+        return [c for c in net.net.cells if isinstance(c, NB201Cell)]
     return list(net.cells)
+
+
+def edge_ops(edge: nas.OpChoice) -> List[nn.Module]:
+    """A searched edge's candidate op modules, in the supernet's op order."""
+    return [edge.candidates[name] for name in edge.names]
 
 
 def cell_type(net, cell) -> str:
@@ -96,7 +99,7 @@ class CallCounter:
         self.handles = []
         for c, cell in enumerate(search_cells(net)):
             for e, edge in enumerate(cell.edges):
-                for k, op in enumerate(edge):
+                for k, op in enumerate(edge_ops(edge)):
                     self.handles.append(op.register_forward_hook(self._hook((c, e, k))))
 
     def _hook(self, key):
@@ -287,7 +290,7 @@ def test_gdas_backward_reaches_only_sampled_ops(space):
             chosen = sample[cell_type(net, cell)]
             runs = computed_edges(space, chosen)
             for e, edge in enumerate(cell.edges):
-                for k, op in enumerate(edge):
+                for k, op in enumerate(edge_ops(edge)):
                     for p in op.parameters():
                         if net.ops[k] == chosen[e] and runs[e]:
                             assert p.grad is not None and torch.count_nonzero(p.grad) > 0
@@ -383,9 +386,10 @@ def test_supernet_gradients_equal_explicit_products(space, mode):
         torch.manual_seed(11)  # the same Gumbel draws in both
         with contextlib.ExitStack() as stack:
             if patch:
-                stack.enter_context(mock.patch.object(supernet_module._StraightThroughScale, "apply", explicit_product))
-                for cls in (ScalableSequential, FactorizedReduce):
-                    stack.enter_context(mock.patch.object(cls, "accepts_scale", False))
+                stack.enter_context(mock.patch.object(_StraightThroughScale, "apply", explicit_product))
+                for m in model.modules():  # each choice notes at construction which ops fold their weight
+                    if isinstance(m, nas.OpChoice):
+                        stack.enter_context(mock.patch.object(m, "_scale_in", (False,) * len(m.names)))
             else:
                 folded = stack.enter_context(
                     mock.patch.object(ops_module, "scaled_batch_norm", wraps=ops_module.scaled_batch_norm)
@@ -564,6 +568,55 @@ def test_forced_supernet_matches_discretized_network(space):
     # BN statistics of the cells' ops really were copied (not just default-initialised).
     assert checked_stats >= 3
     net.train()
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_one_cell_class_for_search_and_network(space):
+    net = make(space)
+    geno = net.genotype()
+    model = nas.build_network(geno, C=net.C, N=net.N, num_classes=NUM_CLASSES, affine=False)
+    searched = {type(c) for c in search_cells(net)}
+    discrete = {type(c) for c in model.cells if type(c) in searched}
+    assert len(searched) == 1 and discrete == searched
+    # Each searched edge is an OpChoice labelled by its cell type and edge, bound to that logit row.
+    rows = [(cell, e) for cell in CELL_TYPES[space] for e in range(NUM_EDGES[space])]
+    for cell in search_cells(net):
+        for e, edge in enumerate(cell.edges):
+            assert isinstance(edge, nas.OpChoice) and edge.names == net.ops
+            to, source = EDGES[space][e]
+            assert edge.label == f"{cell_type(net, cell)}:{to}<-{source}"
+            assert rows[edge._row] == (cell_type(net, cell), e)
+    assert not any(isinstance(m, nas.OpChoice) for m in model.modules())
+
+
+def test_nb201_fix_of_the_searched_cells_is_the_discrete_network():
+    net = make("nb201")
+    geno = Genotype.from_nb201(NB201_TARGET)
+    fixed = nas.fix(net.net, nas.nb201.nb201_arch(geno))
+    model = nas.build_network(geno, C=net.C, N=net.N, num_classes=NUM_CLASSES, affine=False)
+    assert fixed.state_dict().keys() == model.state_dict().keys()
+    model.load_state_dict(fixed.state_dict())
+    net.eval(), model.eval()
+    with torch.no_grad(), net.forced(geno):
+        torch.testing.assert_close(net(images()), model(images()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_checkpoints_from_before_the_edge_choices_load(space):
+    # Supernet checkpoints written before the edges were OpChoices keyed each op by its index
+    # (edges.<e>.<k>.), not by its name (edges.<e>.candidates.<op>.).
+    net = make(space)
+    old = {}
+    for key, value in net.state_dict().items():
+        for k, op in enumerate(net.ops):
+            key = key.replace(f".candidates.{op}.", f".{k}.")
+        old[key] = value.clone() + (0.5 if value.is_floating_point() else 0)
+    assert old.keys() != net.state_dict().keys()
+    fresh = make(space)
+    fresh.load_state_dict(old)
+    for key, value in fresh.state_dict().items():
+        expected = net.state_dict()[key]
+        assert torch.equal(value, expected + (0.5 if expected.is_floating_point() else 0)), key
 
 
 @pytest.mark.parametrize("space", SPACES)
