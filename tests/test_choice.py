@@ -275,7 +275,7 @@ def test_zero_as_none_never_runs_the_none_candidate(mode):
     for zero_as_none in (True, False):
         net = nas.Supernet.from_model(model(zero_as_none), mode=mode)
         zero = net.model[0].candidates["none"]
-        hook = zero.register_forward_hook(lambda *a: calls.append(zero_as_none))
+        hook = zero.register_forward_hook(lambda *a, flag=zero_as_none: calls.append(flag))
         with net.forced({"op": "none"}):
             out = net(x)
         assert (out is None) if zero_as_none else torch.equal(out, torch.zeros(2, 4, 3, 3))
