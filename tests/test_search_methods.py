@@ -310,14 +310,9 @@ def test_a_soft_supernet_never_runs_a_pruned_op_and_computes_what_its_weights_sa
             a.normal_()
     drop = net.ops.index("nor_conv_3x3" if space == "nb201" else "sep_conv_3x3")
     calls = []
-    mixed_edges = [  # each cell's edges: one ModuleList of candidate ops per edge
-        candidates
-        for mod in net.modules()
-        if isinstance(getattr(mod, "edges", None), torch.nn.ModuleList)
-        for candidates in mod.edges
-        if isinstance(candidates, torch.nn.ModuleList)
-    ]
-    hooks = [candidates[drop].register_forward_hook(lambda *_: calls.append(1)) for candidates in mixed_edges]
+    mixed_edges = [m for m in net.modules() if isinstance(m, nas.OpChoice)]  # every cell's edges
+    name = net.ops[drop]
+    hooks = [edge.candidates[name].register_forward_hook(lambda *_: calls.append(1)) for edge in mixed_edges]
     assert hooks, "found no mixed edges to watch"
     net.eval()
     with torch.no_grad():
