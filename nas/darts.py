@@ -5,7 +5,9 @@ Each cell reads the outputs of the two previous cells (nodes 0 and 1, after a
 every earlier node (14 edges), and outputs the concatenation of its
 intermediate nodes. The macro network has ``N`` cells (the paper's L), with
 reduction cells at 1/3 and 2/3 of the depth; normal and reduction cells have
-separate architecture logits.
+separate architecture logits. One cell class, :class:`DartsCell`, serves the
+supernet (all 14 edges, each a :class:`nas.OpChoice`) and NetworkCIFAR (the
+genotype's 8 edges, each its op).
 
 Derivation follows DARTS: each intermediate node keeps its two incoming edges
 whose strongest non-``none`` op is strongest, with that op.
@@ -337,10 +339,10 @@ class DartsSupernet(Supernet):
         )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], num_classes)
-        self._bind_edges(self.cells, {"normal": darts_edges(), "reduce": darts_edges()})
+        self.bind_edges(self.cells, {"normal": darts_edges(), "reduce": darts_edges()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._drawn():
+        with self.draw():
             s0 = s1 = self.stem(x)
             for cell in self.cells:
                 s0, s1 = s1, cell(s0, s1)

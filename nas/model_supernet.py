@@ -111,7 +111,7 @@ class ModelSupernet(Supernet, wraps_models=True):
     # ---- the forward ----------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The wrapped model's forward, with this forward's draw set for every choice."""
-        with self._drawn():
+        with self.draw():
             return self.model(*args, **kwargs)
 
     def _draw_rows(self) -> List[RowPlan]:

@@ -4,7 +4,9 @@ The cell has 4 nodes; node ``i`` is the sum of edges ``i<-j`` for all ``j < i``,
 in the order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; node 3 is the output. The
 macro network is a 3x3 conv + BN stem, three stages of ``N`` cells at C, 2C and
 4C channels joined by ResNet reduction blocks, then BN-ReLU, global average
-pooling and a linear classifier.
+pooling and a linear classifier. One cell class, :class:`NB201Cell`, serves the
+supernet (each edge a :class:`nas.OpChoice` over the ops) and the discrete
+network (each edge its op); :func:`nas.fix` turns the one into the other.
 
 Derivation takes the argmax over all ops per edge, as GDAS does, so ``none`` may
 win an edge; with ``derive_none=False`` it takes the argmax over the other ops, as
@@ -205,10 +207,10 @@ class NB201Supernet(Supernet):
         self.C, self.N, self.num_classes, self.affine = C, N, num_classes, affine
         self.derive_none = derive_none
         self.net = NB201Macro(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, ops, affine))
-        self._bind_edges(self.net, {"normal": nb201_edges()})
+        self.bind_edges(self.net, {"normal": nb201_edges()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._drawn():
+        with self.draw():
             return self.net(x)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -119,21 +119,33 @@ class Supernet(nn.Module):
         # object: neither a submodule nor in the state dict).
         self._draw_state = DrawState()
 
-    def _bind_edges(self, module: nn.Module, edges: Dict[str, Sequence[Sequence[int]]]) -> None:
-        """Bind every edge choice in ``module`` to its logit row: ``edges`` gives per cell type its
-        ``(to, from)`` pairs in row order, and each choice's label names one (:func:`edge_label`)."""
+    def bind_edges(self, module: nn.Module, edges: Dict[str, Sequence[Sequence[int]]]) -> None:
+        """Bind every :class:`nas.OpChoice` in ``module`` to its logit row, for a space's supernet.
+
+        ``edges`` gives per cell type its ``(to, from)`` pairs in row order; each choice's label
+        must name one of them (:func:`edge_label`). Choices of several cells with one label
+        share that row.
+        """
         rows, start = {}, 0
         for cell, pairs in edges.items():
+            if cell not in self.arch or len(pairs) != self.arch[cell].shape[0]:
+                raise ValueError(f"cell type {cell!r} has no logits with {len(pairs)} rows in this supernet")
             for e, (to, source) in enumerate(pairs):
                 rows[edge_label(cell, to, source)] = start + e
             start += len(pairs)
         for m in module.modules():
             if isinstance(m, OpChoice):
+                if m.label not in rows or m.names != self.ops:
+                    raise ValueError(
+                        f"choice {m.label!r} with candidates {list(m.names)} is not an edge of this supernet: "
+                        f"label it edge_label(cell, to, from) over the supernet's ops {list(self.ops)}"
+                    )
                 m._row, m._draw = rows[m.label], self._draw_state
 
     @contextlib.contextmanager
-    def _drawn(self) -> Iterator[None]:
-        """The body of a forward: this forward's draw is set for every choice, then cleared."""
+    def draw(self) -> Iterator[None]:
+        """A space supernet's forward runs its network inside this: every bound choice gets this
+        forward's plan (one draw for all, :meth:`_draw_rows`), cleared when the forward ends."""
         self._draw_state.rows = self._draw_rows()
         try:
             yield

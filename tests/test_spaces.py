@@ -90,10 +90,10 @@ class ChainSupernet(Supernet):
         super().__init__(mode, ops, {"normal": 2}, tau)
         self.derive_none = derive_none
         self.net = ChainNetwork(C, N, num_classes, ops, affine)
-        self._bind_edges(self.net, {"normal": CHAIN_EDGES})
+        self.bind_edges(self.net, {"normal": CHAIN_EDGES})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self._drawn():
+        with self.draw():
             return self.net(x)
 
     def genotype(self) -> Genotype:
@@ -358,3 +358,12 @@ def test_importing_genotype_alone_registers_the_builtins():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_bind_edges_refuses_a_choice_that_is_not_an_edge():
+    net = ChainSupernet(4, 1, 3, "gdas", CHAIN_OPS, False, 1.0, False)
+    stray = nn.Sequential(nas.OpChoice({"a": nn.Identity(), "b": nn.Identity()}, label="stray"))
+    with pytest.raises(ValueError, match=r"'stray' with candidates \['a', 'b'\] is not an edge of this supernet"):
+        net.bind_edges(stray, {"normal": CHAIN_EDGES})
+    with pytest.raises(ValueError, match="cell type 'reduce' has no logits"):
+        net.bind_edges(net.net, {"reduce": CHAIN_EDGES})
