@@ -93,6 +93,8 @@ class CostConfig:
     reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
     budget: Optional[float] = None  # form budget: the cost above which the hinge penalises
     table: Optional[str] = None  # metric latency: the JSON written by `python search.py measure-latency`
+    step: str = "adam"  # adam: the term joins the cross-entropy in the logits' Adam step | direct: after
+    # that step, alpha -= search.arch.lr * d term / d alpha, each op in proportion to its cost (add_linear, budget)
 
 
 @dataclass
@@ -464,12 +466,19 @@ def _check_custom_model(cfg: Config) -> None:
 
 def _check_cost(c: CostConfig) -> None:
     """``search.cost``: known metric and form, and the numbers each form divides by."""
-    from .cost import FORMS, METRICS
+    from .cost import FORMS, METRICS, STEPS
 
     if c.metric not in METRICS:
         raise UserError(f"unknown search.cost.metric {c.metric!r}; choose one of: {', '.join(METRICS)}")
     if c.form not in FORMS:
         raise UserError(f"unknown search.cost.form {c.form!r}; choose one of: {', '.join(FORMS)}")
+    if c.step not in STEPS:
+        raise UserError(f"unknown search.cost.step {c.step!r}; choose one of: {', '.join(STEPS)}")
+    if c.step == "direct" and c.form == "mul_log":
+        raise UserError(
+            "search.cost.step=direct steps an additive term, and mul_log multiplies the cross-entropy; "
+            "use search.cost.form=add_linear or budget, or search.cost.step=adam"
+        )
     if not (c.weight >= 0 and math.isfinite(c.weight)):
         raise UserError(f"search.cost.weight must be a finite number >= 0 (0 turns the cost term off), got {c.weight}")
     for key, value in (("reference", c.reference), ("budget", c.budget)):

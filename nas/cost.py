@@ -31,6 +31,13 @@ cost, ``w`` the weight, ``ref`` the reference and ``B`` the budget:
 FBNet and ProxylessNAS also multiply ``mul_log`` by an alpha (0.2): a constant factor on the whole
 loss, which Adam's steps are invariant to, so it is left out.
 
+Where the additive term is stepped (``search.cost.step``): ``adam`` adds it to the cross-entropy in
+the logits' Adam step; ``direct`` leaves it out of Adam and, after Adam's step, moves the logits by
+a plain gradient step on it, ``alpha -= lr * d term / d alpha`` (``lr`` the logits' learning rate).
+Adam scales every logit's step to about ``lr`` whatever its gradient, so under a binding term a
+1x1 convolution's logit falls as fast as a 3x3's; the direct step moves each candidate's logit in
+proportion to ``p_k (cost_k - mean cost of its choice)``, and stops the moment the term does.
+
 With the ``budget`` form a search also derives within the budget (:func:`within_budget`): the most
 probable architecture whose cost fits, not the per-choice argmax. A penalty on E lowers every
 costly candidate's probability together, so the argmax alone lands far below the budget.
@@ -58,6 +65,7 @@ from .io import atomic_write_text, read_json
 
 METRICS = ("flops", "params", "latency")
 FORMS = ("mul_log", "add_linear", "budget")
+STEPS = ("adam", "direct")
 UNITS = {"flops": "multiply-adds per image", "params": "parameters", "latency": "ms per batch"}
 TABLE_FORMAT = "gumbel-nas latency table"
 TABLE_VERSION = 1
@@ -473,9 +481,15 @@ class CostPenalty:
         weight: float,
         reference: Optional[float] = None,
         budget: Optional[float] = None,
+        step: str = "adam",
     ):
         if form not in FORMS:
             raise ValueError(f"unknown cost form {form!r}; choose one of: {', '.join(FORMS)}")
+        if step not in STEPS:
+            raise ValueError(f"unknown cost step {step!r}; choose one of: {', '.join(STEPS)}")
+        if step == "direct" and form == "mul_log":
+            raise ValueError("the direct step applies an additive term; mul_log multiplies the cross-entropy")
+        self.step = step
         self.net, self.table, self.form, self.weight = net, table, form, float(weight)
         # Default reference: the cost when every live candidate is equally likely, a function of
         # the table alone, so a resumed search uses the same one.
@@ -508,8 +522,19 @@ class CostPenalty:
             return self.weight * torch.relu(self.expected() - self.budget) / self.budget
         return None
 
+    def direct_step(self, logits: Sequence[torch.Tensor], lr: float) -> None:
+        """``step: direct``: ``alpha -= lr * d term / d alpha`` on the logits, after Adam's step. The
+        term depends on the logits alone, so every rank of a torchrun job takes the same step."""
+        term = self.additive()
+        assert term is not None, "the direct step needs an additive form"
+        grads = torch.autograd.grad(term, list(logits), allow_unused=True)
+        with torch.no_grad():
+            for a, g in zip(logits, grads):
+                if g is not None:
+                    a.sub_(g, alpha=lr)
+
     def objective(self, ce: torch.Tensor) -> torch.Tensor:
-        """The architecture loss with the cost term, for a step on one batch."""
+        """The architecture loss with the cost term (in Adam's step), for a step on one batch."""
         m, a = self.multiplier(), self.additive()
         out = ce * m if m is not None else ce
         return out + a if a is not None else out

@@ -215,7 +215,7 @@ class SearchTask:
             latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
         table = cost_table(net, c.metric, self.input_size, latency=latency)
         try:
-            return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget)
+            return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget, step=c.step)
         except ValueError as exc:  # a reference the form cannot divide by
             raise UserError(f"search.cost: {exc}; set search.cost.reference (or another form)") from None
 

@@ -202,7 +202,8 @@ class Searcher:
         With a beta-decay weight > 0 the objective adds beta-DARTS's
         ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is ``beta_decay * softmax(alpha) / edges``.
         With a cost term, the cross-entropy is multiplied by its factor (``mul_log``) or has its
-        term added (``add_linear``, ``budget``); see :mod:`nas.cost`.
+        term added (``add_linear``, ``budget``), or, with ``step: direct``, the term's own gradient
+        step follows Adam's; see :mod:`nas.cost`.
         """
         self.arch_optimizer.zero_grad(set_to_none=True)
         cost = self.cost
@@ -217,7 +218,7 @@ class Searcher:
             if factor is not None:
                 objective = objective * factor
             if i == len(parts) - 1:  # the terms on the logits alone, once per step
-                added = cost.additive() if cost is not None else None
+                added = cost.additive() if cost is not None and cost.step == "adam" else None
                 if added is not None:
                     objective = objective + added
                 if self.beta_decay:
@@ -227,6 +228,8 @@ class Searcher:
         if self.world.distributed:  # one process: nothing to reduce, no per-step list
             self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
         self.arch_optimizer.step()
+        if cost is not None and cost.step == "direct":
+            cost.direct_step(self.arch, self.arch_optimizer.param_groups[0]["lr"])
 
     def end_epoch(self) -> None:
         """Make the ranks agree before the epoch's outputs: average the batch-norm statistics

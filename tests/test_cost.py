@@ -138,15 +138,19 @@ def test_expected_cost_sends_a_gradient_to_the_logits_in_every_mode(mode):
 
 
 def _descend(net: nas.Supernet, penalty: CostPenalty, steps: int, task=None) -> None:
-    """Adam on the logits only, the toy's cross-entropy on random data plus the cost term."""
-    opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
+    """Adam on the logits only, the toy's cross-entropy on random data plus the cost term (in Adam's
+    step, or after it with ``step: direct``)."""
+    lr = 0.1
+    opt = torch.optim.Adam(net.arch_parameters(), lr=lr)
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
         x, y = torch.randn(8, 8, generator=gen), torch.randint(0, 3, (8,), generator=gen)
         ce = F.cross_entropy(net(x), y) if task is None else task()
         opt.zero_grad()
-        penalty.objective(ce).backward(inputs=net.arch_parameters())
+        (penalty.objective(ce) if penalty.step == "adam" else ce).backward(inputs=net.arch_parameters())
         opt.step()
+        if penalty.step == "direct":
+            penalty.direct_step(net.arch_parameters(), lr)
 
 
 @pytest.mark.parametrize("mode", nas.MODES)
@@ -179,7 +183,10 @@ class Widths(nn.Module):
         return self.head(self.blocks(x))
 
 
-def test_budget_form_ends_within_ten_percent_of_its_target():
+# direct: Adam steps the task's logits by about lr whatever its gradient's size, the term's plain
+# step is lr times its gradient, so the hinge needs a larger weight to hold the same line.
+@pytest.mark.parametrize("step, weight", [("adam", 20.0), ("direct", 200.0)])
+def test_budget_form_ends_within_ten_percent_of_its_target(step, weight):
     """A task whose loss falls with each block's width (log h: diminishing returns) against the
     hinge at a budget of 24 + 6 * 64: the search settles at the budget, every block at width 4
     (the best use of 64 multiply-adds a block), so the derived network meets it too."""
@@ -187,7 +194,7 @@ def test_budget_form_ends_within_ten_percent_of_its_target():
     net = nas.Supernet.from_model(Widths(), mode="darts")
     table = cost_table(net, "flops", (8,))
     budget = 24.0 + 6 * 64
-    penalty = CostPenalty(net, table, form="budget", weight=20.0, budget=budget)
+    penalty = CostPenalty(net, table, form="budget", weight=weight, budget=budget, step=step)
     value = torch.tensor(Widths.WIDTHS, dtype=torch.float32).log()
 
     def task() -> torch.Tensor:
@@ -198,6 +205,28 @@ def test_budget_form_ends_within_ten_percent_of_its_target():
     assert abs(e - budget) / budget < 0.1, e
     derived = derived_cost(net, table, net.export(), (8,))
     assert abs(derived - budget) / budget < 0.1, (derived, net.export())
+
+
+@pytest.mark.parametrize("form", ["add_linear", "budget"])
+def test_direct_step_is_adams_step_then_a_plain_step_on_the_term(form):
+    """step: direct. Adam's step sees the cross-entropy alone; then each logit moves by
+    -lr * d term / d logit, so a dearer candidate moves further (Adam would move both by ~lr)."""
+    x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
+    lr, logits = 0.05, []
+    for step in ("direct", None):
+        torch.manual_seed(0)
+        net = toy_net("darts")
+        table = cost_table(net, "flops", (8,))
+        penalty = CostPenalty(net, table, form=form, weight=3.0, budget=table.fixed, step="direct")
+        w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1)
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=lr)
+        Searcher(net, w_opt, a_opt, epochs=1, cost=penalty if step else None).arch_step(x, y)
+        logits.append(net.arch["choices"].detach().clone())
+        if step is None:  # the term's gradient at the logits Adam left
+            (grad,) = torch.autograd.grad(penalty.additive(), [net.arch["choices"]])
+    torch.testing.assert_close(logits[0], logits[1] - lr * grad)
+    alive = torch.isfinite(net.logits("choices"))
+    assert grad[alive].abs().max() > 0 and len(set(grad[alive].abs().round(decimals=6).tolist())) > 2
 
 
 def test_searcher_adds_the_cost_term_to_the_architecture_loss():
@@ -393,6 +422,8 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
         (["search.cost.weight=1", "search.cost.metric=latency"], "needs search.cost.table"),
         (["search.cost.weight=1", "search.cost.reference=0.5"], "needs reference > 1"),
         (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
+        (["search.cost.step=sgd"], "unknown search.cost.step 'sgd'"),
+        (["search.cost.step=direct"], "search.cost.step=direct steps an additive term"),
     ],
 )
 def test_cost_config_is_checked(sets, message):
