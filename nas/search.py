@@ -362,6 +362,11 @@ class SearchTask:
             **({"probs_before_pruning": probs_before} if pruned_after else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **(
+                {"regularisers": {n: searcher.regulariser_weights.get(n, 0.0) for n in self.search.arch.regularisers}}
+                if self.search.arch.regularisers
+                else {}
+            ),
+            **(
                 {
                     "derived_by": "removal",
                     "genotype_by_logits": str(self.logits_geno),

@@ -361,7 +361,7 @@ def test_searcher_takes_a_custom_model_from_python():
     arch = net.export()
     assert set(arch) == set(net.labels)
     # beta-decay's term counts every label's own candidates (the padding is -inf, not 0).
-    from nas.searcher import beta_decay_term
+    from nas.regularisers import beta_decay_term
 
     want = torch.stack(
         [
