@@ -28,7 +28,7 @@ from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
-from .model_supernet import ARCH_FILE, model_supernet
+from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .run import check_run, open_run, run_epochs, silent
 from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
@@ -250,7 +250,7 @@ class SearchTask:
             if (
                 penalty is not None
                 and penalty.form == "budget"
-                and (not net.space or get_space(net.space).keeps_every_edge)
+                and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
             ):
                 # the most probable cell that fits the budget (nas.cost.within_budget)
                 none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
