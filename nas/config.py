@@ -469,18 +469,11 @@ def _check_positive(**values: Any) -> None:
 
 
 def _check_custom_model(cfg: Config) -> None:
-    """``supernet.model``: importable, and no option that needs a built-in space's cells."""
+    """``supernet.model``: importable (an InputChoice with ``n_chosen > 1`` is checked once the
+    model is built: the search refuses the options that measure one candidate at a time)."""
     from .model_supernet import load_model_factory
 
     load_model_factory(cfg.supernet.model)  # UserError naming the problem
-    s = cfg.search
-    if s.prune != "off":
-        raise UserError(
-            "search.prune works on the built-in spaces only, not on a custom model (supernet.model); "
-            "set search.prune=off (or prune from Python with net.prune(label, name))"
-        )
-    if s.derive != "logits":
-        raise UserError("a custom model (supernet.model) derives from its logits: set search.derive=logits")
 
 
 def _check_regularisers(a: ArchOptimConfig) -> None:

@@ -455,12 +455,6 @@ def test_a_bad_supernet_model_is_one_clear_error(spec, needle, tmp_path, capsys)
     assert needle in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
-def test_pruning_a_custom_model_from_the_config_is_refused(tmp_path, capsys):
-    sets = [x for s in TINY + ["search.prune=probability"] for x in ("--set", s)]
-    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets], capsys)
-    assert code == 2 and "search.prune=off" in err
-
-
 # ---- torchrun ----------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
 needs_gloo = pytest.mark.skipif(
