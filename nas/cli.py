@@ -238,7 +238,6 @@ def _config_for(args, kind: str) -> Tuple[Config, Path]:
 
 
 def cmd_search(args, invocation: Invocation) -> int:
-    from .schedule import search_epochs
     from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
@@ -249,7 +248,7 @@ def cmd_search(args, invocation: Invocation) -> int:
         invocation,
         f"search: {f'model {cfg.supernet.model}' if cfg.supernet.model else f'{cfg.supernet.space} space'}, "
         f"{cfg.supernet.mode} mode, {cfg.data.name} data, "
-        f"{_epochs_text(cfg, search_epochs(cfg))} on {where}; writing {run_dir}",
+        f"{_epochs_text(cfg)} on {where}; writing {run_dir}",
         flush=True,
     )
     result = run_search(
@@ -259,7 +258,14 @@ def cmd_search(args, invocation: Invocation) -> int:
     return 0
 
 
-def _epochs_text(cfg, epochs: int) -> str:
+def _epochs_text(cfg) -> str:
+    from .schedule import search_epochs
+
+    s = cfg.search
+    if cfg.supernet.model is not None and s.prune != "off" and s.stop_when_decided:
+        # When it decides depends on the model's widest choice, known once the model is built.
+        return f"up to {s.epochs} epochs (it ends once every label is decided; search.stop_when_decided)"
+    epochs = search_epochs(cfg)
     if epochs == cfg.search.epochs:
         return f"{epochs} epochs"
     return f"{epochs} of {cfg.search.epochs} epochs (decided at the last pruning event; search.stop_when_decided)"

@@ -70,6 +70,9 @@ class ArchOptimConfig:
     beta_decay: float = 0.0  # beta-decay weight (beta-DARTS, Ye et al., CVPR 2022): adds
     # lambda * mean_edges logsumexp(alpha) to the arch loss, lambda
     # ramped linearly from 0 over the architecture epochs; 0 disables
+    regularisers: Dict[str, float] = field(default_factory=dict)  # more terms of the logits in the arch
+    # loss, name -> weight (nas.regularisers: beta_decay, logit_l2, or one registered from Python);
+    # each weight follows its regulariser's schedule over the epochs. {beta_decay: w} = beta_decay: w
     paths: int = 1  # gdas: the arch step splits its batch into this many parts, each through its own
     # sampled path, so the logits' gradient averages over that many paths at one step's cost
 
@@ -245,6 +248,10 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{key} must be a list of {_type_name(args[0])}, got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise UserError(f"{key} must be a mapping of {_type_name(args[0])} to {_type_name(args[1])}, got {value!r}")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -390,6 +397,16 @@ def apply_override(cfg: Config, item: str) -> None:
     for depth, name in enumerate(parts):
         if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
             raise UserError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        kind = typing.get_type_hints(type(obj))[name]
+        if depth == len(parts) - 2 and typing.get_origin(kind) in (dict, Dict):
+            # One entry of a mapping option (search.arch.regularisers.logit_l2=0.1); null removes it.
+            entries = getattr(obj, name)
+            value = _read_override(raw, typing.get_args(kind)[1], item)
+            if value is None:
+                entries.pop(parts[-1], None)
+            else:
+                entries[parts[-1]] = _coerce(value, typing.get_args(kind)[1], key)
+            return
         if depth < len(parts) - 1:
             obj = getattr(obj, name)
     if dataclasses.is_dataclass(getattr(obj, parts[-1])):
@@ -397,16 +414,20 @@ def apply_override(cfg: Config, item: str) -> None:
             f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(obj, parts[-1]))[0].name}=..."
         )
     kind = typing.get_type_hints(type(obj))[parts[-1]]
-    if kind is str or kind == Optional[str]:
-        value: Any = None if raw.strip() in ("null", "~", "None") and kind is not str else raw
-    else:
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise UserError(f"cannot read the value of override {item!r}") from None
+    value = _read_override(raw, kind, item)
     if value is None and type(None) not in typing.get_args(kind):
         raise UserError(f"{key} cannot be null; give a {_type_name(kind)}")
     setattr(obj, parts[-1], _coerce(value, kind, key))
+
+
+def _read_override(raw: str, kind: Any, item: str) -> Any:
+    """The value of an override: YAML-typed, except that a string option takes the text as written."""
+    if kind is str or kind == Optional[str]:
+        return None if raw.strip() in ("null", "~", "None") and kind is not str else raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise UserError(f"cannot read the value of override {item!r}") from None
 
 
 def save_config(cfg: Config, path: Union[str, Path]) -> None:
@@ -450,18 +471,29 @@ def _check_positive(**values: Any) -> None:
 
 
 def _check_custom_model(cfg: Config) -> None:
-    """``supernet.model``: importable, and no option that needs a built-in space's cells."""
+    """``supernet.model``: importable (an InputChoice with ``n_chosen > 1`` is checked once the
+    model is built: the search refuses the options that measure one candidate at a time)."""
     from .model_supernet import load_model_factory
 
     load_model_factory(cfg.supernet.model)  # UserError naming the problem
-    s = cfg.search
-    if s.prune != "off":
+
+
+def _check_regularisers(a: ArchOptimConfig) -> None:
+    """``search.arch.regularisers``: registered names, finite weights >= 0, beta-decay set once."""
+    from .regularisers import regulariser_names
+
+    for name, weight in a.regularisers.items():
+        if name not in regulariser_names():
+            raise UserError(
+                f"unknown regulariser {name!r} in search.arch.regularisers; known: {', '.join(regulariser_names())} "
+                "(register one with nas.regularisers.register_regulariser in the module supernet.model names)"
+            )
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise UserError(f"search.arch.regularisers.{name} must be a finite number >= 0 (0 disables), got {weight}")
+    if a.beta_decay and a.regularisers.get("beta_decay"):
         raise UserError(
-            "search.prune works on the built-in spaces only, not on a custom model (supernet.model); "
-            "set search.prune=off (or prune from Python with net.prune(label, name))"
+            "search.arch.beta_decay and search.arch.regularisers.beta_decay set the same weight; set one of them"
         )
-    if s.derive != "logits":
-        raise UserError("a custom model (supernet.model) derives from its logits: set search.derive=logits")
 
 
 def _check_cost(c: CostConfig) -> None:
@@ -571,6 +603,7 @@ def validate(cfg: Config) -> None:
         raise UserError(f"data.train_subset must be >= 1 (or null for the whole training set), got {d.train_subset}")
     if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
         raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
+    _check_regularisers(s.arch)
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
         raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
     if s.weight_paths not in WEIGHT_PATHS:

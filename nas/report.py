@@ -183,6 +183,10 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     probs_log = [r for r in read_jsonl(run_dir / "arch_probs.jsonl") if "choices" in r]
     epochs_total = (cfg.get("search") or {}).get("epochs")
+    try:  # a pruned search that stops once decided ends before search.epochs; its widest choice says when
+        epochs_total = search_epochs(config_from_dict(cfg), num_ops=max(map(len, (arch.probs or {}).values())))
+    except (UserError, TypeError, ValueError):  # a config this version cannot read: its epochs as written
+        pass
     done = metrics[-1]["epoch"] if metrics else 0
     return {
         "kind": "choices",

@@ -6,7 +6,7 @@ Pure functions of the config, shared by the search loop and by readers of finish
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from .config import Config
 from .spaces import get_space
@@ -24,13 +24,21 @@ def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
     return [start + max(1, round((k + 1) * span / num_ops)) for k in range(num_ops - 1)]
 
 
-def search_epochs(cfg: Config) -> int:
+def search_epochs(cfg: Config, num_ops: Optional[int] = None) -> int:
     """How many epochs a search of ``cfg`` runs: ``search.epochs``, or, when it prunes with
-    ``search.stop_when_decided``, up to its last pruning event, after which every edge has one op."""
+    ``search.stop_when_decided``, up to its last pruning event, after which every edge has one op.
+
+    ``num_ops``: the most ops (candidates) any edge (label) has; default: ``supernet.ops`` or the
+    space's. A custom model's (``supernet.model``) depends on its function, so a pruned search of
+    one needs it given (ValueError otherwise; :attr:`nas.Supernet.ops` of the built model).
+    """
     s, sn = cfg.search, cfg.supernet
     if s.prune == "off" or not s.stop_when_decided:
         return s.epochs
-    num_ops = len(sn.ops if sn.ops is not None else get_space(sn.space).default_ops)
+    if num_ops is None:
+        if sn.model is not None:
+            raise ValueError("a pruned search of a custom model (supernet.model) needs num_ops, its widest choice")
+        num_ops = len(sn.ops if sn.ops is not None else get_space(sn.space).default_ops)
     start = s.warmup_epochs if s.prune_start is None else s.prune_start
     return min(s.epochs, prune_events(s.epochs, start, num_ops)[-1])
 

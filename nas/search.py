@@ -28,7 +28,7 @@ from .distributed import SINGLE, World
 from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
-from .model_supernet import ARCH_FILE, model_supernet
+from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .run import check_run, open_run, run_epochs, silent
 from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
@@ -176,10 +176,18 @@ class SearchTask:
         # After the last event every edge has one op: the epochs left would train the chosen
         # network only and cannot change the genotype. The schedules still run over search.epochs,
         # so the epochs that do run are the same as in a full run.
-        self.epochs = search_epochs(cfg)
+        self.epochs = search_epochs(cfg, num_ops=len(net.ops))
         self.stops_early = self.epochs < s.epochs
         self.eval_batches: List[Any] = []
-        if s.prune in ("loss", "removal") or s.derive == "removal":
+        measures = s.prune in ("loss", "removal") or s.derive == "removal"
+        if measures and any(n != 1 for n in getattr(net, "n_chosen", ())):
+            key = f"search.prune={s.prune}" if s.prune in ("loss", "removal") else "search.derive=removal"
+            fix = "search.prune=probability (or off)" if s.prune in ("loss", "removal") else "search.derive=logits"
+            raise UserError(
+                f"{key} measures one candidate per choice at a time; this model has an InputChoice with "
+                f"n_chosen > 1: use {fix}"
+            )
+        if measures:
             # Fixed batches of the architecture's split, no augmentation: the same for every measurement.
             loader_eval = make_loader(
                 data,
@@ -250,7 +258,7 @@ class SearchTask:
             if (
                 penalty is not None
                 and penalty.form == "budget"
-                and (not net.space or get_space(net.space).keeps_every_edge)
+                and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
             ):
                 # the most probable cell that fits the budget (nas.cost.within_budget)
                 none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
@@ -297,10 +305,12 @@ class SearchTask:
             removed = net.prune_weakest(keep_none=self.keep_none, scores=scores)
             for cell, ops in removed.items():
                 pruned.setdefault(cell, []).append(ops)
-            self.log(
-                f"pruned after epoch {epoch}: "
-                + "; ".join(f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items())
-            )
+            labels = getattr(net, "labels", None)  # a custom model: one row per label, named
+            if labels is not None:
+                text = "; ".join(f"{label} {op}" for label, op in zip(labels, removed["choices"]) if op)
+            else:
+                text = "; ".join(f"{cell} " + " ".join(op or "-" for op in ops) for cell, ops in removed.items())
+            self.log(f"pruned after epoch {epoch}: {text}")
         return pruned, prune_scores
 
     def batches(self):
@@ -362,6 +372,11 @@ class SearchTask:
             **({"probs_before_pruning": probs_before} if pruned_after else {}),
             **({"beta_decay": searcher.beta_decay} if self.search.arch.beta_decay else {}),
             **(
+                {"regularisers": {n: searcher.regulariser_weights.get(n, 0.0) for n in self.search.arch.regularisers}}
+                if self.search.arch.regularisers
+                else {}
+            ),
+            **(
                 {
                     "derived_by": "removal",
                     "genotype_by_logits": str(self.logits_geno),
@@ -397,10 +412,9 @@ class SearchTask:
     def describe(self, epoch: int, m: Dict[str, Any]) -> str:
         arch_text = log_text(self.geno)
         if m.get("derived_by") == "removal":
-            space = get_space(self.geno.space)
             arch_text += (
                 f"\nderived by removal (search.derive: removal): on each edge the op whose removal raises the "
-                f"validation loss most; by the logits it would be {space.log_text(self.logits_geno)}"
+                f"validation loss most; by the logits it would be {log_text(self.logits_geno)}"
             )
         phase = (
             f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%"
@@ -415,8 +429,13 @@ class SearchTask:
             bench_text += f"{m['cost_metric']} E {m['expected_cost']:.4g} derived {m['derived_cost']:.4g}  "
         decided = ""
         if "pruned_after" in m:
+            left = (
+                "every label has only its chosen candidate(s) left"
+                if isinstance(self.geno, ChoiceArchitecture)
+                else "every edge has one op left"
+            )
             decided = (
-                f"\ndecided after epoch {epoch + 1}: every edge has one op left, so the search ends; the other "
+                f"\ndecided after epoch {epoch + 1}: {left}, so the search ends; the other "
                 f"{self.search.epochs - epoch - 1} of search.epochs would train the chosen network only "
                 "(search.stop_when_decided=false runs them)"
             )

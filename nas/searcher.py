@@ -6,7 +6,7 @@ The search loop, the benchmarks and the tests all drive this one object::
 
     searcher = Searcher.from_config(net, cfg.search, device=device)
     for epoch in range(cfg.search.epochs):
-        searcher.start_epoch(epoch)            # tau, learning rate, beta-decay weight; fresh meters
+        searcher.start_epoch(epoch)            # tau, learning rate, regularisers' weights; fresh meters
         for batch_w, batch_a in zip(loader_w, loader_a):
             searcher.step(batch_w, batch_a, arch_step=epoch >= cfg.search.warmup_epochs)
         searcher.end_epoch()                   # under torchrun: batch-norm statistics and meters agree
@@ -15,7 +15,7 @@ The search loop, the benchmarks and the tests all drive this one object::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,25 +24,11 @@ from torch import nn
 from .config import SearchConfig, make_tau_schedule
 from .cost import CostPenalty
 from .distributed import SINGLE, World
+from .regularisers import get_regulariser
 from .supernet import Supernet
 from .training import Meter, autocast, clip_and_step, cosine_lr, set_lr
 
 Batch = Tuple[torch.Tensor, torch.Tensor]
-
-
-def beta_decay_weight(epoch: int, epochs: int, warmup_epochs: int, beta_decay: float) -> float:
-    """beta-DARTS's lambda for epoch ``epoch``: 0 in warm-up, then linear up to ``beta_decay``."""
-    if beta_decay == 0 or epoch < warmup_epochs:
-        return 0.0
-    return beta_decay * (epoch - warmup_epochs + 1) / (epochs - warmup_epochs)
-
-
-def beta_decay_term(net: Supernet) -> torch.Tensor:
-    """mean over all edges of ``logsumexp(alpha_edge)`` (pruned ops excluded).
-
-    Row by row, so cell types with different numbers of ops (or a custom model's labels, whose
-    missing entries are ``-inf``) each count their own."""
-    return torch.cat([torch.logsumexp(net.logits(c).float(), dim=-1) for c in net.arch]).mean()
 
 
 class Searcher:
@@ -55,7 +41,11 @@ class Searcher:
         epochs: the search's length, for the schedules.
         tau_at: ``(epoch, epochs) -> tau``, a pure function of the epoch.
         lr_at: ``epoch -> learning rate of the weights``; ``None`` leaves it alone.
-        beta_decay_at: ``epoch -> beta-decay weight``; ``None`` is 0 throughout.
+        beta_decay_at: ``epoch -> beta-decay weight``; ``None`` is 0 throughout. The same as
+            ``regularisers={"beta_decay": beta_decay_at}``.
+        regularisers: name -> ``epoch -> weight`` of registered regularisers of the logits
+            (:mod:`nas.regularisers`), each added to the architecture objective with its weight;
+            ValueError for a name not registered.
         grad_clip: max global norm of the weights' gradient; 0 disables.
         device, bf16: bf16 autocast on CUDA when ``bf16``.
         world: the processes of a ``torchrun`` launch (:mod:`nas.distributed`). With more than
@@ -84,6 +74,7 @@ class Searcher:
         tau_at: Optional[Callable[[int, int], float]] = None,
         lr_at: Optional[Callable[[int], float]] = None,
         beta_decay_at: Optional[Callable[[int], float]] = None,
+        regularisers: Optional[Mapping[str, Callable[[int], float]]] = None,
         grad_clip: float = 0.0,
         device: Optional[torch.device] = None,
         bf16: bool = False,
@@ -99,7 +90,15 @@ class Searcher:
         self.weight_optimizer = weight_optimizer
         self.arch_optimizer = arch_optimizer
         self.epochs = epochs
-        self.tau_at, self.lr_at, self.beta_decay_at = tau_at, lr_at, beta_decay_at
+        self.tau_at, self.lr_at = tau_at, lr_at
+        self.regulariser_at: Dict[str, Callable[[int], float]] = dict(regularisers or {})
+        if beta_decay_at is not None:
+            if "beta_decay" in self.regulariser_at:
+                raise ValueError("give beta_decay_at or regularisers['beta_decay'], not both")
+            self.regulariser_at = {"beta_decay": beta_decay_at, **self.regulariser_at}
+        # Looked up once: a name unregistered later still works in this search.
+        self.regularisers = {name: get_regulariser(name).term for name in self.regulariser_at}
+        self.regulariser_weights: Dict[str, float] = {}  # this epoch's, set by start_epoch
         self.grad_clip = grad_clip
         self.uniform_weight_paths = uniform_weight_paths
         if arch_paths < 1:
@@ -109,7 +108,6 @@ class Searcher:
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
         self.autocast = autocast(self.device, bf16)  # built once, entered every step
-        self.beta_decay = 0.0
         self.lr = weight_optimizer.param_groups[0]["lr"]
         self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
         # The logits stay outside DDP: the weight step freezes them and the arch step reduces them.
@@ -140,6 +138,16 @@ class Searcher:
         )
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=a.lr, betas=tuple(a.betas), weight_decay=a.weight_decay)
         epochs, warmup = search.epochs, search.warmup_epochs
+        weights = dict(a.regularisers)
+        if a.beta_decay:
+            if weights.get("beta_decay"):
+                raise ValueError("search.arch.beta_decay and search.arch.regularisers.beta_decay are both set")
+            weights["beta_decay"] = a.beta_decay
+
+        def weight_at(name: str, weight: float) -> Callable[[int], float]:
+            regulariser = get_regulariser(name)  # ValueError naming the registered ones
+            return lambda e: regulariser.weight_at(e, epochs, warmup, weight)
+
         return cls(
             net,
             w_opt,
@@ -147,7 +155,7 @@ class Searcher:
             epochs=epochs,
             tau_at=make_tau_schedule(search.tau),
             lr_at=lambda e: cosine_lr(e, epochs, w.lr, w.lr_min),
-            beta_decay_at=lambda e: beta_decay_weight(e, epochs, warmup, a.beta_decay),
+            regularisers={name: weight_at(name, w) for name, w in weights.items() if w},
             grad_clip=w.grad_clip,
             device=device,
             bf16=bf16,
@@ -159,14 +167,19 @@ class Searcher:
         )
 
     def start_epoch(self, epoch: int) -> None:
-        """Set tau, the weights' learning rate and the beta-decay weight for ``epoch`` (0-based); reset the meters."""
+        """Set tau, the weights' learning rate and the regularisers' weights for ``epoch`` (0-based); reset the meters."""
         if self.tau_at is not None:
             self.net.tau = self.tau_at(epoch, self.epochs)
         if self.lr_at is not None:
             self.lr = self.lr_at(epoch)
             set_lr(self.weight_optimizer, self.lr)
-        self.beta_decay = self.beta_decay_at(epoch) if self.beta_decay_at is not None else 0.0
+        self.regulariser_weights = {name: at(epoch) for name, at in self.regulariser_at.items()}
         self.train_meter, self.val_meter = Meter(self.device), Meter(self.device)
+
+    @property
+    def beta_decay(self) -> float:
+        """This epoch's beta-decay weight (0 without it)."""
+        return self.regulariser_weights.get("beta_decay", 0.0)
 
     def step(self, batch_w: Batch, batch_a: Optional[Batch] = None, arch_step: Optional[bool] = None) -> None:
         """One weight step on ``batch_w``, then (when ``arch_step``, as after warm-up) one
@@ -199,8 +212,9 @@ class Searcher:
     def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Adam on the logits (first order): gradients for the logits only, none for the weights.
 
-        With a beta-decay weight > 0 the objective adds beta-DARTS's
-        ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is ``beta_decay * softmax(alpha) / edges``.
+        Each regulariser with a weight > 0 this epoch adds ``weight * term(net)``; beta-decay's is
+        beta-DARTS's ``beta_decay * mean_edges logsumexp(alpha)``, whose gradient is
+        ``beta_decay * softmax(alpha) / edges``.
         With a cost term, the cross-entropy is multiplied by its factor (``mul_log``) or has its
         term added (``add_linear``, ``budget``), or, with ``step: direct``, the term's own gradient
         step follows Adam's; see :mod:`nas.cost`.
@@ -221,8 +235,9 @@ class Searcher:
                 added = cost.additive() if cost is not None and cost.step == "adam" else None
                 if added is not None:
                     objective = objective + added
-                if self.beta_decay:
-                    objective = objective + self.beta_decay * beta_decay_term(self.net)
+                for name, weight in self.regulariser_weights.items():
+                    if weight:
+                        objective = objective + weight * self.regularisers[name](self.net)
             objective.backward(inputs=self.arch)
             self.val_meter.add(loss, logits, ys)
         if self.world.distributed:  # one process: nothing to reduce, no per-step list

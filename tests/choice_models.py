@@ -67,6 +67,31 @@ def merge_net(num_classes: int = 5, arch: Optional[Mapping] = None, C: int = 4) 
     )
 
 
+def wide_net(num_classes: int = 5, arch: Optional[Mapping] = None, C: int = 4) -> nn.Module:
+    """A kernel choice of three candidates, then a skip choice of two: a pruned search has two
+    events (the widest choice sets them) and the narrower label is padded."""
+    ops = {"k1": lambda: conv_bn(C, C, 1), "k3": lambda: conv_bn(C, C, 3), "k5": lambda: conv_bn(C, C, 5)}
+    return nn.Sequential(
+        conv_bn(3, C, 3),
+        nas.op_choice("kernel", ops, arch),
+        nas.op_choice("skip", {"identity": nn.Identity, "conv": lambda: conv_bn(C, C, 1)}, arch),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(C, num_classes),
+    )
+
+
+def one_choice_net(num_classes: int = 5, arch: Optional[Mapping] = None, C: int = 4) -> nn.Module:
+    """One choice of two candidates: removing either forces the other (hand-checkable removal)."""
+    return nn.Sequential(
+        conv_bn(3, C, 3),
+        nas.op_choice("op", {"k1": lambda: conv_bn(C, C, 1), "k3": lambda: conv_bn(C, C, 3)}, arch),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(C, num_classes),
+    )
+
+
 def no_choices(num_classes: int = 5) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
 

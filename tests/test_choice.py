@@ -387,7 +387,7 @@ def test_searcher_takes_a_custom_model_from_python():
     arch = net.export()
     assert set(arch) == set(net.labels)
     # beta-decay's term counts every label's own candidates (the padding is -inf, not 0).
-    from nas.searcher import beta_decay_term
+    from nas.regularisers import beta_decay_term
 
     want = torch.stack(
         [
@@ -479,12 +479,6 @@ def test_a_bad_supernet_model_is_one_clear_error(spec, needle, tmp_path, capsys)
     code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets], capsys)
     assert code == 2
     assert needle in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-
-
-def test_pruning_a_custom_model_from_the_config_is_refused(tmp_path, capsys):
-    sets = [x for s in TINY + ["search.prune=probability"] for x in ("--set", s)]
-    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets], capsys)
-    assert code == 2 and "search.prune=off" in err
 
 
 # ---- torchrun ----------------------------------------------------------------------

@@ -11,10 +11,12 @@ import nas
 from nas.cli import main
 from nas.config import load_config
 from nas.genotype import Genotype
+from nas.regularisers import beta_decay_term
+from nas.regularisers import linear_ramp as beta_decay_weight
 from nas.report import format_text, load_report
 from nas.schedule import ops_to_keep, prune_events, search_epochs
 from nas.search import run_search
-from nas.searcher import Searcher, beta_decay_term, beta_decay_weight
+from nas.searcher import Searcher
 
 TINY = [
     "data.num_train=256",
