@@ -43,29 +43,40 @@ DEFAULT_BUDGETS = (4e6, 6.5e6, 9e6, 12e6, 14.5e6)  # supernet FLOPs, C=8 N=2: 2.
 SHORT = {  # the table's method column
     "budget search, pruned by probability": "hinge, pruned",
     "budget search, derived within the budget": "hinge, within",
+    "budget search, direct cost steps, pruned by probability": "hinge direct, pruned",
+    "budget search, direct cost steps, derived within the budget": "hinge direct, within",
     "one search, derived at each budget": "no hinge, within",
 }
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
 
-def overrides(budget: float, epochs: int, weight: float, prune: str) -> List[str]:
+def overrides(budget: float, epochs: int, weight: float, prune: str, step: str = "adam") -> List[str]:
     """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
-    budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``."""
+    budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``; ``step``: where
+    the hinge is stepped (``search.cost.step``)."""
     skip = ("search.epochs=", "search.warmup_epochs=", "search.prune=")
     method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(skip)]
-    return method + [
-        f"search.prune={prune}",
-        f"search.epochs={epochs}",
-        f"search.warmup_epochs={max(1, round(epochs / 3))}",
-        "search.cost.metric=flops",
-        "search.cost.form=budget",
-        f"search.cost.weight={weight:g}",
-        f"search.cost.budget={budget:g}",
-    ]
+    return (
+        method
+        + [
+            f"search.prune={prune}",
+            f"search.epochs={epochs}",
+            f"search.warmup_epochs={max(1, round(epochs / 3))}",
+            "search.cost.metric=flops",
+            "search.cost.form=budget",
+            f"search.cost.weight={weight:g}",
+            f"search.cost.budget={budget:g}",
+        ]
+        + ([] if step == "adam" else [f"search.cost.step={step}"])
+    )
 
 
-def variant_name(budget: float, epochs: int, prune: str) -> str:
-    return f"cost-budget-{budget:g}-e{epochs}" + ("" if prune == "probability" else f"-prune-{prune}")
+def variant_name(budget: float, epochs: int, prune: str, step: str = "adam") -> str:
+    return (
+        f"cost-budget-{budget:g}-e{epochs}"
+        + ("" if prune == "probability" else f"-prune-{prune}")
+        + ("" if step == "adam" else f"-{step}")
+    )
 
 
 def quick_budgets(fractions: Sequence[float] = (0.3, 0.6)) -> List[float]:
@@ -105,6 +116,14 @@ def derive_at_budgets(run_dir: Path, budgets: Sequence[float], seed: int) -> Lis
     ]
 
 
+def method_of(settings: Sequence[str]) -> str:
+    """A budget search's method, from its overrides."""
+    step = ", direct cost steps" if "search.cost.step=direct" in settings else ""
+    if "search.prune=probability" in settings:
+        return f"budget search{step}, pruned by probability"
+    return f"budget search{step}, derived within the budget"
+
+
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Each searched cell against the front: FLOPs in the benchmark's network, gap, budget error."""
     out = []
@@ -118,12 +137,7 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
                 "variant": r["variant"],
                 "seed": r["seed"],
                 "prune": next((x.split("=", 1)[1] for x in r["settings"] if x.startswith("search.prune=")), "off"),
-                "method": r.get("method")
-                or (
-                    "budget search, pruned by probability"
-                    if any(x == "search.prune=probability" for x in r["settings"])
-                    else "budget search, derived within the budget"
-                ),
+                "method": r.get("method") or method_of(r["settings"]),
                 "genotype": r["genotype"],
                 "cifar10_test": r["benchmark"],
                 "bench_flops": flops,
@@ -215,6 +229,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="off (default): the budget derivation picks the cell at the end; probability: the CPU config's "
         "pruning, which decides the cell before the end",
     )
+    p.add_argument(
+        "--cost-step",
+        choices=("adam", "direct"),
+        default="adam",
+        help="search.cost.step: the hinge in the logits' Adam step (adam, the recorded rows) or its own plain step after it",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -255,9 +275,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs, args.prune),
+                variant_name(b, epochs, args.prune, args.cost_step),
                 seeds,
-                overrides(b, epochs, args.weight, args.prune),
+                overrides(b, epochs, args.weight, args.prune, args.cost_step),
                 args.parallel,
                 args.threads,
                 args.quick,

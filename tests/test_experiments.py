@@ -423,3 +423,20 @@ def test_nb201_cost_sweep_quick(tmp_path):
         "one search, derived at each budget"
     }
     assert all(p["supernet_flops"] <= p["budget"] for p in derived)
+
+
+def test_nb201_cost_sweep_direct_step_settings():
+    """--cost-step direct: the overrides carry search.cost.step and validate on the sweep's base
+    config; the method label says so; the recorded (adam) rows' settings are unchanged."""
+    from experiments import nb201_cost_sweep as sweep
+    from experiments.nb201_cpu_search import CONFIG
+    from nas.config import load_config, validate
+
+    sets = sweep.overrides(6.5e6, 20, 10.0, "probability", "direct")
+    assert "search.cost.step=direct" in sets and "search.cost.weight=10" in sets
+    validate(load_config(str(CONFIG), sets))
+    assert sweep.method_of(sets) == "budget search, direct cost steps, pruned by probability"
+    assert sweep.variant_name(6.5e6, 20, "probability", "direct") == "cost-budget-6.5e+06-e20-direct"
+    adam = sweep.overrides(6.5e6, 20, 1.0, "off")
+    assert not any(s.startswith("search.cost.step") for s in adam)
+    assert sweep.method_of(adam) == "budget search, derived within the budget"
