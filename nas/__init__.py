@@ -19,6 +19,7 @@ from .errors import UserError
 from .fix import fix
 from .genotype import Genotype
 from .ops import DARTS_OPS, NB201_OPS, OPS, build_op, register_op
+from .regularisers import REGULARISERS, register_regulariser, unregister_regulariser
 from .spaces import (
     SPACES,
     SearchSpace,
@@ -43,6 +44,9 @@ __all__ = [
     "DARTS_OPS",
     "register_op",
     "build_op",
+    "REGULARISERS",
+    "register_regulariser",
+    "unregister_regulariser",
     "SPACES",
     "SearchSpace",
     "register_space",
