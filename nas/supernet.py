@@ -61,15 +61,6 @@ def upgrade_edge_keys(state_dict: Dict[str, torch.Tensor], prefix: str, ops: Seq
             state_dict[new] = state_dict.pop(key)
 
 
-def add_all(terms: Sequence[Optional[torch.Tensor]]) -> Optional[torch.Tensor]:
-    """Sum, skipping structural zeros (``None``)."""
-    out = None
-    for t in terms:
-        if t is not None:
-            out = t if out is None else out + t
-    return out
-
-
 class Supernet(nn.Module):
     """Base class: architecture logits, sampling, derivation hooks.
 
@@ -126,13 +117,15 @@ class Supernet(nn.Module):
         must name one of them (:func:`edge_label`). Choices of several cells with one label
         share that row.
         """
-        rows, start = {}, 0
+        offset, start = {}, 0  # the draw's rows run over the cell types in the logits' order
+        for cell, a in self.arch.items():
+            offset[cell], start = start, start + a.shape[0]
+        rows = {}
         for cell, pairs in edges.items():
             if cell not in self.arch or len(pairs) != self.arch[cell].shape[0]:
                 raise ValueError(f"cell type {cell!r} has no logits with {len(pairs)} rows in this supernet")
             for e, (to, source) in enumerate(pairs):
-                rows[edge_label(cell, to, source)] = start + e
-            start += len(pairs)
+                rows[edge_label(cell, to, source)] = offset[cell] + e
         for m in module.modules():
             if isinstance(m, OpChoice):
                 if m.label not in rows or m.names != self.ops:

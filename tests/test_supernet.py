@@ -589,6 +589,13 @@ def test_one_cell_class_for_search_and_network(space):
     assert not any(isinstance(m, nas.OpChoice) for m in model.modules())
 
 
+def test_bind_edges_follows_the_logits_order_whatever_the_order_given():
+    net = make("darts")
+    rows = [m._row for m in net.modules() if isinstance(m, nas.OpChoice)]
+    net.bind_edges(net.cells, {"reduce": darts_edges(), "normal": darts_edges()})
+    assert [m._row for m in net.modules() if isinstance(m, nas.OpChoice)] == rows
+
+
 def test_nb201_fix_of_the_searched_cells_is_the_discrete_network():
     net = make("nb201")
     geno = Genotype.from_nb201(NB201_TARGET)
