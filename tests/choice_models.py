@@ -13,6 +13,17 @@ from torch import nn
 
 import nas
 
+# A custom-model search of a few steps on tiny images: the tests' shared settings (each adds its own).
+TINY_SEARCH = [
+    "data.num_train=128",
+    "data.num_test=32",
+    "data.image_size=16",
+    "search.batch_size=16",
+    "search.steps_per_epoch=2",
+    "run.device=cpu",
+    "run.threads=1",
+]
+
 
 def conv_bn(c_in: int, c_out: int, k: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())

@@ -29,18 +29,11 @@ from nas.search import SearchTask, run_search  # noqa: E402
 from nas.selection import edge_op_losses, removal_scores  # noqa: E402
 
 CPU = torch.device("cpu")
-SEARCH = [
-    "data.num_train=128",
-    "data.num_test=32",
-    "data.image_size=16",
-    "search.batch_size=16",
-    "search.steps_per_epoch=2",
+SEARCH = choice_models.TINY_SEARCH + [
     "search.epochs=5",
     "search.warmup_epochs=1",
     "search.prune_batches=2",
     "search.arch.lr=0.05",
-    "run.device=cpu",
-    "run.threads=1",
 ]
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from choice_models import merge_net, tiny_net  # noqa: E402
+from choice_models import TINY_SEARCH, merge_net, tiny_net  # noqa: E402
 from cli_util import run_cli, sets  # noqa: E402
 
 import nas  # noqa: E402
@@ -30,18 +30,7 @@ from nas.cli import main  # noqa: E402
 from nas.model_supernet import build_chosen_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-SEARCH = [
-    "data.num_train=128",
-    "data.num_test=32",
-    "data.image_size=16",
-    "search.batch_size=16",
-    "search.steps_per_epoch=2",
-    "search.epochs=1",
-    "search.warmup_epochs=0",
-    "search.prune=off",
-    "run.device=cpu",
-    "run.threads=1",
-]
+SEARCH = TINY_SEARCH + ["search.epochs=1", "search.warmup_epochs=0", "search.prune=off"]
 RETRAIN = ["retrain.model.epochs=2", "retrain.model.batch_size=16", "retrain.model.steps_per_epoch=2"]
 
 
