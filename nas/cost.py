@@ -120,7 +120,7 @@ def _trace_arch(net: nn.Module) -> Any:
             label: list(net.candidates[label][:n]) if n > 1 else net.candidates[label][0]
             for label, n in zip(net.labels, net.n_chosen)
         }
-    first = next(k for k, z in enumerate(net._is_zero) if not z)
+    first = next(k for k, op in enumerate(net.ops) if op != "none")
     return {cell: [first] * a.shape[0] for cell, a in net.arch.items()}
 
 

@@ -84,7 +84,6 @@ class Supernet(nn.Module):
             raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
         self.mode = mode
         self.ops = tuple(ops)
-        self._is_zero = tuple(op == "none" for op in self.ops)
         # GDAS initialises the logits with small noise: near-uniform, yet not tied.
         self.arch = nn.ParameterDict(
             {
