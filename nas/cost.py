@@ -40,7 +40,8 @@ proportion to ``p_k (cost_k - mean cost of its choice)``, and stops the moment t
 
 With the ``budget`` form a search also derives within the budget (:func:`within_budget`): the most
 probable architecture whose cost fits, not the per-choice argmax. A penalty on E lowers every
-costly candidate's probability together, so the argmax alone lands far below the budget.
+costly candidate's probability together, so the argmax alone lands far below the budget. With
+progressive pruning, no event removes an op of that architecture, so the last event leaves it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -248,24 +249,29 @@ class SearchTask:
             losses = {c: v.cpu() for c, v in on_device.items()}
         return losses
 
+    def _budget_cell(self) -> Optional[Dict[str, torch.Tensor]]:
+        """With ``search.cost.form: budget``, :func:`nas.cost.within_budget`'s scores: the most
+        probable cell among the ops still alive that fits the budget (``none`` excluded under
+        DARTS's rule). ``None`` without a budget, or where a cell does not keep every edge."""
+        penalty, net = self.searcher.cost, self.net
+        if not (
+            penalty is not None
+            and penalty.form == "budget"
+            and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
+        ):
+            return None
+        none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
+        assert self.cost_table is not None and penalty.budget is not None
+        return within_budget(net.probabilities(), self.cost_table, penalty.budget, exclude=none)
+
     def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
         """The genotype to report, and the removal losses it was derived from (``None``: by logits).
         Every epoch derives from the logits; with ``search.derive: removal`` the final one measures
         each op's removal from its edge on the final supernet instead (deterministic: the fixed
         batches and common random numbers, so a resumed run derives the same cell)."""
         if not (final and self.search.derive == "removal"):
-            penalty, net = self.searcher.cost, self.net
-            if (
-                penalty is not None
-                and penalty.form == "budget"
-                and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
-            ):
-                # the most probable cell that fits the budget (nas.cost.within_budget)
-                none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
-                assert self.cost_table is not None and penalty.budget is not None
-                scores = within_budget(net.probabilities(), self.cost_table, penalty.budget, exclude=none)
-                return net.genotype(scores=scores), None
-            return self.net.genotype(), None
+            scores = self._budget_cell()
+            return self.net.genotype(scores=scores), None
         losses = self._measure("remove", seed=self.cfg.run.seed)
         return self.net.genotype(scores=removal_scores(losses, self.net)), losses
 
@@ -302,6 +308,12 @@ class SearchTask:
                     c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
                     for c, v in losses.items()
                 }
+            budget_cell = self._budget_cell()
+            if budget_cell is not None:
+                # No event removes an op of the most probable cell within the budget, so the last
+                # event leaves that cell, not each edge's most probable op whatever it costs.
+                base = net.probabilities() if scores is None else scores
+                scores = {c: v.masked_fill(budget_cell[c] == 0, math.inf) for c, v in base.items()}
             removed = net.prune_weakest(keep_none=self.keep_none, scores=scores)
             for cell, ops in removed.items():
                 pruned.setdefault(cell, []).append(ops)

@@ -483,3 +483,30 @@ def test_the_docstring_examples_run():
     for module in (nas.cost, nas.flops):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(tmp_path):
+    """With pruning, no event removes an op of within_budget's cell on the probabilities it read,
+    so the last event leaves a cell that fits. A near-zero weight leaves the logits free to prefer
+    convolutions (this seed's most probable ops keep four 1x1 convolutions); the budget has room
+    for one."""
+    run_dir = tmp_path / "run"
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + float(table.costs["normal"][0, nas.NB201_OPS.index("nor_conv_1x1")])
+    sets = ["search.cost.form=budget", f"search.cost.budget={budget}", "search.cost.weight=1e-9"]
+    sets += ["search.epochs=6", "search.warmup_epochs=1", "search.prune=probability", "search.arch.lr=0.05"]
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + sets for x in ("--set", s)]]) == 0
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    probs = [json.loads(line) for line in (run_dir / "arch_probs.jsonl").read_text().splitlines()]
+    events = [(m["pruned"], probs[i - 1]) for i, m in enumerate(metrics) if "pruned" in m]
+    events += [
+        (m["pruned_after"], {"normal": m["probs_before_pruning"]["normal"]}) for m in metrics if "pruned_after" in m
+    ]
+    assert sum(len(removed["normal"]) for removed, _ in events) == len(nas.NB201_OPS) - 1  # down to one op
+    for removed, p in events:
+        pn = torch.tensor(p["probs"]["normal"] if "probs" in p else p["normal"])
+        keep = within_budget({"normal": pn}, table, budget, exclude=0)["normal"].argmax(dim=1).tolist()
+        for ops in removed["normal"]:  # the event's removals: one op name (or "") per edge
+            assert all(op != nas.NB201_OPS[k] for op, k in zip(ops, keep)), (ops, keep)
+    assert metrics[-1]["ops_left"] == 1 and metrics[-1]["derived_cost"] <= budget
