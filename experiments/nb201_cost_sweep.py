@@ -227,7 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         choices=("off", "probability"),
         default="off",
         help="off (default): the budget derivation picks the cell at the end; probability: the CPU config's "
-        "pruning, which decides the cell before the end",
+        "pruning, whose events keep the most probable cell within the budget (since commit 44be8c1)",
     )
     p.add_argument(
         "--cost-step",
