@@ -198,7 +198,13 @@ def run_epochs(
     if not world.is_main:
         progress, log = False, silent
     seed_everything(cfg.run.seed)
-    task = task_factory()
+    try:
+        task = task_factory()
+    except UserError:
+        if ckpt is None and world.is_main:
+            # Refused before its first epoch: the directory holds no run, so the same --out works again.
+            (run_dir / "config.yaml").unlink(missing_ok=True)
+        raise
     start = 0
     if ckpt is not None:
         task.load_state_dict(ckpt)

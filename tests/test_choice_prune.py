@@ -174,6 +174,11 @@ def test_n_chosen_above_one_refuses_the_measuring_rules_in_one_line(overrides, n
     args = sets(SEARCH + ["supernet.model=choice_models:merge_net"] + overrides)
     code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *args], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    # refused once the model is built, after the run directory was prepared: it is left holding no
+    # run, so the same --out is refused again for the same reason, not as "already holds a run"
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *args], capsys)
+    assert code == 2 and needle in err, err
 
 
 def test_a_custom_model_derives_within_a_cost_budget(tmp_path):
