@@ -128,17 +128,24 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         final[cell] = [
             {"edge": names[e], "probs": dict(zip(ops, row)), "argmax": ops[best[e]]} for e, row in enumerate(rows)
         ]
+    # Each epoch's cell as the run derived it (its metrics line: a budget or removal rule may differ
+    # from the argmax) where the space keeps one op per edge; elsewhere the argmax by the run's rule.
+    derived = {m["epoch"]: m.get("genotype") for m in metrics} if get_space(space).keeps_every_edge else {}
     per_epoch = []
     for rec in probs_log:
-        per_epoch.append(
-            {
-                "epoch": rec["epoch"],
-                **{
-                    cell: [rec["ops"][k] for k in derive_argmax(rows, rec["ops"], include_none)]
-                    for cell, rows in rec["probs"].items()
-                },
-            }
-        )
+        cells = {
+            cell: [rec["ops"][k] for k in derive_argmax(rows, rec["ops"], include_none)]
+            for cell, rows in rec["probs"].items()
+        }
+        try:
+            logged = Genotype.parse(derived[rec["epoch"]]) if derived.get(rec["epoch"]) else None
+        except UserError:  # a line this version cannot read: the argmax
+            logged = None
+        for cell in cells if logged is not None and logged.space == space else ():
+            edges = getattr(logged, cell, None)
+            if edges and len(edges) == len(cells[cell]):
+                cells[cell] = [op for op, _ in edges]
+        per_epoch.append({"epoch": rec["epoch"], **cells})
     epochs_scheduled = (cfg.get("search") or {}).get("epochs")
     epochs_total = epochs_scheduled
     try:  # a pruned search that stops once decided ends before search.epochs
@@ -258,7 +265,7 @@ def format_text(report: Dict[str, Any]) -> str:
         lines.append("")
     if report["chosen_per_epoch"]:
         for cell in report["final_probs"]:
-            lines.append(f"argmax op per edge and epoch, {cell} cell")
+            lines.append(f"derived op per edge and epoch, {cell} cell")
             lines.append("epoch  " + "  ".join(f"{e:<14}" for e in report["edges"]))
             for rec in report["chosen_per_epoch"]:
                 lines.append(f"{rec['epoch']:<6} " + "  ".join(f"{op:<14}" for op in rec[cell]))

@@ -27,6 +27,7 @@ from nas.cost import (
     within_budget,
 )
 from nas.flops import count_macs, count_parameters, module_macs
+from nas.report import load_report
 from nas.searcher import Searcher
 from tests.test_search import TINY_NB201
 
@@ -371,7 +372,8 @@ def test_budget_search_derives_the_most_probable_cell_within_the_budget(tmp_path
     cost = ["search.cost.form=budget", f"search.cost.budget={budget}", "search.cost.weight=1", "search.epochs=3"]
     assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + cost for x in ("--set", s)]]) == 0
     probs = [json.loads(line) for line in (run_dir / "arch_probs.jsonl").read_text().splitlines()]
-    for m, p in zip(json.loads("[" + ",".join((run_dir / "metrics.jsonl").read_text().splitlines()) + "]"), probs):
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for m, p in zip(metrics, probs):
         pn = torch.tensor(p["probs"]["normal"] if "probs" in p else p["normal"])
         want = within_budget({"normal": pn}, table, budget, exclude=0)["normal"].argmax(dim=1).tolist()
         assert m["genotype"] == str(net.genotype(scores={"normal": F.one_hot(torch.tensor(want), 5).float()}))
@@ -510,3 +512,9 @@ def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(t
         for ops in removed["normal"]:  # the event's removals: one op name (or "") per edge
             assert all(op != nas.NB201_OPS[k] for op, k in zip(ops, keep)), (ops, keep)
     assert metrics[-1]["ops_left"] == 1 and metrics[-1]["derived_cost"] <= budget
+    # inspect's per-epoch table shows the cells the run derived, which here are not the argmax
+    report = load_report(run_dir)
+    derived = [[op for op, _ in nas.Genotype.parse(m["genotype"]).normal] for m in metrics]
+    assert [rec["normal"] for rec in report["chosen_per_epoch"]] == derived
+    argmax = [[nas.NB201_OPS[1:][k] for k in torch.tensor(p["probs"]["normal"])[:, 1:].argmax(1)] for p in probs]
+    assert argmax != derived
