@@ -2,7 +2,8 @@
 
 Runs the CPU config's one-path search (``configs/nb201_cifar10_cpu.yaml``'s method:
 gdas sampling, progressive pruning by probability; ``--epochs`` long, warm-up a third of it) with
-the budget form of the cost term, ``search.cost.form=budget`` on ``flops``, once per budget and
+a budget on ``flops`` (``search.cost.form=budget``, a hinge, or with ``--form target`` the
+two-sided ``|E - B|``), once per budget and
 seed (through ``experiments.nb201_cpu_search``, each search a ``python search.py`` process). Each
 searched cell is then placed against the true front of all 15,625 cells
 (``experiments.nb201_cost_front``):
@@ -46,14 +47,20 @@ SHORT = {  # the table's method column
     "budget search, direct cost steps, pruned by probability": "hinge direct, pruned",
     "budget search, direct cost steps, derived within the budget": "hinge direct, within",
     "one search, derived at each budget": "no hinge, within",
+    "target search, direct cost steps, pruned by probability": "target direct, pruned",
+    "target search, direct cost steps, derived within the budget": "target direct, within",
+    "target search, pruned by probability": "target, pruned",
+    "target search, derived within the budget": "target, within",
 }
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
 
-def overrides(budget: float, epochs: int, weight: float, prune: str, step: str = "adam") -> List[str]:
+def overrides(
+    budget: float, epochs: int, weight: float, prune: str, step: str = "adam", form: str = "budget"
+) -> List[str]:
     """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
     budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``; ``step``: where
-    the hinge is stepped (``search.cost.step``)."""
+    the term is stepped (``search.cost.step``); ``form``: ``budget`` (the hinge) or ``target``."""
     skip = ("search.epochs=", "search.warmup_epochs=", "search.prune=")
     method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(skip)]
     return (
@@ -63,7 +70,7 @@ def overrides(budget: float, epochs: int, weight: float, prune: str, step: str =
             f"search.epochs={epochs}",
             f"search.warmup_epochs={max(1, round(epochs / 3))}",
             "search.cost.metric=flops",
-            "search.cost.form=budget",
+            f"search.cost.form={form}",
             f"search.cost.weight={weight:g}",
             f"search.cost.budget={budget:g}",
         ]
@@ -71,9 +78,9 @@ def overrides(budget: float, epochs: int, weight: float, prune: str, step: str =
     )
 
 
-def variant_name(budget: float, epochs: int, prune: str, step: str = "adam") -> str:
+def variant_name(budget: float, epochs: int, prune: str, step: str = "adam", form: str = "budget") -> str:
     return (
-        f"cost-budget-{budget:g}-e{epochs}"
+        f"cost-{form}-{budget:g}-e{epochs}"
         + ("" if prune == "probability" else f"-prune-{prune}")
         + ("" if step == "adam" else f"-{step}")
     )
@@ -119,9 +126,10 @@ def derive_at_budgets(run_dir: Path, budgets: Sequence[float], seed: int) -> Lis
 def method_of(settings: Sequence[str]) -> str:
     """A budget search's method, from its overrides."""
     step = ", direct cost steps" if "search.cost.step=direct" in settings else ""
+    form = "target" if "search.cost.form=target" in settings else "budget"
     if "search.prune=probability" in settings:
-        return f"budget search{step}, pruned by probability"
-    return f"budget search{step}, derived within the budget"
+        return f"{form} search{step}, pruned by probability"
+    return f"{form} search{step}, derived within the budget"
 
 
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -235,6 +243,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         default="adam",
         help="search.cost.step: the hinge in the logits' Adam step (adam, the recorded rows) or its own plain step after it",
     )
+    p.add_argument(
+        "--form",
+        choices=("budget", "target"),
+        default="budget",
+        help="search.cost.form: budget (a hinge above the budget, the recorded rows) or target (|E - B|, "
+        "pulled to the budget from both sides)",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -275,9 +290,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs, args.prune, args.cost_step),
+                variant_name(b, epochs, args.prune, args.cost_step, args.form),
                 seeds,
-                overrides(b, epochs, args.weight, args.prune, args.cost_step),
+                overrides(b, epochs, args.weight, args.prune, args.cost_step, args.form),
                 args.parallel,
                 args.threads,
                 args.quick,
@@ -334,7 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     record = {
         "experiment": NAME,
         "quick": args.quick,
-        "method": "configs/nb201_cifar10_cpu.yaml's one-path search + search.cost (budget form, flops)",
+        "method": "configs/nb201_cifar10_cpu.yaml's one-path search + search.cost (budget or target form, flops)",
         "runs": rows,
         "points": points,
         "summary": summary,

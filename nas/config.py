@@ -91,13 +91,14 @@ class CostConfig:
 
     metric: str = "flops"  # flops (multiply-adds per image) | params | latency (ms per batch, from table)
     form: str = "mul_log"  # mul_log: CE * (log E / log ref)^weight (FBNet, ProxylessNAS) | add_linear:
-    # CE + weight * (E - ref) / ref (ProxylessNAS) | budget: CE + weight * max(0, E - budget) / budget
+    # CE + weight * (E - ref) / ref (ProxylessNAS) | budget: CE + weight * max(0, E - budget) / budget |
+    # target: CE + weight * |E - budget| / budget (TuNAS: pulled to the budget from both sides)
     weight: float = 0.0  # 0: no cost term (and no cost logged)
     reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
-    budget: Optional[float] = None  # form budget: the cost above which the hinge penalises
+    budget: Optional[float] = None  # forms budget, target: the cost to stay under (and, target, to reach)
     table: Optional[str] = None  # metric latency: the JSON written by `python search.py measure-latency`
     step: str = "adam"  # adam: the term joins the cross-entropy in the logits' Adam step | direct: after
-    # that step, alpha -= search.arch.lr * d term / d alpha, each op in proportion to its cost (add_linear, budget)
+    # that step, alpha -= search.arch.lr * d term / d alpha, each op in proportion to its cost (not mul_log)
 
 
 @dataclass
@@ -509,7 +510,7 @@ def _check_cost(c: CostConfig) -> None:
     if c.step == "direct" and c.form == "mul_log":
         raise UserError(
             "search.cost.step=direct steps an additive term, and mul_log multiplies the cross-entropy; "
-            "use search.cost.form=add_linear or budget, or search.cost.step=adam"
+            "use search.cost.form=add_linear, budget or target, or search.cost.step=adam"
         )
     if not (c.weight >= 0 and math.isfinite(c.weight)):
         raise UserError(f"search.cost.weight must be a finite number >= 0 (0 turns the cost term off), got {c.weight}")
@@ -523,9 +524,10 @@ def _check_cost(c: CostConfig) -> None:
             f"search.cost.form=mul_log divides by log(search.cost.reference), so it needs reference > 1, got "
             f"{c.reference}; give it in a smaller unit's terms (flops are counted, latency is in ms) or use add_linear"
         )
-    if c.form == "budget" and c.budget is None:
+    if c.form in ("budget", "target") and c.budget is None:
         raise UserError(
-            "search.cost.form=budget needs search.cost.budget, the cost to stay under, e.g. --set search.cost.budget=2e7"
+            f"search.cost.form={c.form} needs search.cost.budget, the cost to stay under, "
+            "e.g. --set search.cost.budget=2e7"
         )
     if c.metric == "latency" and c.table is None:
         raise UserError(

@@ -27,6 +27,9 @@ cost, ``w`` the weight, ``ref`` the reference and ``B`` the budget:
 * ``mul_log``:    CE * (log E / log ref) ** w   (FBNet, ProxylessNAS ``mul#log``; ``w`` is their beta)
 * ``add_linear``: CE + w * (E - ref) / ref      (ProxylessNAS ``add#linear``; ``w`` is their lambda)
 * ``budget``:     CE + w * max(0, E - B) / B    (a hinge: nothing below the budget)
+* ``target``:     CE + w * |E - B| / B          (TuNAS's absolute-value reward, Bender et al., CVPR
+  2020: pulled to the budget from both sides, so a search whose loss prefers cheap candidates
+  still spends it)
 
 FBNet and ProxylessNAS also multiply ``mul_log`` by an alpha (0.2): a constant factor on the whole
 loss, which Adam's steps are invariant to, so it is left out.
@@ -38,7 +41,7 @@ Adam scales every logit's step to about ``lr`` whatever its gradient, so under a
 1x1 convolution's logit falls as fast as a 3x3's; the direct step moves each candidate's logit in
 proportion to ``p_k (cost_k - mean cost of its choice)``, and stops the moment the term does.
 
-With the ``budget`` form a search also derives within the budget (:func:`within_budget`): the most
+With the ``budget`` and ``target`` forms a search also derives within the budget (:func:`within_budget`): the most
 probable architecture whose cost fits, not the per-choice argmax. A penalty on E lowers every
 costly candidate's probability together, so the argmax alone lands far below the budget. With
 progressive pruning, no event removes an op of that architecture, so the last event leaves it.
@@ -65,7 +68,8 @@ from .flops import count_parameters, counting_macs, inference, module_macs
 from .io import atomic_write_text, read_json
 
 METRICS = ("flops", "params", "latency")
-FORMS = ("mul_log", "add_linear", "budget")
+FORMS = ("mul_log", "add_linear", "budget", "target")
+BUDGET_FORMS = ("budget", "target")  # the forms with a budget B, and derivation within it
 STEPS = ("adam", "direct")
 UNITS = {"flops": "multiply-adds per image", "params": "parameters", "latency": "ms per batch"}
 TABLE_FORMAT = "gumbel-nas latency table"
@@ -498,8 +502,8 @@ class CostPenalty:
             float(reference) if reference is not None else table.uniform({cell: net.alive(cell) for cell in net.arch})
         )
         self.budget = None if budget is None else float(budget)
-        if form == "budget" and not (self.budget is not None and self.budget > 0):
-            raise ValueError("the budget form needs budget > 0")
+        if form in BUDGET_FORMS and not (self.budget is not None and self.budget > 0):
+            raise ValueError(f"the {form} form needs budget > 0")
         if form == "mul_log" and not self.reference > 1:
             raise ValueError(f"mul_log divides by log(reference), which needs reference > 1, got {self.reference:g}")
         if form == "add_linear" and not self.reference > 0:
@@ -521,6 +525,9 @@ class CostPenalty:
         if self.form == "budget":
             assert self.budget is not None
             return self.weight * torch.relu(self.expected() - self.budget) / self.budget
+        if self.form == "target":
+            assert self.budget is not None
+            return self.weight * (self.expected() - self.budget).abs() / self.budget
         return None
 
     def direct_step(self, logits: Sequence[torch.Tensor], lr: float) -> None:

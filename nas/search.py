@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
-from .cost import CostPenalty, CostTable, cost_table, derived_cost, load_latency_table, within_budget
+from .cost import BUDGET_FORMS, CostPenalty, CostTable, cost_table, derived_cost, load_latency_table, within_budget
 from .data import search_split, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
@@ -214,9 +214,9 @@ class SearchTask:
         c = cfg.search.cost
         if c.weight == 0:
             return None, None
-        if c.form == "budget" and any(n != 1 for n in getattr(net, "n_chosen", ())):
+        if c.form in BUDGET_FORMS and any(n != 1 for n in getattr(net, "n_chosen", ())):
             raise UserError(
-                "search.cost.form=budget derives the most probable network within the budget, one candidate per "
+                f"search.cost.form={c.form} derives the most probable network within the budget, one candidate per "
                 "choice; this model has an InputChoice with n_chosen > 1: use search.cost.form=add_linear or mul_log"
             )
         latency = None
@@ -250,13 +250,13 @@ class SearchTask:
         return losses
 
     def _budget_cell(self) -> Optional[Dict[str, torch.Tensor]]:
-        """With ``search.cost.form: budget``, :func:`nas.cost.within_budget`'s scores: the most
+        """With ``search.cost.form: budget`` or ``target``, :func:`nas.cost.within_budget`'s scores: the most
         probable cell among the ops still alive that fits the budget (``none`` excluded under
         DARTS's rule). ``None`` without a budget, or where a cell does not keep every edge."""
         penalty, net = self.searcher.cost, self.net
         if not (
             penalty is not None
-            and penalty.form == "budget"
+            and penalty.form in BUDGET_FORMS
             and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
         ):
             return None

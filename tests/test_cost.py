@@ -208,7 +208,32 @@ def test_budget_form_ends_within_ten_percent_of_its_target(step, weight):
     assert abs(derived - budget) / budget < 0.1, (derived, net.export())
 
 
-@pytest.mark.parametrize("form", ["add_linear", "budget"])
+@pytest.mark.parametrize("step, weight", [("adam", 20.0), ("direct", 200.0)])
+def test_target_form_spends_the_budget_the_hinge_leaves_unused(step, weight):
+    """A task whose loss rises with each block's width: the hinge (``budget``) never binds and the
+    blocks stay narrow; the target form pulls E up to the budget (three quarters of the widest
+    network) from below, and within 10%; the cell derived within the budget fits it."""
+    value = -torch.tensor(Widths.WIDTHS, dtype=torch.float32).log()  # narrow is better
+    budget = 24.0 + 6 * 96
+    reached = {}
+    for form in ("budget", "target"):
+        torch.manual_seed(0)
+        net = nas.Supernet.from_model(Widths(), mode="darts")
+        table = cost_table(net, "flops", (8,))
+        penalty = CostPenalty(net, table, form=form, weight=weight, budget=budget, step=step)
+
+        def task(net=net) -> torch.Tensor:
+            return -(torch.softmax(net.arch["choices"], -1) * value).sum()
+
+        _descend(net, penalty, steps=400, task=task)
+        reached[form] = penalty.expected().item()
+        cell = within_budget(net.probabilities(), table, budget)["choices"].argmax(dim=1)
+        assert table.fixed + sum(table.costs["choices"][r, k].item() for r, k in enumerate(cell)) <= budget
+    assert reached["budget"] < 0.5 * budget, reached  # the hinge lets the task empty the blocks
+    assert abs(reached["target"] - budget) / budget < 0.1, reached
+
+
+@pytest.mark.parametrize("form", ["add_linear", "budget", "target"])
 def test_direct_step_is_adams_step_then_a_plain_step_on_the_term(form):
     """step: direct. Adam's step sees the cross-entropy alone; then each logit moves by
     -lr * d term / d logit, so a dearer candidate moves further (Adam would move both by ~lr)."""
@@ -420,7 +445,8 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
         (["search.cost.metric=energy"], "unknown search.cost.metric 'energy'"),
         (["search.cost.form=exp"], "unknown search.cost.form 'exp'"),
         (["search.cost.weight=-1"], "search.cost.weight must be"),
-        (["search.cost.weight=1", "search.cost.form=budget"], "needs search.cost.budget"),
+        (["search.cost.weight=1", "search.cost.form=budget"], "form=budget needs search.cost.budget"),
+        (["search.cost.weight=1", "search.cost.form=target"], "form=target needs search.cost.budget"),
         (["search.cost.weight=1", "search.cost.metric=latency"], "needs search.cost.table"),
         (["search.cost.weight=1", "search.cost.reference=0.5"], "needs reference > 1"),
         (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
@@ -487,7 +513,8 @@ def test_the_docstring_examples_run():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
-def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(tmp_path):
+@pytest.mark.parametrize("form", ["budget", "target"])
+def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(tmp_path, form):
     """With pruning, no event removes an op of within_budget's cell on the probabilities it read,
     so the last event leaves a cell that fits. A near-zero weight leaves the logits free to prefer
     convolutions (this seed's most probable ops keep four 1x1 convolutions); the budget has room
@@ -496,7 +523,7 @@ def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(t
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
     table = cost_table(net, "flops", (3, 16, 16))
     budget = table.fixed + float(table.costs["normal"][0, nas.NB201_OPS.index("nor_conv_1x1")])
-    sets = ["search.cost.form=budget", f"search.cost.budget={budget}", "search.cost.weight=1e-9"]
+    sets = [f"search.cost.form={form}", f"search.cost.budget={budget}", "search.cost.weight=1e-9"]
     sets += ["search.epochs=6", "search.warmup_epochs=1", "search.prune=probability", "search.arch.lr=0.05"]
     assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + sets for x in ("--set", s)]]) == 0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

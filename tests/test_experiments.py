@@ -440,3 +440,9 @@ def test_nb201_cost_sweep_direct_step_settings():
     adam = sweep.overrides(6.5e6, 20, 1.0, "off")
     assert not any(s.startswith("search.cost.step") for s in adam)
     assert sweep.method_of(adam) == "budget search, derived within the budget"
+    target = sweep.overrides(6.5e6, 20, 10.0, "probability", "direct", form="target")
+    assert "search.cost.form=target" in target and "search.cost.form=budget" not in target
+    validate(load_config(str(CONFIG), target))
+    assert sweep.method_of(target) == "target search, direct cost steps, pruned by probability"
+    assert sweep.SHORT[sweep.method_of(target)] == "target direct, pruned"
+    assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target") == "cost-target-6.5e+06-e20-direct"
