@@ -263,10 +263,13 @@ class CostTable:
         assert total is not None
         return total + self.fixed
 
-    def uniform(self, alive: Mapping[str, torch.Tensor]) -> float:
-        """The expected cost when every candidate still alive is equally likely (the default reference)."""
+    def uniform(self, alive: Mapping[str, torch.Tensor], exclude: Optional[int] = None) -> float:
+        """The expected cost when every candidate still alive (other than column ``exclude``, as
+        :func:`expected_cost` leaves it out) is equally likely: the default reference."""
         logits = {
-            cell: torch.zeros(a.shape, dtype=torch.float64).masked_fill(~a.cpu(), float("-inf"))
+            cell: derivable_logits(
+                torch.zeros(a.shape, dtype=torch.float64).masked_fill(~a.cpu(), float("-inf")), exclude
+            )
             for cell, a in alive.items()
         }
         return float(self.expected(logits))
@@ -352,9 +355,30 @@ def _assemble(net: nn.Module, metric: str, fixed: float, sites: List[Site], site
     return CostTable(metric, fixed, costs, sites, site_costs)
 
 
+def underivable(net: nn.Module) -> Optional[int]:
+    """The column no derivation of ``net`` picks: ``none`` under DARTS's rule
+    (``derive_none=False``), else ``None``."""
+    ops = getattr(net, "ops", ())
+    return ops.index("none") if not getattr(net, "derive_none", True) and "none" in ops else None
+
+
+def derivable_logits(logits: torch.Tensor, exclude: Optional[int]) -> torch.Tensor:
+    """``logits`` with column ``exclude`` at ``-inf`` on every row where another candidate is alive:
+    their softmax is the distribution renormalised over what can be derived."""
+    if exclude is None:
+        return logits
+    others = torch.isfinite(torch.cat([logits[:, :exclude], logits[:, exclude + 1 :]], dim=1)).any(dim=1)
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask[:, exclude] = others
+    return logits.masked_fill(mask, float("-inf"))
+
+
 def expected_cost(net: nn.Module, table: CostTable) -> torch.Tensor:
     """E[cost] of the architecture ``net``'s logits describe (pruned candidates excluded),
-    differentiable in the logits.
+    differentiable in the logits. Under DARTS's rule (``derive_none=False``) ``none`` is never
+    derived, so E is over the other candidates (the distribution renormalised without it): the
+    expected cost of the network the search derives. Counting ``none`` at its probability would
+    let a rising ``none`` lower E while the derived cell's cost stays where it was.
 
     Example:
         >>> import nas
@@ -363,7 +387,8 @@ def expected_cost(net: nn.Module, table: CostTable) -> torch.Tensor:
         >>> e.backward(); net.arch["normal"].grad.abs().sum() > 0
         tensor(True)
     """
-    return table.expected({cell: net.logits(cell) for cell in net.arch})
+    exclude = underivable(net)
+    return table.expected({cell: derivable_logits(net.logits(cell), exclude) for cell in net.arch})
 
 
 def derived_cost(net: nn.Module, table: CostTable, arch: Any, input_size: Sequence[int]) -> float:
@@ -499,7 +524,9 @@ class CostPenalty:
         # Default reference: the cost when every live candidate is equally likely, a function of
         # the table alone, so a resumed search uses the same one.
         self.reference = (
-            float(reference) if reference is not None else table.uniform({cell: net.alive(cell) for cell in net.arch})
+            float(reference)
+            if reference is not None
+            else table.uniform({cell: net.alive(cell) for cell in net.arch}, exclude=underivable(net))
         )
         self.budget = None if budget is None else float(budget)
         if form in BUDGET_FORMS and not (self.budget is not None and self.budget > 0):

@@ -43,7 +43,7 @@ def within_budget_cells(run_dir: Path, budgets: Sequence[float], metric: str = "
     (``inspect --budget``)."""
     import torch
 
-    from .cost import cost_table, derived_cost, within_budget
+    from .cost import cost_table, derived_cost, underivable, within_budget
     from .spaces import build_supernet
 
     for b in budgets:
@@ -71,7 +71,7 @@ def within_budget_cells(run_dir: Path, budgets: Sequence[float], metric: str = "
     table = cost_table(net, metric, size)
     last = probs_log[-1]
     probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}
-    exclude = last["ops"].index("none") if not net.derive_none and "none" in last["ops"] else None
+    exclude = underivable(net)
     argmax = net.genotype(scores={c: p.masked_fill(p == 0, -1.0) for c, p in probs.items()})
     argmax_cost = derived_cost(net, table, argmax, size)
     out = []

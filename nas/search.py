@@ -23,7 +23,16 @@ from tqdm import tqdm
 from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
-from .cost import BUDGET_FORMS, CostPenalty, CostTable, cost_table, derived_cost, load_latency_table, within_budget
+from .cost import (
+    BUDGET_FORMS,
+    CostPenalty,
+    CostTable,
+    cost_table,
+    derived_cost,
+    load_latency_table,
+    underivable,
+    within_budget,
+)
 from .data import search_split, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
@@ -260,9 +269,8 @@ class SearchTask:
             and (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge)
         ):
             return None
-        none = net.ops.index("none") if not getattr(net, "derive_none", True) and "none" in net.ops else None
         assert self.cost_table is not None and penalty.budget is not None
-        return within_budget(net.probabilities(), self.cost_table, penalty.budget, exclude=none)
+        return within_budget(net.probabilities(), self.cost_table, penalty.budget, exclude=underivable(net))
 
     def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
         """The genotype to report, and the removal losses it was derived from (``None``: by logits).

@@ -19,6 +19,7 @@ from nas.cost import (
     CostPenalty,
     CostTable,
     cost_table,
+    derivable_logits,
     derived_cost,
     expected_cost,
     load_latency_table,
@@ -545,3 +546,38 @@ def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(t
     assert [rec["normal"] for rec in report["chosen_per_epoch"]] == derived
     argmax = [[nas.NB201_OPS[1:][k] for k in torch.tensor(p["probs"]["normal"])[:, 1:].argmax(1)] for p in probs]
     assert argmax != derived
+
+
+@pytest.mark.parametrize("derive_none", [True, False])
+def test_expected_cost_is_over_the_candidates_the_rule_can_derive(derive_none):
+    """Under DARTS's rule (none never derives) E is over the other ops, renormalised: a rising none
+    moves neither E nor gets a gradient from it. Where none may win, it counts at its probability."""
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=derive_none)
+    table = cost_table(net, "flops", (3, 16, 16))
+    none = net.ops.index("none")
+    with torch.no_grad():
+        net.arch["normal"].normal_()
+    before = expected_cost(net, table)
+    logits = net.arch["normal"].detach().double()
+    p = torch.softmax(logits, dim=1) if derive_none else torch.softmax(logits[:, 1:], dim=1)
+    by_hand = table.fixed + (p * (table.costs["normal"] if derive_none else table.costs["normal"][:, 1:])).sum()
+    assert before.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    before.backward()
+    grad = net.arch["normal"].grad
+    assert (grad[:, none].abs().max() > 0) == derive_none
+    with torch.no_grad():
+        net.arch["normal"][:, none] += 5.0  # none rises on every edge
+    after = expected_cost(net, table).item()
+    if derive_none:  # the ops' share of E mostly gone
+        assert after - table.fixed < 0.25 * (before.item() - table.fixed)
+    else:
+        assert after == pytest.approx(before.item(), rel=1e-6)
+
+
+def test_derivable_logits_keeps_none_where_it_is_the_only_candidate_left():
+    inf = float("-inf")
+    logits = torch.tensor([[0.5, 1.0, inf], [0.5, inf, inf]])
+    out = derivable_logits(logits, exclude=0)
+    assert out[0].tolist() == [inf, 1.0, inf] and out[1].tolist() == [0.5, inf, inf]
+    assert derivable_logits(logits, exclude=None) is logits
