@@ -499,7 +499,7 @@ def _check_regularisers(a: ArchOptimConfig) -> None:
 
 def _check_cost(c: CostConfig) -> None:
     """``search.cost``: known metric and form, and the numbers each form divides by."""
-    from .cost import FORMS, METRICS, STEPS
+    from .cost import BUDGET_FORMS, FORMS, METRICS, STEPS
 
     if c.metric not in METRICS:
         raise UserError(f"unknown search.cost.metric {c.metric!r}; choose one of: {', '.join(METRICS)}")
@@ -524,10 +524,10 @@ def _check_cost(c: CostConfig) -> None:
             f"search.cost.form=mul_log divides by log(search.cost.reference), so it needs reference > 1, got "
             f"{c.reference}; give it in a smaller unit's terms (flops are counted, latency is in ms) or use add_linear"
         )
-    if c.form in ("budget", "target") and c.budget is None:
+    if c.form in BUDGET_FORMS and c.budget is None:
+        goal = "the cost to stay under" if c.form == "budget" else "the cost to reach and stay under"
         raise UserError(
-            f"search.cost.form={c.form} needs search.cost.budget, the cost to stay under, "
-            "e.g. --set search.cost.budget=2e7"
+            f"search.cost.form={c.form} needs search.cost.budget, {goal}, e.g. --set search.cost.budget=2e7"
         )
     if c.metric == "latency" and c.table is None:
         raise UserError(
