@@ -96,6 +96,8 @@ class CostConfig:
     weight: float = 0.0  # 0: no cost term (and no cost logged)
     reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
     budget: Optional[float] = None  # forms budget, target: the cost to stay under (and, target, to reach)
+    tolerance: Optional[float] = None  # forms budget, target: derive (and keep through pruning) the most
+    # probable cell costing between budget * (1 - tolerance) and budget; null: any cost up to the budget
     table: Optional[str] = None  # metric latency: the JSON written by `python search.py measure-latency`
     step: str = "adam"  # adam: the term joins the cross-entropy in the logits' Adam step | direct: after
     # that step, alpha -= search.arch.lr * d term / d alpha, each op in proportion to its cost (not mul_log)
@@ -517,8 +519,18 @@ def _check_cost(c: CostConfig) -> None:
     for key, value in (("reference", c.reference), ("budget", c.budget)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UserError(f"search.cost.{key} must be a finite number > 0 in the metric's unit, got {value}")
+    if c.tolerance is not None and not 0 < c.tolerance < 1:
+        raise UserError(
+            f"search.cost.tolerance must be in (0, 1), the share of the budget a derived cell may leave unspent, "
+            f"got {c.tolerance}"
+        )
     if c.weight == 0:
         return
+    if c.tolerance is not None and c.form not in BUDGET_FORMS:
+        raise UserError(
+            f"search.cost.tolerance applies to the budget and target forms, not {c.form}; "
+            "set search.cost.form=target (or budget), or drop the tolerance"
+        )
     if c.form == "mul_log" and c.reference is not None and not c.reference > 1:
         raise UserError(
             f"search.cost.form=mul_log divides by log(search.cost.reference), so it needs reference > 1, got "

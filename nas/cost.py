@@ -417,18 +417,22 @@ def within_budget(
     budget: float,
     exclude: Optional[int] = None,
     exact_limit: int = 200_000,
+    floor: Optional[float] = None,
 ) -> Dict[str, torch.Tensor]:
     """Scores (per cell type, ``[rows, width]``: 0 on the chosen candidate, ``-inf`` elsewhere) of
     the most probable architecture whose cost, ``fixed + sum of the chosen candidates' costs``,
-    fits ``budget``: argmax of ``sum log p`` subject to the cost, one candidate per row.
+    fits ``budget``: argmax of ``sum log p`` subject to the cost, one candidate per row. With
+    ``floor``, the cost must also be at least ``floor`` (``search.cost.tolerance``: a network that
+    spends its budget); when no architecture lies in that window, the budget alone applies.
 
     Why: an expected-cost penalty lowers every costly candidate's probability together, so the
     per-row argmax lands far below the budget; the budget is a constraint on the derived network.
     Candidates at probability 0 (pruned) and column ``exclude`` (``none`` under DARTS's rule) are
     never chosen. Exact when the rows' combinations number at most ``exact_limit`` (NB201's cell:
     5^6); otherwise by Lagrangian relaxation (argmax of ``log p - lam * cost`` per row, ``lam``
-    bisected to the smallest that fits), exact for the cost it reaches. When nothing fits, every
-    row takes its cheapest candidate.
+    bisected to the smallest that fits), exact for the cost it reaches; below a floor, ``lam < 0``
+    up to the window, then single rows moved to dearer candidates (greedy) where the path steps
+    over it. When nothing fits, every row takes its cheapest candidate.
 
     Example:
         >>> import torch
@@ -446,6 +450,7 @@ def within_budget(
             ]
             rows.append((cell, r, cands, [math.log(prow[k]) for k in cands], [crow[k] for k in cands]))
     room = budget - table.fixed
+    least = -math.inf if floor is None else floor - table.fixed
     n = math.prod(len(r[2]) for r in rows)
     if n <= exact_limit:
         logp = torch.zeros(1, dtype=torch.float64)
@@ -454,6 +459,9 @@ def within_budget(
             logp = (logp[:, None] + torch.tensor(lp, dtype=torch.float64)).flatten()
             cost = (cost[:, None] + torch.tensor(cs, dtype=torch.float64)).flatten()
         fits = cost <= room * (1 + 1e-12)
+        window = fits & (cost >= least - 1e-12 * abs(least))
+        if bool(window.any()):
+            fits = window
         if bool(fits.any()):
             best = int(torch.where(fits, logp, torch.tensor(-math.inf, dtype=torch.float64)).argmax())
             picks = []
@@ -480,6 +488,31 @@ def within_budget(
             picks, used = pick(hi)
             if used > room:
                 picks = [min(range(len(cs)), key=cs.__getitem__) for _, _, _, _, cs in rows]
+        elif used < least:  # below the window: the least negative lam whose pick reaches it
+            lo, hi = -1e-12, 0.0
+            while pick(lo)[1] < least and lo > -1e30:
+                lo, hi = lo * 2, lo
+            if pick(lo)[1] >= least:
+                for _ in range(100):
+                    mid = (lo + hi) / 2
+                    lo, hi = (lo, mid) if pick(mid)[1] < least else (mid, hi)
+                (up, c_up), (below, c_below) = pick(lo), pick(hi)
+                picks, used = (up, c_up) if c_up <= room else (below, c_below)
+                # The path can step over the window (several rows switch at one lam): from below
+                # it, move one row at a time to a dearer candidate, the least log-probability lost
+                # per unit of cost first, while the budget holds.
+                while used < least:
+                    moves = [
+                        ((lp[picks[r]] - lp[k]) / (cs[k] - cs[picks[r]]), r, k)
+                        for r, (_, _, _, lp, cs) in enumerate(rows)
+                        for k in range(len(cs))
+                        if cs[picks[r]] < cs[k] <= cs[picks[r]] + room - used
+                    ]
+                    if not moves:
+                        break
+                    _, r, k = min(moves)
+                    used += rows[r][4][k] - rows[r][4][picks[r]]
+                    picks[r] = k
     out = {cell: torch.full(pc.shape, -math.inf) for cell, pc in probs.items()}
     for (cell, r, cands, _, _), k in zip(rows, picks):
         out[cell][r, cands[k]] = 0.0

@@ -344,7 +344,7 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
     assert m["derived_cost"] == count_macs(net.discretize(geno), (3, 16, 16))
 
 
-def _brute_force(probs, costs, fixed, budget):
+def _brute_force(probs, costs, fixed, budget, floor=-math.inf):
     """Every combination of one live candidate per row: the best log-probability that fits (or None)."""
     import itertools
     import math
@@ -354,7 +354,7 @@ def _brute_force(probs, costs, fixed, budget):
     for combo in itertools.product(*rows):
         c = fixed + sum(costs[r][k] for r, k in enumerate(combo))
         lp = sum(math.log(probs[r][k]) for r, k in enumerate(combo))
-        if c <= budget and (best is None or lp > best[0] + 1e-12):
+        if floor <= c <= budget and (best is None or lp > best[0] + 1e-12):
             best = (lp, combo)
     return best
 
@@ -376,6 +376,32 @@ def test_within_budget_is_the_most_probable_cell_that_fits(exact_limit):
         assert used <= budget + 1e-9 and all(probs[r, k] > 0 for r, k in enumerate(pick))
         best = _brute_force(probs.tolist(), costs.tolist(), 2.0, budget if exact_limit else used)
         assert lp == pytest.approx(best[0], abs=1e-9), (trial, pick, best)
+
+
+@pytest.mark.parametrize("exact_limit", [200_000, 0], ids=["exact", "lagrangian"])
+def test_within_budget_with_a_floor_is_the_most_probable_cell_in_the_window(exact_limit):
+    """With ``floor`` the cell must also cost at least that much: against brute force over the
+    window [floor, budget] (exact); by Lagrangian relaxation, the window when the path reaches it
+    (it may step over a narrow one), never over the budget."""
+    g = torch.Generator().manual_seed(1)
+    costs = torch.tensor([[0.0, 0.0, 1.0, 9.0, 0.0]] * 6, dtype=torch.float64) * (1 + torch.rand(6, 1, generator=g))
+    table = CostTable("flops", 2.0, {"normal": costs}, [], [])
+    landed = 0
+    for _ in range(12):
+        probs = torch.softmax(3 * torch.randn(6, 5, generator=g), dim=1)
+        budget = 12.0 + float(torch.rand(1, generator=g)) * 30
+        floor = 0.8 * budget
+        pick = within_budget({"normal": probs}, table, budget, exact_limit=exact_limit, floor=floor)
+        pick = pick["normal"].argmax(dim=1).tolist()
+        used = 2.0 + sum(costs[r, k].item() for r, k in enumerate(pick))
+        assert used <= budget + 1e-9
+        best = _brute_force(probs.tolist(), costs.tolist(), 2.0, budget, floor=floor)
+        assert best is not None  # these budgets always leave a cell in the window
+        landed += used >= floor - 1e-9
+        if exact_limit:
+            lp = sum(math.log(probs[r, k].item()) for r, k in enumerate(pick))
+            assert used >= floor - 1e-9 and lp == pytest.approx(best[0], abs=1e-9)
+    assert landed >= (12 if exact_limit else 9), landed
 
 
 def test_within_budget_excludes_a_column_and_falls_back_to_the_cheapest():
@@ -453,6 +479,8 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
         (["search.cost.budget=0"], "search.cost.budget must be a finite number > 0"),
         (["search.cost.step=sgd"], "unknown search.cost.step 'sgd'"),
         (["search.cost.step=direct"], "search.cost.step=direct steps an additive term"),
+        (["search.cost.tolerance=1.5"], "search.cost.tolerance must be in"),
+        (["search.cost.weight=1", "search.cost.tolerance=0.1"], "applies to the budget and target forms"),
     ],
 )
 def test_cost_config_is_checked(sets, message):
@@ -523,7 +551,8 @@ def test_budget_search_prunes_down_to_the_most_probable_cell_within_the_budget(t
     run_dir = tmp_path / "run"
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
     table = cost_table(net, "flops", (3, 16, 16))
-    budget = table.fixed + float(table.costs["normal"][0, nas.NB201_OPS.index("nor_conv_1x1")])
+    conv1x1 = float(table.costs["normal"][0, nas.NB201_OPS.index("nor_conv_1x1")])
+    budget = table.fixed + conv1x1
     sets = [f"search.cost.form={form}", f"search.cost.budget={budget}", "search.cost.weight=1e-9"]
     sets += ["search.epochs=6", "search.warmup_epochs=1", "search.prune=probability", "search.arch.lr=0.05"]
     assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + sets for x in ("--set", s)]]) == 0
@@ -581,3 +610,29 @@ def test_derivable_logits_keeps_none_where_it_is_the_only_candidate_left():
     out = derivable_logits(logits, exclude=0)
     assert out[0].tolist() == [inf, 1.0, inf] and out[1].tolist() == [0.5, inf, inf]
     assert derivable_logits(logits, exclude=None) is logits
+
+
+def test_tolerance_is_the_floor_of_every_budget_derivation(tmp_path, monkeypatch):
+    """search.cost.tolerance reaches nas.cost.within_budget as floor = budget * (1 - tolerance), on
+    every derivation and pruning event, and the derived cells land in that window."""
+    import nas.search
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("floor"))
+        return within_budget(*args, **kwargs)
+
+    monkeypatch.setattr(nas.search, "within_budget", spy)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    conv1x1 = float(table.costs["normal"][0, nas.NB201_OPS.index("nor_conv_1x1")])
+    budget = table.fixed + 2 * conv1x1
+    tolerance = 0.5 * conv1x1 / budget  # the window: two 1x1 convolutions, nothing else costly
+    sets = ["search.cost.form=target", f"search.cost.budget={budget}", "search.cost.weight=1"]
+    sets += [f"search.cost.tolerance={tolerance}", "search.epochs=4", "search.prune=probability"]
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 + sets for x in ("--set", s)]]) == 0
+    assert len(seen) >= 4 and all(f == pytest.approx(budget * (1 - tolerance)) for f in seen)
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        assert budget * (1 - tolerance) <= json.loads(line)["derived_cost"] <= budget
