@@ -51,16 +51,24 @@ SHORT = {  # the table's method column
     "target search, direct cost steps, derived within the budget": "target direct, within",
     "target search, pruned by probability": "target, pruned",
     "target search, derived within the budget": "target, within",
+    "target search, direct cost steps, tolerance 0.1, pruned by probability": "target direct ±10%, pruned",
 }
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
 
 def overrides(
-    budget: float, epochs: int, weight: float, prune: str, step: str = "adam", form: str = "budget"
+    budget: float,
+    epochs: int,
+    weight: float,
+    prune: str,
+    step: str = "adam",
+    form: str = "budget",
+    tolerance: Optional[float] = None,
 ) -> List[str]:
     """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
     budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``; ``step``: where
-    the term is stepped (``search.cost.step``); ``form``: ``budget`` (the hinge) or ``target``."""
+    the term is stepped (``search.cost.step``); ``form``: ``budget`` (the hinge) or ``target``;
+    ``tolerance``: ``search.cost.tolerance``, the share of the budget a derived cell may leave."""
     skip = ("search.epochs=", "search.warmup_epochs=", "search.prune=")
     method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(skip)]
     return (
@@ -75,14 +83,23 @@ def overrides(
             f"search.cost.budget={budget:g}",
         ]
         + ([] if step == "adam" else [f"search.cost.step={step}"])
+        + ([] if tolerance is None else [f"search.cost.tolerance={tolerance:g}"])
     )
 
 
-def variant_name(budget: float, epochs: int, prune: str, step: str = "adam", form: str = "budget") -> str:
+def variant_name(
+    budget: float,
+    epochs: int,
+    prune: str,
+    step: str = "adam",
+    form: str = "budget",
+    tolerance: Optional[float] = None,
+) -> str:
     return (
         f"cost-{form}-{budget:g}-e{epochs}"
         + ("" if prune == "probability" else f"-prune-{prune}")
         + ("" if step == "adam" else f"-{step}")
+        + ("" if tolerance is None else f"-tol{tolerance:g}")
     )
 
 
@@ -127,9 +144,11 @@ def method_of(settings: Sequence[str]) -> str:
     """A budget search's method, from its overrides."""
     step = ", direct cost steps" if "search.cost.step=direct" in settings else ""
     form = "target" if "search.cost.form=target" in settings else "budget"
+    tol = next((s.split("=", 1)[1] for s in settings if s.startswith("search.cost.tolerance=")), None)
+    window = "" if tol is None else f", tolerance {tol}"
     if "search.prune=probability" in settings:
-        return f"{form} search{step}, pruned by probability"
-    return f"{form} search{step}, derived within the budget"
+        return f"{form} search{step}{window}, pruned by probability"
+    return f"{form} search{step}{window}, derived within the budget"
 
 
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -250,6 +269,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="search.cost.form: budget (a hinge above the budget, the recorded rows) or target (|E - B|, "
         "pulled to the budget from both sides)",
     )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="search.cost.tolerance: derive within [budget (1 - tolerance), budget] (default: up to the budget)",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -290,9 +315,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs, args.prune, args.cost_step, args.form),
+                variant_name(b, epochs, args.prune, args.cost_step, args.form, args.tolerance),
                 seeds,
-                overrides(b, epochs, args.weight, args.prune, args.cost_step, args.form),
+                overrides(b, epochs, args.weight, args.prune, args.cost_step, args.form, args.tolerance),
                 args.parallel,
                 args.threads,
                 args.quick,

@@ -446,3 +446,8 @@ def test_nb201_cost_sweep_direct_step_settings():
     assert sweep.method_of(target) == "target search, direct cost steps, pruned by probability"
     assert sweep.SHORT[sweep.method_of(target)] == "target direct, pruned"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target") == "cost-target-6.5e+06-e20-direct"
+    window = sweep.overrides(6.5e6, 20, 10.0, "probability", "direct", "target", tolerance=0.1)
+    assert "search.cost.tolerance=0.1" in window
+    validate(load_config(str(CONFIG), window))
+    assert sweep.SHORT[sweep.method_of(window)] == "target direct ±10%, pruned"
+    assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1).endswith("-direct-tol0.1")
