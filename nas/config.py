@@ -97,7 +97,8 @@ class CostConfig:
     reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
     budget: Optional[float] = None  # forms budget, target: the cost to stay under (and, target, to reach)
     tolerance: Optional[float] = None  # forms budget, target: derive (and keep through pruning) the most
-    # probable cell costing between budget * (1 - tolerance) and budget; null: any cost up to the budget
+    # probable cell costing within this share of the budget: below it (budget), on either side (target);
+    # null: any cost up to the budget
     table: Optional[str] = None  # metric latency: the JSON written by `python search.py measure-latency`
     step: str = "adam"  # adam: the term joins the cross-entropy in the logits' Adam step | direct: after
     # that step, alpha -= search.arch.lr * d term / d alpha, each op in proportion to its cost (not mul_log)

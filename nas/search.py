@@ -260,9 +260,10 @@ class SearchTask:
 
     def _budget_cell(self) -> Optional[Dict[str, torch.Tensor]]:
         """With ``search.cost.form: budget`` or ``target``, :func:`nas.cost.within_budget`'s scores: the most
-        probable cell among the ops still alive that fits the budget (and, with
-        ``search.cost.tolerance``, spends all but that share of it; ``none`` excluded under DARTS's
-        rule). ``None`` without a budget, or where a cell does not keep every edge."""
+        probable cell among the ops still alive that fits the budget (with ``search.cost.tolerance``:
+        costs within that share of it, below it for ``budget``, on either side for ``target``;
+        ``none`` excluded under DARTS's rule). ``None`` without a budget, or where a cell does not
+        keep every edge."""
         penalty, net = self.searcher.cost, self.net
         if not (
             penalty is not None
@@ -271,11 +272,11 @@ class SearchTask:
         ):
             return None
         assert self.cost_table is not None and penalty.budget is not None
-        tol = self.search.cost.tolerance
-        floor = None if tol is None else penalty.budget * (1 - tol)
-        return within_budget(
-            net.probabilities(), self.cost_table, penalty.budget, exclude=underivable(net), floor=floor
-        )
+        b, tol = penalty.budget, self.search.cost.tolerance
+        # budget is a cap: [b (1 - tol), b]; target is reached from either side: [b (1 - tol), b (1 + tol)]
+        cap = b * (1 + tol) if tol is not None and penalty.form == "target" else b
+        floor = None if tol is None else b * (1 - tol)
+        return within_budget(net.probabilities(), self.cost_table, cap, exclude=underivable(net), floor=floor)
 
     def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
         """The genotype to report, and the removal losses it was derived from (``None``: by logits).
