@@ -284,8 +284,8 @@ class SearchTask:
         each op's removal from its edge on the final supernet instead (deterministic: the fixed
         batches and common random numbers, so a resumed run derives the same cell)."""
         if not (final and self.search.derive == "removal"):
-            scores = self._budget_cell()
-            return self.net.genotype(scores=scores), None
+            scores = self._budget_cell()  # None: by the logits (a space's genotype() may take no scores)
+            return (self.net.genotype() if scores is None else self.net.genotype(scores=scores)), None
         losses = self._measure("remove", seed=self.cfg.run.seed)
         return self.net.genotype(scores=removal_scores(losses, self.net)), losses
 
