@@ -94,7 +94,8 @@ class CostConfig:
     # CE + weight * (E - ref) / ref (ProxylessNAS) | budget: CE + weight * max(0, E - budget) / budget |
     # target: CE + weight * |E - budget| / budget (TuNAS: pulled to the budget from both sides)
     weight: float = 0.0  # 0: no cost term (and no cost logged)
-    reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally likely
+    reference: Optional[float] = None  # ref, in the metric's unit; null: E when every candidate is equally
+    # likely (none left out where it cannot be derived, as in E)
     budget: Optional[float] = None  # forms budget, target: the cost to stay under (and, target, to reach)
     tolerance: Optional[float] = None  # forms budget, target: derive (and keep through pruning) the most
     # probable cell costing within this share of the budget: below it (budget), on either side (target);
