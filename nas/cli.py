@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
         "parameters with --metric params) from the run's last probabilities",
     )
     p.add_argument("--metric", choices=("flops", "params"), default="flops", help="what --budget counts")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="T",
+        help="with --budget: the cell must also cost at least (1 - T) of it, as search.cost.tolerance derives",
+    )
+    p.add_argument(
+        "--form",
+        choices=("budget", "target"),
+        default="budget",
+        help="with --tolerance: budget, a window up to the budget; target, up to (1 + T) of it (default: budget)",
+    )
     p = sub.add_parser(
         "lookup",
         help="look cells up in NAS-Bench-201",
@@ -285,14 +297,22 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
-    within = within_budget_cells(Path(args.run_dir), [args.budget], args.metric)[0] if args.budget is not None else None
+    if args.budget is None and args.tolerance is not None:
+        raise UserError("--tolerance narrows --budget's window; give --budget too")
+    within = None
+    if args.budget is not None:
+        within = within_budget_cells(Path(args.run_dir), [args.budget], args.metric, args.tolerance, args.form)[0]
     if args.json:
         print(report_json({**report, **({"within_budget": within} if within else {})}))
     else:
         print(format_text(report))
         if within:
-            print(f"\nmost probable cell within {args.metric} {args.budget:g}: {within['arch']}")
+            floor, cap = within["window"]
+            where = f"{args.budget:g}" if floor is None else f"[{floor:g}, {cap:g}]"
+            print(f"\nmost probable cell within {args.metric} {where}: {within['arch']}")
             print(f"  {args.metric} {within['cost']:.6g} (the per-edge argmax: {within['argmax_cost']:.6g})")
+            if floor is not None and within["cost"] < floor:
+                print("  (no cell costs within the window: the most probable one up to it)")
             if within.get("benchmark"):
                 print("\n".join("  " + line for line in format_cell_report(within["benchmark"])))
     if not args.json:

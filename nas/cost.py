@@ -411,6 +411,22 @@ def derived_cost(net: nn.Module, table: CostTable, arch: Any, input_size: Sequen
 
 
 # ---- the loss ---------------------------------------------------------------------------------
+def budget_window(budget: float, tolerance: Optional[float], form: str = "budget") -> Tuple[float, Optional[float]]:
+    """``(cap, floor)``: the costs a derived network may have under ``search.cost.budget`` and
+    ``tolerance`` (:func:`within_budget`'s ``budget`` and ``floor``). ``budget`` is a cap:
+    ``[B (1 - tol), B]``; ``target`` is reached from either side, ``[B (1 - tol), B (1 + tol)]``,
+    since a space's costs are discrete and the window below B may hold no network. Without a
+    tolerance, anything up to B.
+
+    Example:
+        >>> budget_window(10.0, 0.1, "target")
+        (11.0, 9.0)
+    """
+    if tolerance is None:
+        return budget, None
+    return (budget * (1 + tolerance) if form == "target" else budget), budget * (1 - tolerance)
+
+
 def within_budget(
     probs: Mapping[str, torch.Tensor],
     table: CostTable,

@@ -36,19 +36,30 @@ def collapse_counts(geno: Genotype) -> Dict[str, Dict[str, int]]:
     return out
 
 
-def within_budget_cells(run_dir: Path, budgets: Sequence[float], metric: str = "flops") -> List[Dict[str, Any]]:
+def within_budget_cells(
+    run_dir: Path,
+    budgets: Sequence[float],
+    metric: str = "flops",
+    tolerance: Optional[float] = None,
+    form: str = "budget",
+) -> List[Dict[str, Any]]:
     """Per budget, the most probable cell of a search (finished or running) whose cost fits it
-    (:func:`nas.cost.within_budget` on the last logged probabilities, the run's derivation rule),
-    its cost, the per-edge argmax's cost and, for an NB201 cell, its benchmark figures
-    (``inspect --budget``)."""
+    (:func:`nas.cost.within_budget` on the last logged probabilities, the run's derivation rule;
+    with ``tolerance``, in :func:`nas.cost.budget_window`'s window for ``form``, as
+    ``search.cost.tolerance`` derives), its cost, the per-edge argmax's cost and, for an NB201
+    cell, its benchmark figures (``inspect --budget``)."""
     import torch
 
-    from .cost import cost_table, derived_cost, underivable, within_budget
+    from .cost import budget_window, cost_table, derived_cost, underivable, within_budget
     from .spaces import build_supernet
 
     for b in budgets:
         if not b > 0:
             raise UserError(f"--budget must be > 0 (the network's {metric}), got {b:g}")
+    if tolerance is not None and not 0 < tolerance < 1:
+        raise UserError(
+            f"--tolerance must be in (0, 1), the share of the budget a cell may leave unspent, got {tolerance:g}"
+        )
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
         probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
@@ -76,10 +87,12 @@ def within_budget_cells(run_dir: Path, budgets: Sequence[float], metric: str = "
     argmax_cost = derived_cost(net, table, argmax, size)
     out = []
     for b in budgets:
-        geno = net.genotype(scores=within_budget(probs, table, b, exclude=exclude))
+        cap, floor = budget_window(b, tolerance, form)
+        geno = net.genotype(scores=within_budget(probs, table, cap, exclude=exclude, floor=floor))
         cell = {
             "budget": b,
             "metric": metric,
+            "window": [floor, cap],
             "epoch": last["epoch"],
             "arch": str(geno),
             "cost": derived_cost(net, table, geno, size),

@@ -27,6 +27,7 @@ from .cost import (
     BUDGET_FORMS,
     CostPenalty,
     CostTable,
+    budget_window,
     cost_table,
     derived_cost,
     load_latency_table,
@@ -272,10 +273,7 @@ class SearchTask:
         ):
             return None
         assert self.cost_table is not None and penalty.budget is not None
-        b, tol = penalty.budget, self.search.cost.tolerance
-        # budget is a cap: [b (1 - tol), b]; target is reached from either side: [b (1 - tol), b (1 + tol)]
-        cap = b * (1 + tol) if tol is not None and penalty.form == "target" else b
-        floor = None if tol is None else b * (1 - tol)
+        cap, floor = budget_window(penalty.budget, self.search.cost.tolerance, penalty.form)
         return within_budget(net.probabilities(), self.cost_table, cap, exclude=underivable(net), floor=floor)
 
     def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:

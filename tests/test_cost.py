@@ -18,6 +18,7 @@ from nas.config import load_config, validate
 from nas.cost import (
     CostPenalty,
     CostTable,
+    budget_window,
     cost_table,
     derivable_logits,
     derived_cost,
@@ -459,6 +460,27 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
     assert code == 0 and f"most probable cell within flops 1e+09: {argmax}" in out
     code, _, err = run_cli(["inspect", str(run_dir), "--budget", "0"], capsys)
     assert code == 2 and "--budget must be > 0" in err
+    # --tolerance: the window search.cost.tolerance derives in; near the dearest cell, so it excludes the argmax
+    budget = table.fixed + float(table.costs["normal"].max(dim=1).values.sum())
+    for form, tol in (("budget", 0.3), ("target", 0.05)):
+        cap, floor = budget_window(budget, tol, form)
+        code, out, _ = run_cli(
+            ["inspect", str(run_dir), "--budget", str(budget), "--tolerance", str(tol), "--form", form, "--json"],
+            capsys,
+        )
+        assert code == 0
+        w = json.loads(out)["within_budget"]
+        want = net.genotype(scores=within_budget({"normal": probs}, table, cap, exclude=0, floor=floor))
+        assert w["arch"] == str(want) and w["window"] == [floor, cap]
+        assert floor <= w["cost"] <= cap and top < floor  # without the window: the argmax, below it
+    code, out, _ = run_cli(["inspect", str(run_dir), "--budget", str(budget), "--tolerance", "0.3"], capsys)
+    assert code == 0 and f"most probable cell within flops [{budget * 0.7:g}, {budget:g}]" in out
+    for args, message in (
+        (["--tolerance", "0.1"], "give --budget too"),
+        (["--budget", "1e6", "--tolerance", "1"], "--tolerance must be in (0, 1)"),
+    ):
+        code, _, err = run_cli(["inspect", str(run_dir), *args], capsys)
+        assert code == 2 and message in err and "Traceback" not in err
     darts_dir = tmp_path / "darts"
     assert main(["--out", str(darts_dir), "--quiet", *[x for s in TINY_DARTS for x in ("--set", s)]]) == 0
     capsys.readouterr()
