@@ -159,6 +159,8 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
         ops = cell_ops(r["genotype"])
         flops = front_mod.cell_flops(ops, front["table"], front["op_names"])
         budget, derived = cost.get("budget"), cost["derived"]
+        # how the search ranked the cells it could have had at this cost: those of the same FLOPs
+        peers = [row[1] for row in front["rows"] if row[0] == flops]
         out.append(
             {
                 "variant": r["variant"],
@@ -169,6 +171,8 @@ def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[st
                 "cifar10_test": r["benchmark"],
                 "bench_flops": flops,
                 "gap_to_front": front_mod.gap_to_front(front["points"], flops, r["benchmark"]),
+                "cells_at_flops": len(peers),
+                "better_at_flops": sum(a > r["benchmark"] for a in peers),
                 "budget": budget,
                 "supernet_flops": derived,
                 "expected_flops": cost.get("expected"),
@@ -273,7 +277,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--tolerance",
         type=float,
         default=None,
-        help="search.cost.tolerance: derive within [budget (1 - tolerance), budget] (default: up to the budget)",
+        help="search.cost.tolerance: derive within [budget (1 - tolerance), budget], or up to budget (1 + tolerance) "
+        "with --form target (default: anything up to the budget)",
     )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
@@ -370,6 +375,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "within_0.5": sum(g <= 0.5 for g in gaps),
         "budget_error_max": max(errors) if errors else None,
         "within_10pct": sum(e <= 0.10 for e in errors),
+        # the share of the cells of its own FLOPs that beat each searched cell (0: the best of them)
+        "beaten_share_median": statistics.median(p["better_at_flops"] / p["cells_at_flops"] for p in points)
+        if points
+        else None,
     }
     record = {
         "experiment": NAME,

@@ -409,6 +409,7 @@ def test_nb201_cost_sweep_quick(tmp_path):
         assert "search.cost.form=budget" in run["settings"]
         assert pt["genotype"] == run["genotype"] and pt["cifar10_test"] == run["benchmark"]
         assert pt["gap_to_front"] >= 0  # a benchmark cell is never above the front
+        assert 0 <= pt["better_at_flops"] < pt["cells_at_flops"]  # its own FLOPs' cells include it
         assert pt["budget_error"] == pytest.approx((pt["supernet_flops"] - pt["budget"]) / pt["budget"])
         assert pt["prune"] == "off" and pt["supernet_flops"] <= pt["budget"]  # the budget derivation fits it
     assert rec["summary"]["points"] == 2
