@@ -104,6 +104,31 @@ def within_budget_cells(
     return out
 
 
+def cost_history(metrics: Sequence[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """A search with a cost term (``search.cost.weight > 0``): its metric, budget and, per epoch,
+    the expected cost E and the derived network's cost; ``None`` for a search without one."""
+    lines = [m for m in metrics if "expected_cost" in m]
+    if not lines:
+        return None
+    return {
+        "metric": lines[-1]["cost_metric"],
+        "budget": lines[-1].get("cost_budget"),
+        "reference": lines[-1].get("cost_reference"),
+        "per_epoch": [
+            {"epoch": m["epoch"], "expected": m["expected_cost"], "derived": m["derived_cost"]} for m in lines
+        ],
+    }
+
+
+def format_cost_history(cost: Dict[str, Any]) -> List[str]:
+    """:func:`cost_history` as text lines: ``epoch:E/derived``, in millions where the figures are large."""
+    scale, unit = (1e6, " (millions)") if max(r["derived"] for r in cost["per_epoch"]) >= 1e6 else (1.0, "")
+    budget = "" if cost["budget"] is None else f", budget {cost['budget'] / scale:.4g}"
+    head = f"{cost['metric']} per epoch{unit}, expected / derived{budget}"
+    body = "  ".join(f"{r['epoch']}:{r['expected'] / scale:.4g}/{r['derived'] / scale:.4g}" for r in cost["per_epoch"])
+    return [head, body]
+
+
 def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Dict[str, Any]:
     """Everything ``inspect`` shows, as a JSON-able dict.
 
@@ -181,6 +206,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         "final_probs": final,
         "chosen_per_epoch": per_epoch,
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+        "cost": cost_history(metrics),
         # From each epoch's logged genotype, so runs from before the benchmark field get it too.
         "benchmark_per_epoch": [
             {"epoch": m["epoch"], "cifar10_test": load_benchmark().query(m["genotype"])}
@@ -222,6 +248,7 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
             {"epoch": r["epoch"], **{label: max(p, key=p.get) for label, p in r["choices"].items()}} for r in probs_log
         ],
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
+        "cost": cost_history(metrics),
     }
 
 
@@ -245,6 +272,8 @@ def format_choice_text(report: Dict[str, Any]) -> str:
             lines.append(f"  {rec['epoch']:<4} " + "  ".join(f"{k}={v}" for k, v in rec.items() if k != "epoch"))
     lines += ["", "architecture entropy per epoch (nats per label)"]
     lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
+    if report.get("cost"):
+        lines += [""] + format_cost_history(report["cost"])
     return "\n".join(lines)
 
 
@@ -286,6 +315,8 @@ def format_text(report: Dict[str, Any]) -> str:
     lines.append("architecture entropy per epoch (nats per edge)")
     lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
     lines.append("")
+    if report.get("cost"):
+        lines += format_cost_history(report["cost"]) + [""]
     if report.get("benchmark_per_epoch"):
         lines.append("NAS-Bench-201 CIFAR-10 test accuracy of the derived cell per epoch (%)")
         lines.append("  ".join(f"{r['epoch']}:{r['cifar10_test']:.2f}" for r in report["benchmark_per_epoch"]))

@@ -29,7 +29,7 @@ from nas.cost import (
     within_budget,
 )
 from nas.flops import count_macs, count_parameters, module_macs
-from nas.report import load_report
+from nas.report import format_text, load_report
 from nas.searcher import Searcher
 from tests.test_search import TINY_NB201
 
@@ -343,6 +343,23 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5)
     geno = nas.Genotype.from_nb201(m["genotype"])
     assert m["derived_cost"] == count_macs(net.discretize(geno), (3, 16, 16))
+    # inspect shows the cost history: every epoch's E and derived cost, as logged
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    report = load_report(run_dir)
+    assert report["cost"]["metric"] == "flops" and report["cost"]["budget"] == 2e5
+    assert report["cost"]["per_epoch"] == [
+        {"epoch": x["epoch"], "expected": x["expected_cost"], "derived": x["derived_cost"]} for x in metrics
+    ]
+    text = format_text(report)
+    assert "flops per epoch, expected / derived, budget 2e+05" in text
+    assert f"{m['epoch']}:{m['expected_cost']:.4g}/{m['derived_cost']:.4g}" in text
+
+
+def test_search_without_a_cost_term_shows_no_cost_history(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 for x in ("--set", s)]]) == 0
+    report = load_report(run_dir)
+    assert report["cost"] is None and "per epoch, expected / derived" not in format_text(report)
 
 
 def _brute_force(probs, costs, fixed, budget, floor=-math.inf):
@@ -551,6 +568,13 @@ def test_custom_model_search_logs_its_costs(tmp_path):
     arch = json.loads((run_dir / "architecture.json").read_text())
     arch = arch.get("choices", arch)
     assert m["derived_cost"] == count_parameters(merge_net(arch=arch))
+    report = load_report(run_dir)  # a custom model's report carries the cost history too
+    assert report["cost"]["per_epoch"][-1] == {
+        "epoch": m["epoch"],
+        "expected": m["expected_cost"],
+        "derived": m["derived_cost"],
+    }
+    assert "params per epoch, expected / derived" in format_text(report)
 
 
 def test_the_docstring_examples_run():
