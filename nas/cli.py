@@ -287,6 +287,8 @@ def cmd_inspect(args, invocation: Invocation) -> int:
     from .io import atomic_write_text
     from .report import format_text, load_report, report_json, to_dot, within_budget_cells
 
+    if args.budget is None and args.tolerance is not None:
+        raise UserError("--tolerance narrows --budget's window; give --budget too")
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
     if args.plot:
@@ -297,8 +299,6 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
-    if args.budget is None and args.tolerance is not None:
-        raise UserError("--tolerance narrows --budget's window; give --budget too")
     within = None
     if args.budget is not None:
         within = within_budget_cells(Path(args.run_dir), [args.budget], args.metric, args.tolerance, args.form)[0]
