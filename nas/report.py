@@ -58,7 +58,7 @@ def within_budget_cells(
             raise UserError(f"--budget must be > 0 (the network's {metric}), got {b:g}")
     if tolerance is not None and not 0 < tolerance < 1:
         raise UserError(
-            f"--tolerance must be in (0, 1), the share of the budget a cell may leave unspent, got {tolerance:g}"
+            f"--tolerance must be in (0, 1), the share of the budget a cell's cost may stray from it, got {tolerance:g}"
         )
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
