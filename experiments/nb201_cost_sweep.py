@@ -146,8 +146,9 @@ def method_of(settings: Sequence[str]) -> str:
     form = "target" if "search.cost.form=target" in settings else "budget"
     tol = next((s.split("=", 1)[1] for s in settings if s.startswith("search.cost.tolerance=")), None)
     window = "" if tol is None else f", tolerance {tol}"
-    if "search.prune=probability" in settings:
-        return f"{form} search{step}{window}, pruned by probability"
+    prune = next((s.split("=", 1)[1] for s in settings if s.startswith("search.prune=")), "off")
+    if prune != "off":
+        return f"{form} search{step}{window}, pruned by {prune}"
     return f"{form} search{step}{window}, derived within the budget"
 
 
