@@ -82,6 +82,9 @@ def steps_main(mode: str, steps: int, out: str, model: str = "nb201") -> None:
         },
         os.path.join(out, f"rank{world.rank}.pt"),
     )
+    # As nas.distributed's own shutdown: every rank done before the group goes (gloo has aborted
+    # a rank whose peer tore the group down first: "terminate called without an active exception").
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
