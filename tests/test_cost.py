@@ -355,13 +355,6 @@ def test_budget_search_logs_expected_and_derived_flops(tmp_path):
     assert f"{m['epoch']}:{m['expected_cost']:.4g}/{m['derived_cost']:.4g}" in text
 
 
-def test_search_without_a_cost_term_shows_no_cost_history(tmp_path):
-    run_dir = tmp_path / "run"
-    assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 for x in ("--set", s)]]) == 0
-    report = load_report(run_dir)
-    assert report["cost"] is None and "per epoch, expected / derived" not in format_text(report)
-
-
 def _brute_force(probs, costs, fixed, budget, floor=-math.inf):
     """Every combination of one live candidate per row: the best log-probability that fits (or None)."""
     import itertools
@@ -459,6 +452,8 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
     run_dir = tmp_path / "run"
     assert main(["--out", str(run_dir), "--quiet", *[x for s in TINY_NB201 for x in ("--set", s)]]) == 0
     capsys.readouterr()
+    report = load_report(run_dir)  # no cost term: no cost history in inspect
+    assert report["cost"] is None and "per epoch, expected / derived" not in format_text(report)
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
     table = cost_table(net, "flops", (3, 16, 16))
     last = json.loads((run_dir / "arch_probs.jsonl").read_text().splitlines()[-1])
