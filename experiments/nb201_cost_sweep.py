@@ -52,6 +52,9 @@ SHORT = {  # the table's method column
     "target search, pruned by probability": "target, pruned",
     "target search, derived within the budget": "target, within",
     "target search, direct cost steps, tolerance 0.1, pruned by probability": "target direct ±10%, pruned",
+    "target search, direct cost steps, tolerance 0.1, rloo estimator, pruned by probability": "target direct ±10%, rloo",
+    "target search, direct cost steps, tolerance 0.1, ops [skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3], "
+    "pruned by probability": "target direct ±10%, no none",
 }
 WEIGHT = 1.0  # the hinge's weight: above the budget it outweighs the cross-entropy's pull
 
@@ -146,10 +149,13 @@ def method_of(settings: Sequence[str]) -> str:
     form = "target" if "search.cost.form=target" in settings else "budget"
     tol = next((s.split("=", 1)[1] for s in settings if s.startswith("search.cost.tolerance=")), None)
     window = "" if tol is None else f", tolerance {tol}"
+    estimator = next((s.split("=", 1)[1] for s in settings if s.startswith("search.estimator=")), "st")
+    ops = next((s.split("=", 1)[1] for s in settings if s.startswith("supernet.ops=")), None)
+    extra = ("" if estimator == "st" else f", {estimator} estimator") + ("" if ops is None else f", ops {ops}")
     prune = next((s.split("=", 1)[1] for s in settings if s.startswith("search.prune=")), "off")
     if prune != "off":
-        return f"{form} search{step}{window}, pruned by {prune}"
-    return f"{form} search{step}{window}, derived within the budget"
+        return f"{form} search{step}{window}{extra}, pruned by {prune}"
+    return f"{form} search{step}{window}{extra}, derived within the budget"
 
 
 def judge(rows: Sequence[Dict[str, Any]], front: Dict[str, Any]) -> List[Dict[str, Any]]:

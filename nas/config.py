@@ -19,7 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import yaml
 
 from .errors import UserError
-from .sampler import ESTIMATORS, tau_schedule
+from .sampler import ESTIMATORS as SAMPLER_ESTIMATORS
+from .sampler import tau_schedule
+
+SCORE_ESTIMATOR = "rloo"  # the architecture step's score-function estimator (nas.searcher)
+ESTIMATORS = SAMPLER_ESTIMATORS + (SCORE_ESTIMATOR,)
+RLOO_PATHS = 4  # rloo's default paths per architecture step
 
 
 @dataclass
@@ -127,8 +132,11 @@ class SearchConfig:
     # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
     estimator: str = "st"  # gdas: the hard sample's gradient estimator: st (straight-through) |
     # gumbel_rao (straight-through averaged over noise given the sample; Paulus et al., ICLR 2021) |
-    # reinmax (second order; Liu et al., NeurIPS 2023). nas.sampler documents the formulas
-    estimator_samples: Optional[int] = None  # gumbel_rao: Jacobians averaged (null: 10); others take 1
+    # reinmax (second order; Liu et al., NeurIPS 2023); nas.sampler documents the formulas | rloo (no
+    # straight-through: several sampled paths each run the batch forward only, and each path's log
+    # probability is weighted by its loss less the others' mean; Kool et al. 2019; nas.searcher)
+    estimator_samples: Optional[int] = None  # gumbel_rao: Jacobians averaged (null: 10); rloo: paths per
+    # architecture step, >= 2 (null: 4); st and reinmax take 1
     derive: str = "logits"  # how the final cell is derived: logits (each edge's most probable op) |
     # removal (the op whose removal from the edge raises the final supernet's validation loss most,
     # measured on fixed batches: DARTS-PT's selection, Wang et al., ICLR 2021; nas.selection)
@@ -136,6 +144,12 @@ class SearchConfig:
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+
+    def score_paths(self) -> int:
+        """Paths per architecture step of the score-function estimator (0: the estimator is not rloo)."""
+        if self.estimator != SCORE_ESTIMATOR:
+            return 0
+        return RLOO_PATHS if self.estimator_samples is None else self.estimator_samples
 
 
 @dataclass
@@ -631,10 +645,26 @@ def validate(cfg: Config) -> None:
         )
     if s.estimator not in ESTIMATORS:
         raise UserError(f"unknown search.estimator {s.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
-    if s.estimator_samples is not None and (s.estimator_samples < 1 or s.estimator != "gumbel_rao"):
+    if s.estimator == SCORE_ESTIMATOR:
+        if sn.mode != "gdas":
+            raise UserError(
+                f"search.estimator=rloo scores sampled paths and needs supernet.mode=gdas, got {sn.mode}; "
+                "set search.estimator=st"
+            )
+        if s.estimator_samples is not None and s.estimator_samples < 2:
+            raise UserError(
+                f"search.estimator_samples={s.estimator_samples}: rloo compares each path with the others and "
+                "needs >= 2 paths per step (null: 4)"
+            )
+        if s.arch.paths != 1:
+            raise UserError(
+                f"search.arch.paths={s.arch.paths} splits the batch for the straight-through step; with "
+                "search.estimator=rloo set search.estimator_samples (paths per step) and leave search.arch.paths=1"
+            )
+    elif s.estimator_samples is not None and (s.estimator_samples < 1 or s.estimator != "gumbel_rao"):
         raise UserError(
-            f"search.estimator_samples={s.estimator_samples} needs search.estimator=gumbel_rao and a value >= 1; "
-            "set it to null for the other estimators"
+            f"search.estimator_samples={s.estimator_samples} needs search.estimator=gumbel_rao (or rloo) and a "
+            "value >= 1; set it to null for the other estimators"
         )
     if s.arch.paths < 1:
         raise UserError(

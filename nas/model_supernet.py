@@ -118,16 +118,19 @@ class ModelSupernet(Supernet, wraps_models=True):
         """Draw this forward's architecture: one plan per label."""
         if self._forced is not None:
             self.last_sample = self._named(self._forced)
+            self.last_index = None
             return [RowPlan(chosen, None) for chosen in self._forced]
         a = self.logits(CELL)
         if self.mode != "gdas":
             w = gumbel_softmax(a, tau=self.tau, hard=False) if self.mode == "snas" else torch.softmax(a, dim=-1)
             alive = self._alive_rows[CELL]
             self.last_sample = None
+            self.last_index = None
             return [RowPlan(None, row.unbind(0), alive[r]) for r, row in enumerate(w.unbind(0))]
         need_grad = torch.is_grad_enabled() and a.requires_grad
         if self._uniform_paths and not need_grad:  # equal logits on the alive entries
             a = torch.zeros_like(a).masked_fill(a == float("-inf"), float("-inf"))
+        index = None  # top-k draws are not scored (their probability is not one softmax entry)
         if self._top_k:
             rows = self._draw_top_k(a, need_grad)
         elif need_grad:
@@ -139,7 +142,10 @@ class ModelSupernet(Supernet, wraps_models=True):
         else:
             # Frozen logits (the weight step): only the indices are needed; gumbel_max draws the
             # same noise as the hard sample's argmax without building the one-hot.
-            rows = [RowPlan([k], None) for k in gumbel_max(a).tolist()]
+            index = gumbel_max(a)
+            rows = [RowPlan([k], None) for k in index.tolist()]
+        uniform = self._uniform_paths and not need_grad
+        self.last_index = None if index is None or uniform else {CELL: index}
         self.last_sample = self._named([r.chosen for r in rows])
         return rows
 

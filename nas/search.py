@@ -165,7 +165,8 @@ class SearchTask:
         )
         net = search_supernet(cfg, data.num_classes)
         self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
-        net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
+        if not s.score_paths():  # rloo draws its paths without the sampler's backward
+            net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         if cfg.run.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net.to(device)

@@ -62,6 +62,11 @@ class Searcher:
             many paths at the cost of one step (1: one path for the whole batch, as GDAS).
         cost: the hardware cost term of the architecture loss (:class:`nas.cost.CostPenalty`,
             ``search.cost``); ``None``: none.
+        score_paths: gdas mode: ``0`` (default) gives the logits the sampled path's straight-through
+            gradient; ``K >= 2`` gives them the leave-one-out score-function estimate (RLOO, Kool et
+            al. 2019) instead: K paths drawn from the logits each run the whole batch without a
+            backward through the network, and each path's ``grad log p`` is weighted by its loss less
+            the mean loss of the other K - 1. Ops are compared with each other by the loss they give.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Searcher:
         pruning: bool = False,
         arch_paths: int = 1,
         cost: Optional[CostPenalty] = None,
+        score_paths: int = 0,
     ):
         self.net = net
         self.cost = cost
@@ -104,6 +110,15 @@ class Searcher:
         if arch_paths < 1:
             raise ValueError(f"arch_paths must be >= 1, got {arch_paths}")
         self.arch_paths = arch_paths if net.mode == "gdas" else 1  # soft modes run every path already
+        if score_paths == 1 or score_paths < 0:
+            raise ValueError(
+                f"score_paths must be 0 (straight-through) or >= 2 (a leave-one-out baseline), got {score_paths}"
+            )
+        if score_paths and net.mode != "gdas":
+            raise ValueError(f"score_paths scores sampled paths: it needs mode 'gdas', got {net.mode!r}")
+        if score_paths and self.arch_paths > 1:
+            raise ValueError("give arch_paths (straight-through over batch parts) or score_paths, not both")
+        self.score_paths = score_paths
         self.device = device if device is not None else next(net.parameters()).device
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
@@ -164,6 +179,7 @@ class Searcher:
             pruning=search.prune != "off",
             arch_paths=a.paths,
             cost=cost,
+            score_paths=search.score_paths(),
         )
 
     def start_epoch(self, epoch: int) -> None:
@@ -221,6 +237,28 @@ class Searcher:
         """
         self.arch_optimizer.zero_grad(set_to_none=True)
         cost = self.cost
+        if self.score_paths:
+            self._score_backward(x, y)
+        else:
+            self._straight_through_backward(x, y)
+        if self.world.distributed:  # one process: nothing to reduce, no per-step list
+            self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
+        self.arch_optimizer.step()
+        if cost is not None and cost.step == "direct":
+            cost.direct_step(self.arch, self.arch_optimizer.param_groups[0]["lr"])
+
+    def _logit_terms(self, objective: torch.Tensor) -> torch.Tensor:
+        """``objective`` plus the terms on the logits alone (the cost's in Adam's step, the regularisers)."""
+        added = self.cost.additive() if self.cost is not None and self.cost.step == "adam" else None
+        if added is not None:
+            objective = objective + added
+        for name, weight in self.regulariser_weights.items():
+            if weight:
+                objective = objective + weight * self.regularisers[name](self.net)
+        return objective
+
+    def _straight_through_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        cost = self.cost
         parts = list(zip(x.chunk(self.arch_paths), y.chunk(self.arch_paths)))
         for i, (xs, ys) in enumerate(parts):  # one forward draws one path (gdas); one part otherwise
             with self.autocast:
@@ -232,19 +270,29 @@ class Searcher:
             if factor is not None:
                 objective = objective * factor
             if i == len(parts) - 1:  # the terms on the logits alone, once per step
-                added = cost.additive() if cost is not None and cost.step == "adam" else None
-                if added is not None:
-                    objective = objective + added
-                for name, weight in self.regulariser_weights.items():
-                    if weight:
-                        objective = objective + weight * self.regularisers[name](self.net)
+                objective = self._logit_terms(objective)
             objective.backward(inputs=self.arch)
             self.val_meter.add(loss, logits, ys)
-        if self.world.distributed:  # one process: nothing to reduce, no per-step list
-            self.world.all_reduce_mean_([a.grad for a in self.arch if a.grad is not None])
-        self.arch_optimizer.step()
-        if cost is not None and cost.step == "direct":
-            cost.direct_step(self.arch, self.arch_optimizer.param_groups[0]["lr"])
+
+    def _score_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """RLOO: ``(1/K) sum_k (L_k - mean_{j != k} L_j) grad log p(path_k)``, unbiased for
+        ``grad E_p[L]``. The paths run under ``no_grad``: K forwards, no backward through the network."""
+        k = self.score_paths
+        losses, log_probs = [], []
+        for _ in range(k):
+            with torch.no_grad(), self.autocast:
+                logits = self.net(x)
+                loss = F.cross_entropy(logits.float(), y)
+            log_probs.append(self.net.draw_log_probability())
+            losses.append(loss)
+            self.val_meter.add(loss, logits, y)
+        loss_k = torch.stack(losses)
+        advantage = loss_k - (loss_k.sum() - loss_k) / (k - 1)  # each path against the others' mean
+        surrogate = (advantage * torch.stack(log_probs)).mean()
+        factor = self.cost.multiplier() if self.cost is not None else None
+        if factor is not None:  # grad (f * E[L]) = f grad E[L] + E[L] grad f
+            surrogate = surrogate * factor.detach() + loss_k.mean() * factor
+        self._logit_terms(surrogate).backward(inputs=self.arch)
 
     def end_epoch(self) -> None:
         """Make the ranks agree before the epoch's outputs: average the batch-norm statistics

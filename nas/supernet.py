@@ -105,6 +105,9 @@ class Supernet(nn.Module):
         self._forced: Optional[Dict[str, List[int]]] = None
         self._uniform_paths = False
         self.last_sample: Optional[Dict[str, List[str]]] = None
+        # The last gdas draw from the logits: per cell type, the chosen op index of each edge (on the
+        # logits' device), for the score-function estimator; None after a forced or soft forward.
+        self.last_index: Optional[Dict[str, torch.Tensor]] = None
         # This forward's plans, one per logit row, read by the choices bound to the rows (a plain
         # object: neither a submodule nor in the state dict).
         self._draw_state = DrawState()
@@ -315,6 +318,7 @@ class Supernet(nn.Module):
         cells = list(self.arch.keys())
         if self._forced is not None:
             self.last_sample = {c: [self.ops[k] for k in self._forced[c]] for c in cells}
+            self.last_index = None
             return [RowPlan([k], None) for c in cells for k in self._forced[c]]
         logits = [self.logits(c) for c in cells]
         if self.mode == "gdas":
@@ -346,6 +350,7 @@ class Supernet(nn.Module):
                     rows.extend(RowPlan([k], None) for k in choices)
                 sample[c] = [self.ops[k] for k in choices]
             self.last_sample = sample
+            self.last_index = None if self._uniform_paths and not need_grad else dict(zip(cells, index))
             return rows
         rows = []
         for c, a in zip(cells, logits):
@@ -355,7 +360,28 @@ class Supernet(nn.Module):
                 RowPlan(None, row.unbind(0), None if alive is None else alive[e]) for e, row in enumerate(w.unbind(0))
             )
         self.last_sample = None
+        self.last_index = None
         return rows
+
+    def draw_log_probability(self) -> torch.Tensor:
+        """``log p`` of the last forward's draw under ``softmax(logits)``, differentiable in the logits.
+
+        Gumbel-max samples exactly from that distribution whatever ``tau``, so ``(L - b) *
+        grad log p`` is the score-function (REINFORCE) estimate of the loss's gradient; edges with
+        one op left add 0. gdas mode, after a forward that sampled from the logits (not a forced
+        or uniform one); ValueError otherwise.
+        """
+        if self.last_index is None:
+            raise ValueError(
+                "no draw from the logits to score: the last forward was forced, uniform, in a soft mode, or "
+                "drew several candidates of one choice; the score-function estimator needs a gdas draw of one op"
+            )
+        total = None
+        for cell, idx in self.last_index.items():
+            logp = torch.log_softmax(self.logits(cell).float(), dim=-1).gather(1, idx[:, None]).sum()
+            total = logp if total is None else total + logp
+        assert total is not None
+        return total
 
     def probability_record(self) -> Dict[str, object]:
         """What ``arch_probs.jsonl`` logs per epoch: the op names and each cell type's probabilities."""

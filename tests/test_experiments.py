@@ -451,4 +451,9 @@ def test_nb201_cost_sweep_direct_step_settings():
     assert "search.cost.tolerance=0.1" in window
     validate(load_config(str(CONFIG), window))
     assert sweep.SHORT[sweep.method_of(window)] == "target direct ±10%, pruned"
+    rloo = window + ["search.estimator=rloo"]  # a changed estimator or op list is named in the label
+    validate(load_config(str(CONFIG), rloo))
+    assert sweep.SHORT[sweep.method_of(rloo)] == "target direct ±10%, rloo"
+    no_none = window + ["supernet.ops=[skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"]
+    assert sweep.SHORT[sweep.method_of(no_none)] == "target direct ±10%, no none"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1).endswith("-direct-tol0.1")

@@ -686,6 +686,10 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
             ["search.prune=probability", "search.epochs=10", "search.prune_start=10"],
             "search.prune_start must be in [search.warmup_epochs, search.epochs - 1] = [0, 9]",
         ),
+        (["search.estimator=rloo", "search.estimator_samples=1"], "needs >= 2 paths per step"),
+        (["search.estimator=rloo", "search.arch.paths=2"], "leave search.arch.paths=1"),
+        (["search.estimator=rloo", "supernet.mode=darts"], "search.estimator=rloo scores sampled paths"),
+        (["search.estimator=reinmax", "search.estimator_samples=2"], "needs search.estimator=gumbel_rao (or rloo)"),
     ],
 )
 def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):
@@ -778,3 +782,118 @@ def test_search_passes_the_configured_estimator_to_the_supernet(tmp_path):
 
     task = SearchTask(cfg, torch.device("cpu"), quiet)
     assert (task.net.estimator, task.net.estimator_samples) == ("gumbel_rao", 3)
+
+
+# ---- the score-function architecture step (search.estimator=rloo) ----------------
+
+
+class _Constant(torch.nn.Module):
+    """Fixed class scores whatever the input: each candidate's loss is known exactly."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.register_buffer("scores", torch.tensor(scores))
+
+    def forward(self, x):
+        return self.scores.expand(x.shape[0], -1)
+
+
+class _TwoChoices(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nas.OpChoice(
+            {f"a{k}": _Constant(s) for k, s in enumerate([[4.0, 0, 0], [0, 3.0, 0], [0, 0, 0.5]])}, label="a"
+        )
+        self.b = nas.OpChoice({f"b{k}": _Constant(s) for k, s in enumerate([[0.0, 0, 3], [2.5, 0, 0]])}, label="b")
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+def test_rloo_is_unbiased_for_the_expected_loss_gradient():
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(_TwoChoices())
+    with torch.no_grad():
+        net.arch_parameters()[0].copy_(torch.tensor([[0.3, -0.2, 0.1], [0.5, -0.4, 0.0]]))
+    alpha = net.arch_parameters()[0]
+    x, y = torch.zeros(4, 1), torch.tensor([0, 0, 1, 2])
+    # The exact gradient of E_p[L]: every (a, b) pair's loss weighted by its probability.
+    p = torch.softmax(net.logits("choices"), dim=-1)
+    exact = 0
+    for i, sa in enumerate(net.model.a.candidates.values()):
+        for j, sb in enumerate(net.model.b.candidates.values()):
+            loss = torch.nn.functional.cross_entropy((sa.scores + sb.scores).expand(4, -1), y)
+            exact = exact + p[0, i] * p[1, j] * loss
+    (exact_grad,) = torch.autograd.grad(exact, alpha)
+    searcher = Searcher(
+        net,
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0),
+        torch.optim.SGD([alpha], lr=0.0),
+        epochs=1,
+        score_paths=3,
+    )
+    n, total, sq = 2000, torch.zeros_like(alpha), torch.zeros_like(alpha)
+    for _ in range(n):
+        searcher.arch_step(x, y)
+        total += alpha.grad
+        sq += alpha.grad**2
+    mean = total / n
+    stderr = ((sq / n - mean**2) / n).sqrt()
+    live = torch.isfinite(net.logits("choices"))  # b's padding entry never draws and gets no gradient
+    assert (alpha.grad[~live] == 0).all()
+    # Within 4 standard errors of the exact gradient, entry by entry, and far from zero.
+    assert ((mean - exact_grad).abs()[live] < 4 * stderr[live] + 1e-6).all(), (mean, exact_grad)
+    assert exact_grad.abs()[live].max() > 10 * stderr[live].max()
+
+
+def test_rloo_runs_only_the_sampled_ops_and_no_backward_through_the_network():
+    torch.manual_seed(0)
+    calls = []
+    model = torch.nn.Sequential(
+        nas.OpChoice({"wide": torch.nn.Linear(4, 4), "id": torch.nn.Identity(), "neg": torch.nn.Tanh()}, label="op"),
+        torch.nn.Linear(4, 3),
+    )
+    for name, m in model[0].candidates.items():
+        m.register_forward_hook(lambda *_a, _n=name: calls.append(_n))
+    net = nas.Supernet.from_model(model)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
+    searcher = Searcher(net, w_opt, a_opt, epochs=1, score_paths=4)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    before = net.arch_parameters()[0].detach().clone()
+    searcher.arch_step(x, y)
+    assert len(calls) == 4  # one candidate per path, four paths
+    assert all(p.grad is None for p in net.weight_parameters())  # the paths ran without a graph
+    assert not torch.equal(before, net.arch_parameters()[0])
+    assert searcher.val_meter.count == 4 * 8  # every path's loss is in the epoch's meter
+
+
+def test_draw_log_probability_scores_the_last_sampled_draw():
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].normal_()
+        net(torch.randn(2, 3, 8, 8))
+    chosen = [net.ops.index(o) for o in net.sampled_architecture()["normal"]]
+    logp = torch.log_softmax(net.arch["normal"], dim=-1)[range(6), chosen].sum()
+    assert torch.allclose(net.draw_log_probability(), logp)
+    net.draw_log_probability().backward()  # differentiable in the logits
+    assert net.arch["normal"].grad.abs().sum() > 0
+    with torch.no_grad(), net.forced({"normal": [0] * 6}):
+        net(torch.randn(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="no draw from the logits to score"):
+        net.draw_log_probability()
+
+
+def test_rloo_comes_from_the_config_and_a_search_runs(tmp_path):
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    assert Searcher.from_config(net, load_config(None, ["search.estimator=rloo"]).search).score_paths == 4
+    cfg = load_config(None, ["search.estimator=rloo", "search.estimator_samples=2"])
+    assert Searcher.from_config(net, cfg.search).score_paths == 2
+    assert Searcher.from_config(net, load_config(None, []).search).score_paths == 0
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [
+        x for s in TINY + ["search.epochs=3", "search.warmup_epochs=1", "search.estimator=rloo"] for x in ("--set", s)
+    ]
+    assert main(args) == 0
+    rows = lines(tmp_path / "r" / "metrics.jsonl")
+    assert rows[0]["entropy"] > rows[-1]["entropy"] or rows[-1]["entropy"] < 1.609  # the logits moved
