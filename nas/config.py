@@ -23,7 +23,8 @@ from .sampler import ESTIMATORS as SAMPLER_ESTIMATORS
 from .sampler import tau_schedule
 
 SCORE_ESTIMATOR = "rloo"  # the architecture step's score-function estimator (nas.searcher)
-ESTIMATORS = SAMPLER_ESTIMATORS + (SCORE_ESTIMATOR,)
+LOCAL_ESTIMATOR = "local"  # one edge's every op at the derived cell (nas.searcher)
+ESTIMATORS = SAMPLER_ESTIMATORS + (SCORE_ESTIMATOR, LOCAL_ESTIMATOR)
 RLOO_PATHS = 4  # rloo's default paths per architecture step
 
 
@@ -134,7 +135,9 @@ class SearchConfig:
     # gumbel_rao (straight-through averaged over noise given the sample; Paulus et al., ICLR 2021) |
     # reinmax (second order; Liu et al., NeurIPS 2023); nas.sampler documents the formulas | rloo (no
     # straight-through: several sampled paths each run the batch forward only, and each path's log
-    # probability is weighted by its loss less the others' mean; Kool et al. 2019; nas.searcher)
+    # probability is weighted by its loss less the others' mean; Kool et al. 2019; nas.searcher) |
+    # local (each step, one undecided edge runs every op still alive there, the other edges at the
+    # cell the search derives now: the exact gradient of that edge's expected loss; nas.searcher)
     estimator_samples: Optional[int] = None  # gumbel_rao: Jacobians averaged (null: 10); rloo: paths per
     # architecture step, >= 2 (null: 4); st and reinmax take 1
     derive: str = "logits"  # how the final cell is derived: logits (each edge's most probable op) |
@@ -645,7 +648,14 @@ def validate(cfg: Config) -> None:
         )
     if s.estimator not in ESTIMATORS:
         raise UserError(f"unknown search.estimator {s.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")
-    if s.estimator == SCORE_ESTIMATOR:
+    if s.estimator == LOCAL_ESTIMATOR:
+        if sn.mode != "gdas" or s.estimator_samples is not None or s.arch.paths != 1:
+            raise UserError(
+                "search.estimator=local runs one op per edge and forward: it needs supernet.mode=gdas, "
+                f"search.estimator_samples=null and search.arch.paths=1 (got {sn.mode}, {s.estimator_samples}, "
+                f"{s.arch.paths})"
+            )
+    elif s.estimator == SCORE_ESTIMATOR:
         if sn.mode != "gdas":
             raise UserError(
                 f"search.estimator=rloo scores sampled paths and needs supernet.mode=gdas, got {sn.mode}; "

@@ -183,6 +183,12 @@ class ModelSupernet(Supernet, wraps_models=True):
         return self.last_sample
 
     # ---- forcing an architecture -------------------------------------------------
+    def arch_of_rows(self, rows: Dict[str, List[int]]) -> Dict[str, Chosen]:
+        """``{label: name}`` for one candidate index per label (``rows[CELL]``)."""
+        if self._top_k:
+            raise ValueError("an InputChoice with n_chosen > 1 draws several candidates; a row index names one")
+        return self._named([[k] for k in rows[CELL]])
+
     def force(self, arch: Union[Mapping[str, Chosen], ChoiceArchitecture, None]) -> None:
         """Run every forward with this architecture (``{label: name}``; ``None`` returns to sampling)."""
         if arch is None:

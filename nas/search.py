@@ -29,6 +29,7 @@ from .cost import (
     CostTable,
     budget_window,
     cost_table,
+    derivable_logits,
     derived_cost,
     load_latency_table,
     underivable,
@@ -176,6 +177,8 @@ class SearchTask:
         self.input_size = tuple(data.train_x.shape[1:])
         self.cost_table, cost = self._cost(cfg, net, device)
         self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world, cost=cost)
+        if self.searcher.local:  # compare an edge's ops in the cell the search derives now
+            self.searcher.context = self._derived_rows
         steps = min(len(self.loader_w), len(self.loader_a))
         self.steps = steps if s.steps_per_epoch is None else min(steps, s.steps_per_epoch)
         if self.steps < 1:
@@ -276,6 +279,15 @@ class SearchTask:
         assert self.cost_table is not None and penalty.budget is not None
         cap, floor = budget_window(penalty.budget, self.search.cost.tolerance, penalty.form)
         return within_budget(net.probabilities(), self.cost_table, cap, exclude=underivable(net), floor=floor)
+
+    def _derived_rows(self) -> Dict[str, List[int]]:
+        """Per cell type, the op index of each edge in the cell :meth:`derive` reports now (by the
+        logits: within the budget with a budget form; ``none`` excluded under DARTS's rule)."""
+        scores = self._budget_cell()
+        if scores is None:
+            exclude = underivable(self.net)
+            scores = {c: derivable_logits(self.net.logits(c).detach(), exclude) for c in self.net.arch}
+        return {c: v.argmax(dim=-1).tolist() for c, v in scores.items()}
 
     def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
         """The genotype to report, and the removal losses it was derived from (``None``: by logits).

@@ -15,7 +15,7 @@ The search loop, the benchmarks and the tests all drive this one object::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,13 @@ class Searcher:
             al. 2019) instead: K paths drawn from the logits each run the whole batch without a
             backward through the network, and each path's ``grad log p`` is weighted by its loss less
             the mean loss of the other K - 1. Ops are compared with each other by the loss they give.
+        local: gdas mode: each architecture step picks one edge with more than one op alive and runs
+            the batch through each of those ops (forward only), every other edge at the ``context``
+            cell; the logits of that edge get the exact gradient of ``sum_k p_k L_k``,
+            ``p_k (L_k - sum_j p_j L_j)``. Ops are compared where the derived cell would use them,
+            not averaged over sampled contexts.
+        context: ``() -> {cell type: [op index per edge]}``, the cell ``local`` compares in (a search
+            passes the cell it derives now); ``None``: each edge's most probable op.
     """
 
     def __init__(
@@ -89,6 +96,8 @@ class Searcher:
         arch_paths: int = 1,
         cost: Optional[CostPenalty] = None,
         score_paths: int = 0,
+        local: bool = False,
+        context: Optional[Callable[[], Dict[str, List[int]]]] = None,
     ):
         self.net = net
         self.cost = cost
@@ -119,6 +128,9 @@ class Searcher:
         if score_paths and self.arch_paths > 1:
             raise ValueError("give arch_paths (straight-through over batch parts) or score_paths, not both")
         self.score_paths = score_paths
+        if local and (net.mode != "gdas" or score_paths or self.arch_paths > 1):
+            raise ValueError("local compares one edge's ops at a fixed cell: mode 'gdas', no score_paths or arch_paths")
+        self.local, self.context = local, context
         self.device = device if device is not None else next(net.parameters()).device
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
@@ -180,6 +192,7 @@ class Searcher:
             arch_paths=a.paths,
             cost=cost,
             score_paths=search.score_paths(),
+            local=search.estimator == "local",
         )
 
     def start_epoch(self, epoch: int) -> None:
@@ -237,7 +250,9 @@ class Searcher:
         """
         self.arch_optimizer.zero_grad(set_to_none=True)
         cost = self.cost
-        if self.score_paths:
+        if self.local:
+            self._local_backward(x, y)
+        elif self.score_paths:
             self._score_backward(x, y)
         else:
             self._straight_through_backward(x, y)
@@ -274,18 +289,49 @@ class Searcher:
             objective.backward(inputs=self.arch)
             self.val_meter.add(loss, logits, ys)
 
+    def _local_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One edge's ops at the context cell: ``grad sum_k p_k L_k``, exact for this batch."""
+        net = self.net
+        alive = net._alive_rows
+        rows = [(c, e) for c in net.arch for e, row in enumerate(alive[c]) if sum(row) > 1]
+        if not rows:  # decided: nothing to compare; the logits' own terms still apply
+            objective = self._logit_terms(torch.zeros((), device=self.device))
+            if objective.requires_grad:
+                objective.backward(inputs=self.arch)
+            return
+        base = self.context() if self.context is not None else net.mode_rows()
+        cell, e = rows[int(torch.randint(len(rows), ()))]
+        ops = [k for k, a in enumerate(alive[cell][e]) if a]
+        losses = []
+        for k in ops:
+            arch = {c: list(r) for c, r in base.items()}
+            arch[cell][e] = k
+            with torch.no_grad(), self.autocast, net.forced(net.arch_of_rows(arch)):
+                logits = net(x)
+                loss = F.cross_entropy(logits.float(), y)
+            losses.append(loss)
+            if k == base[cell][e]:  # the meter reads the context cell itself
+                self.val_meter.add(loss, logits, y)
+        p = torch.softmax(net.logits(cell)[e].float(), dim=-1)[ops]
+        expected = (p * torch.stack(losses)).sum()  # its gradient: p_k (L_k - sum_j p_j L_j)
+        factor = self.cost.multiplier() if self.cost is not None else None
+        if factor is not None:  # grad (f * E[L]) = f grad E[L] + E[L] grad f
+            expected = expected * factor.detach() + expected.detach() * factor
+        self._logit_terms(expected).backward(inputs=self.arch)
+
     def _score_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """RLOO: ``(1/K) sum_k (L_k - mean_{j != k} L_j) grad log p(path_k)``, unbiased for
         ``grad E_p[L]``. The paths run under ``no_grad``: K forwards, no backward through the network."""
         k = self.score_paths
         losses, log_probs = [], []
-        for _ in range(k):
+        for i in range(k):
             with torch.no_grad(), self.autocast:
                 logits = self.net(x)
                 loss = F.cross_entropy(logits.float(), y)
             log_probs.append(self.net.draw_log_probability())
             losses.append(loss)
-            self.val_meter.add(loss, logits, y)
+            if i == 0:  # the meter reads one sampled path per image, as the straight-through step's
+                self.val_meter.add(loss, logits, y)
         loss_k = torch.stack(losses)
         advantage = loss_k - (loss_k.sum() - loss_k) / (k - 1)  # each path against the others' mean
         surrogate = (advantage * torch.stack(log_probs)).mean()

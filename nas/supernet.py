@@ -363,6 +363,14 @@ class Supernet(nn.Module):
         self.last_index = None
         return rows
 
+    def mode_rows(self) -> Dict[str, List[int]]:
+        """Per cell type, each edge's most probable op still alive (ties: the first)."""
+        return {cell: self.logits(cell).detach().argmax(dim=-1).tolist() for cell in self.arch}
+
+    def arch_of_rows(self, rows: Dict[str, List[int]]) -> Dict[str, List[int]]:
+        """What :meth:`force` takes for one op index per row of each cell type's logits."""
+        return rows
+
     def draw_log_probability(self) -> torch.Tensor:
         """``log p`` of the last forward's draw under ``softmax(logits)``, differentiable in the logits.
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import nas
 from nas.cli import main
@@ -242,9 +243,7 @@ def test_edge_op_losses_measure_the_restricted_network():
         arch = [k] + [3] * 5
         with torch.no_grad(), net.forced({"normal": arch}):
             buffers = {n: b.clone() for n, b in net.named_buffers()}
-            expected = (
-                sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
-            )
+            expected = sum(float(F.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
             for n, b in net.named_buffers():
                 b.copy_(buffers[n])
         assert losses[0, k].item() == pytest.approx(expected, rel=1e-5), op
@@ -510,7 +509,7 @@ def _loss_in_train_mode(net, batches) -> float:
     buffers = {n: b.clone() for n, b in net.named_buffers()}
     net.train()
     with torch.no_grad():
-        total = sum(float(torch.nn.functional.cross_entropy(net(x), y, reduction="sum")) for x, y in batches)
+        total = sum(float(F.cross_entropy(net(x), y, reduction="sum")) for x, y in batches)
     for n, b in net.named_buffers():
         b.copy_(buffers[n])
     return total / sum(len(y) for _, y in batches)
@@ -690,6 +689,8 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
         (["search.estimator=rloo", "search.arch.paths=2"], "leave search.arch.paths=1"),
         (["search.estimator=rloo", "supernet.mode=darts"], "search.estimator=rloo scores sampled paths"),
         (["search.estimator=reinmax", "search.estimator_samples=2"], "needs search.estimator=gumbel_rao (or rloo)"),
+        (["search.estimator=local", "search.estimator_samples=2"], "search.estimator=local runs one op per edge"),
+        (["search.estimator=local", "supernet.mode=snas"], "search.estimator=local runs one op per edge"),
     ],
 )
 def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):
@@ -734,7 +735,7 @@ def test_arch_paths_draw_one_path_per_part_and_average_the_gradient():
     torch.manual_seed(1)
     expected = torch.zeros_like(grad)
     for xs, ys in zip(x.chunk(4), y.chunk(4)):
-        loss = torch.nn.functional.cross_entropy(net(xs), ys) * (xs.shape[0] / x.shape[0])
+        loss = F.cross_entropy(net(xs), ys) * (xs.shape[0] / x.shape[0])
         (g,) = torch.autograd.grad(loss, net.arch["normal"], allow_unused=True)  # None: every path was `none`
         expected += 0 if g is None else g
     assert torch.allclose(grad, expected, atol=1e-7)
@@ -768,7 +769,7 @@ def test_supernet_estimators_change_the_backward_only(estimator, samples):
         net.arch["normal"].grad = None
         torch.manual_seed(1)
         out = net(x)
-        torch.nn.functional.cross_entropy(out, y).backward()
+        F.cross_entropy(out, y).backward()
         outputs.append(out.detach())
         grads.append(net.arch["normal"].grad.clone())
     assert torch.equal(outputs[0], outputs[1])  # the same noise, the same path, the same forward
@@ -822,7 +823,7 @@ def test_rloo_is_unbiased_for_the_expected_loss_gradient():
     exact = 0
     for i, sa in enumerate(net.model.a.candidates.values()):
         for j, sb in enumerate(net.model.b.candidates.values()):
-            loss = torch.nn.functional.cross_entropy((sa.scores + sb.scores).expand(4, -1), y)
+            loss = F.cross_entropy((sa.scores + sb.scores).expand(4, -1), y)
             exact = exact + p[0, i] * p[1, j] * loss
     (exact_grad,) = torch.autograd.grad(exact, alpha)
     searcher = Searcher(
@@ -865,7 +866,7 @@ def test_rloo_runs_only_the_sampled_ops_and_no_backward_through_the_network():
     assert len(calls) == 4  # one candidate per path, four paths
     assert all(p.grad is None for p in net.weight_parameters())  # the paths ran without a graph
     assert not torch.equal(before, net.arch_parameters()[0])
-    assert searcher.val_meter.count == 4 * 8  # every path's loss is in the epoch's meter
+    assert searcher.val_meter.count == 8  # one path per image in the epoch's meter (and its img/s)
 
 
 def test_draw_log_probability_scores_the_last_sampled_draw():
@@ -897,3 +898,92 @@ def test_rloo_comes_from_the_config_and_a_search_runs(tmp_path):
     assert main(args) == 0
     rows = lines(tmp_path / "r" / "metrics.jsonl")
     assert rows[0]["entropy"] > rows[-1]["entropy"] or rows[-1]["entropy"] < 1.609  # the logits moved
+
+
+# ---- the local architecture step (search.estimator=local) -------------------------
+
+
+def _local_searcher(net, context=None):
+    w_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)  # lr 0: the step leaves the gradient to read
+    return Searcher(net, w_opt, a_opt, epochs=1, local=True, context=context)
+
+
+def test_local_gives_one_edge_the_exact_gradient_at_the_context_cell():
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(_TwoChoices())
+    alpha = net.arch_parameters()[0]
+    with torch.no_grad():
+        alpha.copy_(torch.tensor([[0.3, -0.2, 0.1], [0.5, -0.4, 0.0]]))
+    x, y = torch.zeros(4, 1), torch.tensor([0, 0, 1, 2])
+    context = {"choices": [2, 1]}  # a2 and b1: neither is the most probable
+    searcher = _local_searcher(net, context=lambda: context)
+    a = list(net.model.a.candidates.values())
+    b = list(net.model.b.candidates.values())
+    seen = set()
+    for _ in range(12):
+        searcher.arch_step(x, y)
+        row = int(alpha.grad.abs().sum(dim=1).argmax())
+        assert alpha.grad[1 - row].abs().sum() == 0  # one edge per step
+        seen.add(row)
+        p = torch.softmax(net.logits("choices")[row], dim=-1)
+        # The exact gradient of sum_k p_k L_k for that row, the other row at the context's op.
+        if row == 0:
+            losses = [F.cross_entropy((c.scores + b[1].scores).expand(4, -1), y) for c in a]
+        else:
+            losses = [F.cross_entropy((a[2].scores + c.scores).expand(4, -1), y) for c in b]
+        k = len(losses)
+        expected_loss = (p[:k] * torch.stack(losses)).sum()
+        (exact,) = torch.autograd.grad(expected_loss, alpha)
+        assert torch.allclose(alpha.grad, exact, atol=1e-6)
+    assert seen == {0, 1}  # both edges are compared over the steps
+
+
+def test_local_runs_each_alive_op_once_and_skips_decided_edges():
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    alive = net.alive("normal")
+    alive[:5] = False
+    alive[:5, 2] = True  # five edges decided on op 2
+    alive[5, 0] = False  # edge 5 keeps ops 1-4
+    net._alive_cache = None
+    runs = []
+    for name, module in net.named_modules():
+        if isinstance(module, nas.OpChoice):
+            for op, cand in module.candidates.items():
+                cand.register_forward_hook(lambda *_a, _k=(name, op): runs.append(_k))
+    searcher = _local_searcher(net)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    searcher.arch_step(x, y)
+    per_edge = {}
+    for edge, op in runs:
+        per_edge.setdefault(edge.split(".")[-1] if "." in edge else edge, set()).add(op)
+    last = [e for e in per_edge if per_edge[e] and len(per_edge[e]) > 1]
+    assert last and all(len(per_edge[e]) == 4 for e in last)  # edge 5's four ops, one per forward
+    grad = net.arch["normal"].grad
+    assert (grad[:5] == 0).all() and grad[5, 1:].abs().sum() > 0 and grad[5, 0] == 0
+    assert all(p.grad is None for p in net.weight_parameters())
+    alive[5] = False
+    alive[5, 3] = True
+    net._alive_cache = None
+    searcher.arch_step(x, y)  # every edge decided: nothing to compare, no error
+    assert net.arch["normal"].grad is None or (net.arch["normal"].grad == 0).all()
+
+
+def test_local_search_compares_in_the_derived_cell(tmp_path):
+    cfg = load_config(None, TINY + ["search.epochs=3", "search.warmup_epochs=1", "search.estimator=local"])
+    from nas.search import SearchTask
+
+    task = SearchTask(cfg, torch.device("cpu"), quiet)
+    assert task.searcher.local and task.searcher.context == task._derived_rows
+    with torch.no_grad():
+        task.net.arch["normal"].normal_()
+    geno = task.derive(final=False)[0]
+    derived = task._derived_rows()["normal"]
+    assert task.net.genotype(scores={"normal": F.one_hot(torch.tensor(derived), 5).float()}) == geno
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [
+        x for s in TINY + ["search.epochs=3", "search.warmup_epochs=1", "search.estimator=local"] for x in ("--set", s)
+    ]
+    assert main(args) == 0
+    rows = lines(tmp_path / "r" / "metrics.jsonl")
+    assert rows[-1]["entropy"] < 1.609  # the logits moved
