@@ -35,6 +35,7 @@ from experiments.machine import command_line, git_state, machine, write_record
 from experiments.settings import RESULTS, rel
 from experiments.tables import save_plot, table
 from nas.benchmarks import cell_ops
+from nas.config import ESTIMATORS
 from nas.cost import cost_table
 from nas.io import read_jsonl
 from nas.report import within_budget_cells
@@ -53,6 +54,7 @@ SHORT = {  # the table's method column
     "target search, derived within the budget": "target, within",
     "target search, direct cost steps, tolerance 0.1, pruned by probability": "target direct ±10%, pruned",
     "target search, direct cost steps, tolerance 0.1, rloo estimator, pruned by probability": "target direct ±10%, rloo",
+    "target search, direct cost steps, tolerance 0.1, local estimator, pruned by probability": "target direct ±10%, local",
     "target search, direct cost steps, tolerance 0.1, ops [skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3], "
     "pruned by probability": "target direct ±10%, no none",
 }
@@ -67,6 +69,7 @@ def overrides(
     step: str = "adam",
     form: str = "budget",
     tolerance: Optional[float] = None,
+    estimator: str = "st",
 ) -> List[str]:
     """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
     budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``; ``step``: where
@@ -87,6 +90,7 @@ def overrides(
         ]
         + ([] if step == "adam" else [f"search.cost.step={step}"])
         + ([] if tolerance is None else [f"search.cost.tolerance={tolerance:g}"])
+        + ([] if estimator == "st" else [f"search.estimator={estimator}"])
     )
 
 
@@ -97,12 +101,14 @@ def variant_name(
     step: str = "adam",
     form: str = "budget",
     tolerance: Optional[float] = None,
+    estimator: str = "st",
 ) -> str:
     return (
         f"cost-{form}-{budget:g}-e{epochs}"
         + ("" if prune == "probability" else f"-prune-{prune}")
         + ("" if step == "adam" else f"-{step}")
         + ("" if tolerance is None else f"-tol{tolerance:g}")
+        + ("" if estimator == "st" else f"-{estimator}")
     )
 
 
@@ -287,6 +293,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="search.cost.tolerance: derive within [budget (1 - tolerance), budget], or up to budget (1 + tolerance) "
         "with --form target (default: anything up to the budget)",
     )
+    p.add_argument(
+        "--estimator",
+        choices=ESTIMATORS,
+        default="st",
+        help="search.estimator: the architecture step's gradient (default st, the recorded rows)",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -327,9 +339,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs, args.prune, args.cost_step, args.form, args.tolerance),
+                variant_name(b, epochs, args.prune, args.cost_step, args.form, args.tolerance, args.estimator),
                 seeds,
-                overrides(b, epochs, args.weight, args.prune, args.cost_step, args.form, args.tolerance),
+                overrides(
+                    b, epochs, args.weight, args.prune, args.cost_step, args.form, args.tolerance, args.estimator
+                ),
                 args.parallel,
                 args.threads,
                 args.quick,

@@ -27,6 +27,7 @@ ACTIVE = [
     "bench_sampler",
     "bench_search",
     "build_benchmark_table",
+    "context_study",
     "nb201_cost_front",
     "nb201_cost_sweep",
     "nb201_cpu_search",
@@ -200,6 +201,15 @@ def test_kendall_tau_b_against_hand_values(experiments):
     assert kendall_tau_b([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
     # a tie in x: tau-b = (C - D) / sqrt((C + D + Tx) (C + D + Ty)); here C=2, D=0, Tx=1, Ty=0
     assert kendall_tau_b([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / (3 * 2) ** 0.5)
+
+
+def test_context_study(tmp_path):
+    rec = run_quick("context_study", tmp_path)
+    (res,) = rec["results"]
+    assert (res["edge"], res["ops"]) == ("3<-0", ["skip_connect", "nor_conv_3x3"])
+    for context in ("random", "chain"):
+        r = res[context]
+        assert r["pairs"] == 3 and math.isfinite(r["mean"]) and r["stderr"] > 0  # the pairs differ
 
 
 def test_rerank_study(tmp_path):
@@ -454,6 +464,10 @@ def test_nb201_cost_sweep_direct_step_settings():
     rloo = window + ["search.estimator=rloo"]  # a changed estimator or op list is named in the label
     validate(load_config(str(CONFIG), rloo))
     assert sweep.SHORT[sweep.method_of(rloo)] == "target direct ±10%, rloo"
+    local = sweep.overrides(6.5e6, 20, 10.0, "probability", "direct", "target", tolerance=0.1, estimator="local")
+    validate(load_config(str(CONFIG), local))
+    assert sweep.SHORT[sweep.method_of(local)] == "target direct ±10%, local"
+    assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1, "local").endswith("-tol0.1-local")
     no_none = window + ["supernet.ops=[skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"]
     assert sweep.SHORT[sweep.method_of(no_none)] == "target direct ±10%, no none"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1).endswith("-direct-tol0.1")
