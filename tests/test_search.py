@@ -92,8 +92,9 @@ def test_search_end_to_end_writes_every_output(space, tmp_path, capsys):
         assert torch.allclose(torch.tensor(rows).sum(-1), torch.ones(len(rows)), atol=1e-5)
 
 
-def test_resume_is_exact(tmp_path):
-    cfg = load_config(None, TINY_NB201 + ["search.epochs=3"])
+@pytest.mark.parametrize("estimator", ["st", "rloo", "local"])  # the new ones draw paths and edges too
+def test_resume_is_exact(tmp_path, estimator):
+    cfg = load_config(None, TINY_NB201 + ["search.epochs=3", f"search.estimator={estimator}"])
     full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=lambda s: None)
     part = run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=1, progress=False, log=lambda s: None)
     assert part.epochs_done == 1 and not part.finished
