@@ -272,6 +272,14 @@ class Searcher:
                 objective = objective + weight * self.regularisers[name](self.net)
         return objective
 
+    def _scaled(self, surrogate: torch.Tensor, mean_loss: torch.Tensor) -> torch.Tensor:
+        """``surrogate`` (whose gradient estimates grad E[L]) under ``mul_log``'s factor f:
+        grad (f E[L]) = f grad E[L] + E[L] grad f, with ``mean_loss`` (detached) for E[L]."""
+        factor = self.cost.multiplier() if self.cost is not None else None
+        if factor is None:
+            return surrogate
+        return surrogate * factor.detach() + mean_loss.detach() * factor
+
     def _straight_through_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         cost = self.cost
         parts = list(zip(x.chunk(self.arch_paths), y.chunk(self.arch_paths)))
@@ -314,10 +322,7 @@ class Searcher:
                 self.val_meter.add(loss, logits, y)
         p = torch.softmax(net.logits(cell)[e].float(), dim=-1)[ops]
         expected = (p * torch.stack(losses)).sum()  # its gradient: p_k (L_k - sum_j p_j L_j)
-        factor = self.cost.multiplier() if self.cost is not None else None
-        if factor is not None:  # grad (f * E[L]) = f grad E[L] + E[L] grad f
-            expected = expected * factor.detach() + expected.detach() * factor
-        self._logit_terms(expected).backward(inputs=self.arch)
+        self._logit_terms(self._scaled(expected, expected.detach())).backward(inputs=self.arch)
 
     def _score_backward(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """RLOO: ``(1/K) sum_k (L_k - mean_{j != k} L_j) grad log p(path_k)``, unbiased for
@@ -335,10 +340,7 @@ class Searcher:
         loss_k = torch.stack(losses)
         advantage = loss_k - (loss_k.sum() - loss_k) / (k - 1)  # each path against the others' mean
         surrogate = (advantage * torch.stack(log_probs)).mean()
-        factor = self.cost.multiplier() if self.cost is not None else None
-        if factor is not None:  # grad (f * E[L]) = f grad E[L] + E[L] grad f
-            surrogate = surrogate * factor.detach() + loss_k.mean() * factor
-        self._logit_terms(surrogate).backward(inputs=self.arch)
+        self._logit_terms(self._scaled(surrogate, loss_k.mean())).backward(inputs=self.arch)
 
     def end_epoch(self) -> None:
         """Make the ranks agree before the epoch's outputs: average the batch-norm statistics

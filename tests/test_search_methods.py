@@ -987,3 +987,34 @@ def test_local_search_compares_in_the_derived_cell(tmp_path):
     assert main(args) == 0
     rows = lines(tmp_path / "r" / "metrics.jsonl")
     assert rows[-1]["entropy"] < 1.609  # the logits moved
+
+
+def test_local_scales_by_the_mul_log_factor_with_its_product_rule():
+    from nas.cost import CostPenalty, cost_table
+
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=3)
+    with torch.no_grad():
+        net.arch["normal"].normal_()
+    table = cost_table(net, "flops", (3, 8, 8))
+    cost = CostPenalty(net, table, form="mul_log", weight=0.6)
+    context = {"normal": [3] * 6}
+    w_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    a_opt = torch.optim.SGD(net.arch_parameters(), lr=0.0)
+    searcher = Searcher(net, w_opt, a_opt, epochs=1, local=True, context=lambda: context, cost=cost)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
+    torch.manual_seed(1)
+    searcher.arch_step(x, y)
+    torch.manual_seed(1)
+    e = int(torch.randint(6, ()))  # the edge the step drew: every edge has all five ops alive
+    losses = []
+    for k in range(5):
+        arch = {"normal": [3] * 6}
+        arch["normal"][e] = k
+        with torch.no_grad(), net.forced(arch):
+            losses.append(F.cross_entropy(net(x), y))
+    p = torch.softmax(net.arch["normal"][e], dim=-1)
+    expected = (p * torch.stack(losses)).sum()
+    (exact,) = torch.autograd.grad(cost.multiplier() * expected, net.arch["normal"])
+    assert torch.allclose(net.arch["normal"].grad, exact, atol=1e-6)
+    assert (net.arch["normal"].grad.abs().sum(dim=1) > 0).sum() > 1  # the factor reaches every edge
