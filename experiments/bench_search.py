@@ -70,6 +70,7 @@ scheduler. A full run took 10 minutes with one thread on such a machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -109,6 +110,7 @@ BIAS = 30.0
 # The search section of the GDAS config (configs/nb201_cifar10_gdas.yaml): its optimisers
 # (SGD lr 0.025, momentum 0.9, nesterov, weight decay 5e-4, clip 5; Adam 3e-4) drive every step.
 SEARCH = load_config(find_config("configs/nb201_cifar10_gdas.yaml")).search
+LOCAL_CONTEXT = (1, 2, 3, 4, 3, 2)  # the cell search.estimator=local compares in: skip, 1x1, 3x3, pool, 3x3, 1x1
 CPU_SUPERNET = load_config(find_config("configs/nb201_cifar10_cpu.yaml")).supernet
 GRAD_CLIP = SEARCH.weights.grad_clip
 W_OPT = dict(
@@ -293,16 +295,21 @@ def weight_step_fn(model, params, x, y) -> Callable[[], torch.Tensor]:
     return step
 
 
-def searcher_for(net, device: torch.device, bf16: bool = False) -> Searcher:
-    """The search's optimisation state for ``net``, as the nb201_cifar10_gdas config builds it, at its first epoch."""
-    searcher = Searcher.from_config(net, SEARCH, device=device, bf16=bf16)
+def searcher_for(net, device: torch.device, bf16: bool = False, estimator: str = "st") -> Searcher:
+    """The search's optimisation state for ``net``, as the nb201_cifar10_gdas config builds it, at its
+    first epoch; ``estimator``: ``search.estimator`` (``local`` compares in LOCAL_CONTEXT)."""
+    searcher = Searcher.from_config(net, dataclasses.replace(SEARCH, estimator=estimator), device=device, bf16=bf16)
+    if searcher.local:
+        searcher.context = lambda: {"normal": list(LOCAL_CONTEXT)}
     searcher.start_epoch(0)  # tau 10, the weights' initial learning rate
     return searcher
 
 
-def search_step_fn(net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = False) -> Callable[[], None]:
+def search_step_fn(
+    net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = False, estimator: str = "st"
+) -> Callable[[], None]:
     """One search iteration as the search runs it (``Searcher.step``): weight step, then architecture step."""
-    searcher = searcher_for(net, device, bf16)
+    searcher = searcher_for(net, device, bf16, estimator)
     batch_w, batch_a = (x_w, y_w), (x_a, y_a)
 
     def step() -> None:
@@ -448,7 +455,12 @@ def bench_modes(s: Settings, device: torch.device, log) -> Dict[str, object]:
     fns = {}
     for mode in MODES:
         fns[mode] = search_step_fn(supernet(s, mode, device), device, x_w, y_w, x_a, y_a)
-    variants = {}
+    # The architecture step's other estimators (search.estimator): rloo's 4 paths and local's one
+    # edge at every op run forward only, in place of the straight-through forward and backward.
+    variants = {
+        f"gdas+{est}": search_step_fn(supernet(s, "gdas", device), device, x_w, y_w, x_a, y_a, estimator=est)
+        for est in ("rloo", "local")
+    }
     if device.type == "cuda":  # bf16 autocast and channels_last variants of the gdas iteration
         xw_cl, _ = make_batch(s, device, seed=1, channels_last=True)
         xa_cl, _ = make_batch(s, device, seed=2, channels_last=True)
