@@ -282,7 +282,8 @@ class SearchTask:
 
     def _derived_rows(self) -> Dict[str, List[int]]:
         """Per cell type, the op index of each edge in the cell :meth:`derive` reports now (by the
-        logits: within the budget with a budget form; ``none`` excluded under DARTS's rule)."""
+        logits: within the budget with a budget form; ``none`` excluded under DARTS's rule). In the
+        darts space, whose derived cell drops edges, each edge's most probable op."""
         scores = self._budget_cell()
         if scores is None:
             exclude = underivable(self.net)
