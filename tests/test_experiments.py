@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import itertools
 import json
 import math
 import subprocess
@@ -35,6 +36,7 @@ ACTIVE = [
     "removal_study",
     "rerank_study",
     "synthetic_proxy_check",
+    "window_study",
 ]
 
 
@@ -210,6 +212,39 @@ def test_context_study(tmp_path):
     for context in ("random", "chain"):
         r = res[context]
         assert r["pairs"] == 3 and math.isfinite(r["mean"]) and r["stderr"] > 0  # the pairs differ
+
+
+def test_window_study(tmp_path):
+    import nas
+    from nas.benchmarks import cell_string
+    from nas.cost import cost_table, derived_cost
+
+    rec = run_quick("window_study", tmp_path)
+    (res,) = rec["results"]
+    floor, cap = res["window"]
+    assert 0 < floor < cap and res["cells"] == len(res["rows"]) > 0
+    # Every none-free cell of the quick supernet whose FLOPs (counted by tracing it) fit the window.
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+    table = cost_table(net, "flops", (3, 16, 16))
+    ops = [o for o in net.ops if o != "none"]
+    expected = set()
+    for i, choice in enumerate(itertools.product(ops, repeat=6)):
+        cell = cell_string(list(choice))
+        by_table = table.fixed + sum(float(table.costs["normal"][e, net.ops.index(o)]) for e, o in enumerate(choice))
+        if i % 1000 == 0:  # the table's sum is the traced network's count
+            assert derived_cost(net, table, nas.Genotype.parse(cell), (3, 16, 16)) == pytest.approx(by_table)
+        if floor <= by_table <= cap:
+            expected.add(cell)
+    assert {r["cell"] for r in res["rows"]} == expected
+    bench = nas.load_benchmark()
+    values = [r["benchmark"] for r in res["rows"]]
+    assert all(r["benchmark"] == bench.query(r["cell"]) for r in res["rows"])
+    assert res["best_in_window"] == max(values) and res["near_best"] == sum(v >= max(values) - 0.5 for v in values)
+    lowest = min(res["rows"], key=lambda r: r["supernet_loss"])
+    assert res["best_by_supernet_loss"]["cell"] == lowest["cell"] and -1 <= res["tau_neg_loss"] <= 1
+    # The search's derived cell is within its window, and its rank is counted against the window's cells.
+    assert res["derived"]["cell"] in expected
+    assert res["derived"]["beaten_by"] == sum(v > res["derived"]["benchmark"] for v in values)
 
 
 def test_rerank_study(tmp_path):
