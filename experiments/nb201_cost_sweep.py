@@ -55,6 +55,9 @@ SHORT = {  # the table's method column
     "target search, direct cost steps, tolerance 0.1, pruned by probability": "target direct ±10%, pruned",
     "target search, direct cost steps, tolerance 0.1, rloo estimator, pruned by probability": "target direct ±10%, rloo",
     "target search, direct cost steps, tolerance 0.1, local estimator, pruned by probability": "target direct ±10%, local",
+    "target search, direct cost steps, tolerance 0.1, local estimator, uniform weight paths, pruned by probability": (
+        "target direct ±10%, local, uniform paths"
+    ),
     "target search, direct cost steps, tolerance 0.1, ops [skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3], "
     "pruned by probability": "target direct ±10%, no none",
 }
@@ -70,11 +73,14 @@ def overrides(
     form: str = "budget",
     tolerance: Optional[float] = None,
     estimator: str = "st",
+    weight_paths: str = "gumbel",
+    derive: str = "logits",
 ) -> List[str]:
     """The CPU config's one-path method at ``epochs`` (as ``--set search.epochs`` scales it) plus the
     budget; ``prune``: ``probability`` (the config's progressive pruning) or ``off``; ``step``: where
     the term is stepped (``search.cost.step``); ``form``: ``budget`` (the hinge) or ``target``;
-    ``tolerance``: ``search.cost.tolerance``, the share of the budget a derived cell may leave."""
+    ``tolerance``: ``search.cost.tolerance``, the share of the budget a derived cell may leave;
+    ``estimator``, ``weight_paths``, ``derive``: those ``search`` keys."""
     skip = ("search.epochs=", "search.warmup_epochs=", "search.prune=")
     method = [s for s in search_mod.GDAS_PRUNED if not s.startswith(skip)]
     return (
@@ -91,6 +97,8 @@ def overrides(
         + ([] if step == "adam" else [f"search.cost.step={step}"])
         + ([] if tolerance is None else [f"search.cost.tolerance={tolerance:g}"])
         + ([] if estimator == "st" else [f"search.estimator={estimator}"])
+        + ([] if weight_paths == "gumbel" else [f"search.weight_paths={weight_paths}"])
+        + ([] if derive == "logits" else [f"search.derive={derive}"])
     )
 
 
@@ -102,6 +110,8 @@ def variant_name(
     form: str = "budget",
     tolerance: Optional[float] = None,
     estimator: str = "st",
+    weight_paths: str = "gumbel",
+    derive: str = "logits",
 ) -> str:
     return (
         f"cost-{form}-{budget:g}-e{epochs}"
@@ -109,6 +119,8 @@ def variant_name(
         + ("" if step == "adam" else f"-{step}")
         + ("" if tolerance is None else f"-tol{tolerance:g}")
         + ("" if estimator == "st" else f"-{estimator}")
+        + ("" if weight_paths == "gumbel" else f"-{weight_paths}w")
+        + ("" if derive == "logits" else f"-{derive}")
     )
 
 
@@ -149,16 +161,28 @@ def derive_at_budgets(run_dir: Path, budgets: Sequence[float], seed: int) -> Lis
     ]
 
 
+def _setting(settings: Sequence[str], key: str, default: Optional[str]) -> Optional[str]:
+    """The value of ``key`` in ``--set`` overrides: the last one given, as the config reads them."""
+    return next((s.split("=", 1)[1] for s in reversed(settings) if s.startswith(key + "=")), default)
+
+
 def method_of(settings: Sequence[str]) -> str:
     """A budget search's method, from its overrides."""
     step = ", direct cost steps" if "search.cost.step=direct" in settings else ""
     form = "target" if "search.cost.form=target" in settings else "budget"
-    tol = next((s.split("=", 1)[1] for s in settings if s.startswith("search.cost.tolerance=")), None)
+    tol = _setting(settings, "search.cost.tolerance", None)
     window = "" if tol is None else f", tolerance {tol}"
-    estimator = next((s.split("=", 1)[1] for s in settings if s.startswith("search.estimator=")), "st")
-    ops = next((s.split("=", 1)[1] for s in settings if s.startswith("supernet.ops=")), None)
-    extra = ("" if estimator == "st" else f", {estimator} estimator") + ("" if ops is None else f", ops {ops}")
-    prune = next((s.split("=", 1)[1] for s in settings if s.startswith("search.prune=")), "off")
+    estimator = _setting(settings, "search.estimator", "st")
+    ops = _setting(settings, "supernet.ops", None)
+    paths = _setting(settings, "search.weight_paths", "gumbel")
+    derive = _setting(settings, "search.derive", "logits")
+    extra = (
+        ("" if estimator == "st" else f", {estimator} estimator")
+        + ("" if paths == "gumbel" else f", {paths} weight paths")
+        + ("" if ops is None else f", ops {ops}")
+        + ("" if derive == "logits" else f", derived by {derive}")
+    )
+    prune = _setting(settings, "search.prune", "off")
     if prune != "off":
         return f"{form} search{step}{window}{extra}, pruned by {prune}"
     return f"{form} search{step}{window}{extra}, derived within the budget"
@@ -299,6 +323,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         default="st",
         help="search.estimator: the architecture step's gradient (default st, the recorded rows)",
     )
+    p.add_argument(
+        "--weight-paths",
+        choices=("gumbel", "uniform"),
+        default="gumbel",
+        help="search.weight_paths: the paths the weight step trains (default gumbel, the recorded rows)",
+    )
+    p.add_argument(
+        "--derive",
+        choices=("logits", "window"),
+        default="logits",
+        help="search.derive: the final cell by the logits within the budget (default, the recorded rows) or, "
+        "of the budget window's cells, the one with the final supernet's lowest loss",
+    )
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--collect", nargs="+", metavar="JSON", help="judge the rows of nb201_cpu_search --out files")
@@ -339,10 +376,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = []
         for b in budgets:
             rows += search_mod.launch(
-                variant_name(b, epochs, args.prune, args.cost_step, args.form, args.tolerance, args.estimator),
+                variant_name(
+                    b,
+                    epochs,
+                    args.prune,
+                    args.cost_step,
+                    args.form,
+                    args.tolerance,
+                    args.estimator,
+                    args.weight_paths,
+                    args.derive,
+                ),
                 seeds,
                 overrides(
-                    b, epochs, args.weight, args.prune, args.cost_step, args.form, args.tolerance, args.estimator
+                    b,
+                    epochs,
+                    args.weight,
+                    args.prune,
+                    args.cost_step,
+                    args.form,
+                    args.tolerance,
+                    args.estimator,
+                    args.weight_paths,
+                    args.derive,
                 ),
                 args.parallel,
                 args.threads,

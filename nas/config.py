@@ -123,7 +123,7 @@ class SearchConfig:
     # supernet has the highest validation loss; nas.selection) | removal (the op
     # whose removal from the edge raises that loss least: DARTS-PT's measure,
     # with training between the decisions as DARTS-PT fine-tunes between them)
-    prune_batches: int = 16  # prune=loss|removal and derive=removal: validation batches (arch split) per measured op
+    prune_batches: int = 16  # prune=loss|removal, derive=removal|window: arch-split batches per measurement
     prune_start: Optional[int] = None  # the epoch after which the pruning events begin (spread evenly
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
     weight_paths: str = "gumbel"  # the paths the weight step trains after warm-up: gumbel (sampled from
@@ -142,7 +142,10 @@ class SearchConfig:
     # architecture step, >= 2 (null: 4); st and reinmax take 1
     derive: str = "logits"  # how the final cell is derived: logits (each edge's most probable op) |
     # removal (the op whose removal from the edge raises the final supernet's validation loss most,
-    # measured on fixed batches: DARTS-PT's selection, Wang et al., ICLR 2021; nas.selection)
+    # measured on fixed batches: DARTS-PT's selection, Wang et al., ICLR 2021; nas.selection) | window
+    # (a budget form: of every cell whose cost lies in the budget's window, none excluded under DARTS's
+    # rule, pruned ops included, the one with the final supernet's lowest validation loss on the same
+    # fixed batches; at most 2000 cells)
     weights: WeightOptimConfig = field(default_factory=WeightOptimConfig)
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
@@ -483,7 +486,7 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
 
 PRUNE_RULES = ("off", "probability", "loss", "removal")
 WEIGHT_PATHS = ("gumbel", "uniform")
-DERIVE_RULES = ("logits", "removal")
+DERIVE_RULES = ("logits", "removal", "window")
 
 
 def _check_positive(**values: Any) -> None:
@@ -686,6 +689,12 @@ def validate(cfg: Config) -> None:
         raise UserError(
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op "
             "per edge: set search.prune=off, or search.derive=logits"
+        )
+    if s.derive == "window" and not (s.cost.weight > 0 and s.cost.form in ("budget", "target")):
+        raise UserError(
+            "search.derive=window ranks the cells of the budget's window: it needs search.cost.form=budget or "
+            "target with search.cost.weight > 0 (and search.cost.tolerance for a window below the budget), "
+            "or search.derive=logits"
         )
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")

@@ -469,22 +469,15 @@ def within_budget(
     least = -math.inf if floor is None else floor - table.fixed
     n = math.prod(len(r[2]) for r in rows)
     if n <= exact_limit:
-        logp = torch.zeros(1, dtype=torch.float64)
-        cost = torch.zeros(1, dtype=torch.float64)
-        for _, _, _, lp, cs in rows:  # every combination, rows in order (the last varies fastest)
-            logp = (logp[:, None] + torch.tensor(lp, dtype=torch.float64)).flatten()
-            cost = (cost[:, None] + torch.tensor(cs, dtype=torch.float64)).flatten()
+        logp = _every_sum([r[3] for r in rows])
+        cost = _every_sum([r[4] for r in rows])
         fits = cost <= room * (1 + 1e-12)
         window = fits & (cost >= least - 1e-12 * abs(least))
         if bool(window.any()):
             fits = window
         if bool(fits.any()):
             best = int(torch.where(fits, logp, torch.tensor(-math.inf, dtype=torch.float64)).argmax())
-            picks = []
-            for _, _, cands, _, _ in reversed(rows):
-                best, k = divmod(best, len(cands))
-                picks.append(k)
-            picks.reverse()
+            picks = _unflatten(best, [len(r[2]) for r in rows])
         else:
             picks = [min(range(len(cs)), key=cs.__getitem__) for _, _, _, _, cs in rows]
     else:
@@ -532,6 +525,59 @@ def within_budget(
     out = {cell: torch.full(pc.shape, -math.inf) for cell, pc in probs.items()}
     for (cell, r, cands, _, _), k in zip(rows, picks):
         out[cell][r, cands[k]] = 0.0
+    return out
+
+
+def _every_sum(values: Sequence[Sequence[float]]) -> torch.Tensor:
+    """For every combination of one value per row (rows in order, the last varying fastest), their sum."""
+    total = torch.zeros(1, dtype=torch.float64)
+    for row in values:
+        total = (total[:, None] + torch.tensor(row, dtype=torch.float64)).flatten()
+    return total
+
+
+def _unflatten(index: int, sizes: Sequence[int]) -> List[int]:
+    """The per-row picks of combination ``index`` in :func:`_every_sum`'s order."""
+    picks = []
+    for size in reversed(sizes):
+        index, k = divmod(index, size)
+        picks.append(k)
+    return picks[::-1]
+
+
+def architectures_within(
+    table: CostTable,
+    candidates: Mapping[str, Sequence[Sequence[int]]],
+    cap: float,
+    floor: Optional[float] = None,
+    limit: int = 2000,
+) -> List[Dict[str, List[int]]]:
+    """Every architecture, one of ``candidates[cell][row]`` per row, whose cost
+    (``fixed + the chosen candidates' costs``) lies in ``[floor, cap]``: per cell type, the
+    candidate index of each row, in :func:`_every_sum`'s order. ValueError when more than ``limit``
+    fit, or when the combinations are too many to enumerate.
+
+    Example:
+        >>> import torch
+        >>> t = CostTable("flops", 1.0, {"c": torch.tensor([[0.0, 5.0], [0.0, 5.0]], dtype=torch.float64)}, [], [])
+        >>> architectures_within(t, {"c": [[0, 1], [0, 1]]}, cap=7.0, floor=5.0)  # one 5 fits
+        [{'c': [0, 1]}, {'c': [1, 0]}]
+    """
+    rows = [(cell, r, list(cands)) for cell, per_row in candidates.items() for r, cands in enumerate(per_row)]
+    sizes = [len(cands) for _, _, cands in rows]
+    if math.prod(sizes) > 10_000_000:  # the sums alone would take gigabytes
+        raise ValueError(f"{math.prod(sizes)} architectures are too many to enumerate")
+    cost = table.fixed + _every_sum([[float(table.costs[cell][r, k]) for k in cands] for cell, r, cands in rows])
+    low = -math.inf if floor is None else floor
+    inside = ((cost >= low - 1e-12 * abs(low)) & (cost <= cap * (1 + 1e-12))).nonzero().flatten().tolist()
+    if len(inside) > limit:
+        raise ValueError(f"{len(inside)} architectures cost between {low:g} and {cap:g}, more than {limit}")
+    out = []
+    for index in inside:
+        arch: Dict[str, List[int]] = {cell: [] for cell in candidates}
+        for (cell, _, cands), k in zip(rows, _unflatten(index, sizes)):
+            arch[cell].append(cands[k])
+        out.append(arch)
     return out
 
 

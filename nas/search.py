@@ -27,6 +27,7 @@ from .cost import (
     BUDGET_FORMS,
     CostPenalty,
     CostTable,
+    architectures_within,
     budget_window,
     cost_table,
     derivable_logits,
@@ -44,11 +45,13 @@ from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .run import check_run, open_run, run_epochs, silent
 from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
-from .selection import edge_op_losses, removal_scores
+from .selection import architecture_losses, edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space
 from .training import load_data, make_loader
 
 CHECKPOINT_KIND = "search"
+WINDOW_CELLS = 2000  # search.derive=window: the most cells it measures (each a pass over the fixed batches)
+WINDOW_LOGGED = 10  # and how many of the best it logs
 
 
 @dataclass
@@ -194,9 +197,9 @@ class SearchTask:
         self.epochs = search_epochs(cfg, num_ops=len(net.ops))
         self.stops_early = self.epochs < s.epochs
         self.eval_batches: List[Any] = []
-        measures = s.prune in ("loss", "removal") or s.derive == "removal"
+        measures = s.prune in ("loss", "removal") or s.derive in ("removal", "window")
         if measures and any(n != 1 for n in getattr(net, "n_chosen", ())):
-            key = f"search.prune={s.prune}" if s.prune in ("loss", "removal") else "search.derive=removal"
+            key = f"search.prune={s.prune}" if s.prune in ("loss", "removal") else f"search.derive={s.derive}"
             fix = "search.prune=probability (or off)" if s.prune in ("loss", "removal") else "search.derive=logits"
             raise UserError(
                 f"{key} measures one candidate per choice at a time; this model has an InputChoice with "
@@ -220,6 +223,8 @@ class SearchTask:
             if world.distributed:  # full global batches only, so every rank measures as many
                 count = min(count, max(1, len(idx_a) // s.batch_size))
             self.eval_batches = [b for _, b in zip(range(count), loader_eval)]
+        # search.derive=window: the cells measured at the end, enumerated now so a window too wide fails at once.
+        self.window_archs = self._window_architectures() if s.derive == "window" else []
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
 
@@ -290,16 +295,80 @@ class SearchTask:
             scores = {c: derivable_logits(self.net.logits(c).detach(), exclude) for c in self.net.arch}
         return {c: v.argmax(dim=-1).tolist() for c, v in scores.items()}
 
-    def derive(self, final: bool) -> Tuple[Genotype, Optional[Dict[str, torch.Tensor]]]:
-        """The genotype to report, and the removal losses it was derived from (``None``: by logits).
-        Every epoch derives from the logits; with ``search.derive: removal`` the final one measures
-        each op's removal from its edge on the final supernet instead (deterministic: the fixed
-        batches and common random numbers, so a resumed run derives the same cell)."""
-        if not (final and self.search.derive == "removal"):
-            scores = self._budget_cell()  # None: by the logits (a space's genotype() may take no scores)
-            return (self.net.genotype() if scores is None else self.net.genotype(scores=scores)), None
-        losses = self._measure("remove", seed=self.cfg.run.seed)
-        return self.net.genotype(scores=removal_scores(losses, self.net)), losses
+    def _window_architectures(self) -> List[Dict[str, List[int]]]:
+        """Every cell whose cost lies in the budget's window (:func:`nas.cost.budget_window`), one
+        derivable candidate per row (``none`` excluded under DARTS's rule), per cell type the
+        candidate of each row: what ``search.derive: window`` ranks."""
+        net, penalty = self.net, self.searcher.cost
+        if not (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge):
+            raise UserError(
+                f"search.derive=window ranks whole cells, and a {net.space} cell drops edges when derived: "
+                "use search.derive=logits or removal"
+            )
+        assert penalty is not None and penalty.budget is not None and self.cost_table is not None
+        cap, floor = budget_window(penalty.budget, self.search.cost.tolerance, penalty.form)
+        exclude = underivable(net)
+        candidates = {
+            c: [[k for k in row.nonzero().flatten().tolist() if k != exclude] for row in net.alive(c)] for c in net.arch
+        }
+        span = f"between {floor:g} and {cap:g}" if floor is not None else f"up to {cap:g}"
+        try:
+            archs = architectures_within(self.cost_table, candidates, cap, floor, limit=WINDOW_CELLS)
+        except ValueError as exc:
+            raise UserError(
+                f"search.derive=window measures each cell of the budget's window, and {exc} (at most "
+                f"{WINDOW_CELLS}): narrow the window (a smaller search.cost.tolerance) or use search.derive=logits"
+            ) from None
+        if not archs:
+            raise UserError(
+                f"search.derive=window: no cell costs {span} {self.cost_table.metric}; widen search.cost.tolerance, "
+                "move search.cost.budget, or use search.derive=logits"
+            )
+        return archs
+
+    def derive(self, final: bool) -> Tuple[Genotype, Dict[str, Any]]:
+        """The genotype to report, and what to log of how it was derived (empty: by the logits).
+        Every epoch derives from the logits (within the budget with a budget form); the final one,
+        with ``search.derive: removal``, measures each op's removal from its edge on the final
+        supernet, and with ``search.derive: window`` the final supernet's loss of each cell of the
+        budget's window. Both are deterministic (the fixed batches, common random numbers), so a
+        resumed run derives the same cell."""
+        scores = self._budget_cell()  # None: by the logits (a space's genotype() may take no scores)
+        by_logits = self.net.genotype() if scores is None else self.net.genotype(scores=scores)
+        rule = self.search.derive if final else "logits"
+        if rule == "logits":
+            return by_logits, {}
+        record: Dict[str, Any] = {"derived_by": rule, "genotype_by_logits": str(by_logits)}
+        if rule == "removal":
+            losses = self._measure("remove", seed=self.cfg.run.seed)
+            record["removal_losses"] = {
+                c: [[x if x != float("inf") else None for x in row] for row in v.tolist()] for c, v in losses.items()
+            }
+            return self.net.genotype(scores=removal_scores(losses, self.net)), record
+        archs = self.window_archs
+        losses = torch.tensor(
+            architecture_losses(
+                self.net, self.eval_batches, [self.net.arch_of_rows(a) for a in archs], seed=self.cfg.run.seed
+            )
+        )
+        if self.world.distributed:  # each rank measured its share of the batches: average, so all pick alike
+            on_device = losses.to(self.device)
+            self.world.all_reduce_mean_([on_device])
+            losses = on_device.cpu()
+        order = sorted(range(len(archs)), key=lambda i: (float(losses[i]), i))
+        genos = {i: self.net.genotype(scores=self._one_hot(archs[i])) for i in order[:WINDOW_LOGGED]}
+        record["window_cells"] = len(archs)
+        record["window_losses"] = [[str(genos[i]), float(losses[i])] for i in order[:WINDOW_LOGGED]]
+        return genos[order[0]], record
+
+    def _one_hot(self, arch: Dict[str, List[int]]) -> Dict[str, torch.Tensor]:
+        """Derivation scores that pick ``arch``: 0 on its candidate of each row, ``-inf`` elsewhere."""
+        out = {}
+        for c, rows in arch.items():
+            scores = torch.full(tuple(self.net.arch[c].shape), float("-inf"))
+            scores[torch.arange(len(rows)), torch.tensor(rows)] = 0.0
+            out[c] = scores
+        return out
 
     # ---- one epoch -------------------------------------------------------
     def start_epoch(self, epoch: int) -> int:
@@ -373,8 +442,7 @@ class SearchTask:
             probs_before = {c: p.tolist() for c, p in net.probabilities().items()}  # what the last event read
             pruned_after, scores_after = self._prune(epoch + 1)
         final = epoch + 1 == self.epochs
-        self.geno, removal_losses = self.derive(final)
-        self.logits_geno = net.genotype() if removal_losses is not None else self.geno
+        self.geno, derived_by = self.derive(final)
         self.probs = net.probabilities()
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
         benchmark = benchmark_fields(self.geno)
@@ -414,18 +482,7 @@ class SearchTask:
                 if self.search.arch.regularisers
                 else {}
             ),
-            **(
-                {
-                    "derived_by": "removal",
-                    "genotype_by_logits": str(self.logits_geno),
-                    "removal_losses": {
-                        c: [[x if x != float("inf") else None for x in row] for row in v.tolist()]
-                        for c, v in removal_losses.items()
-                    },
-                }
-                if removal_losses is not None
-                else {}
-            ),
+            **derived_by,
             **({"benchmark": benchmark} if benchmark else {}),
             "epoch_seconds": seconds,
             "images_per_second": (train_meter.count + val_meter.count) / seconds,
@@ -452,7 +509,13 @@ class SearchTask:
         if m.get("derived_by") == "removal":
             arch_text += (
                 f"\nderived by removal (search.derive: removal): on each edge the op whose removal raises the "
-                f"validation loss most; by the logits it would be {log_text(self.logits_geno)}"
+                f"validation loss most; by the logits it would be {m['genotype_by_logits']}"
+            )
+        elif m.get("derived_by") == "window":
+            arch_text += (
+                f"\nderived by the window (search.derive: window): of the {m['window_cells']} cells the budget "
+                f"allows, the lowest validation loss ({m['window_losses'][0][1]:.4f}); by the logits it would be "
+                f"{m['genotype_by_logits']}"
             )
         phase = (
             f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%"

@@ -8,11 +8,13 @@ as DARTS-PT's selection does), every other edge as the supernet runs it (sampled
 distribution in gdas mode, mixed in the soft modes). The same batches and the same Gumbel noise
 serve every (edge, op) pair (common random numbers), so the differences between ops are not
 drowned by sampling noise. This is the perturbation idea of DARTS-PT (Wang et al., ICLR 2021).
+:func:`architecture_losses` measures whole architectures the same way (``search.derive: window``).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,16 +42,9 @@ def edge_op_losses(
         raise ValueError("edge_op_losses needs at least one validation batch")
     if perturb not in ("keep", "remove"):
         raise ValueError(f"perturb must be 'keep' or 'remove', got {perturb!r}")
-    was_training = net.training
-    buffers = {name: b.clone() for name, b in net.named_buffers() if not name.startswith("alive_")}
-    device = batches[0][0].device
-    devices = (
-        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    )
     out: Dict[str, torch.Tensor] = {}
-    net.train()
-    try:
-        with torch.random.fork_rng(devices=devices):
+    with _measuring(net, batches):
+        try:
             for cell in net.arch:
                 alive = net.alive(cell)
                 losses = torch.full(tuple(alive.shape), float("inf"))
@@ -70,13 +65,45 @@ def edge_op_losses(
                     alive[e] = row
                     net._alive_cache = None
                 out[cell] = losses
+        finally:
+            net._alive_cache = None
+    return out
+
+
+@torch.no_grad()
+def architecture_losses(net: Supernet, batches: Sequence[Batch], archs: Sequence[Any], seed: int = 0) -> List[float]:
+    """The supernet's mean validation loss with each architecture of ``archs`` forced (what
+    :meth:`Supernet.force` takes), on the same batches, in training mode as :func:`edge_op_losses`;
+    the network and the global random state are left as they were."""
+    if not batches:
+        raise ValueError("architecture_losses needs at least one validation batch")
+    out = []
+    with _measuring(net, batches):
+        for arch in archs:
+            with net.forced(arch):
+                out.append(_mean_loss(net, batches, seed))
+    return out
+
+
+@contextlib.contextmanager
+def _measuring(net: Supernet, batches: Sequence[Batch]) -> Iterator[None]:
+    """Training mode (batch statistics, as the search trains), with the batch-norm buffers and the
+    global random state restored afterwards, so measuring leaves the search as it found it."""
+    was_training = net.training
+    buffers = {name: b.clone() for name, b in net.named_buffers() if not name.startswith("alive_")}
+    device = batches[0][0].device
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    net.train()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
     finally:
-        net._alive_cache = None
         for name, b in net.named_buffers():
             if name in buffers:
                 b.copy_(buffers[name])
         net.train(was_training)
-    return out
 
 
 def _mean_loss(net: Supernet, batches: Sequence[Batch], seed: int) -> float:

@@ -3,6 +3,7 @@ forms, the latency table and the measure-latency command."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from nas.config import load_config, validate
 from nas.cost import (
     CostPenalty,
     CostTable,
+    architectures_within,
     budget_window,
     cost_table,
     derivable_logits,
@@ -413,6 +415,26 @@ def test_within_budget_with_a_floor_is_the_most_probable_cell_in_the_window(exac
             lp = sum(math.log(probs[r, k].item()) for r, k in enumerate(pick))
             assert used >= floor - 1e-9 and lp == pytest.approx(best[0], abs=1e-9)
     assert landed >= (12 if exact_limit else 9), landed
+
+
+def test_architectures_within_are_every_cell_in_the_window():
+    """Against brute force over NB201-sized rows, some candidates left out: every combination whose
+    cost lies in [floor, cap], once each; over the limit, a clear ValueError."""
+    g = torch.Generator().manual_seed(2)
+    costs = torch.tensor([[0.0, 0.0, 1.0, 9.0, 0.0]] * 6, dtype=torch.float64) * (1 + torch.rand(6, 1, generator=g))
+    table = CostTable("flops", 2.0, {"normal": costs}, [], [])
+    candidates = {"normal": [[1, 2, 3, 4]] * 5 + [[2, 3]]}  # none (0) left out; the last row decided between two
+    for cap, floor in ((20.0, 15.0), (12.0, None), (2.5, 2.0), (1.0, None)):
+        got = architectures_within(table, candidates, cap, floor)
+        expected = [
+            list(pick)
+            for pick in itertools.product(*candidates["normal"])
+            if (floor or -math.inf) <= 2.0 + sum(costs[r, k].item() for r, k in enumerate(pick)) <= cap
+        ]
+        assert [a["normal"] for a in got] == expected  # the same cells, in the same order
+    assert architectures_within(table, candidates, 1.0) == []  # under the fixed part: nothing
+    with pytest.raises(ValueError, match="architectures cost between"):
+        architectures_within(table, candidates, 100.0, limit=10)
 
 
 def test_within_budget_excludes_a_column_and_falls_back_to_the_cheapest():

@@ -503,6 +503,16 @@ def test_nb201_cost_sweep_direct_step_settings():
     validate(load_config(str(CONFIG), local))
     assert sweep.SHORT[sweep.method_of(local)] == "target direct ±10%, local"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1, "local").endswith("-tol0.1-local")
+    uniform = sweep.overrides(
+        12e6, 20, 10.0, "probability", "direct", "target", 0.1, "local", weight_paths="uniform", derive="window"
+    )
+    assert {"search.weight_paths=uniform", "search.derive=window", "search.estimator=local"} <= set(uniform)
+    validate(load_config(str(CONFIG), uniform))
+    assert sweep.method_of(uniform).endswith(
+        "local estimator, uniform weight paths, derived by window, pruned by probability"
+    )
+    name = sweep.variant_name(12e6, 20, "probability", "direct", "target", 0.1, "local", "uniform", "window")
+    assert name == "cost-target-1.2e+07-e20-direct-tol0.1-local-uniformw-window"
     no_none = window + ["supernet.ops=[skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"]
     assert sweep.SHORT[sweep.method_of(no_none)] == "target direct ±10%, no none"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1).endswith("-direct-tol0.1")

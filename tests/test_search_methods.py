@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -646,6 +647,77 @@ def test_search_derives_by_removal_at_the_end_and_resumes_to_the_same_cell(tmp_p
     assert str(again.genotype) == str(full.genotype)
 
 
+def test_search_derives_the_window_cell_with_the_lowest_loss_and_resumes_to_it(tmp_path):
+    """search.derive=window: the last epoch measures every none-free cell whose FLOPs lie in the
+    budget's window on the fixed batches and reports the one with the lowest loss (the logged loss
+    is that cell's, measured again on the final supernet); the earlier epochs derive by the logits
+    within the budget. Stopped and resumed, the run ends on the same cell and the same losses."""
+    from nas.cost import cost_table, derived_cost
+    from nas.search import SearchTask
+    from nas.selection import architecture_losses
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + 1.5 * float(table.costs["normal"].max())
+    cfg = load_config(
+        None,
+        TINY
+        + ["supernet.mode=gdas", "supernet.derive_none=false", "search.epochs=3", "search.derive=window"]
+        + ["search.prune_batches=2"]
+        + ["search.cost.form=target", "search.cost.weight=1", f"search.cost.budget={budget}"]
+        + ["search.cost.tolerance=0.05"],
+    )
+    out = []
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=out.append)
+    metrics = lines(tmp_path / "full" / "metrics.jsonl")
+    assert ["derived_by" in m for m in metrics] == [False, False, True]
+    last = metrics[-1]
+    ops = [o for o in net.ops if o != "none"]
+    window = []
+    for choice in itertools.product(range(len(ops)), repeat=6):
+        flops = table.fixed + sum(float(table.costs["normal"][e, net.ops.index(ops[k])]) for e, k in enumerate(choice))
+        window.append(0.95 * budget <= flops <= 1.05 * budget)
+    assert last["derived_by"] == "window" and last["window_cells"] == sum(window) > 1
+    losses = [loss for _, loss in last["window_losses"]]
+    assert losses == sorted(losses) and len(losses) == min(10, sum(window))
+    assert last["genotype"] == str(full.genotype) == last["window_losses"][0][0]
+    assert 0.95 * budget <= derived_cost(net, table, full.genotype, (3, 16, 16)) <= 1.05 * budget
+    assert any("derived by the window (search.derive: window)" in line for line in out)
+    # The logged loss is the chosen cell's on the final supernet and the search's fixed batches.
+    ckpt = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    task = SearchTask(cfg, torch.device("cpu"), log=quiet)
+    task.load_state_dict(ckpt)
+    forced = {"normal": task.net.choices_from_genotype(full.genotype)["normal"]}
+    (again,) = architecture_losses(task.net, task.eval_batches, [forced], seed=cfg.run.seed)
+    assert again == pytest.approx(losses[0], rel=1e-6)
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=2, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(resumed.genotype) == str(full.genotype)
+    assert lines(tmp_path / "part" / "metrics.jsonl")[-1]["window_losses"] == last["window_losses"]
+
+
+def test_architecture_losses_leave_the_search_untouched_and_match_a_forced_forward():
+    from nas.selection import architecture_losses
+
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", C=4, N=1, num_classes=3)
+    batches = [(torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))) for _ in range(2)]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = torch.get_rng_state()
+    archs = [{"normal": [3, 1, 2, 3, 4, 1]}, {"normal": [1] * 6}]
+    losses = architecture_losses(net, batches, archs)
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    net.train()
+    for arch, loss in zip(archs, losses):
+        with torch.no_grad(), net.forced(arch):
+            expected = sum(float(F.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / 16
+        net.load_state_dict(state)  # the forward moved the batch-norm statistics
+        assert loss == pytest.approx(expected, rel=1e-5)
+    assert losses[0] != losses[1]
+
+
 def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
     """The same derivation on the darts space's two cell types, in gdas mode: both cells' removal
     losses are measured and logged, and the cell is DARTS's rule applied to them."""
@@ -667,7 +739,8 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
     "overrides, needle",
     [
         (["search.prune=maybe"], "choose one of: off, probability, loss, removal"),
-        (["search.derive=vote"], "unknown search.derive 'vote'; choose one of: logits, removal"),
+        (["search.derive=vote"], "unknown search.derive 'vote'; choose one of: logits, removal, window"),
+        (["search.derive=window"], "search.derive=window ranks the cells of the budget's window: it needs"),
         (
             ["search.derive=removal", "search.prune=probability", "search.epochs=6"],
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
@@ -701,6 +774,38 @@ def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+WINDOW = ["search.derive=window", "search.cost.form=target", "search.cost.weight=1"]
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (
+            WINDOW + ["search.cost.budget=1e12"],
+            "search.derive=window measures each cell of the budget's window, and 4096 architectures cost",
+        ),
+        (
+            WINDOW + ["search.cost.budget=1", "search.cost.tolerance=0.1"],
+            "search.derive=window: no cell costs between 0.9 and 1.1 flops",
+        ),
+        (
+            WINDOW + ["supernet.space=darts", "supernet.N=3", "search.cost.budget=1e6"],
+            "search.derive=window ranks whole cells, and a darts cell drops edges",
+        ),
+    ],
+)
+def test_a_window_derive_cannot_do_is_refused_before_the_search_runs(overrides, needle, tmp_path, capsys):
+    """What the cost table decides (the window's cells) is checked when the search is built: a
+    clear error, nothing of a run written."""
+    args = ["--out", str(tmp_path / "r"), "--quiet"] + [
+        x for s in TINY + ["search.epochs=2", "search.warmup_epochs=0"] + overrides for x in ("--set", s)
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not list((tmp_path / "r").glob("*"))
 
 
 # ---- several sampled paths per architecture step (search.arch.paths) -------
