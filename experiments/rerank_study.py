@@ -44,14 +44,21 @@ from nas.training import load_data, make_loader
 MAX_CELLS = 1000  # each costs a pass over the fixed batches
 
 
-def load_search(ckpt_path: Path) -> Tuple[Dict[str, Any], Config, Supernet]:
-    """A search checkpoint, its config and its supernet (on the CPU, weights loaded)."""
+def load_task(ckpt_path: Path) -> Tuple[Dict[str, Any], SearchTask]:
+    """A search checkpoint and its task (on the CPU, its state loaded): supernet, cost table,
+    derivation, fixed batches."""
     ckpt = load_checkpoint(ckpt_path)
     cfg = from_dict(ckpt["config"])
     cfg.data.verify_md5 = False
     task = SearchTask(cfg, torch.device("cpu"), log=lambda s: None)
     task.load_state_dict(ckpt)
-    return ckpt, cfg, task.net
+    return ckpt, task
+
+
+def load_search(ckpt_path: Path) -> Tuple[Dict[str, Any], Config, Supernet]:
+    """A search checkpoint, its config and its supernet (on the CPU, weights loaded)."""
+    ckpt, task = load_task(ckpt_path)
+    return ckpt, task.cfg, task.net
 
 
 def fixed_batches(cfg: Config, batches: int, batch_size: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:

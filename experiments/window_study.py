@@ -19,41 +19,30 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 import torch
 import torch.nn.functional as F
 
 from experiments.nb201_cost_sweep import quick_budgets
 from experiments.nb201_cpu_search import CONFIG, QUICK
-from experiments.rerank_study import fixed_batches, study_checkpoints, write_study
+from experiments.rerank_study import fixed_batches, load_task, study_checkpoints, write_study
 from experiments.stats import kendall_tau_b
 from experiments.tables import table
 from nas.benchmarks import cell_string, load_benchmark
-from nas.config import from_dict, load_config
+from nas.config import load_config
 from nas.cost import budget_window
-from nas.io import load_checkpoint
-from nas.search import SearchTask, run_search
+from nas.search import run_search
 
 NAME = "window_study"
 MAX_CELLS = 2000  # each costs a pass over the fixed batches
 NEAR = 0.5  # the issue's target: within this many points of the best
 
 
-def load_task(ckpt_path: Path) -> Tuple[int, SearchTask]:
-    """A search checkpoint's epoch and task (on the CPU, its state loaded): supernet, cost table,
-    derivation."""
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = from_dict(ckpt["config"])
-    cfg.data.verify_md5 = False
-    task = SearchTask(cfg, torch.device("cpu"), log=lambda s: None)
-    task.load_state_dict(ckpt)
-    return ckpt["epoch"], task
-
-
 @torch.no_grad()
 def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
-    epoch, task = load_task(ckpt_path)
+    ckpt, task = load_task(ckpt_path)
+    epoch = ckpt["epoch"]
     cfg, net, costs = task.cfg, task.net, task.cost_table
     c = cfg.search.cost
     if costs is None or c.form not in ("budget", "target") or c.budget is None or c.metric != "flops":
