@@ -17,7 +17,6 @@ points of the window's best. Nothing in a search reads this.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any, Dict
 
@@ -31,7 +30,7 @@ from experiments.stats import kendall_tau_b
 from experiments.tables import table
 from nas.benchmarks import cell_string, load_benchmark
 from nas.config import load_config
-from nas.cost import budget_window
+from nas.cost import BUDGET_FORMS, architectures_within, budget_window
 from nas.search import run_search
 
 NAME = "window_study"
@@ -45,23 +44,20 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     epoch = ckpt["epoch"]
     cfg, net, costs = task.cfg, task.net, task.cost_table
     c = cfg.search.cost
-    if costs is None or c.form not in ("budget", "target") or c.budget is None or c.metric != "flops":
+    if costs is None or c.form not in BUDGET_FORMS or c.budget is None or c.metric != "flops":
         raise SystemExit(f"{ckpt_path}: not a search under a FLOPs budget (search.cost.form budget or target)")
     cap, floor = budget_window(c.budget, c.tolerance, c.form)
-    floor = 0.0 if floor is None else floor
     (cell,) = list(net.arch)
     ops = list(net.ops)
     use = [k for k, o in enumerate(ops) if o != "none"]
     table_c = costs.costs[cell]
-    cells = []
-    for choice in itertools.product(use, repeat=table_c.shape[0]):
-        flops = costs.fixed + sum(float(table_c[e, k]) for e, k in enumerate(choice))
-        if floor <= flops <= cap:
-            cells.append((list(choice), flops))
+    try:  # what search.derive=window ranks, pruned ops included
+        archs = architectures_within(costs, {cell: [use] * table_c.shape[0]}, cap, floor, limit=MAX_CELLS)
+    except ValueError as exc:
+        raise SystemExit(f"{ckpt_path}: {exc}; narrow the window") from None
+    cells = [(a[cell], costs.fixed + sum(float(table_c[e, k]) for e, k in enumerate(a[cell]))) for a in archs]
     if not cells:
-        raise SystemExit(f"{ckpt_path}: no cell without none costs between {floor:g} and {cap:g}")
-    if len(cells) > MAX_CELLS:
-        raise SystemExit(f"{ckpt_path}: the window holds {len(cells)} cells (at most {MAX_CELLS}); narrow it")
+        raise SystemExit(f"{ckpt_path}: no cell without none costs between {floor or 0:g} and {cap:g}")
     fixed = fixed_batches(cfg, batches, batch_size)
     bench = load_benchmark()
     net.train()  # batch statistics, as the search's own measurements
@@ -94,7 +90,7 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
         "seed": cfg.run.seed,
         "estimator": cfg.search.estimator,
         "weight_paths": cfg.search.weight_paths,
-        "window": [floor, cap],
+        "window": [floor or 0.0, cap],
         "cells": len(rows),
         "tau_neg_loss": kendall_tau_b([-r["supernet_loss"] for r in rows], values),
         "tau_acc": kendall_tau_b([r["supernet_acc"] for r in rows], values),
