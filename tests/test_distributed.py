@@ -269,3 +269,34 @@ def test_a_soft_search_pruned_by_removal_runs_under_torchrun(tmp_path):
     metrics = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["ops_left"] == 1 and metrics[-1]["world_size"] == 2
     assert sum("prune_removal_losses" in m for m in metrics) + ("prune_removal_losses_after" in metrics[-1]) == 4
+
+
+def test_the_window_derivation_runs_under_torchrun(tmp_path):
+    """search.derive=window under torchrun (each rank measures its share of the fixed batches, and
+    the losses are averaged across ranks): the run ends, and reports the window cell with the
+    lowest loss, within the budget's window."""
+    from nas.cost import cost_table, derived_cost
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + 1.5 * float(table.costs["normal"].max())
+    overrides = [x for x in TINY if not x.startswith("search.epochs")] + [
+        "supernet.mode=gdas",
+        "supernet.derive_none=false",
+        "search.epochs=2",
+        "search.derive=window",
+        "search.prune_batches=2",
+        "search.cost.form=target",
+        "search.cost.weight=1",
+        f"search.cost.budget={budget}",
+        "search.cost.tolerance=0.05",
+    ]
+    sets = [x for s in overrides for x in ("--set", s)]
+    done = torchrun("search.py", "--out", tmp_path / "r", "--quiet", *sets)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert last["derived_by"] == "window" and last["world_size"] == 2 and last["window_cells"] > 1
+    losses = [loss for _, loss in last["window_losses"]]
+    assert losses == sorted(losses) and last["genotype"] == last["window_losses"][0][0]
+    cell = nas.Genotype.parse(last["genotype"])
+    assert 0.95 * budget <= derived_cost(net, table, cell, (3, 16, 16)) <= 1.05 * budget
