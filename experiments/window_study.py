@@ -18,7 +18,7 @@ points of the window's best. Nothing in a search reads this.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -120,23 +120,9 @@ def quick_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoint.pt"
 
 
-def main() -> int:
-    args, out, studied, tmp = study_checkpoints(
-        NAME,
-        __doc__,
-        study,
-        quick_checkpoint,
-        lambda r: (
-            f"seed {r['seed']} epoch {r['epoch']} ({r['estimator']}, {r['weight_paths']} paths): {r['cells']} cells, "
-            f"tau(-loss) {r['tau_neg_loss']:.2f}; derived {r['derived']['benchmark']:.2f}, best by loss "
-            f"{r['best_by_supernet_loss']['benchmark']:.2f}, best in window {r['best_in_window']:.2f}"
-        ),
-        checkpoints_help="checkpoints of nb201 searches under a FLOPs budget",
-        batches=8,
-        batch_size=64,
-    )
-    results = sorted(studied, key=lambda r: (r["seed"], r["epoch"], r["checkpoint"]))
-    text = table(
+def render(results: List[Dict[str, Any]]) -> str:
+    """The study's table, one row per checkpoint."""
+    return table(
         [
             "checkpoint",
             "epoch",
@@ -165,6 +151,25 @@ def main() -> int:
             for r in results
         ],
     )
+
+
+def main() -> int:
+    args, out, studied, tmp = study_checkpoints(
+        NAME,
+        __doc__,
+        study,
+        quick_checkpoint,
+        lambda r: (
+            f"seed {r['seed']} epoch {r['epoch']} ({r['estimator']}, {r['weight_paths']} paths): {r['cells']} cells, "
+            f"tau(-loss) {r['tau_neg_loss']:.2f}; derived {r['derived']['benchmark']:.2f}, best by loss "
+            f"{r['best_by_supernet_loss']['benchmark']:.2f}, best in window {r['best_in_window']:.2f}"
+        ),
+        checkpoints_help="checkpoints of nb201 searches under a FLOPs budget",
+        batches=8,
+        batch_size=64,
+    )
+    results = sorted(studied, key=lambda r: (r["seed"], r["epoch"], r["checkpoint"]))
+    text = render(results)
     write_study(NAME, args, out, results, text, tmp, batches=args.batches, batch_size=args.batch_size)
     return 0
 
