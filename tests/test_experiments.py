@@ -516,3 +516,18 @@ def test_nb201_cost_sweep_direct_step_settings():
     no_none = window + ["supernet.ops=[skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3]"]
     assert sweep.SHORT[sweep.method_of(no_none)] == "target direct ±10%, no none"
     assert sweep.variant_name(6.5e6, 20, "probability", "direct", "target", 0.1).endswith("-direct-tol0.1")
+
+
+def test_the_budget_config_is_the_recorded_sweep_recipe():
+    """configs/nb201_cifar10_cpu_budget.yaml is, setting for setting, the sweep's recorded method
+    (local estimator, uniform weight paths, target form within 10%, direct steps, weight 10, 20
+    epochs) at 12 M: what its header reports is what it runs."""
+    import dataclasses
+
+    from experiments import nb201_cost_sweep as sweep
+    from experiments.nb201_cpu_search import CONFIG
+    from nas.config import load_config
+
+    shipped = load_config(str(ROOT / "configs" / "nb201_cifar10_cpu_budget.yaml"))
+    recipe = sweep.overrides(12e6, 20, 10.0, "probability", "direct", "target", 0.1, "local", weight_paths="uniform")
+    assert dataclasses.asdict(shipped) == dataclasses.asdict(load_config(str(CONFIG), recipe))
