@@ -58,6 +58,9 @@ SHORT = {  # the table's method column
     "target search, direct cost steps, tolerance 0.1, local estimator, uniform weight paths, pruned by probability": (
         "target direct ±10%, local, uniform paths"
     ),
+    "target search, direct cost steps, tolerance 0.1, local estimator, window weight paths, pruned by probability": (
+        "target direct ±10%, local, window paths"
+    ),
     "target search, direct cost steps, tolerance 0.1, ops [skip_connect,nor_conv_1x1,nor_conv_3x3,avg_pool_3x3], "
     "pruned by probability": "target direct ±10%, no none",
 }
@@ -325,7 +328,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument(
         "--weight-paths",
-        choices=("gumbel", "uniform"),
+        choices=("gumbel", "uniform", "window"),
         default="gumbel",
         help="search.weight_paths: the paths the weight step trains (default gumbel, the recorded rows)",
     )

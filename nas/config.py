@@ -128,7 +128,9 @@ class SearchConfig:
     # from there to the end); null: the end of warm-up. Later starts decide on logits trained longer
     weight_paths: str = "gumbel"  # the paths the weight step trains after warm-up: gumbel (sampled from
     # the op probabilities, as GDAS) | uniform (every op still alive on an edge equally often, as
-    # single-path one-shot NAS, Guo et al. 2020: no op is trained more because it is ahead)
+    # single-path one-shot NAS, Guo et al. 2020: no op is trained more because it is ahead) | window
+    # (from the first epoch, a cell drawn uniformly from the budget's window, search.cost.tolerance,
+    # among the ops still alive: the supernet trains the cells it will rank; budget/target forms)
     stop_when_decided: bool = True  # with pruning: end the search at its last event, when every edge
     # has one op left (the epochs after it would train the chosen network only; the genotype is the same)
     estimator: str = "st"  # gdas: the hard sample's gradient estimator: st (straight-through) |
@@ -485,7 +487,7 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
 
 
 PRUNE_RULES = ("off", "probability", "loss", "removal")
-WEIGHT_PATHS = ("gumbel", "uniform")
+WEIGHT_PATHS = ("gumbel", "uniform", "window")
 DERIVE_RULES = ("logits", "removal", "window")
 
 
@@ -648,6 +650,12 @@ def validate(cfg: Config) -> None:
         raise UserError(
             f"search.weight_paths={s.weight_paths} needs supernet.mode=gdas (the soft modes train every op at "
             f"every step), got {sn.mode}; set search.weight_paths=gumbel"
+        )
+    if s.weight_paths == "window" and not (s.cost.weight > 0 and s.cost.form in ("budget", "target")):
+        raise UserError(
+            "search.weight_paths=window trains the cells of the budget's window: it needs search.cost.form=budget "
+            "or target with search.cost.weight > 0 (and search.cost.tolerance for a window below the budget), "
+            "or search.weight_paths=uniform"
         )
     if s.estimator not in ESTIMATORS:
         raise UserError(f"unknown search.estimator {s.estimator!r}; choose one of: {', '.join(ESTIMATORS)}")

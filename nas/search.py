@@ -52,6 +52,7 @@ from .training import load_data, make_loader
 CHECKPOINT_KIND = "search"
 WINDOW_CELLS = 2000  # search.derive=window: the most cells it measures (each a pass over the fixed batches)
 WINDOW_LOGGED = 10  # and how many of the best it logs
+WEIGHT_WINDOW_CELLS = 200_000  # search.weight_paths=window: the most cells it draws from (held as indices)
 
 
 @dataclass
@@ -224,7 +225,15 @@ class SearchTask:
                 count = min(count, max(1, len(idx_a) // s.batch_size))
             self.eval_batches = [b for _, b in zip(range(count), loader_eval)]
         # search.derive=window: the cells measured at the end, enumerated now so a window too wide fails at once.
-        self.window_archs = self._window_architectures() if s.derive == "window" else []
+        self.window_archs = (
+            self._window_architectures("search.derive=window", WINDOW_CELLS, "search.derive=logits")
+            if s.derive == "window"
+            else []
+        )
+        if s.weight_paths == "window":  # the weight step trains the window's cells only
+            self.weight_window = self._weight_window()
+            self.window_alive = self.weight_window
+            self.searcher.weight_cells = self._window_cell
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
 
@@ -295,16 +304,15 @@ class SearchTask:
             scores = {c: derivable_logits(self.net.logits(c).detach(), exclude) for c in self.net.arch}
         return {c: v.argmax(dim=-1).tolist() for c, v in scores.items()}
 
-    def _window_architectures(self) -> List[Dict[str, List[int]]]:
+    def _window_architectures(self, key: str, limit: int, fix: str) -> List[Dict[str, List[int]]]:
         """Every cell whose cost lies in the budget's window (:func:`nas.cost.budget_window`), one
         derivable candidate per row (``none`` excluded under DARTS's rule), per cell type the
-        candidate of each row: what ``search.derive: window`` ranks."""
+        candidate of each row: what ``search.derive: window`` ranks and ``search.weight_paths:
+        window`` trains. ``key`` (the setting that asks) and ``fix`` (what else to set) name them in
+        the errors; at most ``limit`` cells."""
         net, penalty = self.net, self.searcher.cost
         if not (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge):
-            raise UserError(
-                f"search.derive=window ranks whole cells, and a {net.space} cell drops edges when derived: "
-                "use search.derive=logits or removal"
-            )
+            raise UserError(f"{key} works on whole cells, and a {net.space} cell drops edges when derived: use {fix}")
         assert penalty is not None and penalty.budget is not None and self.cost_table is not None
         cap, floor = budget_window(penalty.budget, self.search.cost.tolerance, penalty.form)
         exclude = underivable(net)
@@ -313,18 +321,43 @@ class SearchTask:
         }
         span = f"between {floor:g} and {cap:g}" if floor is not None else f"up to {cap:g}"
         try:
-            archs = architectures_within(self.cost_table, candidates, cap, floor, limit=WINDOW_CELLS)
+            archs = architectures_within(self.cost_table, candidates, cap, floor, limit=limit)
         except ValueError as exc:
             raise UserError(
-                f"search.derive=window measures each cell of the budget's window, and {exc} (at most "
-                f"{WINDOW_CELLS}): narrow the window (a smaller search.cost.tolerance) or use search.derive=logits"
+                f"{key} enumerates the cells of the budget's window, and {exc} (at most {limit}): narrow the "
+                f"window (a smaller search.cost.tolerance) or use {fix}"
             ) from None
         if not archs:
             raise UserError(
-                f"search.derive=window: no cell costs {span} {self.cost_table.metric}; widen search.cost.tolerance, "
-                "move search.cost.budget, or use search.derive=logits"
+                f"{key}: no cell costs {span} {self.cost_table.metric}; widen search.cost.tolerance, "
+                f"move search.cost.budget, or use {fix}"
             )
         return archs
+
+    def _weight_window(self) -> torch.Tensor:
+        """``search.weight_paths: window``: the window's cells as ``[cells, rows]`` op indices (cell
+        types in order, their rows in order), the weight step's draws."""
+        archs = self._window_architectures(
+            "search.weight_paths=window", WEIGHT_WINDOW_CELLS, "search.weight_paths=uniform"
+        )
+        return torch.tensor([[k for c in self.net.arch for k in a[c]] for a in archs], dtype=torch.long)
+
+    def _window_alive(self) -> None:
+        """After a pruning event: the window's cells whose every op is still alive (the budget's
+        cell always is, since no event removes its ops)."""
+        alive = torch.cat([self.net.alive(c).cpu() for c in self.net.arch])  # [rows, ops]
+        rows = torch.arange(alive.shape[0])
+        self.window_alive = self.weight_window[alive[rows, self.weight_window].all(dim=1)]
+
+    def _window_cell(self) -> Dict[str, List[int]]:
+        """One cell drawn uniformly from the window's live cells (the global generator, checkpointed,
+        so a resumed run draws the same; every rank draws alike)."""
+        pick = self.window_alive[int(torch.randint(len(self.window_alive), ()))].tolist()
+        out, start = {}, 0
+        for c, a in self.net.arch.items():
+            out[c] = pick[start : start + a.shape[0]]
+            start += a.shape[0]
+        return out
 
     def derive(self, final: bool) -> Tuple[Genotype, Dict[str, Any]]:
         """The genotype to report, and what to log of how it was derived (empty: by the logits).
@@ -374,6 +407,8 @@ class SearchTask:
     def start_epoch(self, epoch: int) -> int:
         s, net = self.search, self.net
         self.pruned, self.prune_scores = self._prune(epoch) if self.pruning else ({}, None)
+        if self.searcher.weight_cells is not None:
+            self._window_alive()
         # Once every edge has one op left, the logits get no gradient: skip the arch step.
         self.arch_epoch = epoch >= s.warmup_epochs and (not self.pruning or net.num_alive() > 1)
         self.searcher.start_epoch(epoch)

@@ -15,6 +15,7 @@ The search loop, the benchmarks and the tests all drive this one object::
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
@@ -74,6 +75,10 @@ class Searcher:
             not averaged over sampled contexts.
         context: ``() -> {cell type: [op index per edge]}``, the cell ``local`` compares in (a search
             passes the cell it derives now); ``None``: each edge's most probable op.
+        weight_cells: ``() -> {cell type: [op index per edge]}``, called once per weight step: the cell
+            that step trains (forced), instead of a path drawn from the logits (``search.weight_paths:
+            window`` passes a uniform draw among the cells of the budget's window). Overrides
+            ``uniform_weight_paths``.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class Searcher:
         score_paths: int = 0,
         local: bool = False,
         context: Optional[Callable[[], Dict[str, List[int]]]] = None,
+        weight_cells: Optional[Callable[[], Dict[str, List[int]]]] = None,
     ):
         self.net = net
         self.cost = cost
@@ -131,6 +137,7 @@ class Searcher:
         if local and (net.mode != "gdas" or score_paths or self.arch_paths > 1):
             raise ValueError("local compares one edge's ops at a fixed cell: mode 'gdas', no score_paths or arch_paths")
         self.local, self.context = local, context
+        self.weight_cells = weight_cells
         self.device = device if device is not None else next(net.parameters()).device
         self.weights = list(net.weight_parameters())
         self.arch = list(net.arch_parameters())
@@ -227,7 +234,9 @@ class Searcher:
         for a in self.arch:
             a.requires_grad_(False)
         try:
-            with self.autocast, self.net.uniform_paths(self.uniform_weight_paths):
+            cell = self.weight_cells() if self.weight_cells is not None else None
+            paths = self.net.forced(self.net.arch_of_rows(cell)) if cell is not None else contextlib.nullcontext()
+            with self.autocast, self.net.uniform_paths(self.uniform_weight_paths), paths:
                 logits = self.weight_model(x)  # DDP averages the gradients in backward
                 loss = F.cross_entropy(logits, y)
             self.weight_optimizer.zero_grad(set_to_none=True)
