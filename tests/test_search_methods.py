@@ -429,6 +429,95 @@ def test_search_with_uniform_weight_paths_runs_and_is_recorded(tmp_path):
     assert load_config(tmp_path / "r" / "config.yaml").search.weight_paths == "uniform"
 
 
+# ---- window weight paths --------------------------------------------------------
+
+
+def _window_task(extra=()):
+    """A TINY nb201 search with a FLOPs target whose ±5% window holds several none-free cells,
+    ``search.weight_paths: window``; and the window's cells by brute force over op names."""
+    from nas.cost import cost_table
+    from nas.search import SearchTask
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + 1.5 * float(table.costs["normal"].max())
+    cfg = load_config(
+        None,
+        TINY
+        + ["supernet.mode=gdas", "supernet.derive_none=false", "search.weight_paths=window"]
+        + ["search.cost.form=target", "search.cost.weight=1", f"search.cost.budget={budget}"]
+        + ["search.cost.tolerance=0.05", *extra],
+    )
+    window = set()
+    for choice in itertools.product([k for k, o in enumerate(net.ops) if o != "none"], repeat=6):
+        flops = table.fixed + sum(float(table.costs["normal"][e, k]) for e, k in enumerate(choice))
+        if 0.95 * budget <= flops <= 1.05 * budget:
+            window.add(choice)
+    return SearchTask(cfg, torch.device("cpu"), log=quiet), window
+
+
+def test_window_weight_paths_train_every_window_cell_and_nothing_else():
+    """Each weight step forces one cell drawn uniformly from the budget's window: every cell it
+    trains costs within the window, each window cell is drawn about equally often, and after a
+    pruning event no cell with a pruned op is drawn."""
+    torch.manual_seed(0)
+    task, window = _window_task()
+    net, searcher = task.net, task.searcher
+    assert 3 <= len(window) <= 100 and len(task.weight_window) == len(window)
+    task.start_epoch(0)
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 5, (2,))
+    for _ in range(20):  # the forward the weight step runs is a window cell
+        searcher.weight_step(x, y)
+        assert tuple(net.ops.index(o) for o in net.sampled_architecture()["normal"]) in window
+    counts = {cell: 0 for cell in window}
+    for _ in range(40 * len(window)):  # the draws themselves (what each weight step forces)
+        counts[tuple(task._window_cell()["normal"])] += 1
+    # 40 expected per cell: a count's std is ~6.3; 40 +- 26 is > 4 std.
+    assert all(14 <= n <= 66 for n in counts.values()), counts
+    # A pruning event: op 3 (nor_conv_3x3) goes from edge 0; the window's cells with it there do too.
+    with torch.no_grad():
+        net.arch["normal"][0, 3] = -10.0
+    net.prune_weakest(keep_none=False)
+    task.start_epoch(1)  # each epoch starts from the live cells
+    live = {c for c in window if net.alive("normal")[torch.arange(6), torch.tensor(c)].all()}
+    assert 0 < len(live) < len(window)
+    assert {tuple(task._window_cell()["normal"]) for _ in range(20 * len(live))} == live
+    for _ in range(10):
+        searcher.weight_step(x, y)
+        assert tuple(net.ops.index(o) for o in net.sampled_architecture()["normal"]) in live
+
+
+def test_window_weight_paths_leave_the_architecture_step_to_its_estimator():
+    """The window governs the weight step only: the architecture step still samples from the logits."""
+    torch.manual_seed(0)
+    task, window = _window_task()
+    net = task.net
+    with torch.no_grad():
+        net.arch["normal"].zero_()
+        net.arch["normal"][:, 4] = 9.0  # avg_pool everywhere: far below the window's FLOPs
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 5, (2,))
+    for _ in range(10):
+        task.searcher.arch_step(x, y)
+        assert net.sampled_architecture()["normal"] == ["avg_pool_3x3"] * 6
+    assert net._forced is None  # the weight step's forced cell does not leak
+
+
+def test_a_search_with_window_weight_paths_resumes_exactly(tmp_path):
+    """Pruned by probability, stopped and resumed: the same draws, the same weights, the same cell."""
+    task, _ = _window_task(["search.epochs=6", "search.warmup_epochs=1", "search.prune=probability"])
+    cfg = task.cfg
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=3, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(resumed.genotype) == str(full.genotype)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "part" / "metrics.jsonl")
+    assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]
+    assert ma[-1]["ops_left"] == 1
+
+
 # ---- beta-decay ---------------------------------------------------------------
 
 
@@ -752,8 +841,12 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
         ),
         (["data.image_size=14"], "data.image_size must be a multiple of 4 (the network halves it twice), got 14"),
-        (["search.weight_paths=fair"], "unknown search.weight_paths 'fair'; choose one of: gumbel, uniform"),
+        (["search.weight_paths=fair"], "unknown search.weight_paths 'fair'; choose one of: gumbel, uniform, window"),
         (["search.weight_paths=uniform", "supernet.mode=snas"], "search.weight_paths=uniform needs supernet.mode=gdas"),
+        (
+            ["search.weight_paths=window", "supernet.mode=gdas"],
+            "search.weight_paths=window trains the cells of the budget's window: it needs search.cost.form=budget",
+        ),
         (
             ["search.prune=probability", "search.epochs=10", "search.prune_start=10"],
             "search.prune_start must be in [search.warmup_epochs, search.epochs - 1] = [0, 9]",
@@ -777,6 +870,7 @@ def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys
 
 
 WINDOW = ["search.derive=window", "search.cost.form=target", "search.cost.weight=1"]
+WINDOW_PATHS = ["supernet.mode=gdas", "search.weight_paths=window", "search.cost.form=target", "search.cost.weight=1"]
 
 
 @pytest.mark.parametrize(
@@ -784,7 +878,7 @@ WINDOW = ["search.derive=window", "search.cost.form=target", "search.cost.weight
     [
         (
             WINDOW + ["search.cost.budget=1e12"],
-            "search.derive=window measures each cell of the budget's window, and 4096 architectures cost",
+            "search.derive=window enumerates the cells of the budget's window, and 4096 architectures cost",
         ),
         (
             WINDOW + ["search.cost.budget=1", "search.cost.tolerance=0.1"],
@@ -792,11 +886,19 @@ WINDOW = ["search.derive=window", "search.cost.form=target", "search.cost.weight
         ),
         (
             WINDOW + ["supernet.space=darts", "supernet.N=3", "search.cost.budget=1e6"],
-            "search.derive=window ranks whole cells, and a darts cell drops edges",
+            "search.derive=window works on whole cells, and a darts cell drops edges",
+        ),
+        (
+            WINDOW_PATHS + ["search.cost.budget=1", "search.cost.tolerance=0.1"],
+            "search.weight_paths=window: no cell costs between 0.9 and 1.1 flops",
+        ),
+        (
+            WINDOW_PATHS + ["supernet.space=darts", "supernet.N=3", "search.cost.budget=1e6"],
+            "search.weight_paths=window works on whole cells, and a darts cell drops edges",
         ),
     ],
 )
-def test_a_window_derive_cannot_do_is_refused_before_the_search_runs(overrides, needle, tmp_path, capsys):
+def test_a_window_the_search_cannot_use_is_refused_before_it_runs(overrides, needle, tmp_path, capsys):
     """What the cost table decides (the window's cells) is checked when the search is built: a
     clear error, nothing of a run written."""
     args = ["--out", str(tmp_path / "r"), "--quiet"] + [
