@@ -432,11 +432,11 @@ def test_search_with_uniform_weight_paths_runs_and_is_recorded(tmp_path):
 # ---- window weight paths --------------------------------------------------------
 
 
-def _window_task(extra=()):
-    """A TINY nb201 search with a FLOPs target whose ±5% window holds several none-free cells,
-    ``search.weight_paths: window``; and the window's cells by brute force over op names."""
+def _tiny_window(overrides):
+    """TINY's nb201 supernet with a FLOPs target whose ±5% window holds several none-free cells:
+    the supernet, its cost table, the budget, the config with ``overrides``, and the window's cells
+    (op index per edge) found by brute force."""
     from nas.cost import cost_table
-    from nas.search import SearchTask
 
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
     table = cost_table(net, "flops", (3, 16, 16))
@@ -444,15 +444,22 @@ def _window_task(extra=()):
     cfg = load_config(
         None,
         TINY
-        + ["supernet.mode=gdas", "supernet.derive_none=false", "search.weight_paths=window"]
-        + ["search.cost.form=target", "search.cost.weight=1", f"search.cost.budget={budget}"]
-        + ["search.cost.tolerance=0.05", *extra],
+        + ["supernet.mode=gdas", "supernet.derive_none=false", "search.cost.form=target", "search.cost.weight=1"]
+        + [f"search.cost.budget={budget}", "search.cost.tolerance=0.05", *overrides],
     )
     window = set()
     for choice in itertools.product([k for k, o in enumerate(net.ops) if o != "none"], repeat=6):
         flops = table.fixed + sum(float(table.costs["normal"][e, k]) for e, k in enumerate(choice))
         if 0.95 * budget <= flops <= 1.05 * budget:
             window.add(choice)
+    return net, table, budget, cfg, window
+
+
+def _window_task(extra=()):
+    """A search task on :func:`_tiny_window` with ``search.weight_paths: window``, and the window's cells."""
+    from nas.search import SearchTask
+
+    _, _, _, cfg, window = _tiny_window(["search.weight_paths=window", *extra])
     return SearchTask(cfg, torch.device("cpu"), log=quiet), window
 
 
@@ -741,34 +748,21 @@ def test_search_derives_the_window_cell_with_the_lowest_loss_and_resumes_to_it(t
     budget's window on the fixed batches and reports the one with the lowest loss (the logged loss
     is that cell's, measured again on the final supernet); the earlier epochs derive by the logits
     within the budget. Stopped and resumed, the run ends on the same cell and the same losses."""
-    from nas.cost import cost_table, derived_cost
+    from nas.cost import derived_cost
     from nas.search import SearchTask
     from nas.selection import architecture_losses
 
-    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
-    table = cost_table(net, "flops", (3, 16, 16))
-    budget = table.fixed + 1.5 * float(table.costs["normal"].max())
-    cfg = load_config(
-        None,
-        TINY
-        + ["supernet.mode=gdas", "supernet.derive_none=false", "search.epochs=3", "search.derive=window"]
-        + ["search.prune_batches=2"]
-        + ["search.cost.form=target", "search.cost.weight=1", f"search.cost.budget={budget}"]
-        + ["search.cost.tolerance=0.05"],
+    net, table, budget, cfg, window = _tiny_window(
+        ["search.epochs=3", "search.derive=window", "search.prune_batches=2"]
     )
     out = []
     full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=out.append)
     metrics = lines(tmp_path / "full" / "metrics.jsonl")
     assert ["derived_by" in m for m in metrics] == [False, False, True]
     last = metrics[-1]
-    ops = [o for o in net.ops if o != "none"]
-    window = []
-    for choice in itertools.product(range(len(ops)), repeat=6):
-        flops = table.fixed + sum(float(table.costs["normal"][e, net.ops.index(ops[k])]) for e, k in enumerate(choice))
-        window.append(0.95 * budget <= flops <= 1.05 * budget)
-    assert last["derived_by"] == "window" and last["window_cells"] == sum(window) > 1
+    assert last["derived_by"] == "window" and last["window_cells"] == len(window) > 1
     losses = [loss for _, loss in last["window_losses"]]
-    assert losses == sorted(losses) and len(losses) == min(10, sum(window))
+    assert losses == sorted(losses) and len(losses) == min(10, len(window))
     assert last["genotype"] == str(full.genotype) == last["window_losses"][0][0]
     assert 0.95 * budget <= derived_cost(net, table, full.genotype, (3, 16, 16)) <= 1.05 * budget
     assert any("derived by the window (search.derive: window)" in line for line in out)
