@@ -670,8 +670,11 @@ def bench_memory(s: Settings, device: torch.device, quick: bool, log) -> Dict[st
     # A process's peak memory does not depend on what runs beside it, so --quick starts
     # its children at once (they are import-bound); a full run starts them one by one.
     parallel = quick and device.type == "cpu"
-    # CPU: glibc's default allocator, then a fixed mmap threshold (see the module docstring).
+    # CPU: glibc's default allocator, then a fixed mmap threshold (see the module docstring);
+    # --quick, whose children are mostly import time, measures the second only.
     allocators = {"default": None, "mmap_threshold_128k": "131072"} if device.type == "cpu" else {"cuda": None}
+    if quick and device.type == "cpu":
+        allocators.pop("default")
     jobs = [(alloc, case) for alloc in allocators for case in MEMORY_CASES]
     procs: Dict[tuple, subprocess.Popen] = {}
     outputs: Dict[tuple, tuple] = {}
@@ -895,7 +898,11 @@ def summaries(res: Dict[str, object]) -> Dict[str, object]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--quick", action="store_true", help="tiny setting (C=4, N=1, batch 8, 16px), few repeats")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny setting (C=4, N=1, batch 8, 16px), few repeats, memory with one allocator",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (step, modes)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: " + ",".join(SECTIONS))

@@ -163,8 +163,9 @@ def study_checkpoints(
 ) -> Tuple[argparse.Namespace, Path, List[Dict[str, Any]], Optional[str]]:
     """The command line shared by the checkpoint studies: parse it, run ``study`` on each
     checkpoint (or on ``quick_checkpoint``'s tiny search with ``--quick``), and merge the results
-    with those already in the JSON by checkpoint. Returns the arguments, the JSON path, every
-    result and the temporary folder to remove (``None`` unless quick)."""
+    with those already in the JSON by checkpoint; with no checkpoints, an existing JSON's results
+    are rendered again under its own command and machine. Returns the arguments, the JSON path,
+    every result and the temporary folder to remove (``None`` unless quick)."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("checkpoints", nargs="*", help=checkpoints_help)
     p.add_argument("--batches", type=int, default=batches, help="fixed batches of the architecture split")
@@ -173,8 +174,8 @@ def study_checkpoints(
     p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
     p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{name}.json; results are added)")
     args = p.parse_args()
-    if not args.checkpoints and not args.quick:
-        p.error("give checkpoints to study, or --quick")
+    if not args.checkpoints and not args.quick and not (args.out and Path(args.out).is_file()):
+        p.error("give checkpoints to study, --quick, or --out with a study's JSON to render again")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else RESULTS / f"{name}.json"
@@ -187,6 +188,10 @@ def study_checkpoints(
     here = machine()
     old = json.loads(out.read_text()) if out.exists() and not args.quick else {}
     studied = {r["checkpoint"]: r for r in old.get("results", [])}
+    args.rendered_from = None
+    if not paths and not args.quick:  # render again: the file's own settings, command and machine
+        args.batches, args.batch_size = old.get("batches", args.batches), old.get("batch_size", args.batch_size)
+        args.rendered_from = old
     for path in paths:
         r = study(path, args.batches, args.batch_size)
         r["checkpoint"] = str(path) if args.quick else rel(path)
@@ -201,11 +206,12 @@ def write_study(
     name: str, args: argparse.Namespace, out: Path, results: List[Dict[str, Any]], text: str, tmp, **extra: Any
 ) -> None:
     """Write a checkpoint study's JSON atomically, print its table, remove its temporary folder."""
+    old = getattr(args, "rendered_from", None) or {}
     record = {
         "experiment": name,
         "quick": args.quick,
-        "command": command_line(),
-        "machine": machine(),
+        "command": old.get("command") or command_line(),
+        "machine": old.get("machine") or machine(),
         **extra,
         "results": results,
         "table": text,

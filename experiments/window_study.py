@@ -11,12 +11,20 @@ the rank correlation within the window, the benchmark accuracy of the supernet's
 the cell the search derives at that checkpoint, and how many cells of the window lie within 0.5
 points of the window's best. Nothing in a search reads this.
 
+Checkpoints of the same run at two or more seeds (run folders that differ only in their ``-sN``
+suffix, at the same epoch) are also compared with each other: how far their supernets agree on
+the window's order (Kendall's tau between their losses), and which cell an ensemble of them
+would pick (the lowest mean of each supernet's standardised loss).
+
     python -m experiments.window_study CHECKPOINT.pt ... [--batches 8 --batch-size 64]
     python -m experiments.window_study --quick --out /tmp/x.json     # the test
+    python -m experiments.window_study --out F.json                  # F's tables again
 """
 
 from __future__ import annotations
 
+import re
+import statistics
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -153,6 +161,73 @@ def render(results: List[Dict[str, Any]]) -> str:
     )
 
 
+def _run_name(r: Dict[str, Any]) -> str:
+    """The checkpoint's run folder without its seed suffix: what seeds of one run share."""
+    return re.sub(r"-s\d+$", "", Path(r["checkpoint"]).parent.name)
+
+
+def seed_agreement(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """For each run studied at two or more seeds (same run name, window and epoch): Kendall's
+    tau between the seeds' supernet losses over the cells they share, averaged over seed pairs,
+    and the benchmark accuracy of each seed's lowest-loss cell and of the ensemble's (the lowest
+    sum of the seeds' losses, each standardised over the shared cells)."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((_run_name(r), tuple(r["window"]), r["epoch"]), []).append(r)
+    rows = []
+    for (run, _, epoch), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        if len({r["seed"] for r in rs}) < 2:
+            continue
+        losses = [{row["cell"]: row["supernet_loss"] for row in r["rows"]} for r in rs]
+        bench = {row["cell"]: row["benchmark"] for r in rs for row in r["rows"]}
+        cells = sorted(set.intersection(*(set(d) for d in losses)))
+        if len(cells) < 2:
+            continue
+        vectors = [[d[c] for c in cells] for d in losses]
+        taus = [kendall_tau_b(a, b) for i, a in enumerate(vectors) for b in vectors[i + 1 :]]
+        z = [[(v - statistics.fmean(vec)) / (statistics.pstdev(vec) or 1.0) for v in vec] for vec in vectors]
+        ensemble = [sum(col) for col in zip(*z)]
+        pick = cells[min(range(len(cells)), key=ensemble.__getitem__)]
+        rows.append(
+            {
+                "run": run,
+                "epoch": epoch,
+                "seeds": [r["seed"] for r in rs],
+                "cells": len(cells),
+                "tau_between_seeds": statistics.fmean(taus),
+                "best_by_loss": [r["best_by_supernet_loss"]["benchmark"] for r in rs],
+                "ensemble": {
+                    "cell": pick,
+                    "benchmark": bench[pick],
+                    "tau_neg_loss": kendall_tau_b([-v for v in ensemble], [bench[c] for c in cells]),
+                },
+                "best_in_window": max(bench[c] for c in cells),
+            }
+        )
+    return rows
+
+
+def render_agreement(rows: List[Dict[str, Any]]) -> str:
+    return table(
+        ["run", "epoch", "seeds", "cells", "tau(seeds)", "best by loss %", "ensemble %", "ensemble tau", "best %"],
+        [
+            [
+                r["run"],
+                r["epoch"],
+                ",".join(map(str, r["seeds"])),
+                r["cells"],
+                f"{r['tau_between_seeds']:.2f}",
+                " / ".join(f"{v:.2f}" for v in r["best_by_loss"]),
+                f"{r['ensemble']['benchmark']:.2f}",
+                f"{r['ensemble']['tau_neg_loss']:.2f}",
+                f"{r['best_in_window']:.2f}",
+            ]
+            for r in rows
+        ],
+    )
+
+
 def main() -> int:
     args, out, studied, tmp = study_checkpoints(
         NAME,
@@ -169,8 +244,11 @@ def main() -> int:
         batch_size=64,
     )
     results = sorted(studied, key=lambda r: (r["seed"], r["epoch"], r["checkpoint"]))
-    text = render(results)
-    write_study(NAME, args, out, results, text, tmp, batches=args.batches, batch_size=args.batch_size)
+    agreement = seed_agreement(results)
+    text = render(results) + ("\n\n" + render_agreement(agreement) if agreement else "")
+    write_study(
+        NAME, args, out, results, text, tmp, batches=args.batches, batch_size=args.batch_size, seed_agreement=agreement
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300  # a guard against a hung script, not a speed limit: loaded CI cores run these slowly
@@ -74,10 +75,31 @@ def test_no_common_module_and_no_frozen_imports():
         assert "sys.path" not in text and "experiments.frozen" not in text, path
 
 
+def main_here(monkeypatch, capsys, script: str, *args: str):
+    """``python -m experiments.SCRIPT ARGS`` run in this process (a child would spend seconds
+    importing torch): its exit status, stdout and stderr. Torch's thread count is restored."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setattr(sys, "argv", [f"experiments/{script}.py", *map(str, args)])
+    threads = torch.get_num_threads()
+    capsys.readouterr()
+    try:
+        code = importlib.import_module(f"experiments.{script}").main()
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    return (
+        (0 if code is None else code if isinstance(code, int) else 1),
+        out.out,
+        out.err + ("" if isinstance(code, (int, type(None))) else str(code)),
+    )
+
+
 @pytest.mark.parametrize("script", ACTIVE)
-def test_help(script):
-    proc = run_module(script, "--help", timeout=60)
-    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+def test_help(script, monkeypatch, capsys):
+    code, out, err = main_here(monkeypatch, capsys, script, "--help")
+    assert code == 0 and "usage:" in out, err
 
 
 def test_pairwise_win_share(experiments):
@@ -247,6 +269,49 @@ def test_window_study(tmp_path):
     assert res["derived"]["beaten_by"] == sum(v > res["derived"]["benchmark"] for v in values)
 
 
+def test_window_study_compares_the_seeds_of_one_run_and_renders_again(tmp_path, monkeypatch, capsys):
+    from experiments.window_study import seed_agreement
+
+    def result(run, seed, losses, epoch=17):
+        rows = [{"cell": c, "supernet_loss": v, "benchmark": bench} for c, (v, bench) in losses.items()]
+        best = min(rows, key=lambda r: r["supernet_loss"])
+        return {
+            "checkpoint": f"runs/x/{run}-s{seed}/checkpoint.pt",
+            "seed": seed,
+            "epoch": epoch,
+            "window": [1.0, 2.0],
+            "rows": rows,
+            "best_by_supernet_loss": {"cell": best["cell"], "benchmark": best["benchmark"]},
+        }
+
+    # Seed 0 orders a < b < c by loss, seed 1 c < a < b; only cells both measured are compared.
+    s0 = result("run", 0, {"a": (1.0, 90.0), "b": (2.0, 91.0), "c": (3.0, 93.0), "d": (0.5, 80.0)})
+    s1 = result("run", 1, {"a": (1.2, 90.0), "b": (1.3, 91.0), "c": (1.1, 93.0)})
+    other = result("other", 0, {"a": (1.0, 90.0), "b": (2.0, 91.0)})  # one seed: no row
+    later = result("run", 1, {"a": (1.0, 90.0), "b": (2.0, 91.0)}, epoch=35)  # another epoch: no pair
+    (row,) = seed_agreement([s0, s1, other, later])
+    assert (row["run"], row["epoch"], row["seeds"], row["cells"]) == ("run", 17, [0, 1], 3)
+    assert row["tau_between_seeds"] == pytest.approx(-1 / 3)  # a-b agree, a-c and b-c disagree
+    assert row["best_by_loss"] == [80.0, 93.0]
+    # Standardised losses summed: a (-1.22 + 0) is lowest, ahead of c (1.22 - 1.22).
+    assert row["ensemble"]["cell"] == "a" and row["ensemble"]["benchmark"] == 90.0
+    assert row["best_in_window"] == 93.0
+
+    # --out alone renders a study's JSON again with its own settings, adding nothing.
+    out = tmp_path / "w.json"
+    for r in (s0, s1):
+        r.update(estimator="st", weight_paths="uniform", cells=3, tau_neg_loss=0.0, tau_acc=0.0)
+        r.update(derived={"cell": "a", "benchmark": 90.0, "beaten_by": 2}, best_in_window=93.0, near_best=1)
+    studied = {"command": "python -m experiments.window_study a.pt b.pt", "machine": {"cpu_model": "X"}}
+    out.write_text(json.dumps({**studied, "batches": 32, "batch_size": 64, "results": [s0, s1]}))
+    code, _out, err = main_here(monkeypatch, capsys, "window_study", "--out", out)
+    assert code == 0, err
+    rec = json.loads(out.read_text())
+    assert (rec["batches"], rec["batch_size"], len(rec["results"])) == (32, 64, 2)
+    assert (rec["command"], rec["machine"]) == (studied["command"], studied["machine"])
+    assert rec["seed_agreement"][0]["ensemble"]["cell"] == "a" and "tau(seeds)" in rec["table"]
+
+
 def test_rerank_study(tmp_path):
     rec = run_quick("rerank_study", tmp_path)
     bench = __import__("nas").load_benchmark()
@@ -308,7 +373,7 @@ def test_removal_study(tmp_path):
     assert rec["table"].splitlines()[-1].startswith("| mean ± std")
 
 
-def test_nb201_cpu_search(tmp_path):
+def test_nb201_cpu_search(tmp_path, monkeypatch, capsys):
     out = tmp_path / "x.json"
     cmd = [
         sys.executable,
@@ -371,16 +436,16 @@ def test_nb201_cpu_search(tmp_path):
     assert p_row["none_excluded"]["counts"]["none"] == 0
     # Copies written by concurrent invocations merge into one file, keeping each run's own stamps.
     merged = tmp_path / "merged.json"
-    merge = [sys.executable, "-m", "experiments.nb201_cpu_search", "--out", str(merged), "--merge", str(out)]
+    merge = ["--out", merged, "--merge"]
     for _ in range(2):  # merging the same runs twice replaces them, by (variant, seed)
-        proc = subprocess.run(merge, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
-        assert proc.returncode == 0, proc.stderr
+        code, _out, err = main_here(monkeypatch, capsys, "nb201_cpu_search", *merge, out)
+        assert code == 0, err
     got = json.loads(merged.read_text())
     assert got["runs"] == rec["runs"] and got["summary"] == rec["summary"]
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    proc = subprocess.run(merge[:-1] + [str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert proc.returncode != 0 and "is not a result file" in proc.stderr and "Traceback" not in proc.stderr
+    code, _out, err = main_here(monkeypatch, capsys, "nb201_cpu_search", *merge, bad)
+    assert code != 0 and "is not a result file" in err
 
 
 def test_bench_pruned_soft_times_both_forms():
@@ -442,7 +507,7 @@ def test_nb201_cost_front_latency(tmp_path):
     assert lat["table"]["batch_size"] == 1
 
 
-def test_nb201_cost_sweep_quick(tmp_path):
+def test_nb201_cost_sweep_quick(tmp_path, monkeypatch, capsys):
     """Two tiny budgeted searches, each judged against the front: its cell, FLOPs and gap agree
     with the front script's own counting, and its supernet FLOPs with its budget's record."""
     rec = run_quick("nb201_cost_sweep", tmp_path)
@@ -462,8 +527,8 @@ def test_nb201_cost_sweep_quick(tmp_path):
     run_dir, budgets = rec["runs"][0]["run_dir"], [rec["points"][0]["budget"] * 0.8, 1e12]
     out = tmp_path / "y.json"
     args = ["--derive-from", f"{run_dir}:0", "--budgets", ",".join(map(str, budgets)), "--out", str(out)]
-    proc = run_module("nb201_cost_sweep", *args)
-    assert proc.returncode == 0, proc.stderr
+    code, _out, err = main_here(monkeypatch, capsys, "nb201_cost_sweep", *args)
+    assert code == 0, err
     derived = json.loads(out.read_text())["points"]
     assert [p["budget"] for p in derived] == budgets and {p["method"] for p in derived} == {
         "one search, derived at each budget"

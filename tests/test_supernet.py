@@ -613,16 +613,17 @@ def test_checkpoints_from_before_the_edge_choices_load(space):
     # Supernet checkpoints written before the edges were OpChoices keyed each op by its index
     # (edges.<e>.<k>.), not by its name (edges.<e>.candidates.<op>.).
     net = make(space)
+    state = net.state_dict()
     old = {}
-    for key, value in net.state_dict().items():
+    for key, value in state.items():
         for k, op in enumerate(net.ops):
             key = key.replace(f".candidates.{op}.", f".{k}.")
         old[key] = value.clone() + (0.5 if value.is_floating_point() else 0)
-    assert old.keys() != net.state_dict().keys()
+    assert old.keys() != state.keys()
     fresh = make(space)
     fresh.load_state_dict(old)
     for key, value in fresh.state_dict().items():
-        expected = net.state_dict()[key]
+        expected = state[key]
         assert torch.equal(value, expected + (0.5 if expected.is_floating_point() else 0)), key
 
 
