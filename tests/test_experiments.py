@@ -89,11 +89,12 @@ def main_here(monkeypatch, capsys, script: str, *args: str):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr()
-    return (
-        (0 if code is None else code if isinstance(code, int) else 1),
-        out.out,
-        out.err + ("" if isinstance(code, (int, type(None))) else str(code)),
-    )
+    err = out.err
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # SystemExit("message"): Python prints it and exits 1
+        err, code = err + str(code), 1
+    return code, out.out, err
 
 
 @pytest.mark.parametrize("script", ACTIVE)
