@@ -160,12 +160,15 @@ def study_checkpoints(
     checkpoints_help: str,
     batches: int,
     batch_size: int,
+    options: Optional[Callable[[argparse.ArgumentParser], List[str]]] = None,
 ) -> Tuple[argparse.Namespace, Path, List[Dict[str, Any]], Optional[str]]:
     """The command line shared by the checkpoint studies: parse it, run ``study`` on each
     checkpoint (or on ``quick_checkpoint``'s tiny search with ``--quick``), and merge the results
     with those already in the JSON by checkpoint; with no checkpoints, an existing JSON's results
-    are rendered again under its own command and machine. Returns the arguments, the JSON path,
-    every result and the temporary folder to remove (``None`` unless quick)."""
+    are rendered again under its own command and machine. ``options`` adds a study's own
+    arguments and returns their names; each reaches ``study`` as a keyword. Returns the
+    arguments, the JSON path, every result and the temporary folder to remove (``None`` unless
+    quick)."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("checkpoints", nargs="*", help=checkpoints_help)
     p.add_argument("--batches", type=int, default=batches, help="fixed batches of the architecture split")
@@ -173,6 +176,7 @@ def study_checkpoints(
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="a tiny search on synthetic data, for the tests")
     p.add_argument("--out", default=None, help=f"JSON (default experiments/results/{name}.json; results are added)")
+    own = options(p) if options is not None else []
     args = p.parse_args()
     if not args.checkpoints and not args.quick and not (args.out and Path(args.out).is_file()):
         p.error("give checkpoints to study, --quick, or --out with a study's JSON to render again")
@@ -193,7 +197,7 @@ def study_checkpoints(
         args.batches, args.batch_size = old.get("batches", args.batches), old.get("batch_size", args.batch_size)
         args.rendered_from = old
     for path in paths:
-        r = study(path, args.batches, args.batch_size)
+        r = study(path, args.batches, args.batch_size, **{k: getattr(args, k) for k in own})
         r["checkpoint"] = str(path) if args.quick else rel(path)
         r["command"], r["machine"], r["code"] = command_line(), here, git_state()
         r["batches"], r["batch_size"] = args.batches, args.batch_size

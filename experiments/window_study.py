@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +46,10 @@ MAX_CELLS = 2000  # each costs a pass over the fixed batches
 NEAR = 0.5  # the issue's target: within this many points of the best
 
 
-@torch.no_grad()
-def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
-    ckpt, task = load_task(ckpt_path)
-    epoch = ckpt["epoch"]
+def window_cells(ckpt_path: Path, task) -> Tuple[str, List[str], List[Tuple[List[int], float]], List[float]]:
+    """The cell's key, the op names, every cell without ``none`` in the budget's window of a
+    budgeted search's task (pruned ops included) with its FLOPs by the search's cost table, and
+    the window ``[floor, cap]``."""
     cfg, net, costs = task.cfg, task.net, task.cost_table
     c = cfg.search.cost
     if costs is None or c.form not in BUDGET_FORMS or c.budget is None or c.metric != "flops":
@@ -66,27 +66,37 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     cells = [(a[cell], costs.fixed + sum(float(table_c[e, k]) for e, k in enumerate(a[cell]))) for a in archs]
     if not cells:
         raise SystemExit(f"{ckpt_path}: no cell without none costs between {floor or 0:g} and {cap:g}")
+    return cell, ops, cells, [floor or 0.0, cap]
+
+
+@torch.no_grad()
+def supernet_loss(net, cell: str, choice: List[int], fixed) -> Tuple[float, float]:
+    """The mean loss and the accuracy (%) of the supernet forced to ``choice`` on the fixed
+    batches, in the mode the net is in (training mode: each batch's own statistics)."""
+    correct, loss, n = 0, 0.0, 0
+    with net.forced({cell: choice}):
+        for x, y in fixed:
+            out = net(x).float()
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(-1) == y).sum())
+            n += y.shape[0]
+    return loss / n, 100 * correct / n
+
+
+def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
+    ckpt, task = load_task(ckpt_path)
+    epoch = ckpt["epoch"]
+    cfg, net = task.cfg, task.net
+    cell, ops, cells, window = window_cells(ckpt_path, task)
     fixed = fixed_batches(cfg, batches, batch_size)
     bench = load_benchmark()
     net.train()  # batch statistics, as the search's own measurements
     rows = []
     for choice, flops in cells:
-        with net.forced({cell: choice}):
-            correct, loss, n = 0, 0.0, 0
-            for x, y in fixed:
-                out = net(x).float()
-                loss += float(F.cross_entropy(out, y, reduction="sum"))
-                correct += int((out.argmax(-1) == y).sum())
-                n += y.shape[0]
+        loss, acc = supernet_loss(net, cell, choice, fixed)
         arch = cell_string([ops[k] for k in choice])
         rows.append(
-            {
-                "cell": arch,
-                "flops": flops,
-                "supernet_loss": loss / n,
-                "supernet_acc": 100 * correct / n,
-                "benchmark": bench.query(arch),
-            }
+            {"cell": arch, "flops": flops, "supernet_loss": loss, "supernet_acc": acc, "benchmark": bench.query(arch)}
         )
     values = [r["benchmark"] for r in rows]
     best = max(values)
@@ -98,7 +108,7 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
         "seed": cfg.run.seed,
         "estimator": cfg.search.estimator,
         "weight_paths": cfg.search.weight_paths,
-        "window": [floor or 0.0, cap],
+        "window": window,
         "cells": len(rows),
         "tau_neg_loss": kendall_tau_b([-r["supernet_loss"] for r in rows], values),
         "tau_acc": kendall_tau_b([r["supernet_acc"] for r in rows], values),
@@ -111,7 +121,7 @@ def study(ckpt_path: Path, batches: int, batch_size: int) -> Dict[str, Any]:
     }
 
 
-def quick_checkpoint(run_dir: Path) -> Path:
+def quick_checkpoint(run_dir: Path, tolerance: float = 0.05) -> Path:
     """A tiny budgeted search on synthetic data (the cost sweep's quick budget, a wide window)."""
     budget = quick_budgets((0.4,))[0]
     overrides = [
@@ -121,7 +131,7 @@ def quick_checkpoint(run_dir: Path) -> Path:
         "search.cost.form=target",
         "search.cost.weight=1",
         f"search.cost.budget={budget}",
-        "search.cost.tolerance=0.05",
+        f"search.cost.tolerance={tolerance}",
     ]
     cfg = load_config(CONFIG, overrides + QUICK)
     run_search(cfg, run_dir, torch.device("cpu"), stop_after=3, progress=False, log=lambda s: None)

@@ -30,6 +30,7 @@ ACTIVE = [
     "bench_search",
     "build_benchmark_table",
     "context_study",
+    "finetune_study",
     "nb201_cost_front",
     "nb201_cost_sweep",
     "nb201_cpu_search",
@@ -268,6 +269,53 @@ def test_window_study(tmp_path):
     # The search's derived cell is within its window, and its rank is counted against the window's cells.
     assert res["derived"]["cell"] in expected
     assert res["derived"]["beaten_by"] == sum(v > res["derived"]["benchmark"] for v in values)
+
+
+def test_finetune_study(tmp_path, monkeypatch, capsys, experiments):
+    import re
+
+    import nas
+
+    ft = experiments("finetune_study")
+    ckpt = ft.quick_checkpoint(tmp_path / "run")
+    out = tmp_path / "ft.json"
+    args = ["--out", out, "--top", "2", "--steps", "3", "--batches", "2", "--batch-size", "32", "--eval-batches", "2"]
+    code, stdout, err = main_here(monkeypatch, capsys, "finetune_study", ckpt, *args)
+    assert code == 0, err
+    (res,) = json.loads(out.read_text())["results"]
+    rows = res["rows"]
+    # Two candidates from each ranking (they may share cells), and the search's own cell.
+    assert 2 <= len(rows) == res["candidates"] <= 5 and sum(r["derived"] for r in rows) == 1
+    assert sum("loss" in r["source"] for r in rows) == 2 and sum("probability" in r["source"] for r in rows) == 2
+    floor, cap = res["window"]
+    assert all(floor <= r["flops"] <= cap for r in rows) and res["steps"] == 3
+    bench = nas.load_benchmark()
+    assert all(r["benchmark"] == bench.query(r["cell"]) for r in rows)
+    assert res["best_by_finetuned_loss"]["cell"] == min(rows, key=lambda r: r["finetuned_loss"])["cell"]
+    assert res["best_in_candidates"] == max(r["benchmark"] for r in rows) <= res["best_in_window"]
+    assert all(-1 <= res[k] <= 1 for k in ("tau_supernet", "tau_finetuned"))
+    assert "lowest after training %" in stdout
+
+    # The training runs the candidate's path only: its ops move, the other ops and the logits do not.
+    _, task = experiments("rerank_study").load_task(ckpt)
+    net = task.net
+    (cell,) = list(net.arch)
+    choice = task._derived_rows()[cell]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    ft.finetune(task, cell, choice, steps=3, lr=0.05)
+    after = net.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert all(a.requires_grad for a in net.arch_parameters()) and "arch.normal" not in moved
+    for name in before:
+        m = re.search(r"edges\.(\d+)\.candidates\.(\w+)\.", name)
+        if m and name.endswith("weight"):
+            assert (name in moved) == (net.ops.index(m.group(2)) == choice[int(m.group(1))]), name
+    assert any(k.startswith("net.stem") for k in moved)
+    # The same candidate from the same weights trains to the same weights (the same batches).
+    trained = {k: v.clone() for k, v in after.items()}
+    net.load_state_dict(before)
+    ft.finetune(task, cell, choice, steps=3, lr=0.05)
+    assert all(torch.equal(trained[k], v) for k, v in net.state_dict().items())
 
 
 def test_window_study_compares_the_seeds_of_one_run_and_renders_again(tmp_path, monkeypatch, capsys):
