@@ -92,10 +92,11 @@ def study(
     ckpt_path: Path,
     batches: int,
     batch_size: int,
-    top: int = 8,
-    steps: Optional[int] = None,
-    lr: Optional[float] = None,
-    eval_batches: int = 32,
+    *,
+    top: int,
+    steps: Optional[int],
+    lr: Optional[float],
+    eval_batches: int,
 ) -> Dict[str, Any]:
     ckpt, task = load_task(ckpt_path)
     cfg, net = task.cfg, task.net
@@ -120,8 +121,7 @@ def study(
     for i in picked:
         choice, flops = cells[i]
         net.load_state_dict(state)
-        finetune(task, cell, choice, steps, lr)
-        net.train()
+        finetune(task, cell, choice, steps, lr)  # leaves the net in training mode
         loss, acc = supernet_loss(net, cell, choice, evaluation)
         arch = cell_string([ops[k] for k in choice])
         rows.append(
