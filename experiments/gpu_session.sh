@@ -4,8 +4,9 @@
 #
 #   bash experiments/gpu_session.sh searches OUT_DIR   # CUDA tests + the CPU config's searches on CUDA
 #   bash experiments/gpu_session.sh bench OUT_DIR      # the CUDA benchmarks, alone on the machine
+#   bash experiments/gpu_session.sh budget OUT_DIR     # the budget recipe at NB201's size (issue 30)
 #
-# `searches` needs the CIFAR-10 copy (cifar10-jpeg.npz and build_cifar10.py from
+# `searches` and `budget` need the CIFAR-10 copy (cifar10-jpeg.npz and build_cifar10.py from
 # ../shared/data/cifar10/) in .gpu/. Every search runs `search.py --config
 # configs/nb201_cifar10_cpu.yaml` with the variant's overrides, on the GPU, one thread each, all
 # at once; each is judged by NAS-Bench-201 lookup only after it ended
@@ -16,8 +17,15 @@
 #   gpu-prob-prune-40k-warm30      --set search.warmup_epochs=30
 #   gpu-prob-prune-40k-archlr1e-3  --set search.arch.lr=0.001
 # collected with `python3 -m experiments.nb201_cpu_search --variant NAME --collect DIRS --set ...`.
+#
+# `budget` (not run on a GPU yet; on the CPU, 2026-12-07, as a smoke test: DEVICE=cpu EPOCHS=3
+# BUDGETS=52.2e6 SEEDS=0 EXTRA="--set data.train_subset=1280", 1 min) runs every budget x seed at
+# once under `timeout $SEARCH_LIMIT` (default 510 s) and judges those that ended by themselves
+# against the front. One search is about 6,000 iterations at 20 epochs, near 5 min alone on an H200
+# by section 6's 47 ms (the local estimator adds to it), so check the first call's logs and lower
+# EPOCHS or the budgets x seeds if ten at once do not end in time.
 set -u
-what=${1:?searches or bench}
+what=${1:?searches, bench or budget}
 out=${2:?output folder}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
@@ -33,14 +41,62 @@ if [ "$what" = bench ]; then
     exit 0
 fi
 
-# ---- searches ---------------------------------------------------------------------------
 limit=${SEARCH_LIMIT:-510}
 $py .gpu/build_cifar10.py data/ > /dev/null || { echo "CIFAR-10 build failed"; exit 1; }
 if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then
     echo "MPS daemon started"  # lets the searches' small kernels share the GPU at once
 fi
-runs=/tmp/gpu_runs
-mkdir -p $runs
+runs=${RUNS:-/tmp/gpu_runs}
+mkdir -p "$runs"
+
+# ---- budget -----------------------------------------------------------------------------
+# configs/nb201_cifar10_cpu_budget.yaml's method (nb201_cost_sweep's overrides, which the tests
+# hold equal to it) on NAS-Bench-201's own network, C=16, N=5, so a cell's supernet FLOPs are
+# its FLOPs on the front. The default budgets are section 15's 4, 6.5, 9, 12 and 14.5 M of the
+# C=8, N=2 supernet, mapped exactly: both cost 7.78 / 2.06 M fixed plus 10x / 1x (3.93 / 0.39 M per
+# 1x1, 35.39 / 3.54 M per 3x3 convolution), so the same cells sit at the same place in the range.
+# Each search is judged by lookup only after it ended (nb201_cost_sweep --collect).
+if [ "$what" = budget ]; then
+    epochs=${EPOCHS:-20}
+    for budget in ${BUDGETS:-27.2e6 52.2e6 77.2e6 107.2e6 132.2e6}; do
+        variant=gpu-cost-target-$budget-e$epochs-C16N5
+        read -r -a sets <<< "$($py -c "from experiments.nb201_cost_sweep import overrides
+print(' '.join(overrides($budget, $epochs, 10, 'probability', 'direct', 'target', 0.1, 'local', 'uniform')
+               + ['supernet.C=16', 'supernet.N=5']))")"
+        printf '%s\n' "${sets[@]}" > "$runs/$variant.sets"
+        for seed in ${SEEDS:-0 1}; do
+            (
+                # shellcheck disable=SC2046
+                timeout "$limit" $py search.py --config configs/nb201_cifar10_cpu_softmax.yaml \
+                    --out "$runs/$variant-s$seed" --quiet $(printf -- '--set %s ' "${sets[@]}") \
+                    --set run.seed="$seed" --set run.threads=1 --set run.device="${DEVICE:-cuda}" \
+                    --set data.verify_md5=false ${EXTRA:-} > "$runs/$variant-s$seed.log" 2>&1
+                echo $? > "$runs/$variant-s$seed.rc"
+            ) &
+        done
+    done
+    wait
+    collected=()
+    for sets_file in "$runs"/*.sets; do
+        variant=$(basename "$sets_file" .sets)
+        done_dirs=()
+        for d in "$runs/$variant"-s*/; do
+            [ "$(cat "${d%/}.rc" 2> /dev/null)" = 0 ] && done_dirs+=("${d%/}")
+        done
+        tail -n 2 "$runs/$variant"-s*.log
+        [ ${#done_dirs[@]} -gt 0 ] || continue
+        # shellcheck disable=SC2046
+        $py -m experiments.nb201_cpu_search --variant "$variant" --collect "${done_dirs[@]}" \
+            $(sed 's/^/--set /' "$sets_file") --out "$out/$variant.json" 2>&1 | tail -n 4
+        collected+=("$out/$variant.json")
+    done
+    [ ${#collected[@]} -gt 0 ] || { echo "no budget search ended by itself"; exit 1; }
+    $py -m experiments.nb201_cost_sweep --collect "${collected[@]}" --out "$out/nb201_cost_sweep_gpu.json" 2>&1 | tail -n 20
+    tar czf "$out/gpu_runs.tgz" -C "$runs" --exclude='*.pt' .
+    exit 0
+fi
+
+# ---- searches ---------------------------------------------------------------------------
 declare -A sets=(
     [gpu-prob-prune-40k]=""
     [gpu-prob-prune-50k]="--set data.train_subset=null"
