@@ -4,7 +4,7 @@
 #
 #   bash experiments/gpu_session.sh searches OUT_DIR   # CUDA tests + the CPU config's searches on CUDA
 #   bash experiments/gpu_session.sh bench OUT_DIR      # the CUDA benchmarks, alone on the machine
-#   bash experiments/gpu_session.sh budget OUT_DIR     # the budget recipe at NB201's size (issue 30)
+#   bash experiments/gpu_session.sh budget OUT_DIR     # the budget recipe at NB201's size, 5 budgets (issue 30)
 #
 # `searches` and `budget` need the CIFAR-10 copy (cifar10-jpeg.npz and build_cifar10.py from
 # ../shared/data/cifar10/) in .gpu/. Every search runs `search.py --config
@@ -21,9 +21,10 @@
 # `budget` (not run on a GPU yet; on the CPU, 2026-12-07, as a smoke test: DEVICE=cpu EPOCHS=3
 # BUDGETS=52.2e6 SEEDS=0 EXTRA="--set data.train_subset=1280", 1 min) runs every budget x seed at
 # once under `timeout $SEARCH_LIMIT` (default 510 s) and judges those that ended by themselves
-# against the front. One search is about 6,000 iterations at 20 epochs, near 5 min alone on an H200
-# by section 6's 47 ms (the local estimator adds to it), so check the first call's logs and lower
-# EPOCHS or the budgets x seeds if ten at once do not end in time.
+# against the front. One search at 20 epochs is 13 x 312 search iterations after 7 x 312 weight
+# steps: about 8 min alone on an H200 by section 6's 47 ms an iteration and the local estimator's
+# 2.3x (section 15). So the default is one seed (5 searches at once) with SEARCH_LIMIT=560; run
+# SEEDS=1 in a second call if the device time allows.
 set -u
 what=${1:?searches, bench or budget}
 out=${2:?output folder}
@@ -42,6 +43,7 @@ if [ "$what" = bench ]; then
 fi
 
 limit=${SEARCH_LIMIT:-510}
+[ "$what" = budget ] && limit=${SEARCH_LIMIT:-560}
 $py .gpu/build_cifar10.py data/ > /dev/null || { echo "CIFAR-10 build failed"; exit 1; }
 if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then
     echo "MPS daemon started"  # lets the searches' small kernels share the GPU at once
@@ -64,7 +66,7 @@ if [ "$what" = budget ]; then
 print(' '.join(overrides($budget, $epochs, 10, 'probability', 'direct', 'target', 0.1, 'local', 'uniform')
                + ['supernet.C=16', 'supernet.N=5']))")"
         printf '%s\n' "${sets[@]}" > "$runs/$variant.sets"
-        for seed in ${SEEDS:-0 1}; do
+        for seed in ${SEEDS:-0}; do
             (
                 # shellcheck disable=SC2046
                 timeout "$limit" $py search.py --config configs/nb201_cifar10_cpu_softmax.yaml \
