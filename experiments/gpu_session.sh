@@ -20,7 +20,7 @@
 #
 # `budget` (not run on a GPU yet; on the CPU, 2026-12-07, as a smoke test: DEVICE=cpu EPOCHS=3
 # BUDGETS=52.2e6 SEEDS=0 EXTRA="--set data.train_subset=1280", 1 min) runs every budget x seed at
-# once under `timeout $SEARCH_LIMIT` (default 510 s) and judges those that ended by themselves
+# once under `timeout $SEARCH_LIMIT` (default 560 s here) and judges those that ended by themselves
 # against the front. One search at 20 epochs is 13 x 312 search iterations after 7 x 312 weight
 # steps: about 8 min alone on an H200 by section 6's 47 ms an iteration and the local estimator's
 # 2.3x (section 15). So the default is one seed (5 searches at once) with SEARCH_LIMIT=560; run
