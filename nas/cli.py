@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also derive the most probable cell whose cost fits COST (the network's multiply-adds, or "
         "parameters with --metric params) from the run's last probabilities",
     )
-    p.add_argument("--metric", choices=("flops", "params"), default="flops", help="what --budget counts")
+    p.add_argument("--metric", choices=("flops", "params"), help="what --budget counts (default: flops)")
     p.add_argument(
         "--tolerance",
         type=float,
@@ -131,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--form",
         choices=("budget", "target"),
-        default="budget",
         help="with --tolerance: budget, a window up to the budget; target, up to (1 + T) of it (default: budget)",
     )
     p = sub.add_parser(
@@ -287,8 +286,12 @@ def cmd_inspect(args, invocation: Invocation) -> int:
     from .io import atomic_write_text
     from .report import format_text, load_report, report_json, to_dot, within_budget_cells
 
-    if args.budget is None and args.tolerance is not None:
-        raise UserError("--tolerance narrows --budget's window; give --budget too")
+    for flag, value in (("--tolerance", args.tolerance), ("--metric", args.metric), ("--form", args.form)):
+        if args.budget is None and value is not None:
+            raise UserError(f"{flag} applies to --budget's derivation; give --budget too")
+    if args.form is not None and args.tolerance is None:
+        raise UserError("--form chooses the side of --tolerance's window; give --tolerance too")
+    metric, form = args.metric or "flops", args.form or "budget"
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
     if args.plot:
@@ -301,7 +304,7 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
     within = None
     if args.budget is not None:
-        within = within_budget_cells(Path(args.run_dir), [args.budget], args.metric, args.tolerance, args.form)[0]
+        within = within_budget_cells(Path(args.run_dir), [args.budget], metric, args.tolerance, form)[0]
     if args.json:
         print(report_json({**report, **({"within_budget": within} if within else {})}))
     else:
@@ -309,9 +312,11 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         if within:
             floor, cap = within["window"]
             where = f"{args.budget:g}" if floor is None else f"[{floor:g}, {cap:g}]"
-            print(f"\nmost probable cell within {args.metric} {where}: {within['arch']}")
-            print(f"  {args.metric} {within['cost']:.6g} (the per-edge argmax: {within['argmax_cost']:.6g})")
-            if floor is not None and within["cost"] < floor:
+            print(f"\nmost probable cell within {metric} {where}: {within['arch']}")
+            print(f"  {metric} {within['cost']:.6g} (the per-edge argmax: {within['argmax_cost']:.6g})")
+            if not within["fits"]:
+                print("  (no cell fits the budget: the cheapest cell, on every edge its cheapest op)")
+            elif floor is not None and within["cost"] < floor:
                 print("  (no cell costs within the window: the most probable one up to it)")
             if within.get("benchmark"):
                 print("\n".join("  " + line for line in format_cell_report(within["benchmark"])))
@@ -489,6 +494,8 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
         raise UserError("--batch-size and --repeats must be >= 1 and --warmup >= 0")
     if not Path(args.out).resolve().parent.is_dir():  # before the minutes of timing, not after
         raise UserError(f"--out {args.out}: its folder does not exist; create it first or give another path")
+    if Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file path, e.g. {Path(args.out) / 'lut.json'}")
     set_cpu_threads(cfg.run.threads)
     input_size, num_classes = data_shape(cfg)
     net = search_supernet(cfg, num_classes).to(device)

@@ -550,6 +550,11 @@ def _check_cost(c: CostConfig) -> None:
         )
     if c.weight == 0:
         return
+    if c.budget is not None and c.form not in BUDGET_FORMS:
+        raise UserError(
+            f"search.cost.budget is read by the budget and target forms, not {c.form} (which weighs the cost "
+            "against search.cost.reference); set search.cost.form=budget (or target), or drop the budget"
+        )
     if c.tolerance is not None and c.form not in BUDGET_FORMS:
         raise UserError(
             f"search.cost.tolerance applies to the budget and target forms, not {c.form}; "

@@ -571,7 +571,8 @@ def architectures_within(
     low = -math.inf if floor is None else floor
     inside = ((cost >= low - 1e-12 * abs(low)) & (cost <= cap * (1 + 1e-12))).nonzero().flatten().tolist()
     if len(inside) > limit:
-        raise ValueError(f"{len(inside)} architectures cost between {low:g} and {cap:g}, more than {limit}")
+        span = f"up to {cap:g}" if floor is None else f"between {low:g} and {cap:g}"
+        raise ValueError(f"{len(inside)} architectures cost {span}, more than {limit}")
     out = []
     for index in inside:
         arch: Dict[str, List[int]] = {cell: [] for cell in candidates}
@@ -844,7 +845,30 @@ def load_latency_table(
             f"latency table {path} was measured on another network (its choices, candidates or their input shapes "
             f"differ from this search's); {fix}"
         )
+    _check_costs(path, data, sites, fix)
     return data
+
+
+def _check_costs(path: Path, data: Mapping[str, Any], sites: Sequence[Site], fix: str) -> None:
+    """A table's numbers: a finite, non-negative ``fixed``, and one such cost per candidate of every
+    site (a cut or edited table would otherwise cost the missing candidates nothing)."""
+
+    def cost(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+    rows = data.get("site_costs")
+    bad = None
+    if not cost(data.get("fixed")):
+        bad = f"its fixed part is {data.get('fixed')!r}"
+    elif not isinstance(rows, list) or len(rows) != len(sites):
+        bad = f"it has {len(rows) if isinstance(rows, list) else 'no'} rows of site costs for {len(sites)} choice sites"
+    else:
+        for i, (row, site) in enumerate(zip(rows, sites)):
+            if not isinstance(row, list) or len(row) != len(site.candidates) or not all(map(cost, row)):
+                bad = f"site {i} ({site.name or site.cell}) has costs {row!r} for {len(site.candidates)} candidates"
+                break
+    if bad is not None:
+        raise UserError(f"latency table {path} is damaged: {bad}, each a number >= 0 in ms; {fix}")
 
 
 def _latency_cost_table(net: nn.Module, data: Mapping[str, Any]) -> CostTable:

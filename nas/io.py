@@ -150,9 +150,12 @@ def truncate_jsonl(path: PathLike, keep: Callable[[dict], bool]) -> None:
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; corruption becomes a UserError."""
     path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"no run folder {path.parent}; give --resume the --out folder of a run")
     if not path.exists():
         raise UserError(
-            f"no checkpoint at {path}; the run has not finished an epoch yet, start it again without --resume"
+            f"no checkpoint at {path}; the run has not finished an epoch yet: if it is not running, delete "
+            f"{path.parent} and start it again without --resume"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

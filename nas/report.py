@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -54,8 +55,8 @@ def within_budget_cells(
     from .spaces import build_supernet
 
     for b in budgets:
-        if not b > 0:
-            raise UserError(f"--budget must be > 0 (the network's {metric}), got {b:g}")
+        if not (b > 0 and math.isfinite(b)):
+            raise UserError(f"--budget must be a finite number > 0 (the network's {metric}), got {b:g}")
     if tolerance is not None and not 0 < tolerance < 1:
         raise UserError(
             f"--tolerance must be in (0, 1), the share of the budget a cell's cost may stray from it, got {tolerance:g}"
@@ -98,6 +99,7 @@ def within_budget_cells(
             "cost": derived_cost(net, table, geno, size),
             "argmax_cost": argmax_cost,
         }
+        cell["fits"] = cell["cost"] <= cap * (1 + 1e-12)
         if is_benchmark_cell(geno):
             cell["benchmark"] = cell_report(geno, None, epochs=(200, 12))
         out.append(cell)

@@ -50,6 +50,11 @@ def prepare_run_dir(run_dir: Path) -> None:
         if not run_dir.is_dir():
             raise UserError(f"--out {run_dir} is a file; choose a folder")
         present = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if present == ["config.yaml"]:  # no epoch ended: nothing to resume, yet maybe a run in progress
+            raise UserError(
+                f"{run_dir} holds a run that has not finished its first epoch (config.yaml, no checkpoint); "
+                f"if it is not running, delete {run_dir} and start again, or choose another --out"
+            )
         if present:
             raise UserError(
                 f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
@@ -200,7 +205,7 @@ def run_epochs(
     seed_everything(cfg.run.seed)
     try:
         task = task_factory()
-    except UserError:
+    except BaseException:  # a refusal, a bug or Ctrl-C while building
         if ckpt is None and world.is_main:
             # Refused before its first epoch: the directory holds no run, so the same --out works again.
             (run_dir / "config.yaml").unlink(missing_ok=True)

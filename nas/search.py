@@ -11,6 +11,8 @@ exactly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from .benchmarks import is_benchmark_cell, load_benchmark
 from .config import Config
 from .cost import (
     BUDGET_FORMS,
+    UNITS,
     CostPenalty,
     CostTable,
     architectures_within,
@@ -97,8 +100,9 @@ def run_search(
         require_matplotlib()  # now, not when the search is over
     c = cfg.search.cost
     if c.weight and c.metric == "latency" and not Path(c.table).is_file():  # now, before the run directory
+        what = "is a folder, not a table" if Path(c.table).is_dir() else "does not exist"
         raise UserError(
-            f"search.cost.table {c.table} does not exist; measure it first: "
+            f"search.cost.table {c.table} {what}; measure it first: "
             "python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
         )
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
@@ -141,6 +145,30 @@ def search_supernet(cfg: Config, num_classes: int):
         tau=s.tau.max,
         derive_none=sn.derive_none,
     )
+
+
+def _check_budget_reachable(net, table: CostTable, budget: float, form: str) -> None:
+    """Refuse a budget no derivable network meets: below the cheapest (every form), or, for
+    ``target``, which spends the budget, above the dearest."""
+    exclude = underivable(net)
+    low = high = table.fixed
+    for cell, costs in table.costs.items():
+        for row, alive in zip(costs.tolist(), net.alive(cell).tolist()):
+            options = [v for k, (v, a) in enumerate(zip(row, alive)) if a and k != exclude] or [
+                v for v, a in zip(row, alive) if a
+            ]
+            low, high = low + min(options), high + max(options)
+    unit = f"{table.metric} ({UNITS[table.metric]})"
+    if budget < low:
+        raise UserError(
+            f"search.cost.budget {budget:g} is below the cheapest network this search can derive, {low:g} {unit}; "
+            f"raise it to at least {low:g}"
+        )
+    if form == "target" and budget > high:
+        raise UserError(
+            f"search.cost.budget {budget:g} is above the dearest network this search can derive, {high:g} {unit}, "
+            "and the target form spends the budget; lower it, or use search.cost.form=budget for a cap"
+        )
 
 
 class SearchTask:
@@ -251,20 +279,38 @@ class SearchTask:
         if c.metric == "latency":
             latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
         table = cost_table(net, c.metric, self.input_size, latency=latency)
+        if c.form in BUDGET_FORMS:
+            _check_budget_reachable(net, table, c.budget, c.form)
         try:
             return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget, step=c.step)
         except ValueError as exc:  # a reference the form cannot divide by
             raise UserError(f"search.cost: {exc}; set search.cost.reference (or another form)") from None
 
     # ---- checkpoint ------------------------------------------------------
+    def _table_digest(self) -> Optional[str]:
+        """A measured table's numbers, hashed: the config names its file, not what the file held."""
+        t = self.cost_table
+        if t is None or t.metric != "latency":
+            return None
+        numbers = [t.fixed, {c: v.tolist() for c, v in sorted(t.costs.items())}]
+        return hashlib.sha256(json.dumps(numbers).encode()).hexdigest()
+
     def state_dict(self) -> Dict[str, Any]:
         # The schedules are pure functions of the epoch; their settings live in the config.
         return {
             **self.searcher.state_dict(),
             "schedules": {"tau": self.net.tau, "lr_weights": self.searcher.weight_optimizer.param_groups[0]["lr"]},
+            "cost_table_sha256": self._table_digest(),
         }
 
     def load_state_dict(self, ckpt: Dict[str, Any]) -> None:
+        saved = ckpt.get("cost_table_sha256")
+        if saved is not None and saved != self._table_digest():
+            raise UserError(
+                f"search.cost.table {self.search.cost.table} no longer holds the costs this search started with "
+                "(measured again or edited since); put that table back to resume exactly, or start a new search "
+                "with another --out"
+            )
         self.searcher.load_state_dict(ckpt)
 
     def _measure(self, perturb: str, seed: int) -> Dict[str, torch.Tensor]:
@@ -320,12 +366,17 @@ class SearchTask:
             c: [[k for k in row.nonzero().flatten().tolist() if k != exclude] for row in net.alive(c)] for c in net.arch
         }
         span = f"between {floor:g} and {cap:g}" if floor is not None else f"up to {cap:g}"
+        narrow = (
+            "a smaller search.cost.tolerance"
+            if floor is not None
+            else "set search.cost.tolerance, e.g. 0.1, for a window around the budget"
+        )
         try:
             archs = architectures_within(self.cost_table, candidates, cap, floor, limit=limit)
         except ValueError as exc:
             raise UserError(
                 f"{key} enumerates the cells of the budget's window, and {exc} (at most {limit}): narrow the "
-                f"window (a smaller search.cost.tolerance) or use {fix}"
+                f"window ({narrow}) or use {fix}"
             ) from None
         if not archs:
             raise UserError(

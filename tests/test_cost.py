@@ -334,6 +334,108 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
     code = main(["--out", str(tmp_path / "r2"), "--quiet", *sets, *cost, "--set", "search.batch_size=16"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: latency table") and "Traceback" not in err
+    # a folder for --out or for the table: refused, before any timing for measure-latency
+    assert main(["measure-latency", *sets, "--out", str(tmp_path), "--repeats", "1000"]) == 2
+    assert "is a folder; give a file path" in capsys.readouterr().err
+    folder = ["--set", f"search.cost.table={tmp_path}"]
+    assert main(["--out", str(tmp_path / "r4"), "--quiet", *sets, *cost, *folder]) == 2
+    assert "is a folder, not a table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, found",
+    [
+        (lambda d: d.pop("fixed"), "its fixed part is None"),
+        (lambda d: d.update(fixed="abc"), "its fixed part is 'abc'"),
+        (lambda d: d.update(site_costs=d["site_costs"][:3]), "it has 3 rows of site costs for 18 choice sites"),
+        (lambda d: d["site_costs"][2].pop(), "site 2 "),
+        (lambda d: d["site_costs"][0].__setitem__(3, -1.0), "site 0 "),
+        (lambda d: d["site_costs"][1].__setitem__(2, float("nan")), "site 1 "),
+    ],
+    ids=["no-fixed", "text-fixed", "rows-cut", "row-cut", "negative", "nan"],
+)
+def test_a_damaged_latency_table_is_refused_and_the_out_folder_stays_free(tmp_path, capsys, damage, found):
+    """A cut or edited table would cost its missing candidates nothing: one error line, and the
+    same --out then starts the search with a sound table."""
+    sets = [x for s in TINY_NB201 + ["run.threads=1"] for x in ("--set", s)]
+    lut = tmp_path / "lut.json"
+    assert main(["measure-latency", *sets, "--out", str(lut), "--repeats", "1", "--warmup", "0"]) == 0
+    data = json.loads(lut.read_text())
+    damage(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    cost = [
+        "--set",
+        "search.cost.metric=latency",
+        "--set",
+        "search.cost.weight=1",
+        "--set",
+        "search.cost.form=add_linear",
+    ]
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--quiet", *sets, *cost, "--set", f"search.cost.table={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: latency table {bad} is damaged: {found}") and err.count("\n") == 1
+    assert main(["--out", str(out), "--quiet", *sets, *cost, "--set", f"search.cost.table={lut}"]) == 0
+
+
+def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path, capsys):
+    """The config names the table's file; a resume with other costs there would not be exact."""
+    sets = [x for s in TINY_NB201 + ["run.threads=1", "search.epochs=2"] for x in ("--set", s)]
+    lut = tmp_path / "lut.json"
+    assert main(["measure-latency", *sets, "--out", str(lut), "--repeats", "1", "--warmup", "0"]) == 0
+    good = lut.read_text()
+    cost = ["--set", "search.cost.metric=latency", "--set", f"search.cost.table={lut}", "--set", "search.cost.weight=1"]
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--out",
+                str(run_dir),
+                "--quiet",
+                *sets,
+                *cost,
+                "--set",
+                "search.cost.form=add_linear",
+                "--stop-after",
+                "1",
+            ]
+        )
+        == 0
+    )
+    data = json.loads(good)
+    data["site_costs"] = [[10 * v for v in row] for row in data["site_costs"]]
+    lut.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no longer holds the costs this search started with" in err and err.count("\n") == 1
+    assert (run_dir / "checkpoint.pt").exists()  # the run is kept
+    lut.write_text(good)
+    assert main(["--resume", str(run_dir), "--quiet"]) == 0
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["search.cost.form=budget", "search.cost.budget=100"], "below the cheapest network this search can derive"),
+        (["search.cost.form=target", "search.cost.budget=100"], "below the cheapest network this search can derive"),
+        (["search.cost.form=target", "search.cost.budget=1e12"], "above the dearest network"),
+    ],
+)
+def test_a_budget_no_network_meets_is_refused(tmp_path, capsys, sets, message):
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    low = table.fixed + float(table.costs["normal"][:, 1:].min(dim=1).values.sum())
+    high = table.fixed + float(table.costs["normal"].max(dim=1).values.sum())
+    all_sets = TINY_NB201 + ["supernet.derive_none=false", "search.cost.weight=1", *sets]
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--quiet", *[x for s in all_sets for x in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{low if 'below' in message else high:g}" in err and err.count("\n") == 1
+    assert not (out / "config.yaml").exists()
 
 
 def test_budget_search_logs_expected_and_derived_flops(tmp_path):
@@ -433,8 +535,10 @@ def test_architectures_within_are_every_cell_in_the_window():
         ]
         assert [a["normal"] for a in got] == expected  # the same cells, in the same order
     assert architectures_within(table, candidates, 1.0) == []  # under the fixed part: nothing
-    with pytest.raises(ValueError, match="architectures cost between"):
+    with pytest.raises(ValueError, match=r"architectures cost up to 100, more than 10"):
         architectures_within(table, candidates, 100.0, limit=10)
+    with pytest.raises(ValueError, match=r"architectures cost between 3 and 100, more than 10"):
+        architectures_within(table, candidates, 100.0, 3.0, limit=10)
 
 
 def test_within_budget_excludes_a_column_and_falls_back_to_the_cheapest():
@@ -493,7 +597,7 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
     code, out, _ = run_cli(["inspect", str(run_dir), "--budget", "1e9"], capsys)
     assert code == 0 and f"most probable cell within flops 1e+09: {argmax}" in out
     code, _, err = run_cli(["inspect", str(run_dir), "--budget", "0"], capsys)
-    assert code == 2 and "--budget must be > 0" in err
+    assert code == 2 and "--budget must be a finite number > 0" in err
     # --tolerance: the window search.cost.tolerance derives in; near the dearest cell, so it excludes the argmax
     budget = table.fixed + float(table.costs["normal"].max(dim=1).values.sum())
     for form, tol in (("budget", 0.3), ("target", 0.05)):
@@ -509,8 +613,16 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
         assert floor <= w["cost"] <= cap and top < floor  # without the window: the argmax, below it
     code, out, _ = run_cli(["inspect", str(run_dir), "--budget", str(budget), "--tolerance", "0.3"], capsys)
     assert code == 0 and f"most probable cell within flops [{budget * 0.7:g}, {budget:g}]" in out
+    # below the cheapest cell: the cheapest, said so (in the JSON too)
+    code, out, _ = run_cli(["inspect", str(run_dir), "--budget", str(table.fixed / 2)], capsys)
+    assert code == 0 and "no cell fits the budget: the cheapest cell" in out
+    code, out, _ = run_cli(["inspect", str(run_dir), "--budget", str(table.fixed / 2), "--json"], capsys)
+    assert json.loads(out)["within_budget"]["fits"] is False
     for args, message in (
-        (["--tolerance", "0.1"], "give --budget too"),
+        (["--tolerance", "0.1"], "--tolerance applies to --budget's derivation; give --budget too"),
+        (["--metric", "params"], "--metric applies to --budget's derivation; give --budget too"),
+        (["--budget", "1e6", "--form", "target"], "--form chooses the side of --tolerance's window"),
+        (["--budget", "inf"], "--budget must be a finite number > 0"),
         (["--budget", "1e6", "--tolerance", "1"], "--tolerance must be in (0, 1)"),
     ):
         code, _, err = run_cli(["inspect", str(run_dir), *args], capsys)
@@ -537,6 +649,10 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
         (["search.cost.step=direct"], "search.cost.step=direct steps an additive term"),
         (["search.cost.tolerance=1.5"], "search.cost.tolerance must be in"),
         (["search.cost.weight=1", "search.cost.tolerance=0.1"], "applies to the budget and target forms"),
+        (
+            ["search.cost.weight=1", "search.cost.budget=1e6"],
+            "budget is read by the budget and target forms, not mul_log",
+        ),
     ],
 )
 def test_cost_config_is_checked(sets, message):

@@ -872,21 +872,22 @@ WINDOW_PATHS = ["supernet.mode=gdas", "search.weight_paths=window", "search.cost
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        (
-            WINDOW + ["search.cost.budget=1e12"],
-            "search.derive=window enumerates the cells of the budget's window, and 4096 architectures cost",
+        (  # a cap at the dearest cell: every cell fits
+            WINDOW + ["search.cost.form=budget", "search.cost.budget=805968"],
+            "search.derive=window enumerates the cells of the budget's window, and 4096 architectures cost up to "
+            "805968, more than 2000 (at most 2000): narrow the window (set search.cost.tolerance",
         ),
-        (
-            WINDOW + ["search.cost.budget=1", "search.cost.tolerance=0.1"],
-            "search.derive=window: no cell costs between 0.9 and 1.1 flops",
+        (  # the cells cost 216144 (six 1x1 convolutions), then 253008 (one 3x3)
+            WINDOW + ["search.cost.budget=2.34e5", "search.cost.tolerance=0.05"],
+            "search.derive=window: no cell costs between 222300 and 245700 flops",
         ),
         (
             WINDOW + ["supernet.space=darts", "supernet.N=3", "search.cost.budget=1e6"],
             "search.derive=window works on whole cells, and a darts cell drops edges",
         ),
         (
-            WINDOW_PATHS + ["search.cost.budget=1", "search.cost.tolerance=0.1"],
-            "search.weight_paths=window: no cell costs between 0.9 and 1.1 flops",
+            WINDOW_PATHS + ["search.cost.budget=2.34e5", "search.cost.tolerance=0.05"],
+            "search.weight_paths=window: no cell costs between 222300 and 245700 flops",
         ),
         (
             WINDOW_PATHS + ["supernet.space=darts", "supernet.N=3", "search.cost.budget=1e6"],

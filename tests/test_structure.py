@@ -278,6 +278,29 @@ def test_run_skeleton_stops_resumes_exactly_and_truncates_the_logs(tmp_path):
     assert ckpt["kind"] == "toy" and ckpt["epoch"] == 4 and (tmp_path / "split" / "last.txt").read_text() == "4"
 
 
+def test_run_skeleton_frees_the_folder_of_a_run_that_failed_while_building(tmp_path):
+    """Any failure before the first epoch (a refusal, a bug, Ctrl-C) leaves no run behind, so the
+    same folder starts again; a run stopped inside its first epoch is named as such, not looped
+    between "already holds a run" and "no checkpoint"."""
+    run_dir = tmp_path / "r"
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        run_epochs(broken, Config(), run_dir, open_run(run_dir, Config(), "toy", False), desc="toy", progress=False)
+    assert not (run_dir / "config.yaml").exists()
+    _toy_run(run_dir, 1)  # the same folder
+    stopped = tmp_path / "stopped"
+    open_run(stopped, Config(), "toy", False)  # config.yaml written; say the process died in epoch 1
+    with pytest.raises(nas.UserError, match="has not finished its first epoch .*delete .* and start again"):
+        _toy_run(stopped, 1)
+    with pytest.raises(nas.UserError, match="has not finished an epoch yet: if it is not running, delete"):
+        _toy_run(stopped, 1, resume=True)
+    with pytest.raises(nas.UserError, match="no run folder .*; give --resume the --out folder of a run"):
+        _toy_run(tmp_path / "typo", 1, resume=True)
+
+
 def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path):
     with pytest.raises(nas.UserError, match="training loss became nan in epoch 2; lower toy.lr"):
         _toy_run(tmp_path / "r", 3, nan_at=1)
