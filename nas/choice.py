@@ -122,9 +122,16 @@ class Choice(nn.Module):
         self.label = label
         self.names: Tuple[str, ...] = tuple(names)
         self.n_chosen = n_chosen
-        # Set by the supernet that owns the choice (nas.model_supernet): its row and the shared draw.
+        # Set by the supernet that owns the choice (nas.model_supernet): its row, the shared draw, and
+        # the label it goes by there (its path when it has no label of its own).
         self._row: Optional[int] = None
         self._draw: Optional[DrawState] = None
+        self._bound_label: Optional[str] = None
+
+    def _name(self) -> str:
+        """How errors name this choice: its label, else the label its supernet gave it."""
+        name = self.label or self._bound_label
+        return repr(name) if name else "(unlabelled, not in a supernet)"
 
     def signature(self) -> Tuple:
         """What choices sharing a label must agree on."""
@@ -134,8 +141,9 @@ class Choice(nn.Module):
         draw = self._draw
         if draw is None or draw.rows is None:
             raise RuntimeError(
-                f"{type(self).__name__} {self.label or ''} ran outside a supernet's forward; wrap the model "
-                "with nas.Supernet.from_model(model) and call that, or build the chosen network with nas.fix(model, arch)"
+                f"{type(self).__name__} {self._name()} ran outside its supernet's forward; wrap the model with "
+                "nas.Supernet.from_model(model) and call that (a model wrapped twice answers to the latest wrapper "
+                "only), or build the chosen network with nas.fix(model, arch)"
             )
         return draw.rows[self._row]
 
@@ -223,6 +231,11 @@ class OpChoice(Choice):
             w = plan.weights[k]
             candidate = self.candidates[name]
             y = candidate(*args, w, **kwargs) if self._scale_in[k] else w * candidate(*args, **kwargs)
+            if out is not None and y.shape != out.shape:  # a sum would broadcast it silently
+                raise ValueError(
+                    f"OpChoice {self._name()}: candidate {name!r} returns shape {tuple(y.shape)}, an earlier one "
+                    f"{tuple(out.shape)}; every candidate of a choice must return one shape"
+                )
             out = y if out is None else out + y
         return out
 
@@ -264,7 +277,7 @@ class InputChoice(Choice):
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(inputs) != self.n_candidates:
-            raise ValueError(f"InputChoice {self.label or ''} takes {self.n_candidates} tensors, got {len(inputs)}")
+            raise ValueError(f"InputChoice {self._name()} takes {self.n_candidates} tensors, got {len(inputs)}")
         plan = self._plan()
         if plan.chosen is not None:
             picked = [inputs[k] for k in plan.chosen]
@@ -409,8 +422,15 @@ def label_mismatch(labels: Iterable[str], arch: Mapping[str, Any]) -> Optional[s
 def choice_labels(model: nn.Module) -> Dict[str, List[Choice]]:
     """label -> the choices sharing it (a choice without a label is labelled by its path)."""
     groups: Dict[str, List[Choice]] = {}
-    for name, choice in find_choices(model):
-        label = choice.label or name
+    found = find_choices(model)
+    explicit = {choice.label for _, choice in found if choice.label}
+    for name, choice in found:
+        label = choice.label or name or "choice"  # "": the model is itself a choice
+        if not choice.label and label in explicit:
+            raise ValueError(
+                f"the unlabelled choice at {label!r} would share the row of the choice labelled {label!r}; "
+                "give one of them another label"
+            )
         first = groups.setdefault(label, [choice])[0]
         if first is not choice:
             if first.signature() != choice.signature():

@@ -104,9 +104,9 @@ class ModelSupernet(Supernet, wraps_models=True):
             for r, c in enumerate(first):
                 alive[r, len(c.names) :] = False
         self._refresh_alive_cache()  # now, on the host: not in the first forward
-        for r, choices in enumerate(groups.values()):
+        for r, (label, choices) in enumerate(groups.items()):
             for c in choices:
-                c._row, c._draw = r, self._draw_state
+                c._row, c._draw, c._bound_label = r, self._draw_state, label
 
     # ---- the forward ----------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -189,6 +189,14 @@ def _perturbed_logits(logits: Tensor, generator: Optional[torch.Generator]) -> T
     return logits - noise.log_()
 
 
+def _check_choices(logits: Tensor, dim: int) -> None:
+    """The choices' axis exists and holds at least one choice (shapes only: no device sync)."""
+    if logits.dim() == 0 or not -logits.dim() <= dim < logits.dim():
+        raise ValueError(f"logits of shape {tuple(logits.shape)} have no dimension {dim} to hold the choices")
+    if logits.shape[dim] == 0:
+        raise ValueError(f"logits of shape {tuple(logits.shape)} hold no choices along dim {dim}")
+
+
 def _check_estimator(estimator: str, samples: Optional[int], hard: bool) -> int:
     """Validate ``estimator`` and ``samples``; return the number of Jacobians averaged."""
     if estimator not in ESTIMATORS:
@@ -301,6 +309,7 @@ def gumbel_softmax(
     if not (tau > 0.0 and math.isfinite(tau)):
         raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
     k_samples = _check_estimator(estimator, samples, hard)
+    _check_choices(logits, dim)
     z = _perturbed_logits(logits, generator)  # logits + G, G ~ Gumbel(0,1)
     if hard:
         # The argmax is taken before the division by tau so that it matches
@@ -382,6 +391,7 @@ def gumbel_max(
         >>> bool((idx != 1).all())  # the masked choice never wins
         True
     """
+    _check_choices(logits, dim)
     return _perturbed_logits(logits.detach(), generator).argmax(dim)
 
 

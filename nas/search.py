@@ -522,6 +522,13 @@ class SearchTask:
         train_meter, val_meter = searcher.train_meter, searcher.val_meter
         train_loss, train_acc = train_meter.read()  # the epoch's one read of the device counters
         val_loss, val_acc = val_meter.read()
+        # A NaN logit hides from the losses (the straight-through scale passes values through) while
+        # the draws it makes differ with and without gradients: refuse it before it is checkpointed.
+        if not all(bool(torch.isfinite(a).all()) for a in net.arch_parameters()):
+            raise UserError(
+                f"the architecture logits became nan or inf in epoch {epoch + 1}; lower search.arch.lr "
+                "(or search.cost.weight)"
+            )
         # The last event, which ends the search: logged apart from what was pruned before this epoch.
         pruned_after, scores_after, probs_before = {}, None, None
         if self.stops_early and epoch + 1 == self.epochs:

@@ -169,6 +169,28 @@ def test_choices_sharing_a_label_must_agree():
         nas.Supernet.from_model(Clash())
 
 
+def test_an_unlabelled_choice_whose_path_is_another_label_is_refused():
+    """Labelled by its path "0", the first choice would silently share the second's row."""
+    model = nn.Sequential(
+        OpChoice({"x": nn.Identity(), "y": nn.Tanh()}), OpChoice({"x": nn.Identity(), "y": nn.Tanh()}, label="0")
+    )
+    with pytest.raises(ValueError, match="the unlabelled choice at '0' would share the row of the choice labelled '0'"):
+        nas.Supernet.from_model(model)
+    alone = nas.Supernet.from_model(OpChoice({"x": nn.Identity(), "y": nn.Tanh()}))  # the model is the choice
+    assert alone.labels == ("choice",)
+
+
+@pytest.mark.parametrize("mode", ["snas", "darts"])
+def test_soft_modes_refuse_candidates_of_different_shapes(mode):
+    """A weighted sum would broadcast a [3, 1] candidate into [3, 8] without a word; gdas runs one."""
+    model = nn.Sequential(OpChoice({"wide": nn.Linear(4, 8), "narrow": nn.Linear(4, 1)}))
+    net = nas.Supernet.from_model(model, mode=mode)
+    with pytest.raises(
+        ValueError, match=r"OpChoice '0': candidate 'narrow' returns shape \(3, 1\), an earlier one \(3, 8\)"
+    ):
+        net(torch.randn(3, 4))
+
+
 def test_input_choice_with_two_chosen():
     torch.manual_seed(0)
     net = nas.Supernet.from_model(merge_net(), mode="gdas", tau=1.0)
@@ -336,8 +358,14 @@ def test_a_nested_choice_is_refused():
 
 def test_a_choice_outside_a_supernet_says_what_to_do():
     choice = OpChoice({"a": nn.Identity(), "b": nn.Tanh()}, label="op")
-    with pytest.raises(RuntimeError, match="nas.fix"):
+    with pytest.raises(RuntimeError, match="OpChoice 'op' ran outside its supernet's forward.*nas.fix"):
         choice(torch.ones(1))
+    # unlabelled: named by the path its supernet gave it; wrapped twice: the first wrapper says why
+    model = nn.Sequential(nn.Identity(), OpChoice({"a": nn.Identity(), "b": nn.Tanh()}))
+    first = nas.Supernet.from_model(model)
+    nas.Supernet.from_model(model)
+    with pytest.raises(RuntimeError, match="OpChoice '1' ran outside .* wrapped twice answers to the latest"):
+        first(torch.ones(1))
 
 
 def test_bad_candidates_are_refused():

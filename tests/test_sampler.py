@@ -321,6 +321,14 @@ def test_invalid_arguments():
     # A generator on another device type (meta tensors: no CUDA needed).
     with pytest.raises(ValueError, match="same device type"):
         gumbel_softmax(torch.zeros(3, device="meta"), generator=gen(0))
+    # No axis of choices, or an empty one: named, not torch's argmax error (or a modulo by zero).
+    for estimator in sampler.ESTIMATORS:
+        with pytest.raises(ValueError, match=r"logits of shape \(\) have no dimension -1"):
+            gumbel_softmax(torch.tensor(1.0), hard=True, estimator=estimator)
+    with pytest.raises(ValueError, match=r"logits of shape \(3, 0\) hold no choices along dim -1"):
+        gumbel_max(torch.zeros(3, 0))
+    with pytest.raises(ValueError, match=r"logits of shape \(3,\) have no dimension 1"):
+        gumbel_softmax(torch.zeros(3), dim=1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

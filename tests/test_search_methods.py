@@ -1222,3 +1222,24 @@ def test_local_scales_by_the_mul_log_factor_with_its_product_rule():
     (exact,) = torch.autograd.grad(cost.multiplier() * expected, net.arch["normal"])
     assert torch.allclose(net.arch["normal"].grad, exact, atol=1e-6)
     assert (net.arch["normal"].grad.abs().sum(dim=1) > 0).sum() > 1  # the factor reaches every edge
+
+
+def test_nan_logits_stop_the_search_before_their_checkpoint(tmp_path, monkeypatch):
+    """A NaN logit leaves the losses finite (the straight-through scale passes values through) while
+    its draws differ with and without gradients: the epoch's end refuses it, and nothing is saved."""
+    from nas.search import SearchTask
+
+    step = SearchTask.step
+
+    def poisoned(self, batch):
+        step(self, batch)
+        with torch.no_grad():
+            self.net.arch_parameters()[0][0, 1] = float("nan")
+
+    monkeypatch.setattr(SearchTask, "step", poisoned)
+    cfg = load_config(None, TINY + ["search.epochs=1", "search.warmup_epochs=0", "search.prune=off"])
+    with pytest.raises(
+        nas.UserError, match="the architecture logits became nan or inf in epoch 1; lower search.arch.lr"
+    ):
+        run_search(cfg, tmp_path / "run", torch.device("cpu"), progress=False, log=quiet)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
