@@ -23,6 +23,7 @@ from .config import Config, load_config, validate
 from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
 from .errors import UserError, WriteError
 from .genotype import Genotype, disconnected_warning
+from .io import read_text
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
 COMMANDS = ("search", "inspect", "retrain", "lookup", "measure-latency")
@@ -35,6 +36,12 @@ class Invocation:
     run_dir: Optional[Path] = None
     resume_command: str = ""
     world: World = SINGLE
+
+
+def _program() -> str:
+    """How the user ran this command, for the hints it prints: ``python search.py`` or ``gumbel-nas``."""
+    name = Path(sys.argv[0]).name
+    return name if name == "gumbel-nas" else "python search.py"
 
 
 def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: str) -> Tuple[torch.device, Path]:
@@ -53,8 +60,11 @@ def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: s
     set_cpu_threads(cfg.run.threads)
     run_dir = Path(world.broadcast_object(str(run_dir)))
     invocation.run_dir = run_dir
-    launcher = f"torchrun --nproc_per_node={world.world_size} " if world.distributed else "python "
-    invocation.resume_command = launcher + resume_command.format(run_dir=run_dir)
+    if world.distributed:
+        launcher = f"torchrun --nproc_per_node={world.world_size} search.py"
+    else:
+        launcher = _program()
+    invocation.resume_command = f"{launcher} {resume_command.format(run_dir=run_dir)}"
     return device, run_dir
 
 
@@ -62,6 +72,16 @@ def _say(invocation: Invocation, *args, **kwargs) -> None:
     """print, on rank 0 only."""
     if invocation.world.is_main:
         print(*args, **kwargs)
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of epochs >= 1, got {text!r}")
+    return value
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -81,7 +101,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the stopped run in RUN_DIR")
     p.add_argument(
         "--stop-after",
-        type=int,
+        type=_at_least_one,
         metavar="EPOCHS",
         help="stop this invocation after EPOCHS epochs (checkpointed; continue with --resume)",
     )
@@ -92,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="search.py",
         description="Differentiable architecture search with Gumbel-softmax sampling.",
-        epilog="Commands: (none) or 'search' runs a search; 'inspect RUN_DIR' shows what a search chose; "
+        epilog="Commands: (none) or 'search' runs a search (its options: search --help); "
+        "'inspect RUN_DIR' shows what a search chose; "
         "'retrain RUN_DIR | --genotype G' trains the discrete network; "
         "'lookup ARCH' gives a cell's NAS-Bench-201 accuracy; "
         "'measure-latency --out LUT.json' times every candidate op for search.cost.metric=latency.",
@@ -197,7 +218,7 @@ def _summary(result, resume_command: str) -> str:
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt"
         + "".join(f", {name}" for name in extra),
-        f"inspect with: python search.py inspect {run_dir}",
+        f"inspect with: {_program()} inspect {run_dir}",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -216,8 +237,8 @@ def _choice_summary(result, resume_command: str) -> str:
     lines += [
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, architecture.json, checkpoint.pt",
-        f"inspect with: python search.py inspect {run_dir}",
-        f"retrain with: python search.py retrain {run_dir}",
+        f"inspect with: {_program()} inspect {run_dir}",
+        f"retrain with: {_program()} retrain {run_dir}",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -252,7 +273,7 @@ def cmd_search(args, invocation: Invocation) -> int:
     from .search import run_search
 
     cfg, run_dir = _config_for(args, "search")
-    device, run_dir = _start(cfg, run_dir, invocation, "search.py --resume {run_dir}")
+    device, run_dir = _start(cfg, run_dir, invocation, "--resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     _say(
@@ -294,17 +315,19 @@ def cmd_inspect(args, invocation: Invocation) -> int:
     metric, form = args.metric or "flops", args.form or "budget"
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise UserError(f"--plot writes a PNG image; give a path ending in .png, not {args.plot}")
+    if args.dot and report.get("kind") == "choices":
+        raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
+    within = None  # every check before the first file is written
+    if args.budget is not None:
+        within = within_budget_cells(Path(args.run_dir), [args.budget], metric, args.tolerance, form)[0]
     if args.plot:
         from .plot import write_plot
 
         write_plot(Path(args.run_dir), Path(args.plot))
-    if args.dot and report.get("kind") == "choices":
-        raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if args.dot:
         atomic_write_text(args.dot, to_dot(Genotype.from_dict(report["genotype_record"])))
-    within = None
-    if args.budget is not None:
-        within = within_budget_cells(Path(args.run_dir), [args.budget], metric, args.tolerance, form)[0]
     if args.json:
         print(report_json({**report, **({"within_budget": within} if within else {})}))
     else:
@@ -346,9 +369,9 @@ def _lookup_target(text: str):
         geno_path = path / "genotype.json"
         if not geno_path.exists():
             raise UserError(f"{path} holds no genotype.json; give a search run directory after its first epoch")
-        return Genotype.from_json(geno_path.read_text())
+        return Genotype.from_json(read_text(geno_path, "genotype file"))
     if path.is_file():
-        return Genotype.parse(path.read_text())
+        return Genotype.parse(read_text(path, "architecture file"))
     raise UserError(
         f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -404,7 +427,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             if args.genotype and load_architecture(args.genotype) != arch.choices:
                 raise UserError(f"{run_dir} trains {arch}; resume it without a different --genotype")
             return cfg, arch, run_dir
-        geno = Genotype.from_json(arch_file.read_text())
+        geno = Genotype.from_json(read_text(arch_file, "genotype file"))
         if args.genotype and not read_genotype(args.genotype).same_architecture(geno):
             raise UserError(f"{run_dir} trains {geno}; resume it without a different --genotype")
         return cfg, geno, run_dir
@@ -422,7 +445,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             raise UserError(
                 f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"
             )
-        geno = Genotype.from_json((search_dir / "genotype.json").read_text())
+        geno = Genotype.from_json(read_text(search_dir / "genotype.json", "genotype file"))
         if (search_dir / "config.yaml").exists():
             base = search_dir / "config.yaml"
     else:
@@ -439,7 +462,11 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     from .retrain import protocol, run_retrain, section
 
     cfg, geno, run_dir = _retrain_setup(args)
-    device, run_dir = _start(cfg, run_dir, invocation, "search.py retrain --resume {run_dir}")
+    if isinstance(geno, Genotype) and geno.space == "nb201" and len(geno.normal) != 6:
+        raise UserError(
+            f"{geno} has {len(geno.normal)} edge(s); an NB201 cell has 6: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+        )
+    device, run_dir = _start(cfg, run_dir, invocation, "retrain --resume {run_dir}")
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     what = f"model {cfg.supernet.model} {geno}" if isinstance(geno, ChoiceArchitecture) else str(geno)
@@ -537,6 +564,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         message = str(exc) + (_resume_advice(invocation) if isinstance(exc, WriteError) else "")
         print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {message}", file=sys.stderr)
         return 2
+    except UnicodeDecodeError as exc:  # a file read without nas.io.read_text's name for it
+        print(f"error: a file this command reads is not UTF-8 text ({exc.reason} at byte {exc.start})", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as a shell tool does
+        _drop_stdout()
+        return 141
     except OSError as exc:
         if exc.errno not in REFUSED_WRITES:
             raise

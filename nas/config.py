@@ -348,6 +348,8 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
         ) from None
     except OSError as exc:
         raise UserError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; give a YAML file saved as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -443,7 +445,8 @@ def apply_override(cfg: Config, item: str) -> None:
     kind = typing.get_type_hints(type(obj))[parts[-1]]
     value = _read_override(raw, kind, item)
     if value is None and type(None) not in typing.get_args(kind):
-        raise UserError(f"{key} cannot be null; give a {_type_name(kind)}")
+        name = _type_name(kind)
+        raise UserError(f"{key} cannot be null; give {'an' if name[:1] in 'aeiou' else 'a'} {name}")
     setattr(obj, parts[-1], _coerce(value, kind, key))
 
 
@@ -605,6 +608,8 @@ def validate(cfg: Config) -> None:
         space.check_derive_none(sn.derive_none)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if len(ops) < 2:
+        raise UserError(f"supernet.ops {list(ops)} leaves nothing to choose between; give at least 2 ops")
     _check_positive(
         **{
             "search.epochs": s.epochs,
@@ -736,6 +741,20 @@ def validate(cfg: Config) -> None:
         )
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")
+        if p.cutout < 0:
+            raise UserError(f"{section}.cutout must be >= 0 pixels (0 turns it off), got {p.cutout}")
+    darts_cells = get_space("darts").min_cells
+    if cfg.retrain.darts.N < darts_cells:
+        raise UserError(
+            f"retrain.darts.N must be >= {darts_cells} (the darts network's cells), got {cfg.retrain.darts.N}"
+        )
+    n = cfg.retrain.nb201  # NB201's network has neither: the settings would be ignored
+    if n.auxiliary or n.drop_path_prob:
+        raise UserError(
+            "retrain.nb201.auxiliary and retrain.nb201.drop_path_prob are the DARTS network's auxiliary head and "
+            "drop-path, which NAS-Bench-201's network has not: set retrain.nb201.auxiliary=false and "
+            "retrain.nb201.drop_path_prob=0"
+        )
     m = cfg.retrain.model  # a custom model's network is the model function's own: no DARTS extras
     if m.auxiliary or m.drop_path_prob:
         raise UserError(

@@ -112,12 +112,25 @@ def cut_back(path: PathLike, size: int) -> None:
             os.truncate(path, size)
 
 
+def read_text(path: PathLike, what: str) -> str:
+    """The text of ``path``; :class:`UserError` naming ``what`` it should be when it cannot be read
+    or is not UTF-8 text."""
+    path = Path(path)
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{what} {path} is not UTF-8 text; the file is damaged or not the one meant") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
 def read_jsonl(path: PathLike) -> list:
     out = []
     path = Path(path)
     if not path.exists():
         return out
-    for line in path.read_text().splitlines():
+    # A stray byte spoils its own line only: that line is skipped, as a torn one.
+    for line in path.read_text(errors="replace").splitlines():
         line = line.strip()
         if not line:
             continue

@@ -14,7 +14,7 @@ from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benc
 from .config import from_dict as config_from_dict
 from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
-from .io import read_jsonl
+from .io import read_jsonl, read_text
 from .model_supernet import ARCH_FILE
 from .schedule import search_epochs
 from .spaces import get_space
@@ -143,8 +143,13 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise UserError(f"{run_dir} holds no config.yaml; it is not a search run directory")
+    if (run_dir / "metrics.jsonl").exists() and not (run_dir / "arch_probs.jsonl").exists():
+        raise UserError(
+            f"{run_dir} is a retrain run (no arch_probs.jsonl); inspect shows searches: give the search's "
+            f"run directory, or read the retrain's {run_dir / 'metrics.jsonl'}"
+        )
     try:
-        cfg = yaml.safe_load(config_path.read_text()) or {}
+        cfg = yaml.safe_load(read_text(config_path, "run config")) or {}
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML; the run directory is damaged") from None
     if (run_dir / ARCH_FILE).exists():
@@ -152,7 +157,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     geno_path = run_dir / "genotype.json"
     if not geno_path.exists():
         raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
-    geno = Genotype.from_json(geno_path.read_text())
+    geno = Genotype.from_json(read_text(geno_path, "genotype file"))
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
     space = geno.space

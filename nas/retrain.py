@@ -122,7 +122,7 @@ def run_retrain(
     run_dir = Path(run_dir)
     custom = isinstance(geno, ChoiceArchitecture)
     p = protocol(cfg, section(geno))
-    check_run(cfg, device, world, p.batch_size, f"retrain.{section(geno)}.batch_size")
+    check_run(cfg, device, world, p.batch_size, f"retrain.{section(geno)}.batch_size", resume)
     if custom:
         if cfg.supernet.model is None:
             raise UserError(

@@ -28,6 +28,7 @@ from .errors import UserError, WriteError
 from .io import (
     append_jsonl,
     atomic_torch_save,
+    atomic_write_bytes,
     capture_rng_state,
     cut_back,
     file_size,
@@ -42,6 +43,40 @@ from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
+LOCK_FILE = ".lock"
+_held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
+
+
+def lock_run(run_dir: Path) -> None:
+    """Take ``run_dir`` for this process: a second process writing the same run (a ``--resume``
+    while it still runs, two runs given one ``--out``) would interleave its logs. The operating
+    system drops the lock when the process ends, however it ends. Without ``fcntl`` (Windows) a no-op."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    key = str(run_dir.resolve())
+    if key in _held:
+        return
+    try:
+        handle = open(run_dir / LOCK_FILE, "a")
+    except OSError:  # a folder this process cannot write: the run's first write says so
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(
+            f"{run_dir} is in use by another process (a search or retrain writing there); wait for it to end, "
+            "or choose another --out"
+        ) from None
+    _held[key] = handle
+
+
+def unlock_run(run_dir: Path) -> None:
+    handle = _held.pop(str(run_dir.resolve()), None)
+    if handle is not None:
+        handle.close()  # closing drops the lock
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -85,6 +120,7 @@ class EpochTask(Protocol):
     logs: Sequence[str]  # jsonl files in the run dir with one ``epoch`` line each (metrics.jsonl first)
     epochs: int
     nan_hint: str  # the fix named when the training loss is not finite
+    # Optional: ``outputs``, files the task rewrites whole each epoch (restored if the epoch's writes fail).
 
     def state_dict(self) -> Dict[str, Any]: ...  # checkpoint entries (model, optimisers)
 
@@ -127,14 +163,18 @@ class EpochsDone:
     last_metrics: Optional[dict]
 
 
-def check_run(cfg: Config, device: torch.device, world: World, batch_size: int, batch_key: str) -> None:
+def check_run(
+    cfg: Config, device: torch.device, world: World, batch_size: int, batch_key: str, resume: bool = False
+) -> None:
     """What every run checks before it touches its directory: the config, the options that depend
-    on the device, and a global batch that splits evenly over the processes."""
+    on the device, and a global batch that splits evenly over the processes. A resume needs the
+    run's own process count (:func:`open_run` says so), over which its batch split when it began."""
     validate(cfg)
     if cfg.run.tensorboard:
         require_tensorboard()  # now, not after the first epoch
     check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
-    check_batch_split(batch_size, batch_key, world)
+    if not resume:
+        check_batch_split(batch_size, batch_key, world)
 
 
 def open_run(
@@ -156,6 +196,8 @@ def open_run(
     ckpt = None
     try:
         if resume:
+            if world.is_main and run_dir.is_dir():
+                lock_run(run_dir)
             ckpt = load_for_resume(run_dir, cfg, kind)
             saved = int(ckpt.get("world_size", 1))
             if saved != world.world_size:
@@ -168,6 +210,8 @@ def open_run(
                 check_resumed(ckpt)
         elif world.is_main:
             prepare_run_dir(run_dir)
+            lock_run(run_dir)
+            prepare_run_dir(run_dir)  # again, holding the lock: another process may have begun there
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
         error, raised = str(exc), exc
@@ -184,6 +228,21 @@ def run_epochs(
     cfg: Config,
     run_dir: Path,
     ckpt: Optional[Dict[str, Any]],
+    **kwargs: Any,
+) -> "tuple[EpochTask, EpochsDone]":
+    """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs
+    (:func:`_run_epochs`); then give the run directory's lock back."""
+    try:
+        return _run_epochs(task_factory, cfg, run_dir, ckpt, **kwargs)
+    finally:
+        unlock_run(run_dir)
+
+
+def _run_epochs(
+    task_factory: Callable[[], EpochTask],
+    cfg: Config,
+    run_dir: Path,
+    ckpt: Optional[Dict[str, Any]],
     *,
     desc: str,
     stop_after: Optional[int] = None,
@@ -192,7 +251,7 @@ def run_epochs(
     world: World = SINGLE,
     device: Optional[torch.device] = None,
 ) -> "tuple[EpochTask, EpochsDone]":
-    """Seed, build the task, restore it from ``ckpt`` (from :func:`open_run`), and run its epochs.
+    """The epochs of :func:`run_epochs`.
 
     Every epoch ends with the metrics line, the task's own outputs and then the checkpoint, so the
     checkpoint never runs ahead of the logs. ``stop_after`` ends this invocation after that many
@@ -276,6 +335,8 @@ def _write_epoch(
     the last complete checkpoint's epoch, as a resume would cut them.
     """
     sizes = {name: file_size(run_dir / name) for name in task.logs}
+    # Files the task rewrites whole each epoch: put back as they were when the epoch is not kept.
+    before = {name: (run_dir / name).read_bytes() for name in getattr(task, "outputs", ()) if (run_dir / name).exists()}
     try:
         append_jsonl(run_dir / task.logs[0], metrics)
         task.write_outputs(run_dir, epoch, metrics)
@@ -296,4 +357,9 @@ def _write_epoch(
     except WriteError:
         for name, size in sizes.items():
             cut_back(run_dir / name, size)
+        for name, data in before.items():
+            try:
+                atomic_write_bytes(run_dir / name, data)
+            except WriteError:
+                pass  # the machine refuses this too; the error already names the run's state
         raise

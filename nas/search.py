@@ -93,7 +93,7 @@ def run_search(
     run_dir = Path(run_dir)
     if not world.is_main:
         log = silent  # rank 0 alone prints
-    check_run(cfg, device, world, cfg.search.batch_size, "search.batch_size")
+    check_run(cfg, device, world, cfg.search.batch_size, "search.batch_size", resume)
     if cfg.run.plot:
         from .plot import require_matplotlib  # here: nas.plot reads runs through nas.report, which imports this module
 
@@ -198,6 +198,7 @@ class SearchTask:
         )
         net = search_supernet(cfg, data.num_classes)
         self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
+        self.outputs = (self.arch_file,)  # rewritten whole each epoch (nas.run restores it on a failed write)
         if not s.score_paths():  # rloo draws its paths without the sampler's backward
             net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         if cfg.run.sync_bn:

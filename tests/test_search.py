@@ -323,6 +323,62 @@ def test_entry_point_exit_status_and_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """`search.py lookup ... | head -1`: the broken pipe ends the command quietly."""
+    script = f"{sys.executable} {ROOT / 'search.py'} lookup {' '.join(map(str, range(40)))} | head -1"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.stdout.count("\n") == 1 and "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_stop_after_takes_at_least_one_epoch(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--out", str(tmp_path / "r"), "--stop-after", value] + [x for s in TINY_NB201 for x in ("--set", s)])
+    assert info.value.code == 2 and "takes a whole number of epochs >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_files_that_are_not_utf8_are_one_clear_error(nb201_run, tmp_path, capsys):
+    bad_config = tmp_path / "latin1.yaml"
+    bad_config.write_bytes(b"data:\n  root: caf\xe9\n")
+    code, _, err = run_cli(["--config", bad_config, "--out", tmp_path / "r"], capsys)
+    assert_user_error(code, err, f"config file {bad_config} is not UTF-8 text")
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(nb201_run, damaged)
+    with open(damaged / "metrics.jsonl", "ab") as f:  # a stray byte: its line is skipped, as a torn one
+        f.write(b"\xff\n")
+    code, out, err = run_cli(["inspect", damaged], capsys)
+    assert code == 0, err
+    (damaged / "genotype.json").write_bytes(b"\xff\xfe{}")
+    for args in (["inspect", damaged], ["lookup", damaged], ["retrain", damaged, "--out", tmp_path / "rt"]):
+        code, _, err = run_cli(args, capsys)
+        assert_user_error(code, err, f"genotype file {damaged / 'genotype.json'} is not UTF-8 text")
+
+
+def test_inspect_refuses_a_retrain_run_and_checks_before_writing(nb201_run, tmp_path, capsys):
+    retrain = tmp_path / "retrain"
+    sets = [x for s in TINY_NB201 + ["retrain.nb201.epochs=1", "retrain.nb201.steps_per_epoch=1"] for x in ("--set", s)]
+    code, _, err = run_cli(["retrain", nb201_run, "--out", retrain, "--quiet", *sets], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["inspect", retrain], capsys)
+    assert_user_error(code, err, f"{retrain} is a retrain run", "inspect shows searches")
+    dot, png = tmp_path / "cell.dot", tmp_path / "cell.png"
+    code, _, err = run_cli(["inspect", nb201_run, "--budget", "inf", "--dot", dot], capsys)
+    assert_user_error(code, err, "--budget must be a finite number > 0")
+    assert not dot.exists()  # the failed check came before any file was written
+    code, _, err = run_cli(["inspect", nb201_run, "--plot", tmp_path / "cell.pdf"], capsys)
+    assert_user_error(code, err, "--plot writes a PNG image; give a path ending in .png")
+    assert not png.exists() and not (tmp_path / "cell.pdf").exists()
+
+
+def test_retrain_refuses_an_nb201_cell_without_six_edges(tmp_path, capsys):
+    code, _, err = run_cli(["retrain", "--genotype", "|nor_conv_3x3~0|", "--out", tmp_path / "r"], capsys)
+    assert_user_error(code, err, "has 1 edge(s); an NB201 cell has 6")
+    assert not (tmp_path / "r").exists()
+
+
 def test_default_config_is_the_builtin_nb201_search():
     cfg = load_config(ROOT / "configs" / "default.yaml")
     assert cfg.data.name == "synthetic" and cfg.supernet.space == "nb201" and cfg.supernet.mode == "gdas"
@@ -366,3 +422,13 @@ def test_warmup_epochs_train_the_weights_only(tmp_path):
     assert not torch.equal(torch.tensor(probs[1]), initial)  # then the architecture moves
     metrics = [json.loads(x) for x in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["val_loss"] is None and metrics[1]["val_loss"] is not None
+
+
+def test_hints_name_the_command_the_user_ran(tmp_path, capsys, monkeypatch):
+    """Run as the installed `gumbel-nas`, the hints say `gumbel-nas`, not `python search.py`."""
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/gumbel-nas"])
+    args = ["--out", tmp_path / "r", "--quiet", "--stop-after", "1"] + [x for s in TINY_NB201 for x in ("--set", s)]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert f"inspect with: gumbel-nas inspect {tmp_path / 'r'}" in out
+    assert f"continue with: gumbel-nas --resume {tmp_path / 'r'}" in out and "search.py" not in out

@@ -301,6 +301,34 @@ def test_run_skeleton_frees_the_folder_of_a_run_that_failed_while_building(tmp_p
         _toy_run(tmp_path / "typo", 1, resume=True)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked there")
+def test_a_run_folder_another_process_writes_is_refused(tmp_path):
+    """A second writer (a --resume of a run still running, two runs on one --out) is refused: the
+    lock is held through another open file, as another process would hold it."""
+    import fcntl
+
+    run_dir = tmp_path / "r"
+    _toy_run(run_dir, 1, stop_after=1)
+    other = open(run_dir / ".lock", "a")
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        with pytest.raises(nas.UserError, match="is in use by another process .*choose another --out"):
+            _toy_run(run_dir, 2, resume=True)
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        held = open(fresh / ".lock", "a")
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(nas.UserError, match="is in use by another process"):
+            _toy_run(fresh, 1)
+        held.close()
+        assert not (fresh / "config.yaml").exists()
+    finally:
+        other.close()
+    _, done = _toy_run(run_dir, 2, resume=True)  # released: the resume goes on
+    assert done.done == 2
+    _toy_run(run_dir, 3, resume=True)  # and this process gave the lock back at the end
+
+
 def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path):
     with pytest.raises(nas.UserError, match="training loss became nan in epoch 2; lower toy.lr"):
         _toy_run(tmp_path / "r", 3, nan_at=1)
@@ -320,6 +348,11 @@ def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path)
         ("retrain.darts.epochs=0", "retrain.darts.epochs must be > 0"),
         ("retrain.nb201.drop_path_prob=1.5", "retrain.nb201.drop_path_prob must be in [0, 1)"),
         ("search.tau.min=-1", "search.tau"),
+        ("supernet.ops=[none]", "supernet.ops ['none'] leaves nothing to choose between; give at least 2 ops"),
+        ("retrain.darts.N=2", "retrain.darts.N must be >= 3"),
+        ("retrain.nb201.auxiliary=true", "retrain.nb201.auxiliary and retrain.nb201.drop_path_prob"),
+        ("retrain.nb201.drop_path_prob=0.5", "NAS-Bench-201's network has not"),
+        ("retrain.nb201.cutout=-3", "retrain.nb201.cutout must be >= 0 pixels"),
     ],
 )
 def test_validate_names_the_key(override, needle):

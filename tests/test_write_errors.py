@@ -83,6 +83,11 @@ def test_full_disk_at_a_checkpoint_then_at_the_plot_resumes_exactly(tmp_path, mo
     assert [r["epoch"] for r in lines(run_dir / "arch_probs.jsonl")] == [1]
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
     assert not (run_dir / "plot.png").exists()
+    # genotype.json, rewritten with epoch 2's before the checkpoint failed, is epoch 1's again
+    one = tmp_path / "one"
+    code, _, err = run_cli(["--out", one, "--quiet", "--stop-after", "1"] + SETS, capsys)
+    assert code == 0, err
+    assert (run_dir / "genotype.json").read_text() == (one / "genotype.json").read_text()
 
     # 2. Space for the checkpoints, but the disk is full again when the figure is written.
     with monkeypatch.context() as m:
