@@ -360,7 +360,7 @@ def _is_architecture_text(text: str) -> bool:
 
 def _lookup_target(text: str):
     """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
-    if text.strip().isdigit():
+    if text.strip().lstrip("-").isdigit():  # a negative one is refused as out of range
         return int(text)
     if _is_architecture_text(text):
         return Genotype.parse(text)

@@ -106,6 +106,7 @@ def test_lookup_with_official_files_gives_every_dataset(capsys):
         (["lookup", "|sep_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "not a NAS-Bench-201 op"),
         (["lookup", nas.darts.DARTS_V2], "not a NAS-Bench-201 cell"),
         (["lookup", "15625"], "out of range"),
+        (["lookup", "--", "-1"], "out of range"),
         (["lookup", "nonsense"], "neither a file"),
         (["lookup", "1", "--benchmark", "/no/such/dir"], "does not exist"),
     ],
