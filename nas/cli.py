@@ -459,12 +459,14 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
 
 
 def cmd_retrain(args, invocation: Invocation) -> int:
+    from .nb201 import nb201_edges
     from .retrain import protocol, run_retrain, section
 
     cfg, geno, run_dir = _retrain_setup(args)
-    if isinstance(geno, Genotype) and geno.space == "nb201" and len(geno.normal) != 6:
+    if isinstance(geno, Genotype) and geno.space == "nb201" and len(geno.normal) != len(nb201_edges()):
         raise UserError(
-            f"{geno} has {len(geno.normal)} edge(s); an NB201 cell has 6: |op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+            f"{geno} has {len(geno.normal)} edge(s); an NB201 cell has {len(nb201_edges())}: "
+            "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
         )
     device, run_dir = _start(cfg, run_dir, invocation, "retrain --resume {run_dir}")
     world = invocation.world
