@@ -74,8 +74,13 @@ def lock_run(run_dir: Path) -> None:
 
 
 def unlock_run(run_dir: Path) -> None:
+    """Give ``run_dir`` back: its lock file goes with the lock, so a finished run holds only its outputs."""
     handle = _held.pop(str(run_dir.resolve()), None)
     if handle is not None:
+        try:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        except OSError:  # a folder that refuses the removal keeps an empty, unlocked file: harmless
+            pass
         handle.close()  # closing drops the lock
 
 

@@ -326,7 +326,8 @@ def test_a_run_folder_another_process_writes_is_refused(tmp_path):
         other.close()
     _, done = _toy_run(run_dir, 2, resume=True)  # released: the resume goes on
     assert done.done == 2
-    _toy_run(run_dir, 3, resume=True)  # and this process gave the lock back at the end
+    assert not (run_dir / ".lock").exists()  # given back at the end, its file with it
+    _toy_run(run_dir, 3, resume=True)
 
 
 def test_run_skeleton_refuses_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path):
