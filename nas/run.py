@@ -219,6 +219,7 @@ def open_run(
             prepare_run_dir(run_dir)  # again, holding the lock: another process may have begun there
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
+        unlock_run(run_dir)  # refused: the folder is as it was (a lock another process holds stays its own)
         error, raised = str(exc), exc
     errors = [e for e in world.gather_objects(error) if e is not None]  # any rank's: all stop alike
     if raised is not None:
