@@ -106,27 +106,36 @@ def run_search(
             "python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
         )
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
-    task, done = run_epochs(
-        lambda: SearchTask(cfg, device, log, world),
-        cfg,
-        run_dir,
-        ckpt,
-        desc="search",
-        stop_after=stop_after,
-        progress=progress,
-        log=log,
-        world=world,
-        device=device,
-    )
+    try:
+        task, done = run_epochs(
+            lambda: SearchTask(cfg, device, log, world),
+            cfg,
+            run_dir,
+            ckpt,
+            desc="search",
+            stop_after=stop_after,
+            progress=progress,
+            log=log,
+            world=world,
+            device=device,
+        )
+    except KeyboardInterrupt:  # stopped by hand: the figure of what the checkpoint holds, as when it ends
+        if cfg.run.plot and world.is_main and (run_dir / "checkpoint.pt").exists():
+            _write_plot(run_dir)
+        raise
     if ckpt is not None and done.done == done.start:
         log(f"{run_dir} had already finished its {task.epochs} epochs")
     # The last epoch run here derived the genotype; a finished run resumed derives it again (the same).
     geno = task.geno if done.done > done.start else task.derive(final=done.finished)[0]
     if cfg.run.plot and world.is_main:
-        from .plot import PLOT_FILE, write_plot
-
-        write_plot(run_dir, run_dir / PLOT_FILE)
+        _write_plot(run_dir)
     return SearchResult(run_dir, geno, done.done, done.finished, done.last_metrics)
+
+
+def _write_plot(run_dir: Path) -> None:
+    from .plot import PLOT_FILE, write_plot
+
+    write_plot(run_dir, run_dir / PLOT_FILE)
 
 
 def search_supernet(cfg: Config, num_classes: int):

@@ -285,3 +285,24 @@ def test_each_op_keeps_one_colour():
     # A built-in op has its colour in every run, whatever else the run searched.
     assert op_colours(["nor_conv_3x3"]) == {"nor_conv_3x3": OP_COLOURS["nor_conv_3x3"]}
     assert all(colours[op] == OP_COLOURS[op] for op in nas.NB201_OPS)
+
+
+def test_run_plot_is_written_when_the_search_is_stopped_by_hand(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in epoch 2: the figure of the checkpoint's epoch, as --stop-after leaves it."""
+    from nas.search import SearchTask
+
+    step, calls = SearchTask.step, []
+
+    def interrupted(self, batch):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 2's first step (2 steps an epoch)
+            raise KeyboardInterrupt
+        step(self, batch)
+
+    monkeypatch.setattr(SearchTask, "step", interrupted)
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(
+        ["--out", run_dir, "--quiet", *sets(TINY_NB201 + ["run.plot=true", "search.epochs=3"])], capsys
+    )
+    assert code == 130 and "the last checkpoint in" in err
+    assert matplotlib.image.imread(run_dir / "plot.png").shape[0] > 0
