@@ -274,6 +274,20 @@ class CostTable:
         }
         return float(self.expected(logits))
 
+    def span(self, alive: Mapping[str, torch.Tensor], exclude: Optional[int] = None) -> Tuple[float, float]:
+        """The cheapest and the dearest whole network: each row at its cheapest, then its dearest,
+        candidate still alive (column ``exclude`` left out where the row has another)."""
+        low = high = self.fixed
+        for cell, c in self.costs.items():
+            ok = alive[cell].cpu()
+            if exclude is not None:
+                keep = ok.clone()
+                keep[:, exclude] = False
+                ok = torch.where(keep.any(dim=1, keepdim=True), keep, ok)
+            low += float(c.masked_fill(~ok, math.inf).min(dim=1).values.sum())
+            high += float(c.masked_fill(~ok, -math.inf).max(dim=1).values.sum())
+        return low, high
+
     def cheapest(self) -> Dict[str, List[int]]:
         """Per cell type and row, the index of the cheapest candidate (ties: the first)."""
         return {cell: c.argmin(dim=-1).tolist() for cell, c in self.costs.items()}

@@ -342,7 +342,10 @@ def _write_epoch(
     """
     sizes = {name: file_size(run_dir / name) for name in task.logs}
     # Files the task rewrites whole each epoch: put back as they were when the epoch is not kept.
-    before = {name: (run_dir / name).read_bytes() for name in getattr(task, "outputs", ()) if (run_dir / name).exists()}
+    before = {
+        name: (run_dir / name).read_bytes() if (run_dir / name).exists() else None
+        for name in getattr(task, "outputs", ())
+    }
     try:
         append_jsonl(run_dir / task.logs[0], metrics)
         task.write_outputs(run_dir, epoch, metrics)
@@ -365,7 +368,10 @@ def _write_epoch(
             cut_back(run_dir / name, size)
         for name, data in before.items():
             try:
-                atomic_write_bytes(run_dir / name, data)
-            except WriteError:
+                if data is None:  # the run's first kept epoch is still to come
+                    (run_dir / name).unlink(missing_ok=True)
+                else:
+                    atomic_write_bytes(run_dir / name, data)
+            except (WriteError, OSError):
                 pass  # the machine refuses this too; the error already names the run's state
         raise

@@ -159,14 +159,7 @@ def search_supernet(cfg: Config, num_classes: int):
 def _check_budget_reachable(net, table: CostTable, budget: float, form: str) -> None:
     """Refuse a budget no derivable network meets: below the cheapest (every form), or, for
     ``target``, which spends the budget, above the dearest."""
-    exclude = underivable(net)
-    low = high = table.fixed
-    for cell, costs in table.costs.items():
-        for row, alive in zip(costs.tolist(), net.alive(cell).tolist()):
-            options = [v for k, (v, a) in enumerate(zip(row, alive)) if a and k != exclude] or [
-                v for v, a in zip(row, alive) if a
-            ]
-            low, high = low + min(options), high + max(options)
+    low, high = table.span({c: net.alive(c) for c in net.arch}, underivable(net))
     unit = f"{table.metric} ({UNITS[table.metric]})"
     if budget < low:
         raise UserError(

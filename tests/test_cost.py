@@ -816,3 +816,13 @@ def test_tolerance_is_the_floor_of_every_budget_derivation(tmp_path, monkeypatch
     assert all(cap == pytest.approx(budget * (1 + tolerance)) for _, cap in seen)  # target: either side
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         assert budget * (1 - tolerance) <= json.loads(line)["derived_cost"] <= budget * (1 + tolerance)
+
+
+def test_span_is_the_cheapest_and_dearest_network_of_the_alive_candidates():
+    """Padding (a label with fewer candidates) and pruned candidates are not alive; the excluded
+    column (none under DARTS's rule) counts only where a row has nothing else left."""
+    costs = torch.tensor([[1.0, 5.0, 9.0], [0.5, 2.0, 0.0], [3.0, 7.0, 8.0]], dtype=torch.float64)
+    table = CostTable("flops", 10.0, {"c": costs}, [], [])
+    alive = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
+    assert table.span({"c": alive}) == (10.0 + 1.0 + 0.5 + 3.0, 10.0 + 9.0 + 2.0 + 3.0)
+    assert table.span({"c": alive}, exclude=0) == (10.0 + 5.0 + 2.0 + 3.0, 10.0 + 9.0 + 2.0 + 3.0)

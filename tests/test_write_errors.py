@@ -115,6 +115,16 @@ def test_full_disk_at_a_checkpoint_then_at_the_plot_resumes_exactly(tmp_path, mo
     assert (full / "genotype.json").read_text() == (run_dir / "genotype.json").read_text()
 
 
+def test_full_disk_at_the_first_checkpoint_keeps_no_epoch(tmp_path, monkeypatch, capsys, one_thread):
+    """No epoch is kept, so none of its outputs is: no metrics line, no genotype.json."""
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        FullDisk(m, "checkpoint.pt", nth=1)
+        code, _, err = run_cli(["--out", run_dir, "--quiet"] + SETS, capsys)
+    assert_one_error_line(code, err, str(run_dir / "checkpoint.pt"), "no space left on device")
+    assert lines(run_dir / "metrics.jsonl") == [] and not (run_dir / "genotype.json").exists()
+
+
 def test_full_disk_while_a_metrics_line_is_appended(tmp_path, monkeypatch):
     """Half the line reaches the disk, then it is full: the file is as it was."""
     path = tmp_path / "metrics.jsonl"
