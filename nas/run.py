@@ -13,10 +13,11 @@ checkpoint, which ``--resume`` continues from.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence
 
 import torch
 from tqdm import tqdm
@@ -45,6 +46,7 @@ from .training import check_batch_split
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 LOCK_FILE = ".lock"
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
+_made: Dict[str, List[Path]] = {}  # new run directory -> the folders this process created for it, deepest first
 
 
 def lock_run(run_dir: Path) -> None:
@@ -100,7 +102,28 @@ def prepare_run_dir(run_dir: Path) -> None:
                 f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
                 f"--resume {run_dir}, or choose another --out"
             )
+        return
+    made = [run_dir, *run_dir.parents]
+    made = made[: next(i for i, folder in enumerate(made) if folder.exists())]
     make_dir(run_dir)
+    _made[str(run_dir.resolve())] = made
+
+
+def discard_new_run(run_dir: Path) -> None:
+    """A new run that failed before its first epoch leaves nothing behind, so the same --out starts
+    again: the folders it created go (the lock kept every other writer out of the run's own; a
+    parent that another run shares stays), and a folder that was there keeps only what it held."""
+    unlock_run(run_dir)
+    made = _made.pop(str(run_dir.resolve()), [])
+    if not made:
+        (run_dir / "config.yaml").unlink(missing_ok=True)
+        return
+    shutil.rmtree(made[0], ignore_errors=True)
+    for folder in made[1:]:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: someone else's files live there now
+            break
 
 
 def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
@@ -220,6 +243,7 @@ def open_run(
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
         unlock_run(run_dir)  # refused: the folder is as it was (a lock another process holds stays its own)
+        _made.pop(str(run_dir.resolve()), None)  # refused after creating it: another process has begun there
         error, raised = str(exc), exc
     errors = [e for e in world.gather_objects(error) if e is not None]  # any rank's: all stop alike
     if raised is not None:
@@ -242,6 +266,7 @@ def run_epochs(
         return _run_epochs(task_factory, cfg, run_dir, ckpt, **kwargs)
     finally:
         unlock_run(run_dir)
+        _made.pop(str(run_dir.resolve()), None)  # begun, or discarded: its folders are the user's now
 
 
 def _run_epochs(
@@ -272,8 +297,7 @@ def _run_epochs(
         task = task_factory()
     except BaseException:  # a refusal, a bug or Ctrl-C while building
         if ckpt is None and world.is_main:
-            # Refused before its first epoch: the directory holds no run, so the same --out works again.
-            (run_dir / "config.yaml").unlink(missing_ok=True)
+            discard_new_run(run_dir)
         raise
     start = 0
     if ckpt is not None:

@@ -291,6 +291,24 @@ def test_run_skeleton_frees_the_folder_of_a_run_that_failed_while_building(tmp_p
         run_epochs(broken, Config(), run_dir, open_run(run_dir, Config(), "toy", False), desc="toy", progress=False)
     assert not (run_dir / "config.yaml").exists()
     _toy_run(run_dir, 1)  # the same folder
+    # The folders the failed run created go with it; a parent another run has written to since stays,
+    # and so does a folder that was there before, with what it held.
+    nested = tmp_path / "new" / "deeper" / "run"
+    ckpt = open_run(nested, Config(), "toy", False)
+    (tmp_path / "new" / "other.txt").write_text("another run's")
+    with pytest.raises(RuntimeError):
+        run_epochs(broken, Config(), nested, ckpt, desc="toy", progress=False)
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["other.txt"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError):
+        run_epochs(broken, Config(), kept, open_run(kept, Config(), "toy", False), desc="toy", progress=False)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    _toy_run(kept, 1)
+    with pytest.raises(nas.UserError, match="already holds a run"):  # begun: a later failure keeps it
+        run_epochs(broken, Config(), kept, open_run(kept, Config(), "toy", False), desc="toy", progress=False)
+    assert (kept / "checkpoint.pt").exists()
     stopped = tmp_path / "stopped"
     open_run(stopped, Config(), "toy", False)  # config.yaml written; say the process died in epoch 1
     with pytest.raises(nas.UserError, match="has not finished its first epoch .*delete .* and start again"):
