@@ -45,6 +45,8 @@ from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 LOCK_FILE = ".lock"
+# Settings of what a run shows, not of what it computes: a resume may change them.
+RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout")
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 _made: Dict[str, List[Path]] = {}  # new run directory -> the folders this process created for it, deepest first
 
@@ -133,6 +135,7 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
         raise UserError(f"{run_dir}/checkpoint.pt is a {ckpt.get('kind')!r} checkpoint, not a {kind!r} one")
     # Through from_dict, so keys added to the config since the run started read as their defaults.
     changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
+    changed = [line for line in changed if line.split(":")[0] not in RESUME_FREE]
     if changed:
         raise UserError(
             f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "

@@ -124,6 +124,23 @@ def test_resume_cli_continues_a_stopped_run(tmp_path, capsys):
     assert "derived architecture" in out
 
 
+def test_a_resume_may_change_what_the_run_shows_not_what_it_computes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = [x for s in TINY_NB201 + ["search.epochs=3"] for x in ("--set", s)]
+    assert run_cli(["--out", run_dir, "--quiet", "--stop-after", "1"] + sets, capsys)[0] == 0
+    shown = ["--set", "run.log_every=7", "--set", "run.dist_timeout=60"]
+    code, _, err = run_cli(["--resume", run_dir, "--quiet", "--stop-after", "1"] + shown, capsys)
+    assert code == 0, err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    before = snapshot(run_dir)
+    code, _, err = run_cli(["--resume", run_dir, "--quiet", "--set", "run.seed=1"] + shown, capsys)
+    assert_user_error(code, err, "does not match", "run.seed")
+    assert "run.log_every" not in err and snapshot(run_dir) == before
+    code, _, err = run_cli(["--resume", run_dir, "--quiet"], capsys)  # the run's own settings again
+    assert code == 0, err
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 3
+
+
 def test_inspect_text_json_and_dot(nb201_run, tmp_path, capsys):
     code, out, err = run_cli(["inspect", nb201_run], capsys)
     assert code == 0, err
