@@ -496,8 +496,24 @@ DERIVE_RULES = ("logits", "removal", "window")
 
 def _check_positive(**values: Any) -> None:
     for key, value in values.items():
-        if value is not None and not value > 0:
-            raise UserError(f"{key} must be > 0, got {value}")
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UserError(f"{key} must be > 0 and finite, got {value}")
+
+
+def _check_sgd(section: str, p: Any) -> None:
+    """The SGD settings of ``search.weights`` or a ``retrain.*`` section (torch refuses some with a
+    traceback; a negative floor would turn the cosine schedule into gradient ascent)."""
+    _check_positive(**{f"{section}.lr": p.lr})
+    if not (0 <= p.lr_min <= p.lr):
+        raise UserError(f"{section}.lr_min must be in [0, {section}.lr] = [0, {p.lr}], got {p.lr_min}")
+    if not 0 <= p.momentum < 1:
+        raise UserError(f"{section}.momentum must be in [0, 1), got {p.momentum}")
+    if p.nesterov and p.momentum == 0:
+        raise UserError(f"{section}.nesterov needs momentum > 0; for plain SGD set {section}.nesterov=false")
+    if not (p.weight_decay >= 0 and math.isfinite(p.weight_decay)):
+        raise UserError(f"{section}.weight_decay must be a finite number >= 0, got {p.weight_decay}")
+    if not (p.grad_clip >= 0 and math.isfinite(p.grad_clip)):
+        raise UserError(f"{section}.grad_clip must be a finite number >= 0 (0 turns clipping off), got {p.grad_clip}")
 
 
 def _check_custom_model(cfg: Config) -> None:
@@ -617,11 +633,11 @@ def validate(cfg: Config) -> None:
             "supernet.C": sn.C,
             "supernet.N": sn.N,
             "search.steps_per_epoch": s.steps_per_epoch,
-            "search.weights.lr": s.weights.lr,
             "search.arch.lr": s.arch.lr,
             "search.prune_batches": s.prune_batches,
         }
     )
+    _check_sgd("search.weights", s.weights)
     if sn.N < space.min_cells:
         raise UserError(
             f"the {space.name} space needs supernet.N >= {space.min_cells} cells, got {sn.N}. "
@@ -735,10 +751,12 @@ def validate(cfg: Config) -> None:
                 f"{section}.batch_size": p.batch_size,
                 f"{section}.C": p.C,
                 f"{section}.N": p.N,
-                f"{section}.lr": p.lr,
                 f"{section}.steps_per_epoch": p.steps_per_epoch,
             }
         )
+        _check_sgd(section, p)
+        if not (p.auxiliary_weight >= 0 and math.isfinite(p.auxiliary_weight)):
+            raise UserError(f"{section}.auxiliary_weight must be a finite number >= 0, got {p.auxiliary_weight}")
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")
         if p.cutout < 0:
