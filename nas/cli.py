@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -404,10 +405,24 @@ def read_genotype(text_or_path: str) -> Genotype:
                 f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
                 "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, or a genotype.json"
             )
+        if path.is_dir():
+            raise UserError(
+                f"--genotype {path} is a folder; to retrain the cell a search derived there, give the folder "
+                f"itself: retrain {path}"
+            )
         try:
             text_or_path = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise UserError(f"cannot read --genotype file {path}: {exc}") from None
+        try:
+            record = json.loads(text_or_path)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "space" not in record:  # {label: name}: a custom model's choices
+            raise UserError(
+                f"{path} holds a custom model's choices (architecture.json, or net.export()), not a cell of a "
+                "built-in space; retrain it with --set supernet.model=package.module:function, the model it chose in"
+            )
     return Genotype.parse(text_or_path)
 
 
@@ -417,6 +432,11 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
         run_dir = Path(args.resume)
         if args.out and Path(args.out) != run_dir:
             raise UserError("give either --out (a new run) or --resume (an existing run), not both")
+        if args.run_dir:
+            raise UserError(
+                f"give either a search's folder ({args.run_dir}: a new retrain) or --resume (a retrain's folder), "
+                "not both"
+            )
         custom = (run_dir / "architecture.json").exists()  # a custom model's retrain
         arch_file = run_dir / ("architecture.json" if custom else "genotype.json")
         if not (run_dir / "config.yaml").exists() or not arch_file.exists():

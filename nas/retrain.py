@@ -229,6 +229,7 @@ class RetrainTask:
             device=device,
             channels_last=cfg.run.channels_last,
             world=world,
+            key=f"retrain.{section(geno)}.batch_size",
         )
         self.test_loader = make_loader(
             data,
@@ -247,14 +248,19 @@ class RetrainTask:
             log(f"network: {how}")
         else:
             with_extras = get_space(geno.space).supports_auxiliary  # auxiliary head and drop-path
-            model = build_network(
-                geno,
-                C=p.C,
-                N=p.N,
-                num_classes=data.num_classes,
-                auxiliary=p.auxiliary and with_extras,
-                drop_path_prob=p.drop_path_prob if with_extras else 0.0,
-            )
+            try:
+                model = build_network(
+                    geno,
+                    C=p.C,
+                    N=p.N,
+                    num_classes=data.num_classes,
+                    auxiliary=p.auxiliary and with_extras,
+                    drop_path_prob=p.drop_path_prob if with_extras else 0.0,
+                )
+            except ValueError as exc:  # a genotype its space accepts that the network cannot build
+                raise UserError(
+                    f"cannot build the network of this genotype: {exc}; retrain a cell of 4 intermediate nodes, as a darts search derives"
+                ) from None
         self.params = count_parameters(model, exclude_prefix=("aux_head",))
         self.macs = count_macs(model, tuple(data.train_x.shape[1:]))
         if cfg.run.sync_bn:

@@ -44,6 +44,10 @@ from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
+# What runs write besides: a folder holding any of them is not a new run's (its files would be overwritten).
+OUTPUT_FILES = ("genotype.json", "architecture.json", "arch_probs.jsonl", "result.json", "plot.png")
+# The command that resumes each kind of run.
+RESUME_COMMANDS = {"search": "--resume", "retrain": "retrain --resume"}
 LOCK_FILE = ".lock"
 # Settings of what a run shows, not of what it computes: a resume may change them.
 RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout")
@@ -88,21 +92,33 @@ def unlock_run(run_dir: Path) -> None:
         handle.close()  # closing drops the lock
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` for a new run; refuse one that already holds a run."""
+def prepare_run_dir(run_dir: Path, kind: str = "") -> None:
+    """Create ``run_dir`` for a new run of ``kind``; refuse one that already holds a run or its outputs."""
     if run_dir.exists():
         if not run_dir.is_dir():
             raise UserError(f"--out {run_dir} is a file; choose a folder")
-        present = [name for name in RUN_FILES if (run_dir / name).exists()]
+        present = [name for name in RUN_FILES + OUTPUT_FILES if (run_dir / name).exists()]
         if present == ["config.yaml"]:  # no epoch ended: nothing to resume, yet maybe a run in progress
             raise UserError(
                 f"{run_dir} holds a run that has not finished its first epoch (config.yaml, no checkpoint); "
                 f"if it is not running, delete {run_dir} and start again, or choose another --out"
             )
-        if present:
+        if "checkpoint.pt" in present:
+            other = _checkpoint_kind(run_dir)
+            if kind and other and other != kind:
+                raise UserError(
+                    f"{run_dir} holds a {other} run, not a {kind} run; choose another --out"
+                    + (f" (to retrain its cell: retrain {run_dir} --out NEW_FOLDER)" if other == "search" else "")
+                )
+            again = RESUME_COMMANDS.get(other or kind, "--resume")
             raise UserError(
                 f"{run_dir} already holds a run ({', '.join(present)}); continue it with "
-                f"--resume {run_dir}, or choose another --out"
+                f"{again} {run_dir}, or choose another --out"
+            )
+        if present:
+            raise UserError(
+                f"{run_dir} holds a run's files ({', '.join(present)}) but no checkpoint to resume; "
+                "choose another --out, or move those files away"
             )
         return
     made = [run_dir, *run_dir.parents]
@@ -111,14 +127,23 @@ def prepare_run_dir(run_dir: Path) -> None:
     _made[str(run_dir.resolve())] = made
 
 
+def _checkpoint_kind(run_dir: Path) -> Optional[str]:
+    """The kind of run ``run_dir``'s checkpoint holds; None when it cannot be read."""
+    try:
+        return str(load_checkpoint(run_dir / "checkpoint.pt").get("kind"))
+    except UserError:
+        return None
+
+
 def discard_new_run(run_dir: Path) -> None:
     """A new run that failed before its first epoch leaves nothing behind, so the same --out starts
     again: the folders it created go (the lock kept every other writer out of the run's own; a
     parent that another run shares stays), and a folder that was there keeps only what it held."""
     unlock_run(run_dir)
     made = _made.pop(str(run_dir.resolve()), [])
-    if not made:
-        (run_dir / "config.yaml").unlink(missing_ok=True)
+    if not made:  # the folder held none of these when the run began (prepare_run_dir), so they are its own
+        for name in ("config.yaml",) + OUTPUT_FILES:
+            (run_dir / name).unlink(missing_ok=True)
         return
     shutil.rmtree(made[0], ignore_errors=True)
     for folder in made[1:]:
@@ -132,7 +157,14 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     """The run's checkpoint, after checking it belongs to ``kind`` and matches ``cfg``."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
     if ckpt.get("kind") != kind:
-        raise UserError(f"{run_dir}/checkpoint.pt is a {ckpt.get('kind')!r} checkpoint, not a {kind!r} one")
+        other = ckpt.get("kind")
+        if (other, kind) == ("search", "retrain"):
+            fix = f"to retrain the cell it found: retrain {run_dir} --out NEW_FOLDER"
+        elif other in RESUME_COMMANDS:
+            fix = f"resume it with {RESUME_COMMANDS[other]} {run_dir}"
+        else:
+            fix = "give the folder of a run"
+        raise UserError(f"{run_dir}/checkpoint.pt is a {other!r} checkpoint, not a {kind!r} one; {fix}")
     # Through from_dict, so keys added to the config since the run started read as their defaults.
     changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
     changed = [line for line in changed if line.split(":")[0] not in RESUME_FREE]
@@ -240,9 +272,9 @@ def open_run(
             if check_resumed is not None:
                 check_resumed(ckpt)
         elif world.is_main:
-            prepare_run_dir(run_dir)
+            prepare_run_dir(run_dir, kind)
             lock_run(run_dir)
-            prepare_run_dir(run_dir)  # again, holding the lock: another process may have begun there
+            prepare_run_dir(run_dir, kind)  # again, holding the lock: another process may have begun there
             config_mod.save_config(cfg, run_dir / "config.yaml")
     except UserError as exc:
         unlock_run(run_dir)  # refused: the folder is as it was (a lock another process holds stays its own)

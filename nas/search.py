@@ -190,7 +190,12 @@ class SearchTask:
         idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, seed)
         idx_w, idx_a = keep[idx_w], keep[idx_a]
         loader_kw = dict(
-            train=True, augment=cfg.data.augment, device=device, channels_last=cfg.run.channels_last, world=world
+            train=True,
+            augment=cfg.data.augment,
+            device=device,
+            channels_last=cfg.run.channels_last,
+            world=world,
+            key="search.batch_size",
         )
         self.loader_w = make_loader(
             data, data.train_x[idx_w], data.train_y[idx_w], s.batch_size, seed=seed, **loader_kw

@@ -105,12 +105,13 @@ def make_loader(
     device: torch.device,
     channels_last: bool,
     world: World = SINGLE,
+    key: str = "the batch size",
 ) -> BatchLoader:
-    """A loader of global batches of ``batch_size``; under several processes each rank gets its share."""
+    """A loader of global batches of ``batch_size``; under several processes each rank gets its share.
+    ``key``: the setting an error names (e.g. ``search.batch_size``)."""
     if batch_size > images.shape[0] and train:
         raise UserError(
-            f"batch size {batch_size} exceeds the {images.shape[0]} images available; "
-            "lower the batch size or use more data"
+            f"{key} {batch_size} exceeds the {images.shape[0]} images available; lower {key} or use more data"
         )
     return BatchLoader(
         images,

@@ -125,6 +125,45 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     f.write_text(nas.Genotype.from_nb201(NB201).to_json())
     code, out, err = run_cli(["retrain", "--genotype", f, "--out", tmp_path / "r4", "--quiet"] + SETS, capsys)
     assert code == 0, err
+    # What a user may get wrong, each refused on one line that names the fix, nothing written.
+    before = {p.name: p.read_bytes() for p in search_dir.iterdir()}
+    arch = tmp_path / "choices.json"
+    arch.write_text('{"op": "k3"}')
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "genotype.json").write_text("mine")
+    for argv, needle in [
+        (
+            [search_dir, "--out", search_dir],
+            f"holds a search run, not a retrain run; choose another --out (to retrain its cell: retrain {search_dir} --out",
+        ),
+        (
+            ["--resume", search_dir],
+            f"a 'search' checkpoint, not a 'retrain' one; to retrain the cell it found: retrain {search_dir} --out",
+        ),
+        ([search_dir, "--resume", tmp_path / "r1"], "give either a search's folder"),
+        (
+            ["--genotype", search_dir],
+            f"is a folder; to retrain the cell a search derived there, give the folder itself: retrain {search_dir}",
+        ),
+        (
+            ["--genotype", arch],
+            "holds a custom model's choices (architecture.json, or net.export()), not a cell of a built-in space; retrain it with --set supernet.model=",
+        ),
+        (
+            ["--genotype", f, "--out", held],
+            "holds a run's files (genotype.json) but no checkpoint to resume; choose another --out",
+        ),
+        (["--resume", tmp_path / "r1", "--set", "retrain.nb201.batch_size=999"], "does not match"),
+        (
+            [search_dir, "--out", tmp_path / "r5", "--set", "retrain.nb201.batch_size=999"],
+            "retrain.nb201.batch_size 999 exceeds the",
+        ),
+    ]:
+        code, _, err = run_cli(["retrain", "--quiet"] + SETS + argv, capsys)
+        assert code == 2 and needle in err and err.count("\n") == 1, (argv, err)
+    assert {p.name: p.read_bytes() for p in search_dir.iterdir()} == before
+    assert (held / "genotype.json").read_text() == "mine" and not (tmp_path / "r5").exists()
 
 
 def test_retraining_a_disconnected_cell_warns(tmp_path, capsys):
@@ -142,12 +181,15 @@ def test_retraining_a_disconnected_cell_warns(tmp_path, capsys):
         "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)",
         "not an architecture",
         "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        # a cell its space reads, of one node: DARTS's network concatenates four
+        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
+        "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
     ],
 )
 def test_malformed_genotype_exits_2(bad, tmp_path, capsys):
     code, out, err = run_cli(["retrain", "--genotype", bad, "--out", tmp_path / "r"] + SETS, capsys)
-    assert code == 2 and "Traceback" not in err and err.startswith("error: ")
-    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    assert code == 2 and "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
 
 
 def test_cutout_zeroes_one_square_per_image():
