@@ -614,8 +614,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
         else:
             print(
-                f"\ninterrupted before the first epoch ended: nothing to resume; start again with "
-                f"another --out (or delete {run_dir})",
+                "\ninterrupted before the first epoch ended: nothing was kept; start again with the same command",
                 file=sys.stderr,
             )
         return 130

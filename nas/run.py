@@ -299,6 +299,10 @@ def run_epochs(
     (:func:`_run_epochs`); then give the run directory's lock back."""
     try:
         return _run_epochs(task_factory, cfg, run_dir, ckpt, **kwargs)
+    except BaseException:  # a refusal, a bug or Ctrl-C
+        if ckpt is None and kwargs.get("world", SINGLE).is_main and not (run_dir / "checkpoint.pt").exists():
+            discard_new_run(run_dir)  # no epoch was kept: nothing to resume
+        raise
     finally:
         unlock_run(run_dir)
         _made.pop(str(run_dir.resolve()), None)  # begun, or discarded: its folders are the user's now
@@ -328,12 +332,7 @@ def _run_epochs(
     if not world.is_main:
         progress, log = False, silent
     seed_everything(cfg.run.seed)
-    try:
-        task = task_factory()
-    except BaseException:  # a refusal, a bug or Ctrl-C while building
-        if ckpt is None and world.is_main:
-            discard_new_run(run_dir)
-        raise
+    task = task_factory()
     start = 0
     if ckpt is not None:
         task.load_state_dict(ckpt)

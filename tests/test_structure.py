@@ -309,6 +309,14 @@ def test_run_skeleton_frees_the_folder_of_a_run_that_failed_while_building(tmp_p
     with pytest.raises(nas.UserError, match="already holds a run"):  # begun: a later failure keeps it
         run_epochs(broken, Config(), kept, open_run(kept, Config(), "toy", False), desc="toy", progress=False)
     assert (kept / "checkpoint.pt").exists()
+    # A failure inside the first epoch (here the loss turns NaN) keeps nothing either; one after an epoch
+    # was checkpointed keeps the run, to resume.
+    with pytest.raises(nas.UserError, match="training loss became nan in epoch 1"):
+        _toy_run(tmp_path / "nan" / "first", 3, nan_at=0)
+    assert not (tmp_path / "nan").exists()
+    with pytest.raises(nas.UserError, match="training loss became nan in epoch 2"):
+        _toy_run(tmp_path / "nan" / "second", 3, nan_at=1)
+    assert (tmp_path / "nan" / "second" / "checkpoint.pt").exists()
     stopped = tmp_path / "stopped"
     open_run(stopped, Config(), "toy", False)  # config.yaml written; say the process died in epoch 1
     with pytest.raises(nas.UserError, match="has not finished its first epoch .*delete .* and start again"):
@@ -417,7 +425,9 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatc
     monkeypatch.setattr(nas.search, "run_search", interrupted_at_once)
     code = main(["--out", str(tmp_path / "s"), "--quiet", "--set", "run.device=cpu"])
     err = capsys.readouterr().err
-    assert code == 130 and "interrupted before the first epoch ended: nothing to resume" in err
+    assert (
+        code == 130 and "interrupted before the first epoch ended: nothing was kept; start again with the same" in err
+    )
 
 
 # ---- packaging -----------------------------------------------------------------------------
