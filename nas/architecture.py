@@ -92,4 +92,9 @@ def load_architecture(path: Union[str, Path]) -> Dict[str, Chosen]:
     data = read_json(path, "architecture file", "give the JSON file export() or a search wrote")
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a JSON object label -> candidate name")
+    if "space" in data and "normal" in data:
+        raise UserError(
+            f"{path} holds a cell of a built-in space (a genotype.json), not a custom model's choices; "
+            "read it with nas.Genotype.from_json(text)"
+        )
     return ChoiceArchitecture.from_dict(data).choices

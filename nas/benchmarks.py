@@ -451,7 +451,10 @@ def _ordered(datasets: Iterable[str]) -> List[str]:
 # ---- the packaged table ----------------------------------------------------------------------
 def _load_npy(name: str, dtype) -> np.ndarray:
     path = DATA_DIR / name
-    fix = "reinstall gumbel-nas, or rebuild it: python -m experiments.build_benchmark_table cifar10.csv"
+    fix = (
+        "reinstall gumbel-nas, or load the official table instead: nas.load_benchmark('path/to/cifar10.csv') "
+        "(from a checkout: python -m experiments.build_benchmark_table cifar10.csv rebuilds the packaged one)"
+    )
     if not path.is_file():
         raise UserError(f"the packaged benchmark file {path} is missing; {fix}")
     try:

@@ -278,6 +278,8 @@ class NetworkCIFAR(nn.Module):
         if geno.space != "darts":
             raise ValueError(f"NetworkCIFAR needs a darts genotype, got {geno.space!r}")
         _check_macro(C, N, num_classes)
+        if not 0 <= drop_path_prob < 1:  # 1 drops every path (NaN); above, torch's bernoulli_ fails
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
         if len(geno.normal_concat) != MULTIPLIER or len(geno.reduce_concat) != MULTIPLIER:
             raise ValueError(
                 f"NetworkCIFAR concatenates {MULTIPLIER} nodes per cell; the genotype asks for "
@@ -408,7 +410,7 @@ class DartsSupernet(Supernet):
 
     def discretize(self, geno: Optional[Genotype] = None) -> NetworkCIFAR:
         """NetworkCIFAR of ``geno`` (default: the derived one) with the supernet's weights."""
-        geno = geno or self.genotype()
+        geno = Genotype.parse(geno) if isinstance(geno, str) else geno or self.genotype()
         choices = self.choices_from_genotype(geno)
         model = NetworkCIFAR(geno, self.C, self.N, self.num_classes, affine=self.affine)
         # The discrete cell keeps 8 of the 14 edges: its edge k is the supernet's edge e, fixed to

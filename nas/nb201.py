@@ -242,7 +242,7 @@ class NB201Supernet(Supernet):
     def discretize(self, geno: Optional[Genotype] = None) -> NB201Network:
         """The discrete network of ``geno`` (default: the derived one) with the supernet's weights:
         :func:`nas.fix` of the supernet's cells, which has the discrete network's keys."""
-        geno = geno or self.genotype()
+        geno = Genotype.parse(geno) if isinstance(geno, str) else geno or self.genotype()
         self.choices_from_genotype(geno)  # its ops are this supernet's
         model = NB201Network(geno, self.C, self.N, self.num_classes, affine=self.affine)
         model.load_state_dict(fix(self.net, nb201_arch(geno)).state_dict())

@@ -40,10 +40,22 @@ DARTS_OPS = (
 PARAMETER_FREE_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
 
 
+# Characters of the cells' string forms; an op name holding one would not read back.
+_NAME_BREAKERS = "~|+'\"(),"
+
+
 def register_op(name: str, factory: Optional[OpFactory] = None, *, overwrite: bool = False):
     """Register ``factory`` under ``name``; usable as ``@register_op(name)`` too."""
 
+    if not isinstance(name, str) or not name or any(c in _NAME_BREAKERS or c.isspace() for c in name):
+        raise ValueError(
+            f"op name {name!r} must be a non-empty string without spaces or any of {_NAME_BREAKERS}: "
+            "they delimit the ops in a cell's string form (|op~0|+..., DARTS's ('op', 0))"
+        )
+
     def add(fn: OpFactory) -> OpFactory:
+        if not callable(fn):
+            raise ValueError(f"the factory of op {name!r} must be callable (C_in, C_out, stride, affine) -> nn.Module")
         if name in OPS and not overwrite:
             raise ValueError(f"op {name!r} is already registered; pass overwrite=True to replace it")
         OPS[name] = fn

@@ -107,7 +107,7 @@ def beta_decay_term(net: "Supernet") -> torch.Tensor:
     return torch.cat([torch.logsumexp(net.logits(c).float(), dim=-1) for c in net.arch]).mean()
 
 
-@register_regulariser("logit_l2")
+@register_regulariser("logit_l2", schedule=constant_after_warmup)  # a plain penalty: on from the first arch step
 def logit_l2_term(net: "Supernet") -> torch.Tensor:
     """Mean of ``alpha**2`` over the entries still alive, which pulls the logits toward 0.
 

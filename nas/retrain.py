@@ -117,9 +117,9 @@ def run_retrain(
     (the network of ``cfg.supernet.model``'s function, under ``retrain.model``).
     ``log`` gets the progress lines, ``warn`` the warnings (a cell that ignores its input).
     ``world``: the processes of a torchrun launch; the network trains in DistributedDataParallel
-    and rank 0 alone writes ``run_dir``.
+    and rank 0 alone writes ``run_dir``. ``device``: a :class:`torch.device` or its name.
     """
-    run_dir = Path(run_dir)
+    run_dir, device = Path(run_dir), torch.device(device)
     custom = isinstance(geno, ChoiceArchitecture)
     p = protocol(cfg, section(geno))
     check_run(cfg, device, world, p.batch_size, f"retrain.{section(geno)}.batch_size", resume)

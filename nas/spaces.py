@@ -367,6 +367,11 @@ def build_network(
     darts: DARTS's NetworkCIFAR with ``N`` cells, optional auxiliary head and drop-path.
     ``ValueError`` for an unknown space, or an auxiliary head or drop-path the space lacks.
     """
+    if not hasattr(geno, "space"):
+        raise TypeError(
+            f"build_network takes a nas.Genotype, got {type(geno).__name__}; "
+            "read a cell's string with nas.Genotype.parse(text)"
+        )
     sp = get_space(geno.space)
     if (auxiliary or drop_path_prob) and not sp.supports_auxiliary:
         raise ValueError(f"the {sp.name} network has no auxiliary head or drop-path; unset them")

@@ -267,18 +267,25 @@ class Supernet(nn.Module):
     def force(self, arch: Union[Genotype, Dict[str, Sequence[Union[int, str]]], None]) -> None:
         """Run every forward with this architecture (no sampling, no arch gradient).
 
-        ``arch`` is a Genotype of this space, or per cell type a list of op
+        ``arch`` is a Genotype of this space (or its string form), or per cell type a list of op
         indices or names, one per edge; ``None`` returns to sampling.
         """
         if arch is None:
             self._forced = None
             return
+        if isinstance(arch, str):  # a cell's string form
+            arch = Genotype.parse(arch)
         if isinstance(arch, Genotype):
             arch = self.choices_from_genotype(arch)
         forced = {}
         for cell, a in self.arch.items():
             if cell not in arch:
                 raise ValueError(f"forced architecture lacks cell type {cell!r}")
+            unknown = [c for c in arch[cell] if isinstance(c, str) and c not in self.ops]
+            if unknown:
+                raise ValueError(
+                    f"forced architecture for {cell!r} names op(s) {sorted(set(unknown))} this supernet lacks; its ops: {list(self.ops)}"
+                )
             row = [self.ops.index(c) if isinstance(c, str) else int(c) for c in arch[cell]]
             if len(row) != a.shape[0] or not all(0 <= k < len(self.ops) for k in row):
                 raise ValueError(

@@ -239,6 +239,10 @@ def test_export_then_fix_equals_the_forced_supernet_bitwise(tmp_path):
     F.cross_entropy(net(x), y).backward()  # weights and BN statistics that are not the initial ones
     arch = net.export(tmp_path / "arch.json")
     assert nas.load_architecture(tmp_path / "arch.json") == arch
+    cell = nas.Genotype.parse("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|")
+    (tmp_path / "genotype.json").write_text(cell.to_json())
+    with pytest.raises(nas.UserError, match=r"a cell of a built-in space .*nas.Genotype.from_json"):
+        nas.load_architecture(tmp_path / "genotype.json")
     probs = net.choice_probabilities()
     for label, chosen in arch.items():
         names = chosen if isinstance(chosen, list) else [chosen]

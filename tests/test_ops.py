@@ -292,6 +292,20 @@ def test_register_op_twice_needs_overwrite(my_op):
     assert OPS[my_op] is other
 
 
+@pytest.mark.parametrize("name", ["conv~5", "a|b", "a+b", "it's", "two words", "", 5])
+def test_an_op_name_that_would_not_read_back_is_refused(name):
+    """The cell's string forms (|op~0|+..., DARTS's ('op', 0)) must parse back to the same ops."""
+    with pytest.raises(ValueError, match="must be a non-empty string without spaces"):
+        register_op(name, _my_op_factory)
+    assert name not in OPS
+
+
+def test_a_factory_that_is_not_callable_is_refused():
+    with pytest.raises(ValueError, match="must be callable"):
+        register_op("not_callable_op", 5)
+    assert "not_callable_op" not in OPS
+
+
 def test_register_op_as_decorator():
     try:
 

@@ -117,6 +117,7 @@ def test_the_schedules_are_pure_functions_of_the_epoch():
     assert [linear_ramp(e, 10, 2, 4.0) for e in (0, 1, 2, 5, 9)] == [0.0, 0.0, 0.5, 2.0, 4.0]
     assert [constant_after_warmup(e, 10, 2, 4.0) for e in (0, 1, 2, 9)] == [0.0, 0.0, 4.0, 4.0]
     assert get_regulariser("beta_decay").schedule is linear_ramp
+    assert get_regulariser("logit_l2").schedule is constant_after_warmup  # as the README says: on after warm-up
 
 
 def test_the_config_form_is_the_old_key_for_beta_decay():

@@ -449,3 +449,20 @@ def test_hints_name_the_command_the_user_ran(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert f"inspect with: gumbel-nas inspect {tmp_path / 'r'}" in out
     assert f"continue with: gumbel-nas --resume {tmp_path / 'r'}" in out and "search.py" not in out
+
+
+def test_a_search_from_python_takes_a_device_name_and_goes_on_without_the_benchmark(tmp_path, monkeypatch):
+    """The NAS-Bench-201 lookup is for reading a search, never an input: an install without its
+    table searches all the same, with a warning and no ``benchmark`` field."""
+    import nas.search
+
+    def missing():
+        raise nas.UserError("the packaged benchmark file x.npy is missing; reinstall gumbel-nas")
+
+    monkeypatch.setattr(nas.search, "load_benchmark", missing)
+    cfg = load_config(None, TINY_NB201)
+    with pytest.warns(UserWarning, match="without the NAS-Bench-201 lookup: the packaged benchmark file"):
+        result = run_search(cfg, tmp_path / "run", "cpu", progress=False, log=lambda s: None)
+    assert result.finished
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and not any("benchmark" in m for m in metrics)

@@ -403,6 +403,25 @@ def test_library_constructors_raise_value_error():
         nas.build_supernet("nb201", "adam", C=4, N=1)
     with pytest.raises(ValueError, match="no_such_op"):
         nas.build_op("no_such_op", 4, 4, 1, True)
+    darts = nas.Genotype.parse(nas.darts.DARTS_V2)
+    for p in (1.0, -0.5, 1.5):  # 1 drops every path (NaN logits); above, torch fails inside bernoulli_
+        with pytest.raises(ValueError, match=r"drop_path_prob must be in \[0, 1\)"):
+            nas.build_network(darts, C=4, N=3, drop_path_prob=p)
+    cell = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+    with pytest.raises(TypeError, match=r"takes a nas.Genotype, got str; read a cell's string with nas.Genotype.parse"):
+        nas.build_network(cell, C=4, N=1)
+    net = nas.build_supernet("nb201", "gdas", C=4, N=1, num_classes=3)
+    with pytest.raises(ValueError, match=r"names op\(s\) \['foo'\] this supernet lacks; its ops: \['none'"):
+        net.force({"normal": ["foo"] * 6})
+    # A cell's string is taken where a Genotype is: the same network either way.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    net.eval()
+    with net.forced(cell):
+        by_string = net(x)
+    with net.forced(nas.Genotype.parse(cell)):
+        assert torch.equal(net(x), by_string)
+    assert torch.equal(net.discretize(cell).eval()(x), net.discretize(nas.Genotype.parse(cell)).eval()(x))
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------
