@@ -360,7 +360,7 @@ class DartsSupernet(Supernet):
         probs = self.probabilities()
         none = self.ops.index("none") if "none" in self.ops else None
         kept = {}
-        for cell, W in (probs if scores is None else scores).items():
+        for cell, W in (probs if scores is None else self._scores(scores)).items():
             W = W.clone().float()
             if none is not None:
                 W[:, none] = float("-inf")  # never ranked, never chosen

@@ -221,7 +221,7 @@ class NB201Supernet(Supernet):
         """Argmax per edge over all ops (``none`` included, as in GDAS; excluded when
         ``derive_none`` is false, as in DARTS) of the probabilities, or of ``scores``."""
         probs = self.probabilities()["normal"]
-        best = derive_argmax(probs if scores is None else scores["normal"], self.ops, self.derive_none)
+        best = derive_argmax(self._scores(scores)["normal"], self.ops, self.derive_none)
         edges = [(self.ops[k], j) for k, (_, j) in zip(best, nb201_edges())]
         return Genotype(
             space="nb201",

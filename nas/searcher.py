@@ -166,6 +166,8 @@ class Searcher:
     ) -> "Searcher":
         """The optimisers and schedules of a ``search`` config section (SGD with cosine lr, Adam);
         ``cost`` is the cost term built from ``search.cost`` (it needs the data's shape)."""
+        if not hasattr(search, "weights"):
+            raise TypeError(f"from_config takes a config's search section (cfg.search), got {type(search).__name__}")
         w, a = search.weights, search.arch
         w_opt = torch.optim.SGD(
             net.weight_parameters(), lr=w.lr, momentum=w.momentum, nesterov=w.nesterov, weight_decay=w.weight_decay

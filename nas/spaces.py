@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import numbers
 from typing import TYPE_CHECKING, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Type, TypeVar, Union
 
 from .errors import UserError
@@ -330,7 +331,8 @@ def build_supernet(
             space's rule (nb201: yes, as in GDAS; darts: no, as in DARTS). nb201 with
             ``False`` takes each edge's argmax over the other ops, DARTS's rule.
 
-    Raises ``ValueError`` for an unknown space or mode and a ``derive_none`` the space refuses.
+    Raises ``ValueError`` for an unknown space or mode, sizes that are not positive ints, and a
+    ``derive_none`` the space refuses.
 
     Example::
 
@@ -339,6 +341,11 @@ def build_supernet(
         print(net.genotype())
     """
     sp = get_space(space)  # the mode is checked by the Supernet constructor
+    for name, value in (("C", C), ("N", N), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if isinstance(ops, str):  # a string is a sequence too: its letters would be read as op names
+        raise ValueError(f"ops must be a list of op names, got the string {ops!r}; write [{ops!r}, ...]")
     return sp.build_supernet(
         mode=mode,
         C=C,

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -262,6 +262,21 @@ class Supernet(nn.Module):
     def probabilities(self) -> Dict[str, torch.Tensor]:
         """softmax of the logits per cell type (pruned ops at 0), detached."""
         return {cell: torch.softmax(self.logits(cell).detach().float(), dim=-1) for cell in self.arch}
+
+    def _scores(self, scores: Optional[Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """What :meth:`genotype` derives from: ``scores`` (one (edges, ops) tensor per cell type,
+        checked, as a short row list would derive a short cell), or the probabilities."""
+        if scores is None:
+            return self.probabilities()
+        if not isinstance(scores, Mapping) or set(scores) != set(self.arch):
+            raise ValueError(f"scores must map each cell type {sorted(self.arch)} to an (edges, ops) tensor")
+        for cell, a in self.arch.items():
+            if tuple(getattr(scores[cell], "shape", ())) != tuple(a.shape):
+                raise ValueError(
+                    f"scores[{cell!r}] must have shape {tuple(a.shape)} (edges, ops), "
+                    f"got {tuple(getattr(scores[cell], 'shape', ()))}"
+                )
+        return dict(scores)
 
     # ---- forcing an architecture -------------------------------------------
     def force(self, arch: Union[Genotype, Dict[str, Sequence[Union[int, str]]], None]) -> None:

@@ -403,6 +403,13 @@ def test_library_constructors_raise_value_error():
         nas.build_supernet("nb201", "adam", C=4, N=1)
     with pytest.raises(ValueError, match="no_such_op"):
         nas.build_op("no_such_op", 4, 4, 1, True)
+    for bad in ({"C": "4"}, {"C": 4.5}, {"N": 0}, {"num_classes": True}):
+        with pytest.raises(ValueError, match="must be a positive int"):
+            nas.build_supernet("nb201", **{"C": 4, "N": 1, **bad})
+    with pytest.raises(ValueError, match="ops must be a list of op names, got the string 'nor_conv_3x3'"):
+        nas.build_supernet("nb201", C=4, N=1, ops="nor_conv_3x3")
+    with pytest.raises(TypeError, match=r"takes a config's search section \(cfg.search\), got Config"):
+        nas.searcher.Searcher.from_config(nas.build_supernet("nb201", C=4, N=1), load_config(None, []))
     darts = nas.Genotype.parse(nas.darts.DARTS_V2)
     for p in (1.0, -0.5, 1.5):  # 1 drops every path (NaN logits); above, torch fails inside bernoulli_
         with pytest.raises(ValueError, match=r"drop_path_prob must be in \[0, 1\)"):
@@ -413,6 +420,10 @@ def test_library_constructors_raise_value_error():
     net = nas.build_supernet("nb201", "gdas", C=4, N=1, num_classes=3)
     with pytest.raises(ValueError, match=r"names op\(s\) \['foo'\] this supernet lacks; its ops: \['none'"):
         net.force({"normal": ["foo"] * 6})
+    with pytest.raises(ValueError, match=r"scores\['normal'\] must have shape \(6, 5\) \(edges, ops\), got \(3, 5\)"):
+        net.genotype(scores={"normal": torch.randn(3, 5)})  # would derive a 3-edge "cell"
+    with pytest.raises(ValueError, match=r"scores must map each cell type \['normal'\]"):
+        net.genotype(scores=torch.randn(6, 5))
     # A cell's string is taken where a Genotype is: the same network either way.
     torch.manual_seed(0)
     x = torch.randn(2, 3, 8, 8)
