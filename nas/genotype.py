@@ -38,6 +38,11 @@ def _space(name: str) -> Any:
         raise ValueError(f"unknown space {name!r}; choose one of: {', '.join(_spaces)}") from None
 
 
+def _check_text(text: object) -> None:
+    if not isinstance(text, str):
+        raise UserError(f"an architecture's text must be a string, got {type(text).__name__}: {text!r}"[:200])
+
+
 @dataclass
 class Genotype:
     """A derived architecture.
@@ -183,6 +188,7 @@ class Genotype:
 
     @classmethod
     def _parse_as(cls, space: str, text: str, example: str) -> "Genotype":
+        _check_text(text)
         geno = _space(space).parse_genotype(text)
         if geno is None:
             raise UserError(f"not a {space} architecture: {text.strip()[:80]!r}; expected e.g. {example}")
@@ -193,6 +199,7 @@ class Genotype:
     def parse(cls, text: str) -> "Genotype":
         """Parse genotype JSON or the text form of any registered space (an NB201 string,
         a DARTS genotype string, ...)."""
+        _check_text(text)
         s = text.strip()
         if s.startswith("{"):
             return cls.from_json(s)

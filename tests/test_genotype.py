@@ -67,6 +67,9 @@ def test_nb201_parse_dispatch_and_whitespace():
     assert Genotype.parse(s).to_nb201() == s
     assert Genotype.parse("  " + s + "\n").to_nb201() == s
     assert Genotype.from_nb201(s).edge_targets() == [1, 2, 2, 3, 3, 3]
+    for parse in (Genotype.parse, Genotype.from_nb201, Genotype.from_darts):
+        with pytest.raises(ValueError, match="an architecture's text must be a string, got int: 123"):
+            parse(123)
 
 
 def test_nb201_json_round_trip_sample():
