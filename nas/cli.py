@@ -636,7 +636,7 @@ def _resume_advice(invocation: Invocation) -> str:
             f"can succeed, --resume continues the run: {invocation.resume_command}"
         )
     if run_dir.exists():
-        return f". No epoch was checkpointed, so --resume cannot continue: start again with another --out (or delete {run_dir})"
+        return ". No epoch was checkpointed, so --resume cannot continue; nothing of this run was kept: start again once the write can succeed"
     return ". Nothing was written, so there is nothing to --resume: start again once the write can succeed"
 
 

@@ -494,9 +494,16 @@ WEIGHT_PATHS = ("gumbel", "uniform", "window")
 DERIVE_RULES = ("logits", "removal", "window")
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _check_positive(**values: Any) -> None:
     for key, value in values.items():
-        if value is not None and not (value > 0 and math.isfinite(value)):
+        if value is not None and not (value > 0 and _finite(value)):
             raise UserError(f"{key} must be > 0 and finite, got {value}")
 
 
@@ -504,15 +511,15 @@ def _check_sgd(section: str, p: Any) -> None:
     """The SGD settings of ``search.weights`` or a ``retrain.*`` section (torch refuses some with a
     traceback; a negative floor would turn the cosine schedule into gradient ascent)."""
     _check_positive(**{f"{section}.lr": p.lr})
-    if not (0 <= p.lr_min <= p.lr):
-        raise UserError(f"{section}.lr_min must be in [0, {section}.lr] = [0, {p.lr}], got {p.lr_min}")
+    if not (p.lr_min >= 0 and _finite(p.lr_min)):
+        raise UserError(f"{section}.lr_min must be a finite number >= 0 (the cosine schedule's floor), got {p.lr_min}")
     if not 0 <= p.momentum < 1:
         raise UserError(f"{section}.momentum must be in [0, 1), got {p.momentum}")
     if p.nesterov and p.momentum == 0:
         raise UserError(f"{section}.nesterov needs momentum > 0; for plain SGD set {section}.nesterov=false")
-    if not (p.weight_decay >= 0 and math.isfinite(p.weight_decay)):
+    if not (p.weight_decay >= 0 and _finite(p.weight_decay)):
         raise UserError(f"{section}.weight_decay must be a finite number >= 0, got {p.weight_decay}")
-    if not (p.grad_clip >= 0 and math.isfinite(p.grad_clip)):
+    if not (p.grad_clip >= 0 and _finite(p.grad_clip)):
         raise UserError(f"{section}.grad_clip must be a finite number >= 0 (0 turns clipping off), got {p.grad_clip}")
 
 
@@ -560,7 +567,7 @@ def _check_cost(c: CostConfig) -> None:
     if not (c.weight >= 0 and math.isfinite(c.weight)):
         raise UserError(f"search.cost.weight must be a finite number >= 0 (0 turns the cost term off), got {c.weight}")
     for key, value in (("reference", c.reference), ("budget", c.budget)):
-        if value is not None and not (value > 0 and math.isfinite(value)):
+        if value is not None and not (value > 0 and _finite(value)):
             raise UserError(f"search.cost.{key} must be a finite number > 0 in the metric's unit, got {value}")
     if c.tolerance is not None and not 0 < c.tolerance < 1:
         raise UserError(
@@ -755,7 +762,7 @@ def validate(cfg: Config) -> None:
             }
         )
         _check_sgd(section, p)
-        if not (p.auxiliary_weight >= 0 and math.isfinite(p.auxiliary_weight)):
+        if not (p.auxiliary_weight >= 0 and _finite(p.auxiliary_weight)):
             raise UserError(f"{section}.auxiliary_weight must be a finite number >= 0, got {p.auxiliary_weight}")
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")

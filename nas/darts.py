@@ -283,7 +283,8 @@ class NetworkCIFAR(nn.Module):
         if len(geno.normal_concat) != MULTIPLIER or len(geno.reduce_concat) != MULTIPLIER:
             raise ValueError(
                 f"NetworkCIFAR concatenates {MULTIPLIER} nodes per cell; the genotype asks for "
-                f"{len(geno.normal_concat)} and {len(geno.reduce_concat)}"
+                f"{len(geno.normal_concat)} and {len(geno.reduce_concat)}: give cells of {MULTIPLIER} "
+                "intermediate nodes, as a darts search derives"
             )
         self.genotype, self.drop_path_prob, self.auxiliary = geno, drop_path_prob, auxiliary
         self.stem = _stem(C)

@@ -36,7 +36,7 @@ from .genotype import Genotype, disconnected_warning
 from .io import atomic_write_text
 from .model_supernet import ARCH_FILE, build_chosen_model
 from .ops import check_ops
-from .run import check_run, open_run, run_epochs
+from .run import check_run, discard_new_run, open_run, run_epochs
 from .spaces import build_network, get_space
 from .training import Meter, autocast, clip_and_step, cosine_lr, load_data, make_loader, set_lr
 
@@ -145,10 +145,14 @@ def run_retrain(
 
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, check_resumed=same_architecture, world=world)
     if ckpt is None and world.is_main:
-        if custom:
-            save_architecture(ChoiceArchitecture(geno.choices), run_dir / ARCH_FILE)
-        else:
-            atomic_write_text(run_dir / "genotype.json", geno.to_json())
+        try:
+            if custom:
+                save_architecture(ChoiceArchitecture(geno.choices), run_dir / ARCH_FILE)
+            else:
+                atomic_write_text(run_dir / "genotype.json", geno.to_json())
+        except BaseException:  # nothing of the new run is kept: the same --out starts again
+            discard_new_run(run_dir)
+            raise
     task, done = run_epochs(
         lambda: RetrainTask(cfg, p, geno, device, world, log=log if world.is_main else _silent),
         cfg,
@@ -258,9 +262,7 @@ class RetrainTask:
                     drop_path_prob=p.drop_path_prob if with_extras else 0.0,
                 )
             except ValueError as exc:  # a genotype its space accepts that the network cannot build
-                raise UserError(
-                    f"cannot build the network of this genotype: {exc}; retrain a cell of 4 intermediate nodes, as a darts search derives"
-                ) from None
+                raise UserError(f"cannot build the network of this genotype: {exc}") from None
         self.params = count_parameters(model, exclude_prefix=("aux_head",))
         self.macs = count_macs(model, tuple(data.train_x.shape[1:]))
         if cfg.run.sync_bn:

@@ -46,13 +46,17 @@ from .training import check_batch_split
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 # What runs write besides: a folder holding any of them is not a new run's (its files would be overwritten).
 OUTPUT_FILES = ("genotype.json", "architecture.json", "arch_probs.jsonl", "result.json", "plot.png")
+# Everything a run writes in its folder: what discarding a run that began in an existing folder removes.
+_RUN_ENTRIES = RUN_FILES + OUTPUT_FILES + ("tensorboard",)
 # The command that resumes each kind of run.
 RESUME_COMMANDS = {"search": "--resume", "retrain": "retrain --resume"}
 LOCK_FILE = ".lock"
 # Settings of what a run shows, not of what it computes: a resume may change them.
 RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout")
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
-_made: Dict[str, List[Path]] = {}  # new run directory -> the folders this process created for it, deepest first
+# New run directory -> what discarding it removes: the folders this process created for it (deepest
+# first, absolute), or, for a folder that was there, the names of a run's files it held already.
+_made: Dict[str, "tuple[List[Path], List[str]]"] = {}
 
 
 def lock_run(run_dir: Path) -> None:
@@ -81,14 +85,16 @@ def lock_run(run_dir: Path) -> None:
     _held[key] = handle
 
 
-def unlock_run(run_dir: Path) -> None:
-    """Give ``run_dir`` back: its lock file goes with the lock, so a finished run holds only its outputs."""
+def unlock_run(run_dir: Path, remove_file: bool = True) -> None:
+    """Give ``run_dir`` back: its lock file goes with the lock, so a finished run holds only its outputs
+    (``remove_file=False`` when the folder itself is gone: a new file there would be another process's)."""
     handle = _held.pop(str(run_dir.resolve()), None)
     if handle is not None:
-        try:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
-        except OSError:  # a folder that refuses the removal keeps an empty, unlocked file: harmless
-            pass
+        if remove_file:
+            try:
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            except OSError:  # a folder that refuses the removal keeps an empty, unlocked file: harmless
+                pass
         handle.close()  # closing drops the lock
 
 
@@ -101,7 +107,7 @@ def prepare_run_dir(run_dir: Path, kind: str = "") -> None:
         if present == ["config.yaml"]:  # no epoch ended: nothing to resume, yet maybe a run in progress
             raise UserError(
                 f"{run_dir} holds a run that has not finished its first epoch (config.yaml, no checkpoint); "
-                f"if it is not running, delete {run_dir} and start again, or choose another --out"
+                f"if it is not running, delete {run_dir / 'config.yaml'} and start again, or choose another --out"
             )
         if "checkpoint.pt" in present:
             other = _checkpoint_kind(run_dir)
@@ -120,37 +126,47 @@ def prepare_run_dir(run_dir: Path, kind: str = "") -> None:
                 f"{run_dir} holds a run's files ({', '.join(present)}) but no checkpoint to resume; "
                 "choose another --out, or move those files away"
             )
+        held = [name for name in _RUN_ENTRIES if (run_dir / name).exists()]
+        _made.setdefault(str(run_dir.resolve()), ([], held))  # the second call, holding the lock, keeps the first's
         return
-    made = [run_dir, *run_dir.parents]
+    made = [run_dir.absolute(), *run_dir.absolute().parents]
     made = made[: next(i for i, folder in enumerate(made) if folder.exists())]
     make_dir(run_dir)
-    _made[str(run_dir.resolve())] = made
+    _made[str(run_dir.resolve())] = (made, [])
 
 
 def _checkpoint_kind(run_dir: Path) -> Optional[str]:
     """The kind of run ``run_dir``'s checkpoint holds; None when it cannot be read."""
     try:
-        return str(load_checkpoint(run_dir / "checkpoint.pt").get("kind"))
+        kind = load_checkpoint(run_dir / "checkpoint.pt").get("kind")
     except UserError:
         return None
+    return str(kind) if kind is not None else None
 
 
 def discard_new_run(run_dir: Path) -> None:
-    """A new run that failed before its first epoch leaves nothing behind, so the same --out starts
-    again: the folders it created go (the lock kept every other writer out of the run's own; a
-    parent that another run shares stays), and a folder that was there keeps only what it held."""
-    unlock_run(run_dir)
-    made = _made.pop(str(run_dir.resolve()), [])
-    if not made:  # the folder held none of these when the run began (prepare_run_dir), so they are its own
-        for name in ("config.yaml",) + OUTPUT_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        return
-    shutil.rmtree(made[0], ignore_errors=True)
-    for folder in made[1:]:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty: someone else's files live there now
-            break
+    """A new run that failed before its first checkpoint leaves nothing behind, so the same --out
+    starts again: the folders it created go (a parent another run has written to since stays), and
+    a folder that was there keeps only what it held. Removed while the lock is still held, so no
+    other process can have begun there."""
+    key = str(run_dir.resolve())
+    made, held = _made.pop(key, ([], None))
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)
+        for folder in made[1:]:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: someone else's files live there now
+                break
+    elif held is not None:
+        for name in _RUN_ENTRIES:
+            if name not in held:
+                path = run_dir / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    unlock_run(run_dir, remove_file=not made)
 
 
 def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
@@ -275,7 +291,11 @@ def open_run(
             prepare_run_dir(run_dir, kind)
             lock_run(run_dir)
             prepare_run_dir(run_dir, kind)  # again, holding the lock: another process may have begun there
-            config_mod.save_config(cfg, run_dir / "config.yaml")
+            try:
+                config_mod.save_config(cfg, run_dir / "config.yaml")
+            except BaseException:
+                discard_new_run(run_dir)
+                raise
     except UserError as exc:
         unlock_run(run_dir)  # refused: the folder is as it was (a lock another process holds stays its own)
         _made.pop(str(run_dir.resolve()), None)  # refused after creating it: another process has begun there

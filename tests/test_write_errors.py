@@ -121,8 +121,25 @@ def test_full_disk_at_the_first_checkpoint_keeps_no_epoch(tmp_path, monkeypatch,
     with monkeypatch.context() as m:
         FullDisk(m, "checkpoint.pt", nth=1)
         code, _, err = run_cli(["--out", run_dir, "--quiet"] + SETS, capsys)
-    assert_one_error_line(code, err, str(run_dir / "checkpoint.pt"), "no space left on device")
-    assert lines(run_dir / "metrics.jsonl") == [] and not (run_dir / "genotype.json").exists()
+    assert_one_error_line(code, err, str(run_dir / "checkpoint.pt"), "no space left on device", "nothing to --resume")
+    assert not run_dir.exists()  # the folder it made goes with it: the same command starts again
+    # A folder that was there keeps only what it held, so the same --out works again too.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with monkeypatch.context() as m:
+        FullDisk(m, "checkpoint.pt", nth=1)
+        code, _, err = run_cli(["--out", mine, "--quiet", "--set", "run.tensorboard=false"] + SETS, capsys)
+    assert_one_error_line(code, err, str(mine / "checkpoint.pt"), "nothing of this run was kept: start again once")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # A retrain whose genotype.json cannot be written (before its epochs) keeps nothing either.
+    retrain = SETS + ["--set", "retrain.nb201.C=4", "--set", "retrain.nb201.N=1", "--set", "retrain.nb201.epochs=1"]
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+    with monkeypatch.context() as m:
+        FullDisk(m, "genotype.json", nth=1)
+        code, _, err = run_cli(["retrain", "--genotype", arch, "--out", run_dir / "r", "--quiet"] + retrain, capsys)
+    assert_one_error_line(code, err, str(run_dir / "r" / "genotype.json"), "no space left on device")
+    assert not run_dir.exists()
 
 
 def test_full_disk_while_a_metrics_line_is_appended(tmp_path, monkeypatch):
