@@ -21,8 +21,8 @@ import torch
 from .architecture import ChoiceArchitecture, load_architecture
 from .benchmarks import cell_report, format_cell_report, is_benchmark_cell, load_benchmark
 from .config import Config, load_config, validate
-from .distributed import SINGLE, World, init_from_environment, local_device, shutdown
-from .errors import UserError, WriteError
+from .distributed import SINGLE, World, environment_world, init_from_environment, local_device, shutdown
+from .errors import AllRanksError, UserError, WriteError
 from .genotype import Genotype, disconnected_warning
 from .io import read_text
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
@@ -582,7 +582,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         completed = status == 0
         return status
     except UserError as exc:
-        world = invocation.world  # every rank says it: an error may be one rank's own
+        # Under torchrun: before the processes join, every rank meets the same error (the same command
+        # line), and an AllRanksError is one rank 0 reports too; any other may be one rank's own.
+        world = invocation.world if invocation.world.distributed else environment_world()
+        if not world.is_main and (isinstance(exc, AllRanksError) or not invocation.world.distributed):
+            return 2
         message = str(exc) + (_resume_advice(invocation) if isinstance(exc, WriteError) else "")
         print(f"{'' if world.is_main else f'[rank {world.rank}] '}error: {message}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
+from .errors import AllRanksError, UserError
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,18 @@ class World:
         values: List[Any] = [None] * self.world_size
         dist.all_gather_object(values, obj)
         return values
+
+    def raise_agreed(self, error: Optional[UserError]) -> None:
+        """Stop every rank alike when any rank met ``error`` (a collective: every rank calls it at
+        the same point). Rank 0 raises its own error, or the first rank's message; the other ranks
+        raise :class:`AllRanksError`, which the command line leaves to rank 0 to print."""
+        messages = self.gather_objects(None if error is None else str(error))
+        first = next((m for m in messages if m is not None), None)
+        if first is None:
+            return
+        if not self.is_main:
+            raise AllRanksError(first)
+        raise error if error is not None else UserError(first)  # its own type: a WriteError says so
 
     # ---- models -----------------------------------------------------------------------
     def wrap(self, module: nn.Module, device: torch.device, *, find_unused_parameters: bool) -> nn.Module:

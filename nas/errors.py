@@ -17,6 +17,11 @@ class UserError(ValueError):
     """
 
 
+class AllRanksError(UserError):
+    """A :class:`UserError` that every process of a torchrun launch raises alike; rank 0 reports
+    it, so the command line leaves the other ranks' copies unprinted."""
+
+
 # What to do when the machine refuses a write, by errno.
 _FIXES = {
     errno.ENOSPC: "free space on that disk, or write to another one",

@@ -248,12 +248,17 @@ def check_run(
     """What every run checks before it touches its directory: the config, the options that depend
     on the device, and a global batch that splits evenly over the processes. A resume needs the
     run's own process count (:func:`open_run` says so), over which its batch split when it began."""
-    validate(cfg)
-    if cfg.run.tensorboard:
-        require_tensorboard()  # now, not after the first epoch
-    check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
-    if not resume:
-        check_batch_split(batch_size, batch_key, world)
+    error = None
+    try:
+        validate(cfg)
+        if cfg.run.tensorboard:
+            require_tensorboard()  # now, not after the first epoch
+        check_device_options(device, cfg.run.bf16, cfg.run.sync_bn)
+        if not resume:
+            check_batch_split(batch_size, batch_key, world)
+    except UserError as exc:
+        error = exc
+    world.raise_agreed(error)
 
 
 def open_run(
@@ -270,7 +275,6 @@ def open_run(
     resume (the run directory must be on a file system all nodes share). An error on any rank
     stops every rank with that message.
     """
-    error: Optional[str] = None
     raised: Optional[UserError] = None
     ckpt = None
     try:
@@ -299,12 +303,8 @@ def open_run(
     except UserError as exc:
         unlock_run(run_dir)  # refused: the folder is as it was (a lock another process holds stays its own)
         _made.pop(str(run_dir.resolve()), None)  # refused after creating it: another process has begun there
-        error, raised = str(exc), exc
-    errors = [e for e in world.gather_objects(error) if e is not None]  # any rank's: all stop alike
-    if raised is not None:
-        raise raised  # its own type: a WriteError says so
-    if errors:
-        raise UserError(errors[0])
+        raised = exc
+    world.raise_agreed(raised)  # any rank's error stops all alike
     return ckpt
 
 

@@ -79,17 +79,15 @@ def load_data(cfg: Config, world: World = SINGLE) -> ImageData:
             seed=cfg.run.seed,
         )
 
-    if not (world.distributed and d.download):
+    if not world.distributed:
         return load()
     data, error = None, None
-    if world.is_main:
+    if world.is_main or not d.download:  # a download is rank 0's alone; the others read what it wrote
         try:
             data = load()
         except UserError as exc:
-            error = str(exc)
-    error = world.broadcast_object(error)
-    if error is not None:
-        raise UserError(error)
+            error = exc
+    world.raise_agreed(error)  # one rank's failure stops all, and rank 0 alone reports it
     return data if data is not None else load()
 
 

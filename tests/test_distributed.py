@@ -202,6 +202,12 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
     assert done.returncode != 0
     assert "error: search.batch_size=33 does not split over 2 processes; use a multiple of 2" in done.stderr
     assert str(ROOT / "nas") not in done.stderr  # no traceback of ours (torchrun prints its own summary)
+    # One line for the job, not one a rank: rank 0 reports what every rank met alike, after the
+    # processes joined (above) and before (an unknown key, below).
+    assert done.stderr.count("error:") == 1 and "[rank" not in done.stderr, done.stderr
+    done = torchrun("search.py", "--out", tmp_path / "r", "--quiet", *sets, "--set", "search.bogus=1")
+    assert done.returncode != 0 and done.stderr.count("error: unknown config key 'search.bogus'") == 1, done.stderr
+    assert done.stderr.count("error:") == 1 and not (tmp_path / "r").exists()
 
 
 def test_a_killed_rank_leaves_the_checkpoint_and_the_job_exits(tmp_path):
