@@ -501,6 +501,12 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def _check_nonnegative(key: str, value: Any, note: str = "") -> None:
+    """``value`` is a finite number >= 0; ``note`` (e.g. what 0 means) goes into the message."""
+    if not (value >= 0 and _finite(value)):
+        raise UserError(f"{key} must be a finite number >= 0{f' ({note})' if note else ''}, got {value}")
+
+
 def _check_positive(**values: Any) -> None:
     for key, value in values.items():
         if value is not None and not (value > 0 and _finite(value)):
@@ -511,16 +517,13 @@ def _check_sgd(section: str, p: Any) -> None:
     """The SGD settings of ``search.weights`` or a ``retrain.*`` section (torch refuses some with a
     traceback; a negative floor would turn the cosine schedule into gradient ascent)."""
     _check_positive(**{f"{section}.lr": p.lr})
-    if not (p.lr_min >= 0 and _finite(p.lr_min)):
-        raise UserError(f"{section}.lr_min must be a finite number >= 0 (the cosine schedule's floor), got {p.lr_min}")
+    _check_nonnegative(f"{section}.lr_min", p.lr_min, "the cosine schedule's floor")
     if not 0 <= p.momentum < 1:
         raise UserError(f"{section}.momentum must be in [0, 1), got {p.momentum}")
     if p.nesterov and p.momentum == 0:
         raise UserError(f"{section}.nesterov needs momentum > 0; for plain SGD set {section}.nesterov=false")
-    if not (p.weight_decay >= 0 and _finite(p.weight_decay)):
-        raise UserError(f"{section}.weight_decay must be a finite number >= 0, got {p.weight_decay}")
-    if not (p.grad_clip >= 0 and _finite(p.grad_clip)):
-        raise UserError(f"{section}.grad_clip must be a finite number >= 0 (0 turns clipping off), got {p.grad_clip}")
+    _check_nonnegative(f"{section}.weight_decay", p.weight_decay)
+    _check_nonnegative(f"{section}.grad_clip", p.grad_clip, "0 turns clipping off")
 
 
 def _check_custom_model(cfg: Config) -> None:
@@ -541,8 +544,7 @@ def _check_regularisers(a: ArchOptimConfig) -> None:
                 f"unknown regulariser {name!r} in search.arch.regularisers; known: {', '.join(regulariser_names())} "
                 "(register one with nas.regularisers.register_regulariser in the module supernet.model names)"
             )
-        if not (weight >= 0 and math.isfinite(weight)):
-            raise UserError(f"search.arch.regularisers.{name} must be a finite number >= 0 (0 disables), got {weight}")
+        _check_nonnegative(f"search.arch.regularisers.{name}", weight, "0 disables")
     if a.beta_decay and a.regularisers.get("beta_decay"):
         raise UserError(
             "search.arch.beta_decay and search.arch.regularisers.beta_decay set the same weight; set one of them"
@@ -564,8 +566,7 @@ def _check_cost(c: CostConfig) -> None:
             "search.cost.step=direct steps an additive term, and mul_log multiplies the cross-entropy; "
             "use search.cost.form=add_linear, budget or target, or search.cost.step=adam"
         )
-    if not (c.weight >= 0 and math.isfinite(c.weight)):
-        raise UserError(f"search.cost.weight must be a finite number >= 0 (0 turns the cost term off), got {c.weight}")
+    _check_nonnegative("search.cost.weight", c.weight, "0 turns the cost term off")
     for key, value in (("reference", c.reference), ("budget", c.budget)):
         if value is not None and not (value > 0 and _finite(value)):
             raise UserError(f"search.cost.{key} must be a finite number > 0 in the metric's unit, got {value}")
@@ -672,8 +673,7 @@ def validate(cfg: Config) -> None:
         )
     if d.train_subset is not None and d.train_subset < 1:
         raise UserError(f"data.train_subset must be >= 1 (or null for the whole training set), got {d.train_subset}")
-    if not (s.arch.beta_decay >= 0 and math.isfinite(s.arch.beta_decay)):
-        raise UserError(f"search.arch.beta_decay must be a finite number >= 0 (0 disables), got {s.arch.beta_decay}")
+    _check_nonnegative("search.arch.beta_decay", s.arch.beta_decay, "0 disables")
     _check_regularisers(s.arch)
     if len(s.arch.betas) != 2 or not all(0 <= b < 1 for b in s.arch.betas):
         raise UserError(f"search.arch.betas must be two numbers in [0, 1), got {s.arch.betas}")
@@ -762,8 +762,7 @@ def validate(cfg: Config) -> None:
             }
         )
         _check_sgd(section, p)
-        if not (p.auxiliary_weight >= 0 and _finite(p.auxiliary_weight)):
-            raise UserError(f"{section}.auxiliary_weight must be a finite number >= 0, got {p.auxiliary_weight}")
+        _check_nonnegative(f"{section}.auxiliary_weight", p.auxiliary_weight)
         if not 0 <= p.drop_path_prob < 1:
             raise UserError(f"{section}.drop_path_prob must be in [0, 1), got {p.drop_path_prob}")
         if p.cutout < 0:
