@@ -549,8 +549,8 @@ def test_nb201_cost_front_latency(tmp_path):
     times, accs = [p["latency_ms"] for p in front], [p["cifar10_test"] for p in front]
     assert times == sorted(set(times)) and accs == sorted(set(accs))
     assert front[-1]["index"] == rec["summary"]["best_cell"]["index"]
+    # Its sign is the machine's: one timing a candidate at batch 1 on a busy CPU can rank them any way.
     assert 0 < s["min_ms"] <= s["median_ms"] <= s["max_ms"] and -1 <= s["spearman_flops_latency"] <= 1
-    assert s["spearman_flops_latency"] > 0  # convolutions cost both
     (checked,) = lat["checked"]
     assert checked["table_ms"] > 0 and checked["timed_ms"] > 0
     assert lat["table"]["batch_size"] == 1

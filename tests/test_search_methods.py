@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,8 @@ from nas.report import format_text, load_report
 from nas.schedule import ops_to_keep, prune_events, search_epochs
 from nas.search import run_search
 from nas.searcher import Searcher
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY = [
     "data.num_train=256",
@@ -525,6 +528,30 @@ def test_a_search_with_window_weight_paths_resumes_exactly(tmp_path):
     ma, mb = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "part" / "metrics.jsonl")
     assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]
     assert ma[-1]["ops_left"] == 1
+
+
+def test_the_shipped_budget_recipe_resumes_exactly(tmp_path):
+    """configs/nb201_cifar10_cpu_budget.yaml's method (the target form stepped directly, the window's
+    cell protected through pruning, ``local`` architecture steps, uniform weight paths), on TINY's
+    data: stopped in the middle of the pruning and resumed, it is the same search."""
+    _, _, budget, _, _ = _tiny_window([])
+    sets = TINY + ["data.name=synthetic", "data.train_subset=null", "supernet.N=1", "supernet.C=4"]
+    sets += ["search.epochs=7", "search.warmup_epochs=1", "search.prune=probability", "search.stop_when_decided=false"]
+    cfg = load_config(ROOT / "configs" / "nb201_cifar10_cpu_budget.yaml", sets + [f"search.cost.budget={budget}"])
+    s = cfg.search
+    assert (s.estimator, s.weight_paths, s.cost.form, s.cost.step) == ("local", "uniform", "target", "direct")
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=3, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(resumed.genotype) == str(full.genotype)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    ma, mb = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "part" / "metrics.jsonl")
+    assert [m["train_loss"] for m in ma] == [m["train_loss"] for m in mb]
+    assert [m["expected_cost"] for m in ma] == [m["expected_cost"] for m in mb]
+    assert [m["ops_left"] for m in ma][-1] == 1 and ma[2]["ops_left"] > 1  # stopped before the cell was decided
+    assert abs(ma[-1]["derived_cost"] - budget) <= 0.1 * budget  # the cell lies in the budget's window
 
 
 # ---- beta-decay ---------------------------------------------------------------
