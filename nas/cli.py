@@ -518,14 +518,6 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     return 0
 
 
-def data_shape(cfg: Config) -> Tuple[Tuple[int, ...], int]:
-    """One image's shape and the class count of ``cfg``'s data, without loading it."""
-    d = cfg.data
-    if d.name == "synthetic":
-        return (3, d.image_size, d.image_size), d.num_classes
-    return (3, 32, 32), {"cifar10": 10, "cifar100": 100}.get(d.name.lower().replace("-", "").replace("_", ""), 10)
-
-
 def cmd_measure_latency(args, invocation: Invocation) -> int:
     from .cost import measure_latency, save_latency_table
     from .search import search_supernet
@@ -546,7 +538,7 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
     if Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file path, e.g. {Path(args.out) / 'lut.json'}")
     set_cpu_threads(cfg.run.threads)
-    input_size, num_classes = data_shape(cfg)
+    input_size, num_classes = cfg.data.shape()
     net = search_supernet(cfg, num_classes).to(device)
     what = f"model {cfg.supernet.model}" if cfg.supernet.model else f"{cfg.supernet.space} space"
     print(f"measure-latency: {what}, batch {batch} at {list(input_size)} on {device}", flush=True)

@@ -14,7 +14,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -26,6 +26,14 @@ SCORE_ESTIMATOR = "rloo"  # the architecture step's score-function estimator (na
 LOCAL_ESTIMATOR = "local"  # one edge's every op at the derived cell (nas.searcher)
 ESTIMATORS = SAMPLER_ESTIMATORS + (SCORE_ESTIMATOR, LOCAL_ESTIMATOR)
 RLOO_PATHS = 4  # rloo's default paths per architecture step
+
+
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+def dataset_key(name: str) -> str:
+    """A data set's name with case, ``-`` and ``_`` ignored: what ``data.name`` is matched by."""
+    return str(name).lower().replace("-", "").replace("_", "")
 
 
 @dataclass
@@ -41,6 +49,17 @@ class DataConfig:
     num_test: int = 1000  # synthetic only: test images
     image_size: int = 32  # synthetic only
     num_classes: int = 5  # synthetic only (2..10 glyph classes; the first five differ most)
+
+    @property
+    def key(self) -> str:
+        """``name`` as the loader reads it (``CIFAR-10`` is ``cifar10``)."""
+        return dataset_key(self.name)
+
+    def shape(self) -> Tuple[Tuple[int, int, int], int]:
+        """One image's shape and the class count, without loading the data."""
+        if self.key == "synthetic":
+            return (3, self.image_size, self.image_size), self.num_classes
+        return (3, 32, 32), CIFAR_CLASSES.get(self.key, 10)
 
 
 @dataclass
@@ -664,7 +683,7 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
     if not 0 < d.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {d.weight_fraction}")
-    if d.name == "synthetic" and d.image_size % 4:
+    if d.key == "synthetic" and d.image_size % 4:
         # Both spaces halve the resolution twice; an odd size after a halving misaligns a
         # reduction's shortcut with its convolution.
         raise UserError(

@@ -244,8 +244,9 @@ class AuxiliaryHeadCIFAR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(x)
-        # 8x8 (32x32 inputs) pools to 2x2 as in DARTS; smaller inputs pool adaptively to 2x2.
-        x = self.pool(x) if x.shape[-1] >= 5 else nn.functional.adaptive_avg_pool2d(x, 2)
+        # DARTS's pool takes the 8x8 maps of 32 px inputs (8 to 10 px) to 2x2; other sizes pool
+        # adaptively to the same 2x2, which the 2x2 convolution and the classifier expect.
+        x = self.pool(x) if 8 <= x.shape[-1] <= 10 else nn.functional.adaptive_avg_pool2d(x, 2)
         return self.classifier(self.features(x).flatten(1))
 
 

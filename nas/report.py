@@ -74,12 +74,10 @@ def within_budget_cells(
         )
     if not probs_log:
         raise UserError(f"{run_dir} has no epoch logged yet; inspect it after its first epoch")
-    classes = {"cifar10": 10, "cifar100": 100}.get(cfg.data.name, cfg.data.num_classes)
+    size, classes = cfg.data.shape()
     net = build_supernet(
         sn.space, mode=sn.mode, C=sn.C, N=sn.N, num_classes=classes, ops=sn.ops, derive_none=sn.derive_none
     )
-    side = 32 if cfg.data.name in ("cifar10", "cifar100") else cfg.data.image_size
-    size = (3, side, side)
     table = cost_table(net, metric, size)
     last = probs_log[-1]
     probs = {cell: torch.tensor(rows, dtype=torch.float64) for cell, rows in last["probs"].items()}

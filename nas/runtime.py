@@ -89,6 +89,6 @@ def find_config(name: Union[str, Path]) -> Path:
     """``name`` as given when that file exists; else the shipped config of that name, so
     ``--config configs/nb201_cifar10_cpu.yaml`` works from any directory after ``pip install``."""
     path = Path(name)
-    if path.exists():
+    if path.is_file():  # a folder of that name (a run's --out, say) does not hide the shipped config
         return path
     return packaged_config(str(name)) or path  # a missing path is reported by the config loader

@@ -549,3 +549,24 @@ def test_subset_indices() -> None:
     assert not torch.equal(a, subset_indices(100, 10, 4))
     with pytest.raises(UserError, match="train_subset"):
         subset_indices(10, 11, 0)
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("synthetic", ((3, 16, 16), 3)),
+        ("Synthetic", ((3, 16, 16), 3)),
+        ("cifar10", ((3, 32, 32), 10)),
+        ("CIFAR-10", ((3, 32, 32), 10)),
+        ("cifar_100", ((3, 32, 32), 100)),
+    ],
+)
+def test_a_data_sets_shape_is_read_from_its_name_as_the_loader_reads_it(name, shape):
+    """What measure-latency and inspect --budget build the network for, without loading the data."""
+    from nas.config import DataConfig
+
+    d = DataConfig(name=name, image_size=16, num_classes=3)
+    assert d.shape() == shape
+    if d.key == "synthetic":  # and what the loader gives
+        images = data.load_dataset(name, num_train=4, num_test=2, image_size=16, num_classes=3)
+        assert tuple(images.train_x.shape[1:]) == shape[0]

@@ -864,6 +864,10 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
         ),
         (["data.image_size=14"], "data.image_size must be a multiple of 4 (the network halves it twice), got 14"),
+        (  # the name in another spelling, as the loader reads it
+            ["data.name=Synthetic", "data.image_size=30"],
+            "data.image_size must be a multiple of 4 (the network halves it twice), got 30",
+        ),
         (["search.weight_paths=fair"], "unknown search.weight_paths 'fair'; choose one of: gumbel, uniform, window"),
         (["search.weight_paths=uniform", "supernet.mode=snas"], "search.weight_paths=uniform needs supernet.mode=gdas"),
         (

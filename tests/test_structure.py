@@ -470,6 +470,10 @@ def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypa
     )
     assert packaged_config("elsewhere/default.yaml") is None  # a path with a folder is never swapped
     assert load_config(find_config("nb201_cifar10_cpu")).data.name == "cifar10"
+    (tmp_path / "nb201_cifar10_cpu").mkdir()  # a run folder of that name (an earlier --out) does not hide it
+    assert load_config(find_config("nb201_cifar10_cpu")).data.name == "cifar10"
+    (tmp_path / "mine.yaml").write_text("data: {name: cifar100}\n")  # a file where you are wins
+    assert load_config(find_config("mine.yaml")).data.name == "cifar100"
 
 
 def test_the_wheel_ships_the_configs_and_the_console_script(tmp_path):

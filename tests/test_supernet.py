@@ -772,6 +772,22 @@ def test_darts_network_auxiliary_and_drop_path():
         assert torch.equal(model(x), y)
 
 
+@pytest.mark.parametrize("size", [8, 16, 24, 32, 40, 64])  # every multiple of 4 that data.image_size allows
+def test_darts_auxiliary_head_fits_any_image_size(size):
+    """DARTS's pool where the maps are 8-10 px (32-40 px inputs), an adaptive one elsewhere: the
+    head's 2x2 convolution always sees 2x2 maps."""
+    torch.manual_seed(0)
+    model = nas.build_network(Genotype.from_darts(DARTS_V2), C=4, N=3, num_classes=NUM_CLASSES, auxiliary=True)
+    logits, aux = model.train()(images(size=size))
+    assert logits.shape == aux.shape == (2, NUM_CLASSES)
+    head = model.aux_head
+    seen = []
+    handle = head.features.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[-2:]))
+    model(images(size=size))
+    handle.remove()
+    assert seen == [(2, 2)]
+
+
 def test_drop_path_changes_training_output_only_through_dropped_paths():
     geno = Genotype.from_darts(DARTS_V2)
     torch.manual_seed(0)

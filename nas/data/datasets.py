@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nas.config import dataset_key
 from nas.data.cifar import _CIFAR, _load_cifar
 from nas.data.imagedata import ImageData
 from nas.data.synthetic import _SCALE, make_synthetic
@@ -38,7 +39,7 @@ def load_dataset(
     ``"synthetic"`` (see :func:`nas.data.make_synthetic`, which documents and checks them) and are
     ignored for CIFAR. An unknown name raises :class:`nas.errors.UserError`.
     """
-    key = str(name).lower().replace("-", "").replace("_", "")
+    key = dataset_key(name)
     if key == "synthetic":
         return make_synthetic(
             num_train,
