@@ -492,9 +492,15 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     world = invocation.world
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     what = f"model {cfg.supernet.model} {geno}" if isinstance(geno, ChoiceArchitecture) else str(geno)
+    subset = cfg.data.train_subset
+    data = cfg.data.name + (
+        f" ({subset} training images by data.train_subset; --set data.train_subset=null trains on all)"
+        if subset is not None
+        else ""
+    )
     _say(
         invocation,
-        f"retrain: {what} on {cfg.data.name}, {protocol(cfg, section(geno)).epochs} epochs "
+        f"retrain: {what} on {data}, {protocol(cfg, section(geno)).epochs} epochs "
         f"(retrain.{section(geno)}) on {where}; writing {run_dir}",
         flush=True,
     )

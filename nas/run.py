@@ -52,7 +52,9 @@ _RUN_ENTRIES = RUN_FILES + OUTPUT_FILES + ("tensorboard",)
 RESUME_COMMANDS = {"search": "--resume", "retrain": "retrain --resume"}
 LOCK_FILE = ".lock"
 # Settings of what a run shows, not of what it computes: a resume may change them.
-RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout")
+# What a run shows and where it finds its data, not what it computes (the data's MD5s are checked
+# wherever it is).
+RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout", "data.root", "data.download")
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 # New run directory -> what discarding it removes: the folders this process created for it (deepest
 # first, absolute), or, for a folder that was there, the names of a run's files it held already.

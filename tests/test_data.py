@@ -6,6 +6,7 @@ import hashlib
 import io
 import math
 import pickle
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -165,9 +166,17 @@ def test_bad_labels(cifar: dict) -> None:
 
 
 def test_incomplete_folder(cifar: dict) -> None:
+    """The fix names what works: extracting again where the archive is, downloading where it is not
+    (download=true fetches only when the folder is missing)."""
     (cifar["folder"] / "data_batch_3").unlink()
-    with pytest.raises(UserError, match="data_batch_3"):
+    with pytest.raises(UserError, match="data_batch_3") as err:
         load_dataset("cifar10", cifar["src"])
+    assert "delete that folder and set data.download=true" in str(err.value)
+    shutil.copy(cifar["archive"], cifar["src"] / ARCHIVE)
+    with pytest.raises(UserError, match=f"delete that folder so that it is extracted again from .*{ARCHIVE}"):
+        load_dataset("cifar10", cifar["src"])
+    shutil.rmtree(cifar["folder"])  # and doing so works
+    assert load_dataset("cifar10", cifar["src"]).train_x.shape[0] == 5 * N_PER_BATCH
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink"])
@@ -218,12 +227,17 @@ def test_download_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    root = tmp_path / "dl"
+    root = tmp_path / "dl" / "cifar"
     with pytest.raises(UserError) as err:
         load_dataset("cifar10", root, download=True)
     msg = str(err.value)
     assert data.CIFAR_URLS["cifar10"] in msg and str(root / ARCHIVE) in msg
-    assert list(root.iterdir()) == []  # no partial file left behind
+    assert list(tmp_path.iterdir()) == []  # no partial file, nor the folders it created, left behind
+    root.mkdir(parents=True)
+    (root / "mine.txt").write_text("kept")  # a folder that was there stays, with what it held
+    with pytest.raises(UserError):
+        load_dataset("cifar10", root, download=True)
+    assert [p.name for p in root.iterdir()] == ["mine.txt"]
 
 
 def test_download(cifar: dict, monkeypatch: pytest.MonkeyPatch) -> None:

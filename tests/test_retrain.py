@@ -112,9 +112,14 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     assert code == 0, err
     geno = nas.Genotype.from_json((search_dir / "genotype.json").read_text())
     assert str(geno) in out and "test accuracy" in out and "parameters" in out
-    # An NB201 string and a DARTS genotype string.
-    code, out, err = run_cli(["retrain", "--genotype", NB201, "--out", tmp_path / "r2", "--quiet"] + SETS, capsys)
+    assert "data.train_subset" not in out
+    # An NB201 string and a DARTS genotype string; a subset of the training set is said.
+    subset = ["--set", "data.train_subset=100"]
+    code, out, err = run_cli(
+        ["retrain", "--genotype", NB201, "--out", tmp_path / "r2", "--quiet"] + SETS + subset, capsys
+    )
     assert code == 0, err
+    assert "on synthetic (100 training images by data.train_subset; --set data.train_subset=null trains on all)" in out
     code, out, err = run_cli(
         ["retrain", "--genotype", nas.darts.DARTS_V2, "--out", tmp_path / "r3", "--quiet"] + SETS, capsys
     )

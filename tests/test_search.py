@@ -129,6 +129,7 @@ def test_a_resume_may_change_what_the_run_shows_not_what_it_computes(tmp_path, c
     sets = [x for s in TINY_NB201 + ["search.epochs=3"] for x in ("--set", s)]
     assert run_cli(["--out", run_dir, "--quiet", "--stop-after", "1"] + sets, capsys)[0] == 0
     shown = ["--set", "run.log_every=7", "--set", "run.dist_timeout=60"]
+    shown += ["--set", f"data.root={tmp_path / 'moved'}", "--set", "data.download=true"]  # where the data is
     code, _, err = run_cli(["--resume", run_dir, "--quiet", "--stop-after", "1"] + shown, capsys)
     assert code == 0, err
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2

@@ -154,10 +154,14 @@ def _load_cifar(key: str, root: str | Path | None, *, download: bool, verify_md5
     files = spec.train_files + spec.test_files
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
+        again = (
+            f"so that it is extracted again from {archive}"
+            if archive.is_file()
+            else f"and set data.download=true (or put {spec.archive} in {root})"
+        )
         raise UserError(
             f"{spec.title} folder {folder} is incomplete (missing {', '.join(missing)}). "
-            f"Fix: delete that folder so that it is extracted again from {spec.archive}, "
-            "or download again (data.download=true)"
+            f"Fix: delete that folder {again}"
         )
     if verify_md5:
         expected = FILE_MD5[key]
@@ -305,7 +309,9 @@ def _safe_extract(archive: Path, root: Path, folder: str) -> None:
 
 
 def _download(url: str, dest: Path) -> None:
-    """Fetch ``url`` into ``dest`` through a temporary file in the same folder."""
+    """Fetch ``url`` into ``dest`` through a temporary file in the same folder; a failed download
+    removes the folders it created."""
+    made = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]  # deepest first
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -319,6 +325,12 @@ def _download(url: str, dest: Path) -> None:
             shutil.copyfileobj(response, out, 1 << 20)
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, socket.timeout, TimeoutError, HTTPException, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        for folder in made:
+            try:
+                folder.rmdir()  # empty unless something else wrote there meanwhile: then it stays
+            except OSError:
+                break
         raise UserError(
             f"download of {url} failed ({type(exc).__name__}: {exc}). Fix: check the network, or "
             f"fetch the file by other means and put it at {dest}"
