@@ -24,7 +24,7 @@ from .config import Config, load_config, validate
 from .distributed import SINGLE, World, environment_world, init_from_environment, local_device, shutdown
 from .errors import AllRanksError, UserError, WriteError
 from .genotype import Genotype, disconnected_warning
-from .io import read_text
+from .io import read_record, read_text
 from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
 
 COMMANDS = ("search", "inspect", "retrain", "lookup", "measure-latency")
@@ -320,9 +320,20 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         raise UserError(f"--plot writes a PNG image; give a path ending in .png, not {args.plot}")
     if args.dot and report.get("kind") == "choices":
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
+    if bench is not None and report.get("benchmark") is None:
+        searched = report.get("model") or f"the {report.get('space')} space"
+        raise UserError(
+            f"--benchmark looks up NAS-Bench-201 cells; this run searched {searched}, whose result is not one: "
+            "drop --benchmark"
+        )
+    for flag, path in (("--plot", args.plot), ("--dot", args.dot)):
+        if path and not Path(path).parent.is_dir():
+            raise UserError(
+                f"{flag} {path}: the folder {Path(path).parent} does not exist; create it or give another path"
+            )
     within = None  # every check before the first file is written
     if args.budget is not None:
-        within = within_budget_cells(Path(args.run_dir), [args.budget], metric, args.tolerance, form)[0]
+        within = within_budget_cells(Path(args.run_dir), [args.budget], metric, args.tolerance, form, bench)[0]
     if args.plot:
         from .plot import write_plot
 
@@ -361,18 +372,29 @@ def _is_architecture_text(text: str) -> bool:
 
 def _lookup_target(text: str):
     """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
+    from .model_supernet import ARCH_FILE
+
     if text.strip().lstrip("-").isdigit():  # a negative one is refused as out of range
         return int(text)
     if _is_architecture_text(text):
         return Genotype.parse(text)
     path = Path(text)
+    custom = (
+        "a custom model's architecture is not a NAS-Bench-201 cell: the benchmark holds only cells of "
+        "the nb201 space; search with supernet.space=nb201 to look the result up"
+    )
     if path.is_dir():
         geno_path = path / "genotype.json"
+        if (path / ARCH_FILE).exists() and not geno_path.exists():
+            raise UserError(f"{path} holds {ARCH_FILE}: {custom}")
         if not geno_path.exists():
             raise UserError(f"{path} holds no genotype.json; give a search run directory after its first epoch")
-        return Genotype.from_json(read_text(geno_path, "genotype file"))
+        return read_record(geno_path, "genotype file", Genotype.from_json)
     if path.is_file():
-        return Genotype.parse(read_text(path, "architecture file"))
+        content = read_text(path, "architecture file")
+        if path.name == ARCH_FILE:
+            raise UserError(f"{path}: {custom}")
+        return Genotype.parse(content)
     raise UserError(
         f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -447,7 +469,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             if args.genotype and load_architecture(args.genotype) != arch.choices:
                 raise UserError(f"{run_dir} trains {arch}; resume it without a different --genotype")
             return cfg, arch, run_dir
-        geno = Genotype.from_json(read_text(arch_file, "genotype file"))
+        geno = read_record(arch_file, "genotype file", Genotype.from_json)
         if args.genotype and not read_genotype(args.genotype).same_architecture(geno):
             raise UserError(f"{run_dir} trains {geno}; resume it without a different --genotype")
         return cfg, geno, run_dir
@@ -465,7 +487,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             raise UserError(
                 f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"
             )
-        geno = Genotype.from_json(read_text(search_dir / "genotype.json", "genotype file"))
+        geno = read_record(search_dir / "genotype.json", "genotype file", Genotype.from_json)
         if (search_dir / "config.yaml").exists():
             base = search_dir / "config.yaml"
     else:

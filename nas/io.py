@@ -124,6 +124,16 @@ def read_text(path: PathLike, what: str) -> str:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+def read_record(path: PathLike, what: str, parse: Callable[[str], Any]) -> Any:
+    """``parse`` of ``path``'s text (``Genotype.from_json``, say); a :class:`UserError` it raises
+    is said again with the file's name."""
+    text = read_text(path, what)
+    try:
+        return parse(text)
+    except UserError as exc:
+        raise UserError(f"{what} {path}: {exc}; the file is damaged or not the one meant") from None
+
+
 def read_jsonl(path: PathLike) -> list:
     out = []
     path = Path(path)

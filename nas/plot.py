@@ -194,11 +194,14 @@ def run_figure(run_dir: Path):
     ax = panel(curves[0, 2], "entropy", f"architecture entropy (nats per {'label' if choices else 'edge'})")
     entropy = _values(metrics, "entropy")
     ax.plot(epochs, entropy, marker=marker, color="black")
-    widest = max([len(c) for _, _, c, _ in panels] + [1])
-    if widest > 1:
-        ax.axhline(math.log(widest), color="grey", linestyle=":", label=f"uniform over {widest}")
+    # Uniform logits: the mean over the edges (labels) of log(candidates), as the entropy is averaged.
+    widths = [len(c) for _, _, c, _ in panels]
+    uniform = sum(map(math.log, widths)) / len(widths) if widths else 0.0
+    if uniform > 0:
+        same = len(set(widths)) == 1
+        ax.axhline(uniform, color="grey", linestyle=":", label=f"uniform over {widths[0]}" if same else "uniform")
         ax.legend(fontsize=7, loc="lower left")
-    ax.set_ylim(0, 1.1 * max([math.log(max(widest, 2))] + [h for h in entropy if math.isfinite(h)]))
+    ax.set_ylim(0, 1.1 * max([max(uniform, math.log(2))] + [h for h in entropy if math.isfinite(h)]))
     ax = panel(curves[1, 0], "tau", "τ (Gumbel-softmax temperature)")
     ax.plot(epochs, _values(metrics, "tau"), marker=marker, color="purple")
     if nb201:

@@ -14,7 +14,7 @@ from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benc
 from .config import from_dict as config_from_dict
 from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
-from .io import read_jsonl, read_text
+from .io import read_jsonl, read_record, read_text
 from .model_supernet import ARCH_FILE
 from .schedule import search_epochs
 from .spaces import get_space
@@ -43,12 +43,13 @@ def within_budget_cells(
     metric: str = "flops",
     tolerance: Optional[float] = None,
     form: str = "budget",
+    benchmark: Optional[NB201Benchmark] = None,
 ) -> List[Dict[str, Any]]:
     """Per budget, the most probable cell of a search (finished or running) whose cost fits it
     (:func:`nas.cost.within_budget` on the last logged probabilities, the run's derivation rule;
     with ``tolerance``, in :func:`nas.cost.budget_window`'s window for ``form``, as
     ``search.cost.tolerance`` derives), its cost, the per-edge argmax's cost and, for an NB201
-    cell, its benchmark figures (``inspect --budget``)."""
+    cell, its benchmark figures (every dataset of ``benchmark`` when given; ``inspect --budget``)."""
     import torch
 
     from .cost import budget_window, cost_table, derived_cost, underivable, within_budget
@@ -73,7 +74,10 @@ def within_budget_cells(
             f"{sn.model or sn.space}"
         )
     if not probs_log:
-        raise UserError(f"{run_dir} has no epoch logged yet; inspect it after its first epoch")
+        raise UserError(
+            f"{run_dir / 'arch_probs.jsonl'} holds no epoch yet; inspect it after the first epoch (or the file "
+            "is damaged)"
+        )
     size, classes = cfg.data.shape()
     net = build_supernet(
         sn.space, mode=sn.mode, C=sn.C, N=sn.N, num_classes=classes, ops=sn.ops, derive_none=sn.derive_none
@@ -99,7 +103,7 @@ def within_budget_cells(
         }
         cell["fits"] = cell["cost"] <= cap * (1 + 1e-12)
         if is_benchmark_cell(geno):
-            cell["benchmark"] = cell_report(geno, None, epochs=(200, 12))
+            cell["benchmark"] = cell_report(geno, benchmark, epochs=(200, 12))
         out.append(cell)
     return out
 
@@ -141,21 +145,26 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise UserError(f"{run_dir} holds no config.yaml; it is not a search run directory")
-    if (run_dir / "metrics.jsonl").exists() and not (run_dir / "arch_probs.jsonl").exists():
+    # A search appends arch_probs.jsonl before its first genotype.json (or architecture.json); a
+    # retrain writes its architecture before its first epoch and never writes probabilities.
+    written = ("metrics.jsonl", "genotype.json", ARCH_FILE)
+    if any((run_dir / name).exists() for name in written) and not (run_dir / "arch_probs.jsonl").exists():
         raise UserError(
             f"{run_dir} is a retrain run (no arch_probs.jsonl); inspect shows searches: give the search's "
             f"run directory, or read the retrain's {run_dir / 'metrics.jsonl'}"
         )
     try:
-        cfg = yaml.safe_load(read_text(config_path, "run config")) or {}
+        cfg = yaml.safe_load(read_text(config_path, "run config"))
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML; the run directory is damaged") from None
+    if not isinstance(cfg, dict) or not cfg:
+        raise UserError(f"{config_path} holds no config; the run directory is damaged")
     if (run_dir / ARCH_FILE).exists():
         return load_choice_report(run_dir, cfg)
     geno_path = run_dir / "genotype.json"
     if not geno_path.exists():
         raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
-    geno = Genotype.from_json(read_text(geno_path, "genotype file"))
+    geno = read_record(geno_path, "genotype file", Genotype.from_json)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
     space = geno.space
@@ -239,6 +248,7 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
     except (UserError, TypeError, ValueError):  # a config this version cannot read: its epochs as written
         pass
     done = metrics[-1]["epoch"] if metrics else 0
+    derived = {m["epoch"]: m.get("genotype") for m in metrics}
     return {
         "kind": "choices",
         "run_dir": str(run_dir),
@@ -250,11 +260,23 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
         "architecture": arch.choices,
         "final_probs": arch.probs or {},
         "chosen_per_epoch": [
-            {"epoch": r["epoch"], **{label: max(p, key=p.get) for label, p in r["choices"].items()}} for r in probs_log
+            {"epoch": r["epoch"], **_logged_choices(derived.get(r["epoch"]), r["choices"])} for r in probs_log
         ],
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
         "cost": cost_history(metrics),
     }
+
+
+def _logged_choices(logged: Optional[str], probs: Dict[str, Dict[str, float]]) -> Dict[str, Any]:
+    """Each label's candidate as the run derived it that epoch (its metrics line: a budget or
+    removal rule may differ from the argmax); the most probable one where that line is unreadable."""
+    try:
+        chosen = json.loads(logged) if logged else None
+    except json.JSONDecodeError:
+        chosen = None
+    if not isinstance(chosen, dict) or set(chosen) != set(probs):
+        return {label: max(p, key=p.get) for label, p in probs.items()}
+    return {label: "+".join(c) if isinstance(c, list) else c for label, c in chosen.items()}
 
 
 def format_choice_text(report: Dict[str, Any]) -> str:
@@ -272,7 +294,7 @@ def format_choice_text(report: Dict[str, Any]) -> str:
         chosen = chosen if isinstance(chosen, list) else [chosen]
         lines.append(f"  {label}: " + "  ".join(f"{n} {p:.3f}{'*' if n in chosen else ''}" for n, p in probs.items()))
     if report["chosen_per_epoch"]:
-        lines += ["", "most probable candidate per label and epoch"]
+        lines += ["", "derived candidate per label and epoch"]
         for rec in report["chosen_per_epoch"]:
             lines.append(f"  {rec['epoch']:<4} " + "  ".join(f"{k}={v}" for k, v in rec.items() if k != "epoch"))
     lines += ["", "architecture entropy per epoch (nats per label)"]

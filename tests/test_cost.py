@@ -33,6 +33,7 @@ from nas.cost import (
 from nas.flops import count_macs, count_parameters, module_macs
 from nas.report import format_text, load_report
 from nas.searcher import Searcher
+from tests.test_benchmark_cli import FIXTURE
 from tests.test_search import TINY_NB201
 
 
@@ -569,7 +570,7 @@ def test_budget_search_derives_the_most_probable_cell_within_the_budget(tmp_path
         assert m["derived_cost"] <= budget
 
 
-def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsys):
+def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsys, monkeypatch):
     """``inspect RUN --budget``: from a search without a cost term, the cell within_budget picks on
     its last probabilities; a budget above the argmax's cost gives the argmax; bad uses are refused."""
     from tests.cli_util import run_cli
@@ -632,6 +633,16 @@ def test_inspect_budget_derives_the_most_probable_cell_that_fits(tmp_path, capsy
     capsys.readouterr()
     code, _, err = run_cli(["inspect", str(darts_dir), "--budget", "1e6"], capsys)
     assert code == 2 and "keep one op per edge" in err and "Traceback" not in err
+    code, _, err = run_cli(["inspect", str(darts_dir), "--benchmark", str(FIXTURE)], capsys)
+    assert code == 2 and "--benchmark looks up NAS-Bench-201 cells; this run searched the darts space" in err
+    # The budget's cell gets the figures of --benchmark, as the run's own cell does.
+    from nas import report as report_module
+
+    given = []
+    monkeypatch.setattr(report_module, "cell_report", lambda geno, bench, epochs: given.append(bench) or {})
+    bench = object()
+    (w,) = report_module.within_budget_cells(run_dir, [1e9], benchmark=bench)
+    assert given == [bench] and w["benchmark"] == {}
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,12 @@ def test_custom_model_figure_has_a_panel_per_label(tmp_path, one_thread):
         assert label in text
         for name in chosen if isinstance(chosen, list) else [chosen]:
             assert name in text
+    # The entropy is averaged per label, so uniform logits give the mean of log(candidates), which
+    # is where the first epoch (warm-up: uniform logits) sits when the labels' widths differ.
+    widths = [len(p) for p in records[-1]["choices"].values()]
+    assert len(set(widths)) > 1
+    uniform = [line for line in axes["entropy"].get_lines() if line.get_label() == "uniform"]
+    assert len(uniform) == 1 and uniform[0].get_ydata()[0] == pytest.approx(sum(map(math.log, widths)) / len(widths))
 
 
 def test_run_stopped_after_its_first_epoch_and_then_resumed(runs, tmp_path, capsys):

@@ -373,6 +373,19 @@ def test_files_that_are_not_utf8_are_one_clear_error(nb201_run, tmp_path, capsys
     for args in (["inspect", damaged], ["lookup", damaged], ["retrain", damaged, "--out", tmp_path / "rt"]):
         code, _, err = run_cli(args, capsys)
         assert_user_error(code, err, f"genotype file {damaged / 'genotype.json'} is not UTF-8 text")
+    (damaged / "genotype.json").write_text('{"space": "nb201", "nor')  # cut short
+    for args in (["inspect", damaged], ["lookup", damaged], ["retrain", damaged, "--out", tmp_path / "rt"]):
+        code, _, err = run_cli(args, capsys)
+        assert_user_error(code, err, f"genotype file {damaged / 'genotype.json'}: genotype JSON does not parse")
+        assert "the file is damaged" in err
+    shutil.copy(nb201_run / "genotype.json", damaged / "genotype.json")
+    (damaged / "config.yaml").write_text("")  # emptied: not read as the defaults
+    code, _, err = run_cli(["inspect", damaged], capsys)
+    assert_user_error(code, err, f"{damaged / 'config.yaml'} holds no config; the run directory is damaged")
+    shutil.copy(nb201_run / "config.yaml", damaged / "config.yaml")
+    (damaged / "arch_probs.jsonl").write_text("")
+    code, _, err = run_cli(["inspect", damaged, "--budget", "1e9"], capsys)
+    assert_user_error(code, err, f"{damaged / 'arch_probs.jsonl'} holds no epoch yet")
 
 
 def test_inspect_refuses_a_retrain_run_and_checks_before_writing(nb201_run, tmp_path, capsys):
@@ -380,6 +393,10 @@ def test_inspect_refuses_a_retrain_run_and_checks_before_writing(nb201_run, tmp_
     sets = [x for s in TINY_NB201 + ["retrain.nb201.epochs=1", "retrain.nb201.steps_per_epoch=1"] for x in ("--set", s)]
     code, _, err = run_cli(["retrain", nb201_run, "--out", retrain, "--quiet", *sets], capsys)
     assert code == 0, err
+    code, _, err = run_cli(["inspect", retrain], capsys)
+    assert_user_error(code, err, f"{retrain} is a retrain run", "inspect shows searches")
+    (retrain / "metrics.jsonl").unlink()  # a retrain in its first epoch: config.yaml and genotype.json only
+    (retrain / "checkpoint.pt").unlink()
     code, _, err = run_cli(["inspect", retrain], capsys)
     assert_user_error(code, err, f"{retrain} is a retrain run", "inspect shows searches")
     dot, png = tmp_path / "cell.dot", tmp_path / "cell.png"
