@@ -406,6 +406,9 @@ def test_inspect_refuses_a_retrain_run_and_checks_before_writing(nb201_run, tmp_
     code, _, err = run_cli(["inspect", nb201_run, "--plot", tmp_path / "cell.pdf"], capsys)
     assert_user_error(code, err, "--plot writes a PNG image; give a path ending in .png")
     assert not png.exists() and not (tmp_path / "cell.pdf").exists()
+    code, _, err = run_cli(["inspect", nb201_run, "--plot", png, "--dot", tmp_path / "nowhere" / "x.dot"], capsys)
+    assert_user_error(code, err, f"--dot {tmp_path / 'nowhere' / 'x.dot'}: the folder {tmp_path / 'nowhere'} does not")
+    assert not png.exists()  # neither output, though the plot's own path was fine
 
 
 def test_retrain_refuses_an_nb201_cell_without_six_edges(tmp_path, capsys):
