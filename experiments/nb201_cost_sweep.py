@@ -350,9 +350,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="finished searches to derive at every --budgets after the fact (their final probabilities)",
     )
     p.add_argument("--quick", action="store_true", help="2 budgets, 1 seed, tiny synthetic searches")
-    p.add_argument("--out", default=str(RESULTS / f"{NAME}.json"))
+    default_out = RESULTS / f"{NAME}.json"
+    p.add_argument("--out", default=None, help=f"the result JSON (default {default_out}, if it does not exist yet)")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    if args.out is None and default_out.exists():  # section 15's first sweep: a record, not a scratch file
+        p.error(f"{default_out} holds a recorded sweep; give --out FILE (that path itself to replace it)")
+    out = Path(args.out) if args.out is not None else default_out
     here = machine()
     if args.collect or args.derive_from:
         rows = []

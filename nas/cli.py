@@ -256,6 +256,16 @@ def _load(config: Optional[str], overrides: List[str], fallback: Optional[Path] 
     return cfg
 
 
+def _run_config(path: Path) -> Path:
+    """A run's ``config.yaml``, refused when it holds no config (an emptied file would read as
+    the defaults: a CIFAR search resumed or retrained on the built-in data)."""
+    from .config import load_yaml
+
+    if not load_yaml(path):
+        raise UserError(f"{path} holds no config; the run directory is damaged")
+    return path
+
+
 def _config_for(args, kind: str) -> Tuple[Config, Path]:
     """The config and run directory for a search invocation."""
     if args.resume:
@@ -265,7 +275,7 @@ def _config_for(args, kind: str) -> Tuple[Config, Path]:
         saved = run_dir / "config.yaml"
         if not saved.exists():
             raise UserError(f"{run_dir} holds no run to resume (no config.yaml); check the path")
-        return _load(args.config, args.overrides, saved), run_dir
+        return _load(args.config, args.overrides, _run_config(saved)), run_dir
     cfg = _load(args.config, args.overrides)
     return cfg, Path(args.out) if args.out else default_run_dir(kind, args.config)
 
@@ -327,6 +337,8 @@ def cmd_inspect(args, invocation: Invocation) -> int:
             "drop --benchmark"
         )
     for flag, path in (("--plot", args.plot), ("--dot", args.dot)):
+        if path and Path(path).is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file path in it, e.g. {Path(path) / 'run.png'}")
         if path and not Path(path).parent.is_dir():
             raise UserError(
                 f"{flag} {path}: the folder {Path(path).parent} does not exist; create it or give another path"
@@ -370,6 +382,22 @@ def _is_architecture_text(text: str) -> bool:
     return text.startswith("{") or any(space.recognizes(text) for space in SPACES.values())
 
 
+_NOT_A_CELL = (
+    "a custom model's architecture is not a NAS-Bench-201 cell: the benchmark holds only cells of the nb201 "
+    "space; search that space without supernet.model to look the result up"
+)
+
+
+def _is_choices(content: str) -> bool:
+    """A custom model's architecture (``architecture.json``'s form, or a plain ``{label: name}``
+    mapping): JSON of a mapping without a genotype's ``space``."""
+    try:
+        d = json.loads(content)
+    except ValueError:
+        return False
+    return isinstance(d, dict) and "space" not in d
+
+
 def _lookup_target(text: str):
     """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
     from .model_supernet import ARCH_FILE
@@ -377,23 +405,21 @@ def _lookup_target(text: str):
     if text.strip().lstrip("-").isdigit():  # a negative one is refused as out of range
         return int(text)
     if _is_architecture_text(text):
+        if _is_choices(text):
+            raise UserError(_NOT_A_CELL)
         return Genotype.parse(text)
     path = Path(text)
-    custom = (
-        "a custom model's architecture is not a NAS-Bench-201 cell: the benchmark holds only cells of "
-        "the nb201 space; search with supernet.space=nb201 to look the result up"
-    )
     if path.is_dir():
         geno_path = path / "genotype.json"
         if (path / ARCH_FILE).exists() and not geno_path.exists():
-            raise UserError(f"{path} holds {ARCH_FILE}: {custom}")
+            raise UserError(f"{path} holds {ARCH_FILE}: {_NOT_A_CELL}")
         if not geno_path.exists():
             raise UserError(f"{path} holds no genotype.json; give a search run directory after its first epoch")
         return read_record(geno_path, "genotype file", Genotype.from_json)
     if path.is_file():
         content = read_text(path, "architecture file")
-        if path.name == ARCH_FILE:
-            raise UserError(f"{path}: {custom}")
+        if _is_choices(content):
+            raise UserError(f"{path}: {_NOT_A_CELL}")
         return Genotype.parse(content)
     raise UserError(
         f"{text!r} is neither a file, a run directory, an index nor an arch string; give e.g. "
@@ -463,7 +489,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
         arch_file = run_dir / ("architecture.json" if custom else "genotype.json")
         if not (run_dir / "config.yaml").exists() or not arch_file.exists():
             raise UserError(f"{run_dir} holds no retrain run to resume (no config.yaml/genotype.json)")
-        cfg = _load(args.config, args.overrides, run_dir / "config.yaml")
+        cfg = _load(args.config, args.overrides, _run_config(run_dir / "config.yaml"))
         if custom:
             arch = ChoiceArchitecture(load_architecture(arch_file))
             if args.genotype and load_architecture(args.genotype) != arch.choices:
@@ -480,7 +506,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
         search_dir = Path(args.run_dir)
         if (search_dir / "architecture.json").exists():  # a custom model (supernet.model): its function builds it
             arch = ChoiceArchitecture(load_architecture(search_dir / "architecture.json"))
-            base = search_dir / "config.yaml" if (search_dir / "config.yaml").exists() else None
+            base = _run_config(search_dir / "config.yaml") if (search_dir / "config.yaml").exists() else None
             cfg = _load(args.config, args.overrides, base)
             return cfg, arch, Path(args.out) if args.out else default_run_dir("retrain", args.config)
         if not (search_dir / "genotype.json").exists():
@@ -489,7 +515,7 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             )
         geno = read_record(search_dir / "genotype.json", "genotype file", Genotype.from_json)
         if (search_dir / "config.yaml").exists():
-            base = search_dir / "config.yaml"
+            base = _run_config(search_dir / "config.yaml")
     else:
         cfg = _load(args.config, args.overrides)
         # With supernet.model, --genotype is that model's architecture file ({label: name}: net.export(path)).
@@ -515,11 +541,8 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     where = f"{world.world_size} processes ({device.type})" if world.distributed else str(device)
     what = f"model {cfg.supernet.model} {geno}" if isinstance(geno, ChoiceArchitecture) else str(geno)
     subset = cfg.data.train_subset
-    data = cfg.data.name + (
-        f" ({subset} training images by data.train_subset; --set data.train_subset=null trains on all)"
-        if subset is not None
-        else ""
-    )
+    fix = "" if args.resume else "; --set data.train_subset=null trains on all"  # a resume keeps its data
+    data = cfg.data.name + (f" ({subset} training images by data.train_subset{fix})" if subset is not None else "")
     _say(
         invocation,
         f"retrain: {what} on {data}, {protocol(cfg, section(geno)).epochs} epochs "

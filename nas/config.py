@@ -29,6 +29,7 @@ RLOO_PATHS = 4  # rloo's default paths per architecture step
 
 
 CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+DATASET_NAMES = ("cifar10", "cifar100", "synthetic")  # what data.name may be (nas.data loads them)
 
 
 def dataset_key(name: str) -> str:
@@ -683,6 +684,10 @@ def validate(cfg: Config) -> None:
         raise UserError(f"run.threads must be >= 1 (or null for torch's default), got {r.threads}")
     if not 0 < d.weight_fraction < 1:
         raise UserError(f"data.weight_fraction must be in (0, 1), got {d.weight_fraction}")
+    if d.key not in DATASET_NAMES:
+        raise UserError(
+            f"unknown data set {d.name!r}: valid names are {', '.join(DATASET_NAMES)} (set data.name to one of them)"
+        )
     if d.key == "synthetic" and d.image_size % 4:
         # Both spaces halve the resolution twice; an odd size after a halving misaligns a
         # reduction's shortcut with its convolution.

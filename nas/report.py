@@ -151,7 +151,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     if any((run_dir / name).exists() for name in written) and not (run_dir / "arch_probs.jsonl").exists():
         raise UserError(
             f"{run_dir} is a retrain run (no arch_probs.jsonl); inspect shows searches: give the search's "
-            f"run directory, or read the retrain's {run_dir / 'metrics.jsonl'}"
+            "run directory (a retrain's own figures are its metrics.jsonl and, once it ends, result.json)"
         )
     try:
         cfg = yaml.safe_load(read_text(config_path, "run config"))

@@ -52,9 +52,11 @@ _RUN_ENTRIES = RUN_FILES + OUTPUT_FILES + ("tensorboard",)
 RESUME_COMMANDS = {"search": "--resume", "retrain": "retrain --resume"}
 LOCK_FILE = ".lock"
 # Settings of what a run shows, not of what it computes: a resume may change them.
-# What a run shows and where it finds its data, not what it computes (the data's MD5s are checked
-# wherever it is).
+# What a run shows, for the invocation that sets it, and where it finds its data (kept in its
+# config.yaml for the resumes after; refused without data.verify_md5, which checks it is the same
+# data), not what it computes.
 RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout", "data.root", "data.download")
+DATA_LOCATION = ("root", "download")
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 # New run directory -> what discarding it removes: the folders this process created for it (deepest
 # first, absolute), or, for a folder that was there, the names of a run's files it held already.
@@ -171,6 +173,18 @@ def discard_new_run(run_dir: Path) -> None:
     unlock_run(run_dir, remove_file=not made)
 
 
+def _keep_data_location(run_dir: Path, cfg: Config) -> None:
+    """A resume that moved the data (``data.root``, ``data.download``) writes it into the run's
+    ``config.yaml``, so the resumes after it, and the command it prints, find the data too."""
+    path = run_dir / "config.yaml"
+    saved = config_mod.load_config(path)
+    if all(getattr(saved.data, k) == getattr(cfg.data, k) for k in DATA_LOCATION):
+        return
+    for k in DATA_LOCATION:
+        setattr(saved.data, k, getattr(cfg.data, k))
+    config_mod.save_config(saved, path)
+
+
 def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     """The run's checkpoint, after checking it belongs to ``kind`` and matches ``cfg``."""
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
@@ -186,6 +200,13 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     # Through from_dict, so keys added to the config since the run started read as their defaults.
     changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
     changed = [line for line in changed if line.split(":")[0] not in RESUME_FREE]
+    old = config_mod.from_dict(ckpt["config"]).data
+    if cfg.data.root != old.root and cfg.data.key != "synthetic" and not cfg.data.verify_md5:
+        raise UserError(
+            f"data.root {old.root} -> {cfg.data.root}: with data.verify_md5=false this resume cannot check that "
+            f"it holds the same data; put the data back at {old.root} (a relative root is read from the folder "
+            "you run in)"
+        )
     if changed:
         raise UserError(
             f"the config does not match the run in {run_dir}: {'; '.join(changed)}. "
@@ -293,6 +314,8 @@ def open_run(
                 )
             if check_resumed is not None:
                 check_resumed(ckpt)
+            if world.is_main:
+                _keep_data_location(run_dir, cfg)
         elif world.is_main:
             prepare_run_dir(run_dir, kind)
             lock_run(run_dir)

@@ -493,7 +493,9 @@ def test_custom_model_from_the_command_line(tmp_path, capsys):
     assert code == 0 and json.loads(out)["architecture"] == arch
     code, _, err = run_cli(["inspect", run_dir, "--dot", tmp_path / "x.dot"], capsys)
     assert code == 2 and "has none" in err
-    for target in (run_dir, run_dir / "architecture.json"):  # not a benchmark cell, said so
+    copied = tmp_path / "best.json"
+    copied.write_text((run_dir / "architecture.json").read_text())  # known by its content, not its name
+    for target in (run_dir, run_dir / "architecture.json", copied, json.dumps(arch)):  # not a benchmark cell
         code, _, err = run_cli(["lookup", target], capsys)
         assert code == 2 and "a custom model's architecture is not a NAS-Bench-201 cell" in err, err
     # retrain RUN_DIR builds and trains the searched network: tests/test_choice_retrain.py

@@ -584,3 +584,32 @@ def test_a_data_sets_shape_is_read_from_its_name_as_the_loader_reads_it(name, sh
     if d.key == "synthetic":  # and what the loader gives
         images = data.load_dataset(name, num_train=4, num_test=2, image_size=16, num_classes=3)
         assert tuple(images.train_x.shape[1:]) == shape[0]
+
+
+def test_a_resume_finds_moved_cifar_data_and_keeps_finding_it(cifar: dict, tmp_path: Path, capsys) -> None:
+    """The data folder moved after the run began: ``--set data.root=NEW`` on the resume finds it
+    (the MD5s check it is the same data) and is kept in the run's config.yaml, so the resume
+    command the run prints works as given. Without the MD5 check a new root is refused."""
+    from nas.cli import main
+
+    tiny = ["data.name=cifar10", "supernet.C=4", "supernet.N=1", "search.batch_size=10", "search.steps_per_epoch=2"]
+    tiny += ["search.epochs=3", "search.warmup_epochs=0", "search.prune=off", "run.device=cpu", "run.threads=1"]
+    sets = [x for s in tiny + [f"data.root={cifar['src']}"] for x in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["--out", str(run), "--quiet", "--stop-after", "1", *sets]) == 0
+    moved = tmp_path / "moved"
+    cifar["src"].rename(moved)
+    assert main(["--resume", str(run), "--quiet"]) == 2
+    assert "data.root" in capsys.readouterr().err  # where it looked, and the fix
+    assert main(["--resume", str(run), "--quiet", "--stop-after", "1", "--set", f"data.root={moved}"]) == 0
+    assert "continue with: python search.py --resume" in capsys.readouterr().out
+    assert main(["--resume", str(run), "--quiet"]) == 0  # as printed: the new root is the run's now
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    # With data.verify_md5=false nothing checks that a new root holds the same data.
+    unchecked = tmp_path / "unchecked"
+    sets = [x for s in tiny + [f"data.root={moved}", "data.verify_md5=false"] for x in ("--set", s)]
+    assert main(["--out", str(unchecked), "--quiet", "--stop-after", "1", *sets]) == 0
+    capsys.readouterr()
+    assert main(["--resume", str(unchecked), "--quiet", "--set", f"data.root={cifar['src']}"]) == 2
+    err = capsys.readouterr().err
+    assert "with data.verify_md5=false this resume cannot check that it holds the same data" in err

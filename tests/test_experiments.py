@@ -583,6 +583,11 @@ def test_nb201_cost_sweep_quick(tmp_path, monkeypatch, capsys):
         "one search, derived at each budget"
     }
     assert all(p["supernet_flops"] <= p["budget"] for p in derived)
+    # Without --out it would overwrite the recorded sweep: refused, nothing run.
+    recorded = ROOT / "experiments" / "results" / "nb201_cost_sweep.json"
+    before = recorded.read_bytes()
+    code, _out, err = main_here(monkeypatch, capsys, "nb201_cost_sweep", "--derive-from", f"{run_dir}:0")
+    assert code == 2 and "holds a recorded sweep; give --out FILE" in err and recorded.read_bytes() == before
 
 
 def test_nb201_cost_sweep_direct_step_settings():

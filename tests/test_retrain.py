@@ -120,6 +120,8 @@ def test_cli_retrain_from_search_run_and_strings(tmp_path, capsys):
     )
     assert code == 0, err
     assert "on synthetic (100 training images by data.train_subset; --set data.train_subset=null trains on all)" in out
+    code, out, err = run_cli(["retrain", "--resume", tmp_path / "r2", "--quiet"], capsys)
+    assert code == 0 and "on synthetic (100 training images by data.train_subset)" in out  # a resume keeps its data
     code, out, err = run_cli(
         ["retrain", "--genotype", nas.darts.DARTS_V2, "--out", tmp_path / "r3", "--quiet"] + SETS, capsys
     )

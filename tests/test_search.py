@@ -380,8 +380,9 @@ def test_files_that_are_not_utf8_are_one_clear_error(nb201_run, tmp_path, capsys
         assert "the file is damaged" in err
     shutil.copy(nb201_run / "genotype.json", damaged / "genotype.json")
     (damaged / "config.yaml").write_text("")  # emptied: not read as the defaults
-    code, _, err = run_cli(["inspect", damaged], capsys)
-    assert_user_error(code, err, f"{damaged / 'config.yaml'} holds no config; the run directory is damaged")
+    for args in (["inspect", damaged], ["--resume", damaged], ["retrain", damaged, "--out", tmp_path / "rt"]):
+        code, _, err = run_cli(args, capsys)  # not read as the defaults
+        assert_user_error(code, err, f"{damaged / 'config.yaml'} holds no config; the run directory is damaged")
     shutil.copy(nb201_run / "config.yaml", damaged / "config.yaml")
     (damaged / "arch_probs.jsonl").write_text("")
     code, _, err = run_cli(["inspect", damaged, "--budget", "1e9"], capsys)
@@ -409,6 +410,9 @@ def test_inspect_refuses_a_retrain_run_and_checks_before_writing(nb201_run, tmp_
     code, _, err = run_cli(["inspect", nb201_run, "--plot", png, "--dot", tmp_path / "nowhere" / "x.dot"], capsys)
     assert_user_error(code, err, f"--dot {tmp_path / 'nowhere' / 'x.dot'}: the folder {tmp_path / 'nowhere'} does not")
     assert not png.exists()  # neither output, though the plot's own path was fine
+    code, _, err = run_cli(["inspect", nb201_run, "--plot", png, "--dot", tmp_path], capsys)
+    assert_user_error(code, err, f"--dot {tmp_path} is a folder; give a file path in it")
+    assert not png.exists()
 
 
 def test_retrain_refuses_an_nb201_cell_without_six_edges(tmp_path, capsys):

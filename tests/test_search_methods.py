@@ -864,6 +864,7 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
             "search.derive=removal measures the final supernet's ops, but a pruned search ends with one op per edge",
         ),
         (["data.image_size=14"], "data.image_size must be a multiple of 4 (the network halves it twice), got 14"),
+        (["data.name=imagenet"], "unknown data set 'imagenet': valid names are cifar10, cifar100, synthetic"),
         (  # the name in another spelling, as the loader reads it
             ["data.name=Synthetic", "data.image_size=30"],
             "data.image_size must be a multiple of 4 (the network halves it twice), got 30",

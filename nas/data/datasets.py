@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.config import dataset_key
+from nas.config import DATASET_NAMES, dataset_key
 from nas.data.cifar import _CIFAR, _load_cifar
 from nas.data.imagedata import ImageData
 from nas.data.synthetic import _SCALE, make_synthetic
@@ -12,7 +12,7 @@ from nas.errors import UserError
 
 __all__ = ["DATASETS", "load_dataset"]
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "synthetic")
+DATASETS: tuple[str, ...] = DATASET_NAMES
 
 
 def load_dataset(
