@@ -336,9 +336,9 @@ def cmd_inspect(args, invocation: Invocation) -> int:
             f"--benchmark looks up NAS-Bench-201 cells; this run searched {searched}, whose result is not one: "
             "drop --benchmark"
         )
-    for flag, path in (("--plot", args.plot), ("--dot", args.dot)):
+    for flag, path, example in (("--plot", args.plot, "run.png"), ("--dot", args.dot, "cell.dot")):
         if path and Path(path).is_dir():
-            raise UserError(f"{flag} {path} is a folder; give a file path in it, e.g. {Path(path) / 'run.png'}")
+            raise UserError(f"{flag} {path} is a folder; give a file path in it, e.g. {Path(path) / example}")
         if path and not Path(path).parent.is_dir():
             raise UserError(
                 f"{flag} {path}: the folder {Path(path).parent} does not exist; create it or give another path"
