@@ -341,7 +341,8 @@ def cmd_inspect(args, invocation: Invocation) -> int:
             raise UserError(f"{flag} {path} is a folder; give a file path in it, e.g. {Path(path) / example}")
         if path and not Path(path).parent.is_dir():
             raise UserError(
-                f"{flag} {path}: the folder {Path(path).parent} does not exist; create it or give another path"
+                f"{flag} {path}: the folder {Path(path).parent} does not exist; create its folder first, or give "
+                "a path in an existing folder"
             )
     within = None  # every check before the first file is written
     if args.budget is not None:
