@@ -143,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also derive the most probable cell whose cost fits COST (the network's multiply-adds, or "
         "parameters with --metric params) from the run's last probabilities",
     )
-    p.add_argument("--metric", choices=("flops", "params"), help="what --budget counts (default: flops)")
+    p.add_argument(
+        "--metric",
+        choices=("flops", "params"),
+        help="what --budget counts (default: the run's own search.cost.metric when it is one of these, else flops)",
+    )
     p.add_argument(
         "--tolerance",
         type=float,
@@ -323,9 +327,16 @@ def cmd_inspect(args, invocation: Invocation) -> int:
             raise UserError(f"{flag} applies to --budget's derivation; give --budget too")
     if args.form is not None and args.tolerance is None:
         raise UserError("--form chooses the side of --tolerance's window; give --tolerance too")
-    metric, form = args.metric or "flops", args.form or "budget"
+    form = args.form or "budget"
     bench = load_benchmark(args.benchmark) if args.benchmark else None
     report = load_report(Path(args.run_dir), bench)
+    searched = (report.get("cost") or {}).get("metric")  # a run with a cost term: its metric is --budget's default
+    if args.budget is not None and args.metric is None and searched == "latency":
+        raise UserError(
+            "--budget derives by flops or params; this run searched under latency, whose measured table inspect "
+            "does not read: give --metric flops or --metric params"
+        )
+    metric = args.metric or (searched if searched in ("flops", "params") else "flops")
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         raise UserError(f"--plot writes a PNG image; give a path ending in .png, not {args.plot}")
     if args.dot and report.get("kind") == "choices":
@@ -575,6 +586,9 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
     from .search import search_supernet
 
     cfg = _load(args.config, args.overrides)
+    c = cfg.search.cost
+    if c.metric == "latency" and c.table is None:  # a config ready for the table this command writes
+        c.table = str(args.out)
     validate(cfg)
     try:
         device = resolve_device(args.device or cfg.run.device)

@@ -12,6 +12,7 @@ checkpoint, which ``--resume`` continues from.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import time
@@ -52,11 +53,12 @@ _RUN_ENTRIES = RUN_FILES + OUTPUT_FILES + ("tensorboard",)
 RESUME_COMMANDS = {"search": "--resume", "retrain": "retrain --resume"}
 LOCK_FILE = ".lock"
 # Settings of what a run shows, not of what it computes: a resume may change them.
-# What a run shows, for the invocation that sets it, and where it finds its data (kept in its
-# config.yaml for the resumes after; refused without data.verify_md5, which checks it is the same
-# data), not what it computes.
-RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout", "data.root", "data.download")
-DATA_LOCATION = ("root", "download")
+# Where a run finds its files, kept in its config.yaml for the resumes after: the data (a new
+# data.root is refused without data.verify_md5, which checks it is the same data) and a latency
+# table (the checkpoint's hash of its numbers checks it is the same table).
+LOCATIONS = ("data.root", "data.download", "search.cost.table")
+# What a resume may change: what the run shows, for that invocation, and where its files are.
+RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 # New run directory -> what discarding it removes: the folders this process created for it (deepest
 # first, absolute), or, for a folder that was there, the names of a run's files it held already.
@@ -173,16 +175,23 @@ def discard_new_run(run_dir: Path) -> None:
     unlock_run(run_dir, remove_file=not made)
 
 
-def _keep_data_location(run_dir: Path, cfg: Config) -> None:
-    """A resume that moved the data (``data.root``, ``data.download``) writes it into the run's
-    ``config.yaml``, so the resumes after it, and the command it prints, find the data too."""
+def _keep_locations(run_dir: Path, cfg: Config) -> None:
+    """A resume that found its files elsewhere (:data:`LOCATIONS`) writes that into the run's
+    ``config.yaml``, so the resumes after it, and the command it prints, find them too."""
     path = run_dir / "config.yaml"
     saved = config_mod.load_config(path)
-    if all(getattr(saved.data, k) == getattr(cfg.data, k) for k in DATA_LOCATION):
-        return
-    for k in DATA_LOCATION:
-        setattr(saved.data, k, getattr(cfg.data, k))
-    config_mod.save_config(saved, path)
+    moved = False
+    for key in LOCATIONS:
+        section, name = key.rsplit(".", 1)
+        here, there = (
+            functools.reduce(getattr, section.split("."), saved),
+            functools.reduce(getattr, section.split("."), cfg),
+        )
+        if getattr(here, name) != getattr(there, name):
+            setattr(here, name, getattr(there, name))
+            moved = True
+    if moved:
+        config_mod.save_config(saved, path)
 
 
 def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
@@ -315,7 +324,7 @@ def open_run(
             if check_resumed is not None:
                 check_resumed(ckpt)
             if world.is_main:
-                _keep_data_location(run_dir, cfg)
+                _keep_locations(run_dir, cfg)
         elif world.is_main:
             prepare_run_dir(run_dir, kind)
             lock_run(run_dir)

@@ -103,10 +103,12 @@ def run_search(
     c = cfg.search.cost
     if c.weight and c.metric == "latency" and not Path(c.table).is_file():  # now, before the run directory
         what = "is a folder, not a table" if Path(c.table).is_dir() else "does not exist"
-        raise UserError(
-            f"search.cost.table {c.table} {what}; measure it first: "
-            "python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
+        fix = (  # a resume needs the run's own numbers: a table measured again is refused
+            "put the run's table back there, or give where it is now: --set search.cost.table=PATH"
+            if resume
+            else "measure it first: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
         )
+        raise UserError(f"search.cost.table {c.table} {what}; {fix}")
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     try:
         task, done = run_epochs(
@@ -158,11 +160,19 @@ def search_supernet(cfg: Config, num_classes: int):
     )
 
 
-def _check_budget_reachable(net, table: CostTable, budget: float, form: str) -> None:
+def _check_budget_reachable(net, table: CostTable, budget: Optional[float], form: str) -> None:
     """Refuse a budget no derivable network meets: below the cheapest (every form), or, for
-    ``target``, which spends the budget, above the dearest."""
+    ``target``, which spends the budget, above the dearest; and ``mul_log`` where a network can
+    cost 1 or less (its log, clamped there, would scale the loss toward 0 and stop the search)."""
     low, high = table.span({c: net.alive(c) for c in net.arch}, underivable(net))
     unit = f"{table.metric} ({UNITS[table.metric]})"
+    if form == "mul_log" and not low > 1:
+        raise UserError(
+            f"search.cost.form=mul_log takes the log of the expected cost, which must stay above 1, but the cheapest "
+            f"network this search can derive costs {low:g} {unit}; use search.cost.form=add_linear (or budget, target)"
+        )
+    if budget is None:
+        return
     if budget < low:
         raise UserError(
             f"search.cost.budget {budget:g} is below the cheapest network this search can derive, {low:g} {unit}; "
@@ -289,7 +299,7 @@ class SearchTask:
         if c.metric == "latency":
             latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
         table = cost_table(net, c.metric, self.input_size, latency=latency)
-        if c.form in BUDGET_FORMS:
+        if c.form in BUDGET_FORMS or c.form == "mul_log":
             _check_budget_reachable(net, table, c.budget, c.form)
         try:
             return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget, step=c.step)

@@ -329,6 +329,16 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
     for m in metrics:
         assert m["cost_metric"] == "latency" and m["expected_cost"] > 0 and m["derived_cost"] > 0
     capsys.readouterr()
+    code = main(["inspect", str(run_dir), "--budget", "5"])  # inspect does not read the measured table
+    assert code == 2 and "this run searched under latency" in capsys.readouterr().err
+    assert main(["inspect", str(run_dir), "--budget", "1e9", "--metric", "flops"]) == 0
+    assert "most probable cell within flops" in capsys.readouterr().out
+    # measure-latency takes a config already set for the latency search it measures for
+    ready = ["--set", "search.cost.metric=latency", "--set", "search.cost.weight=1"]
+    again = tmp_path / "again.json"
+    assert main(["measure-latency", *sets, *ready, "--out", str(again), "--repeats", "1", "--warmup", "0"]) == 0
+    assert json.loads(again.read_text())["metric"] == "latency"
+    capsys.readouterr()
     missing = ["--set", "search.cost.table=/nonexistent/lut.json"]
     assert main(["--out", str(tmp_path / "r3"), "--quiet", *sets, *cost, *missing]) == 2
     assert "does not exist; measure it first" in capsys.readouterr().err and not (tmp_path / "r3").exists()
@@ -381,6 +391,21 @@ def test_a_damaged_latency_table_is_refused_and_the_out_folder_stays_free(tmp_pa
     assert main(["--out", str(out), "--quiet", *sets, *cost, "--set", f"search.cost.table={lut}"]) == 0
 
 
+def test_mul_log_is_refused_where_a_network_can_cost_1_or_less():
+    """log(E) <= 0 there: clamped, it would scale the cross-entropy toward 0 and stop the search."""
+    import dataclasses
+
+    from nas.search import _check_budget_reachable
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    _check_budget_reachable(net, table, None, "mul_log")  # millions of flops: fine
+    tiny = dataclasses.replace(table, fixed=table.fixed / 1e7, costs={c: v / 1e7 for c, v in table.costs.items()})
+    with pytest.raises(nas.UserError, match="mul_log takes the log of the expected cost, which must stay above 1"):
+        _check_budget_reachable(net, tiny, None, "mul_log")
+    _check_budget_reachable(net, tiny, None, "add_linear")  # the form it names works there
+
+
 def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path, capsys):
     """The config names the table's file; a resume with other costs there would not be exact."""
     sets = [x for s in TINY_NB201 + ["run.threads=1", "search.epochs=2"] for x in ("--set", s)]
@@ -414,8 +439,14 @@ def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path
     assert "no longer holds the costs this search started with" in err and err.count("\n") == 1
     assert (run_dir / "checkpoint.pt").exists()  # the run is kept
     lut.write_text(good)
-    assert main(["--resume", str(run_dir), "--quiet"]) == 0
+    moved = tmp_path / "moved.json"
+    lut.rename(moved)
+    assert main(["--resume", str(run_dir), "--quiet"]) == 2  # the fix is where it went, not measuring again
+    assert "put the run's table back there, or give where it is now" in capsys.readouterr().err
+    assert main(["--resume", str(run_dir), "--quiet", "--set", f"search.cost.table={moved}"]) == 0
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    assert main(["--resume", str(run_dir), "--quiet"]) == 0  # the run's config.yaml keeps where it is now
+    assert f"table: {moved}" in (run_dir / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize(
