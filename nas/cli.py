@@ -342,9 +342,9 @@ def cmd_inspect(args, invocation: Invocation) -> int:
     if args.dot and report.get("kind") == "choices":
         raise UserError("--dot draws the cells of the built-in spaces; a custom model (supernet.model) has none")
     if bench is not None and report.get("benchmark") is None:
-        searched = report.get("model") or f"the {report.get('space')} space"
+        space = report.get("model") or f"the {report.get('space')} space"
         raise UserError(
-            f"--benchmark looks up NAS-Bench-201 cells; this run searched {searched}, whose result is not one: "
+            f"--benchmark looks up NAS-Bench-201 cells; this run searched {space}, whose result is not one: "
             "drop --benchmark"
         )
     for flag, path, example in (("--plot", args.plot, "run.png"), ("--dot", args.dot, "cell.dot")):

@@ -182,11 +182,8 @@ def _keep_locations(run_dir: Path, cfg: Config) -> None:
     saved = config_mod.load_config(path)
     moved = False
     for key in LOCATIONS:
-        section, name = key.rsplit(".", 1)
-        here, there = (
-            functools.reduce(getattr, section.split("."), saved),
-            functools.reduce(getattr, section.split("."), cfg),
-        )
+        *sections, name = key.split(".")  # search.cost.table: two sections deep
+        here, there = functools.reduce(getattr, sections, saved), functools.reduce(getattr, sections, cfg)
         if getattr(here, name) != getattr(there, name):
             setattr(here, name, getattr(there, name))
             moved = True

@@ -160,7 +160,7 @@ def search_supernet(cfg: Config, num_classes: int):
     )
 
 
-def _check_budget_reachable(net, table: CostTable, budget: Optional[float], form: str) -> None:
+def _check_cost_reachable(net, table: CostTable, budget: Optional[float], form: str) -> None:
     """Refuse a budget no derivable network meets: below the cheapest (every form), or, for
     ``target``, which spends the budget, above the dearest; and ``mul_log`` where a network can
     cost 1 or less (its log, clamped there, would scale the loss toward 0 and stop the search)."""
@@ -300,7 +300,7 @@ class SearchTask:
             latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
         table = cost_table(net, c.metric, self.input_size, latency=latency)
         if c.form in BUDGET_FORMS or c.form == "mul_log":
-            _check_budget_reachable(net, table, c.budget, c.form)
+            _check_cost_reachable(net, table, c.budget, c.form)
         try:
             return table, CostPenalty(net, table, c.form, c.weight, reference=c.reference, budget=c.budget, step=c.step)
         except ValueError as exc:  # a reference the form cannot divide by

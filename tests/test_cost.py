@@ -395,15 +395,15 @@ def test_mul_log_is_refused_where_a_network_can_cost_1_or_less():
     """log(E) <= 0 there: clamped, it would scale the cross-entropy toward 0 and stop the search."""
     import dataclasses
 
-    from nas.search import _check_budget_reachable
+    from nas.search import _check_cost_reachable
 
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
     table = cost_table(net, "flops", (3, 16, 16))
-    _check_budget_reachable(net, table, None, "mul_log")  # millions of flops: fine
+    _check_cost_reachable(net, table, None, "mul_log")  # millions of flops: fine
     tiny = dataclasses.replace(table, fixed=table.fixed / 1e7, costs={c: v / 1e7 for c, v in table.costs.items()})
     with pytest.raises(nas.UserError, match="mul_log takes the log of the expected cost, which must stay above 1"):
-        _check_budget_reachable(net, tiny, None, "mul_log")
-    _check_budget_reachable(net, tiny, None, "add_linear")  # the form it names works there
+        _check_cost_reachable(net, tiny, None, "mul_log")
+    _check_cost_reachable(net, tiny, None, "add_linear")  # the form it names works there
 
 
 def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path, capsys):
