@@ -38,6 +38,7 @@ ACTIVE = [
     "removal_study",
     "rerank_study",
     "synthetic_proxy_check",
+    "window_odds",
     "window_study",
 ]
 
@@ -532,6 +533,49 @@ def test_nb201_cost_front_quick(tmp_path, experiments):
     assert m.pareto_front(points) == [(1.0, 80.0, 0), (2.0, 90.0, 2)]
     assert m.gap_to_front(m.pareto_front(points), 3.5, 88.0) == 2.0
     assert math.isnan(m.gap_to_front(m.pareto_front(points), 0.5, 88.0))
+
+
+def test_window_odds_quick(tmp_path):
+    # two searched cells of one method: 4 M within 0.5 points of the front, 8 M not
+    points = [
+        {"method": "m", "budget": 4e6, "gap_to_front": 0.3},
+        {"method": "m", "budget": 8e6, "gap_to_front": 1.0},
+    ]
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"points": points}))
+    rec = run_quick("window_odds", tmp_path, "--against", str(sweep))
+    windows = {w["budget"]: w for w in rec["windows"]}
+    assert set(windows) == {4e6, 8e6}
+    for w in windows.values():
+        assert 0 < w["cells"] and 0 <= w["near_front"] <= w["cells"]
+        assert w["chance"] == w["near_front"] / w["cells"]
+        assert 0 <= w["best_gap"] <= w["median_gap"]  # a benchmark cell is never above the front
+        assert (w["near_front"] > 0) == (w["best_gap"] <= 0.5)
+    (m,) = rec["methods"]
+    assert m["cells"] == 2 and m["near_front"] == 1 and m["median_gap"] == 0.65
+    assert m["near_front_random"] == windows[4e6]["chance"] + windows[8e6]["chance"]
+    assert m["impossible"] == sum(w["near_front"] == 0 for w in windows.values())
+
+
+def test_window_odds_windows_hold_what_a_search_may_derive(experiments):
+    m = experiments("window_odds")
+    front = experiments("nb201_cost_sweep").front_data()
+    import nas
+    from nas.cost import cost_table
+
+    net = nas.build_supernet("nb201", mode="gdas", **m.SEARCHED)
+    costs = cost_table(net, "flops", (3, 32, 32))
+    (cell,) = list(costs.costs)
+    from nas.benchmarks import cell_string
+
+    def flops(ops):
+        return costs.fixed + sum(float(costs.costs[cell][e, net.ops.index(o)]) for e, o in enumerate(ops))
+
+    # every cell without none whose searched-supernet FLOPs lie within 10% of 4 M, found by brute force
+    derivable = [o for o in net.ops if o != "none"]
+    expected = {cell_string(ops) for ops in itertools.product(derivable, repeat=6) if 3.6e6 <= flops(ops) <= 4.4e6}
+    rows = m.window_rows(4e6, 0.1, front)
+    assert expected and sorted(r["cell"] for r in rows) == sorted(expected)
 
 
 def test_nb201_cost_front_latency(tmp_path):
