@@ -163,7 +163,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "random picks (mean)",
                 "median gap",
                 "random (median)",
-                "budgets with none",
+                "searched where none can",
             ],
             [
                 [
