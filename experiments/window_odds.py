@@ -76,6 +76,7 @@ def odds(budget: float, tolerance: float, front: Dict[str, Any]) -> Dict[str, An
         "cells": len(rows),
         "near_front": near,
         "chance": near / len(rows) if rows else None,
+        "mean_benchmark": statistics.mean(r["benchmark"] for r in rows) if rows else None,
         "median_gap": statistics.median(gaps) if gaps else None,
         "best_gap": gaps[0] if gaps else None,
     }
@@ -96,6 +97,8 @@ def against(points: Sequence[Dict[str, Any]], by_budget: Dict[float, Dict[str, A
                 "cells": len(ps),
                 "near_front": sum(p["gap_to_front"] <= NEAR for p in ps),
                 "near_front_random": sum(w["chance"] or 0.0 for w in ws),
+                "mean_benchmark": statistics.mean(p["cifar10_test"] for p in ps),
+                "mean_benchmark_random": statistics.mean(w["mean_benchmark"] for w in ws),
                 "median_gap": statistics.median(p["gap_to_front"] for p in ps),
                 "median_gap_random": statistics.median(w["median_gap"] for w in ws if w["median_gap"] is not None),
                 "impossible": sum(w["near_front"] == 0 for w in ws),
@@ -141,11 +144,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     by_budget = {w["budget"]: w for w in windows}
     methods = against(points, by_budget) if points else []
     text = table(
-        ["budget (M)", "cells in the window", f"within {NEAR} of the front", "chance", "median gap", "best gap"],
+        [
+            "budget (M)",
+            "cells in the window",
+            "mean %",
+            f"within {NEAR} of the front",
+            "chance",
+            "median gap",
+            "best gap",
+        ],
         [
             [
                 f"{w['budget'] / 1e6:g}",
                 w["cells"],
+                "-" if w["mean_benchmark"] is None else f"{w['mean_benchmark']:.2f}",
                 w["near_front"],
                 "-" if w["chance"] is None else f"{100 * w['chance']:.1f}%",
                 "-" if w["median_gap"] is None else f"{w['median_gap']:.2f}",
@@ -159,6 +171,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             [
                 "method",
                 "cells",
+                "mean %",
+                "random (mean)",
                 f"within {NEAR}",
                 "random picks (mean)",
                 "median gap",
@@ -169,6 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 [
                     SHORT.get(m["method"], m["method"]),
                     m["cells"],
+                    f"{m['mean_benchmark']:.2f}",
+                    f"{m['mean_benchmark_random']:.2f}",
                     m["near_front"],
                     f"{m['near_front_random']:.2f}",
                     f"{m['median_gap']:.2f}",

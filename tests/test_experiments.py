@@ -538,8 +538,8 @@ def test_nb201_cost_front_quick(tmp_path, experiments):
 def test_window_odds_quick(tmp_path):
     # two searched cells of one method: 4 M within 0.5 points of the front, 8 M not
     points = [
-        {"method": "m", "budget": 4e6, "gap_to_front": 0.3},
-        {"method": "m", "budget": 8e6, "gap_to_front": 1.0},
+        {"method": "m", "budget": 4e6, "gap_to_front": 0.3, "cifar10_test": 91.0},
+        {"method": "m", "budget": 8e6, "gap_to_front": 1.0, "cifar10_test": 92.0},
     ]
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps({"points": points}))
@@ -552,7 +552,8 @@ def test_window_odds_quick(tmp_path):
         assert 0 <= w["best_gap"] <= w["median_gap"]  # a benchmark cell is never above the front
         assert (w["near_front"] > 0) == (w["best_gap"] <= 0.5)
     (m,) = rec["methods"]
-    assert m["cells"] == 2 and m["near_front"] == 1 and m["median_gap"] == 0.65
+    assert m["cells"] == 2 and m["near_front"] == 1 and m["median_gap"] == 0.65 and m["mean_benchmark"] == 91.5
+    assert m["mean_benchmark_random"] == (windows[4e6]["mean_benchmark"] + windows[8e6]["mean_benchmark"]) / 2
     assert m["near_front_random"] == windows[4e6]["chance"] + windows[8e6]["chance"]
     assert m["impossible"] == sum(w["near_front"] == 0 for w in windows.values())
 
