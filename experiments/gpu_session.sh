@@ -8,9 +8,10 @@
 #
 # `searches` and `budget` need the CIFAR-10 copy (cifar10-jpeg.npz and build_cifar10.py from
 # ../shared/data/cifar10/) in .gpu/. Every search runs `search.py --config
-# configs/nb201_cifar10_cpu.yaml` with the variant's overrides, on the GPU, one thread each, all
-# at once; each is judged by NAS-Bench-201 lookup only after it ended
-# (experiments.nb201_cpu_search --collect).
+# configs/nb201_cifar10_cpu_softmax.yaml` (nb201_cpu_search's base) with the one-path method's and
+# the variant's overrides, on the GPU, one thread each, all at once; each is judged by
+# NAS-Bench-201 lookup only after it ended (experiments.nb201_cpu_search --collect, given the
+# same overrides, so its record names what ran).
 #
 # The run's third call ran two more variants the same way, seeds 0-3, each search under
 # `timeout 285` (seeds 0 and 1 of the second did not finish and are not recorded):
@@ -19,12 +20,16 @@
 # collected with `python3 -m experiments.nb201_cpu_search --variant NAME --collect DIRS --set ...`.
 #
 # `budget` (not run on a GPU yet; on the CPU, 2026-12-07, as a smoke test: DEVICE=cpu EPOCHS=3
-# BUDGETS=52.2e6 SEEDS=0 EXTRA="--set data.train_subset=1280", 1 min) runs every budget x seed at
-# once under `timeout $SEARCH_LIMIT` (default 560 s here) and judges those that ended by themselves
-# against the front. One search at 20 epochs is 13 x 312 search iterations after 7 x 312 weight
-# steps: about 8 min alone on an H200 by section 6's 47 ms an iteration and the local estimator's
-# 2.3x (section 15). So the default is one seed (5 searches at once) with SEARCH_LIMIT=560; run
-# SEEDS=1 in a second call if the device time allows.
+# BUDGETS=52.2e6 SEEDS=0 EXTRA="--set data.train_subset=1280") runs every budget x seed at once
+# under `timeout $SEARCH_LIMIT` and judges those that ended by themselves against the front. The
+# device tool stops a command at 600 s and returns only what is under $OUT, so everything fits one
+# call: the searches' limit is 420 s (the data build, the start-up and the collection take about
+# 90 s more), their run folders are written under OUT/runs (checkpoints deleted), and a search
+# that has not ended by then is not judged. One 20-epoch search at C=16, N=5 is 13 x 312 search
+# iterations after 7 x 312 weight steps: about 8 min alone on an H200 (section 6's 47 ms an
+# iteration, the local estimator's 2.3x; section 15), too long for one call, so the default is
+# EPOCHS=10 (warm-up scaled to 3), one seed, five budgets at once; the short CUDA tests of the
+# cost term and the estimators run beside them.
 set -u
 what=${1:?searches, bench or budget}
 out=${2:?output folder}
@@ -43,13 +48,25 @@ if [ "$what" = bench ]; then
 fi
 
 limit=${SEARCH_LIMIT:-510}
-[ "$what" = budget ] && limit=${SEARCH_LIMIT:-560}
+[ "$what" = budget ] && limit=${SEARCH_LIMIT:-420}
 $py .gpu/build_cifar10.py data/ > /dev/null || { echo "CIFAR-10 build failed"; exit 1; }
 if command -v nvidia-cuda-mps-control > /dev/null && nvidia-cuda-mps-control -d; then
     echo "MPS daemon started"  # lets the searches' small kernels share the GPU at once
+    trap 'echo quit | nvidia-cuda-mps-control' EXIT  # leave the lent machine as it was
 fi
 runs=${RUNS:-/tmp/gpu_runs}
+[ "$what" = budget ] && runs=${RUNS:-$out/runs}
 mkdir -p "$runs"
+
+# Exit early, with the logs, when every search has already failed (a bad setting, missing data).
+all_failed() {
+    sleep 45
+    local alive
+    alive=$(jobs -r | wc -l)
+    echo "searches alive after 45 s: $alive"
+    if [ "$alive" -eq 0 ] && ! grep -qx 0 "$runs"/*.rc; then tail -n 30 "$runs"/*.log; return 0; fi
+    return 1
+}
 
 # ---- budget -----------------------------------------------------------------------------
 # configs/nb201_cifar10_cpu_budget.yaml's method (nb201_cost_sweep's overrides, which the tests
@@ -59,12 +76,19 @@ mkdir -p "$runs"
 # 1x1, 35.39 / 3.54 M per 3x3 convolution), so the same cells sit at the same place in the range.
 # Each search is judged by lookup only after it ended (nb201_cost_sweep --collect).
 if [ "$what" = budget ]; then
-    epochs=${EPOCHS:-20}
-    for budget in ${BUDGETS:-27.2e6 52.2e6 77.2e6 107.2e6 132.2e6}; do
-        variant=gpu-cost-target-$budget-e$epochs-C16N5
-        read -r -a sets <<< "$($py -c "from experiments.nb201_cost_sweep import overrides
-print(' '.join(overrides($budget, $epochs, 10, 'probability', 'direct', 'target', 0.1, 'local', 'uniform')
-               + ['supernet.C=16', 'supernet.N=5']))")"
+    epochs=${EPOCHS:-10}
+    # every budget's overrides from one interpreter (each start imports torch: seconds)
+    # shellcheck disable=SC2086
+    $py - "$epochs" ${BUDGETS:-27.2e6 52.2e6 77.2e6 107.2e6 132.2e6} > "$runs/variants.txt" << 'EOF' || exit 1
+import sys
+from experiments.nb201_cost_sweep import overrides
+epochs = int(sys.argv[1])
+for b in sys.argv[2:]:
+    sets = overrides(float(b), epochs, 10, "probability", "direct", "target", 0.1, "local", "uniform")
+    print(f"gpu-cost-target-{b}-e{epochs}-C16N5", " ".join(sets + ["supernet.C=16", "supernet.N=5"]))
+EOF
+    while read -r variant rest; do
+        read -r -a sets <<< "$rest"
         printf '%s\n' "${sets[@]}" > "$runs/$variant.sets"
         for seed in ${SEEDS:-0}; do
             (
@@ -74,10 +98,16 @@ print(' '.join(overrides($budget, $epochs, 10, 'probability', 'direct', 'target'
                     --set run.seed="$seed" --set run.threads=1 --set run.device="${DEVICE:-cuda}" \
                     --set data.verify_md5=false ${EXTRA:-} > "$runs/$variant-s$seed.log" 2>&1
                 echo $? > "$runs/$variant-s$seed.rc"
+                rm -f "$runs/$variant-s$seed/checkpoint.pt"  # what comes back must stay small
             ) &
         done
-    done
+    done < "$runs/variants.txt"
+    all_failed && exit 1
+    timeout 240 $py -m pytest -q -rs -p no:cacheprovider tests/test_cost.py tests/test_estimators.py \
+        > "$out/cuda_tests.log" 2>&1
+    echo "CUDA tests exit $?"; tail -n 5 "$out/cuda_tests.log"
     wait
+    find "$runs" -name checkpoint.pt -delete
     collected=()
     for sets_file in "$runs"/*.sets; do
         variant=$(basename "$sets_file" .sets)
@@ -94,33 +124,32 @@ print(' '.join(overrides($budget, $epochs, 10, 'probability', 'direct', 'target'
     done
     [ ${#collected[@]} -gt 0 ] || { echo "no budget search ended by itself"; exit 1; }
     $py -m experiments.nb201_cost_sweep --collect "${collected[@]}" --out "$out/nb201_cost_sweep_gpu.json" 2>&1 | tail -n 20
-    tar czf "$out/gpu_runs.tgz" -C "$runs" --exclude='*.pt' .
     exit 0
 fi
 
 # ---- searches ---------------------------------------------------------------------------
+# The one-path CPU config (on 2026-12-04 configs/nb201_cifar10_cpu.yaml) as nb201_cpu_search's
+# base and its GDAS_PRUNED overrides, so that the collected records name what ran.
+gdas=$($py -c "from experiments.nb201_cpu_search import GDAS_PRUNED; print(' '.join('--set ' + s for s in GDAS_PRUNED))")
 declare -A sets=(
-    [gpu-prob-prune-40k]=""
-    [gpu-prob-prune-50k]="--set data.train_subset=null"
+    [gpu-prob-prune-40k]="$gdas"
+    [gpu-prob-prune-50k]="$gdas --set data.train_subset=null"
 )
 for variant in "${!sets[@]}"; do
     for seed in ${SEEDS:-0 1 2 3}; do
         # shellcheck disable=SC2086
         (
-            timeout "$limit" $py search.py --config configs/nb201_cifar10_cpu.yaml --out $runs/$variant-s$seed \
+            timeout "$limit" $py search.py --config configs/nb201_cifar10_cpu_softmax.yaml --out $runs/$variant-s$seed \
                 --quiet --set run.seed=$seed --set run.threads=1 --set run.device=${DEVICE:-cuda} --set data.verify_md5=false \
                 ${sets[$variant]} ${EXTRA:-} > $runs/$variant-s$seed.log 2>&1
             echo $? > $runs/$variant-s$seed.rc
         ) &
     done
 done
-sleep 45
-alive=$(jobs -r | wc -l)
-echo "searches alive after 45 s: $alive"
-if [ "$alive" -eq 0 ] && ! grep -qx 0 $runs/*.rc; then tail -n 30 $runs/*.log; exit 1; fi  # all failed
+all_failed && exit 1
 # The CUDA tests, beside the searches (their timings are not measured).
 timeout 240 $py -m pytest -q -rs -p no:cacheprovider tests/test_sampler.py tests/test_supernet.py tests/test_data.py \
-    > "$out/cuda_tests.log" 2>&1
+    tests/test_estimators.py tests/test_cost.py > "$out/cuda_tests.log" 2>&1
 echo "CUDA tests exit $?"; tail -n 5 "$out/cuda_tests.log"
 wait
 for variant in "${!sets[@]}"; do
