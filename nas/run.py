@@ -109,11 +109,13 @@ def prepare_run_dir(run_dir: Path, kind: str = "") -> None:
     if run_dir.exists():
         if not run_dir.is_dir():
             raise UserError(f"--out {run_dir} is a file; choose a folder")
-        present = [name for name in RUN_FILES + OUTPUT_FILES if (run_dir / name).exists()]
-        if present == ["config.yaml"]:  # no epoch ended: nothing to resume, yet maybe a run in progress
+        # tensorboard/ too: a new run's events would join the old ones in one chart
+        present = [name for name in _RUN_ENTRIES if (run_dir / name).exists()]
+        if [n for n in present if n != "tensorboard"] == ["config.yaml"]:  # no epoch ended: maybe a run in progress
+            doomed = " and ".join(str(run_dir / n) for n in present)
             raise UserError(
                 f"{run_dir} holds a run that has not finished its first epoch (config.yaml, no checkpoint); "
-                f"if it is not running, delete {run_dir / 'config.yaml'} and start again, or choose another --out"
+                f"if it is not running, delete {doomed} and start again, or choose another --out"
             )
         if "checkpoint.pt" in present:
             other = _checkpoint_kind(run_dir)

@@ -1,14 +1,17 @@
 """TensorBoard events of a run (``run.tensorboard: true``; the ``[tensorboard]`` extra).
 
-Each epoch logs the metrics line's numbers as scalars, every edge's op probabilities
-(``probs/<cell>/<edge>/<op>``) and the derived cell as text, into ``RUN_DIR/tensorboard``.
-TensorBoard is imported only when a run asks for it.
+Each epoch logs the metrics line's numbers as scalars (tagged as the metrics line names them),
+every edge's op probabilities (``probs/<cell>/<edge>/<op>``) and the derived cell as text, into
+``RUN_DIR/tensorboard``. A custom-scalars layout (TensorBoard's "Custom Scalars" tab) draws each
+edge's ops on one chart, and the losses and accuracies of the splits together. TensorBoard is
+imported only when a run asks for it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import UserError
 from .io import make_dir, writing
@@ -17,11 +20,33 @@ EXTRA_HINT = "pip install 'gumbel-nas[tensorboard]' (or pip install tensorboard)
 
 
 def require_tensorboard() -> None:
-    """Raise :class:`UserError` naming the extra when the ``tensorboard`` package is missing."""
+    """Raise :class:`UserError` naming the extra when the ``tensorboard`` package is missing, or
+    installed but not importable by torch (an old version, a protobuf it cannot use)."""
     try:
         import tensorboard  # noqa: F401
     except ImportError:
         raise UserError(f"run.tensorboard needs the tensorboard package: {EXTRA_HINT}") from None
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except Exception as exc:  # a broken install fails in many ways; each gets the same fix
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"run.tensorboard: the installed tensorboard does not load in torch ({reason}); "
+            "pip install -U tensorboard, or set run.tensorboard=false"
+        ) from None
+
+
+def layout(probabilities: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, List[Any]]]:
+    """The custom-scalars layout: one chart per edge with its ops, one for the losses, one for the
+    accuracies (``SummaryWriter.add_custom_scalars``' form: category -> chart -> [kind, tag regexes])."""
+    charts = {
+        "loss": ["Multiline", [r"^(train|val|test)_loss$"]],
+        "accuracy": ["Multiline", [r"^(train|val|test)_acc$"]],
+    }
+    out = {"metrics": charts}
+    for cell, edges in probabilities.items():
+        out[f"probs/{cell}"] = {edge: ["Multiline", [f"^probs/{re.escape(cell)}/{re.escape(edge)}/"]] for edge in edges}
+    return out
 
 
 def scalars(metrics: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, float]]:
@@ -46,6 +71,7 @@ class TensorBoardLog:
         make_dir(self.log_dir)
         with writing(self.log_dir):
             self.writer = SummaryWriter(str(self.log_dir), purge_step=purge_step)
+        self._layout_written = False
 
     def log_epoch(
         self,
@@ -56,6 +82,9 @@ class TensorBoardLog:
         """Log epoch ``epoch`` (1-based, the step); ``probabilities``: cell -> edge -> op -> p."""
         w = self.writer
         with writing(self.log_dir):
+            if not self._layout_written:  # once per invocation: the edges do not change
+                w.add_custom_scalars(layout(probabilities or {}))
+                self._layout_written = True
             for tag, value in scalars(metrics):
                 w.add_scalar(tag, value, epoch)
             for cell, edges in (probabilities or {}).items():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -240,6 +242,17 @@ def test_missing_tensorboard_exits_2_naming_the_extra(tmp_path, monkeypatch, cap
     assert not (tmp_path / "run").exists()
 
 
+def test_a_tensorboard_torch_cannot_load_exits_2_naming_the_fix(tmp_path, monkeypatch, capsys):
+    # installed (the package imports) but broken for torch: an old version, a protobuf it cannot use
+    monkeypatch.setitem(sys.modules, "tensorboard", types.ModuleType("tensorboard"))
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    code, _, err = run_cli(["--out", tmp_path / "run", "--quiet", *sets(TINY_NB201 + ["run.tensorboard=true"])], capsys)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("error: run.tensorboard: the installed tensorboard does not load in torch (")
+    assert "pip install -U tensorboard, or set run.tensorboard=false" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_tensorboard_events_read_back(tmp_path, capsys, one_thread):
     pytest.importorskip("tensorboard")
     # TensorBoard's own reader (its server's), which applies the purge of a resumed run's replayed steps.
@@ -281,6 +294,20 @@ def test_tensorboard_events_read_back(tmp_path, capsys, one_thread):
     steps, texts = series("genotype/text_summary")
     assert steps == [1, 2, 3]
     assert [t.decode() for t in texts] == [f"`{m['genotype']}`" for m in metrics]
+    # The Custom Scalars tab: each edge's ops on one chart, whose regex matches exactly that edge's tags.
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    config = events.Tensors(metadata.CONFIG_SUMMARY_TAG)[-1]
+    charts = {
+        c.title: c.multiline.tag
+        for category in layout_pb2.Layout.FromString(make_ndarray(config.tensor_proto).item()).category
+        for c in category.chart
+    }
+    tags = events.Tags()["tensors"]
+    for name in nas.get_space("nb201").edge_names():
+        (pattern,) = charts[name]
+        assert sorted(t for t in tags if re.search(pattern, t)) == sorted(f"probs/normal/{name}/{op}" for op in ops)
+    assert sorted(t for t in tags if re.search(charts["loss"][0], t)) == ["train_loss", "val_loss"]
 
 
 def test_each_op_keeps_one_colour():

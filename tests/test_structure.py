@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -323,8 +324,25 @@ def test_run_skeleton_frees_the_folder_of_a_run_that_failed_while_building(tmp_p
         _toy_run(stopped, 1)
     with pytest.raises(nas.UserError, match="has not finished an epoch yet: if it is not running, delete"):
         _toy_run(stopped, 1, resume=True)
+    (stopped / "tensorboard").mkdir()  # the same with TensorBoard on: both go
+    with pytest.raises(nas.UserError, match="first epoch .*delete .*config.yaml and .*tensorboard and start again"):
+        _toy_run(stopped, 1)
     with pytest.raises(nas.UserError, match="no run folder .*; give --resume the --out folder of a run"):
         _toy_run(tmp_path / "typo", 1, resume=True)
+
+
+def test_a_folder_holding_an_old_runs_tensorboard_events_is_refused(tmp_path):
+    """Left behind by deleting a run's files: a new run's events would join the old run's charts."""
+    run_dir = tmp_path / "r"
+    (run_dir / "tensorboard").mkdir(parents=True)
+    (run_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"old")
+    with pytest.raises(nas.UserError, match=r"holds a run's files \(tensorboard\) but no checkpoint to resume"):
+        _toy_run(run_dir, 1)
+    assert (run_dir / "tensorboard" / "events.out.tfevents.1").read_bytes() == b"old"
+    (run_dir / "notes.txt").write_text("mine")  # a folder of other files is still a new run's
+    shutil.rmtree(run_dir / "tensorboard")
+    _toy_run(run_dir, 1)
+    assert (run_dir / "notes.txt").read_text() == "mine" and (run_dir / "checkpoint.pt").exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: runs are not locked there")
