@@ -9,7 +9,7 @@ draws we record its bias (the norm of the mean minus the exact gradient, relativ
 gradient's norm) and its variance (the mean squared distance of a draw from the mean, relative
 to the exact gradient's squared norm), per temperature.
 
-    python -m experiments.bench_estimators                      # full run (about 10 s)
+    python -m experiments.bench_estimators                      # full run (10-25 s)
     python -m experiments.bench_estimators --quick --out /tmp/e.json
 """
 

@@ -25,6 +25,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=24, help="steps in all, alternating the two forms")
     args = p.parse_args()
+    if args.steps < 6:  # each form's first two steps are warm-up, not measured
+        p.error("--steps must be at least 6: each form drops its first two steps")
     torch.manual_seed(0)
     net = nas.build_supernet("nb201", "darts", C=8, N=2)
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))

@@ -10,7 +10,7 @@ measured at different times land in one table. With matplotlib it also draws the
 cell's benchmark accuracy over the epochs, one line per run, per variant.
 
     python -m experiments.nb201_cpu_search --variant loss-prune --seeds 0,1 --parallel 2 \\
-        --set search.prune=loss
+        --set search.prune=loss --set search.derive=logits
     python -m experiments.nb201_cpu_search --variant baseline --collect runs/a runs/b   # finished runs
     python -m experiments.nb201_cpu_search --report                                      # table only
     python -m experiments.nb201_cpu_search --quick --variant q --out /tmp/x.json        # the test

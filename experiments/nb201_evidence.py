@@ -21,7 +21,7 @@ Four parts, one JSON (``experiments/results/nb201_evidence.json``):
 With matplotlib, a PNG per search: the derived cell's benchmark accuracy over the epochs beside
 the op probabilities (or the entropy, for runs that did not record them).
 
-    python -m experiments.nb201_evidence                       # parts 1-3 (seconds)
+    python -m experiments.nb201_evidence --out /tmp/e.json     # parts 1-3 (seconds)
     python -m experiments.nb201_evidence --modes --seeds 3     # and part 4 (about 25 min, 2 cores)
     python -m experiments.nb201_evidence --quick --modes --out /tmp/x.json
 """
@@ -293,6 +293,14 @@ def main() -> int:
     args = p.parse_args()
     if args.seeds < 1 or args.draws < 1:
         p.error("--seeds and --draws must be >= 1")
+    recorded = RESULTS / f"{NAME}.json"
+    if not args.modes and not args.quick and args.out is None and recorded.exists():
+        try:
+            has_modes = bool(json.loads(recorded.read_text()).get("modes"))
+        except (OSError, ValueError):
+            has_modes = False
+        if has_modes:  # parts 1-3 alone would write the record again without part 4's searches
+            p.error(f"{recorded} holds part 4's recorded searches; give --out FILE for parts 1-3 alone, or add --modes")
     if args.quick and args.dataset == "cifar10" and not cifar_available(Path(args.cifar_root or DEFAULT_CIFAR_ROOT)):
         args.dataset = "synthetic"  # the quick test runs without CIFAR-10
     ctx = study.setup(args)

@@ -25,12 +25,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300  # a guard against a hung script, not a speed limit: loaded CI cores run these slowly
 ACTIVE = [
+    "bench_choice",
+    "bench_distributed",
     "bench_estimators",
+    "bench_pruned_soft",
     "bench_sampler",
     "bench_search",
     "build_benchmark_table",
     "context_study",
     "finetune_study",
+    "module_map",
     "nb201_cost_front",
     "nb201_cost_sweep",
     "nb201_cpu_search",
@@ -99,10 +103,28 @@ def main_here(monkeypatch, capsys, script: str, *args: str):
     return code, out.out, err
 
 
+def test_every_script_is_listed():
+    # the scripts (a main()); the rest are the modules they share
+    scripts = {p.stem for p in (ROOT / "experiments").glob("*.py") if "\ndef main(" in p.read_text()}
+    assert scripts == set(ACTIVE)
+
+
 @pytest.mark.parametrize("script", ACTIVE)
 def test_help(script, monkeypatch, capsys):
     code, out, err = main_here(monkeypatch, capsys, script, "--help")
     assert code == 0 and "usage:" in out, err
+
+
+def test_scripts_refuse_what_would_fail_or_overwrite_a_record(tmp_path, monkeypatch, capsys, experiments):
+    code, _, err = main_here(monkeypatch, capsys, "bench_pruned_soft", "--steps", "4")
+    assert code == 2 and "--steps must be at least 6" in err
+    # parts 1-3 alone would write nb201_evidence.json again without part 4's recorded searches
+    evidence = experiments("nb201_evidence")
+    monkeypatch.setattr(evidence, "RESULTS", tmp_path)
+    (tmp_path / "nb201_evidence.json").write_text(json.dumps({"modes": [{"mode": "gdas"}]}))
+    code, _, err = main_here(monkeypatch, capsys, "nb201_evidence")
+    assert code == 2 and "holds part 4's recorded searches; give --out FILE" in err
+    assert json.loads((tmp_path / "nb201_evidence.json").read_text()) == {"modes": [{"mode": "gdas"}]}
 
 
 def test_pairwise_win_share(experiments):
