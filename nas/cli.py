@@ -295,7 +295,7 @@ def cmd_search(args, invocation: Invocation) -> int:
         invocation,
         f"search: {f'model {cfg.supernet.model}' if cfg.supernet.model else f'{cfg.supernet.space} space'}, "
         f"{cfg.supernet.mode} mode, {cfg.data.name} data, "
-        f"{_epochs_text(cfg)} on {where}; writing {run_dir}",
+        f"{_epochs_text(cfg)} on {where}; run folder {run_dir}",
         flush=True,
     )
     result = run_search(
@@ -371,11 +371,15 @@ def cmd_inspect(args, invocation: Invocation) -> int:
         if within:
             floor, cap = within["window"]
             where = f"{args.budget:g}" if floor is None else f"[{floor:g}, {cap:g}]"
-            print(f"\nmost probable cell within {metric} {where}: {within['arch']}")
+            if within["fits"]:
+                print(f"\nmost probable cell within {metric} {where}: {within['arch']}")
+            else:  # on a pruned run only the ops left are candidates
+                print(
+                    f"\nno cell the search can still derive has {metric} within {where}; the cheapest, on every "
+                    f"edge its cheapest op left: {within['arch']}"
+                )
             print(f"  {metric} {within['cost']:.6g} (the per-edge argmax: {within['argmax_cost']:.6g})")
-            if not within["fits"]:
-                print("  (no cell fits the budget: the cheapest cell, on every edge its cheapest op)")
-            elif floor is not None and within["cost"] < floor:
+            if within["fits"] and floor is not None and within["cost"] < floor:
                 print("  (no cell costs within the window: the most probable one up to it)")
             if within.get("benchmark"):
                 print("\n".join("  " + line for line in format_cell_report(within["benchmark"])))
@@ -558,7 +562,7 @@ def cmd_retrain(args, invocation: Invocation) -> int:
     _say(
         invocation,
         f"retrain: {what} on {data}, {protocol(cfg, section(geno)).epochs} epochs "
-        f"(retrain.{section(geno)}) on {where}; writing {run_dir}",
+        f"(retrain.{section(geno)}) on {where}; run folder {run_dir}",
         flush=True,
     )
     result = run_retrain(

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -307,7 +309,7 @@ def load_model_factory(spec: str) -> Callable[..., nn.Module]:
     if not sep or not module_name or not attr:
         raise UserError(f"supernet.model must look like package.module:function, got {spec!r}")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_here(module_name)
     except Exception as exc:  # the user's module may fail in any way; say which, on one line
         raise UserError(
             f"cannot import {module_name!r} for supernet.model ({type(exc).__name__}: {exc}); "
@@ -320,6 +322,25 @@ def load_model_factory(spec: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise UserError(f"supernet.model {spec!r} is a {type(obj).__name__}, not a function returning an nn.Module")
     return obj
+
+
+def _import_here(module_name: str) -> Any:
+    """Import ``module_name``; a module in the current folder is found too, whichever way the
+    program was started (``python search.py`` puts the script's folder on the path, the installed
+    ``gumbel-nas`` command puts none)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        here = os.getcwd()
+        if exc.name != module_name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.insert(0, here)  # kept once found: the module's own later imports need it
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as again:
+            if again.name == exc.name:  # not here either
+                sys.path.remove(here)
+            raise
 
 
 def _takes(fn: Callable[..., Any], name: str) -> bool:

@@ -518,6 +518,21 @@ def test_a_bad_supernet_model_is_one_clear_error(spec, needle, tmp_path, capsys)
     assert needle in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_model_module_in_the_current_folder_is_found_however_the_program_started(tmp_path, monkeypatch):
+    # the installed gumbel-nas command puts no folder on sys.path; python search.py puts its own
+    from nas.model_supernet import load_model_factory
+
+    (tmp_path / "model_here_xyz.py").write_text("import torch\n\ndef net():\n    return torch.nn.Linear(2, 3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "model_here_xyz", raising=False)
+    with pytest.raises(nas.UserError, match="cannot import 'not_here_xyz'"):
+        load_model_factory("not_here_xyz:net")
+    assert str(tmp_path) not in sys.path  # not found there: the path is left as it was
+    assert load_model_factory("model_here_xyz:net")().out_features == 3
+    sys.modules.pop("model_here_xyz", None)
+
+
 # ---- torchrun ----------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parent.parent
 needs_gloo = pytest.mark.skipif(
