@@ -45,8 +45,14 @@ def layout(probabilities: Dict[str, Dict[str, Dict[str, float]]]) -> Dict[str, D
     }
     out = {"metrics": charts}
     for cell, edges in probabilities.items():
-        out[f"probs/{cell}"] = {edge: ["Multiline", [f"^probs/{re.escape(cell)}/{re.escape(edge)}/"]] for edge in edges}
+        out[f"probs/{cell}"] = {edge: ["Multiline", [f"^probs/{_literal(cell)}/{_literal(edge)}/"]] for edge in edges}
     return out
+
+
+def _literal(name: str) -> str:
+    """``name`` as a regex that both Python and the browser read alike (``re.escape`` also escapes
+    ``-``, which a JavaScript unicode regex refuses outside a class)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\/])", r"\\\1", name)
 
 
 def scalars(metrics: Dict[str, Any], prefix: str = "") -> Iterator[Tuple[str, float]]:
