@@ -22,10 +22,11 @@ A measurement of the benchmark, not of a search: nothing in a search reads it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import nas
 from experiments import nb201_cost_front as front_mod
@@ -34,7 +35,7 @@ from experiments.nb201_cost_sweep import SHORT, front_data
 from experiments.settings import RESULTS, rel
 from experiments.tables import log, table
 from nas.benchmarks import cell_string, load_benchmark
-from nas.cost import architectures_within, budget_window, cost_table
+from nas.cost import CostTable, architectures_within, budget_window, cost_table
 
 NAME = "window_odds"
 NEAR = 0.5  # the issue's target: within this many points of the front
@@ -45,13 +46,18 @@ QUICK = (4e6, 8e6)  # the smallest windows: 72 and 6 cells
 MAX_CELLS = 15625
 
 
+@functools.lru_cache(maxsize=1)
+def searched_costs() -> Tuple[CostTable, Tuple[str, ...]]:
+    """The searched supernet's FLOPs table and op names (counted once for every budget)."""
+    net = nas.build_supernet("nb201", mode="gdas", **SEARCHED)
+    return cost_table(net, "flops", front_mod.INPUT), tuple(net.ops)
+
+
 def window_rows(budget: float, tolerance: float, front: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every cell without ``none`` that a search at ``budget`` may derive, with its benchmark
     FLOPs, accuracy and gap to the front."""
-    net = nas.build_supernet("nb201", mode="gdas", **SEARCHED)
-    costs = cost_table(net, "flops", front_mod.INPUT)
+    costs, ops = searched_costs()
     (cell,) = list(costs.costs)
-    ops = list(net.ops)
     use = [k for k, o in enumerate(ops) if o != "none"]
     cap, floor = budget_window(budget, tolerance, "target")
     archs = architectures_within(costs, {cell: [use] * costs.costs[cell].shape[0]}, cap, floor, limit=MAX_CELLS)
