@@ -53,6 +53,12 @@ def searched_costs() -> Tuple[CostTable, Tuple[str, ...]]:
     return cost_table(net, "flops", front_mod.INPUT), tuple(net.ops)
 
 
+@functools.lru_cache(maxsize=1)
+def _benchmark():
+    """The packaged table, read once for every budget."""
+    return load_benchmark()
+
+
 def window_rows(budget: float, tolerance: float, front: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Every cell without ``none`` that a search at ``budget`` may derive, with its benchmark
     FLOPs, accuracy and gap to the front."""
@@ -61,7 +67,7 @@ def window_rows(budget: float, tolerance: float, front: Dict[str, Any]) -> List[
     use = [k for k, o in enumerate(ops) if o != "none"]
     cap, floor = budget_window(budget, tolerance, "target")
     archs = architectures_within(costs, {cell: [use] * costs.costs[cell].shape[0]}, cap, floor, limit=MAX_CELLS)
-    bench = load_benchmark()
+    bench = _benchmark()
     rows = []
     for a in archs:
         names = [ops[k] for k in a[cell]]
