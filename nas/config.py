@@ -748,6 +748,17 @@ def validate(cfg: Config) -> None:
         raise UserError(
             f"search.arch.paths must be >= 1 (1: one sampled path per architecture step), got {s.arch.paths}"
         )
+    # The soft modes run every op with soft weights: no hard sample, so nothing for these to change.
+    if sn.mode != "gdas" and s.estimator != "st":
+        raise UserError(
+            f"search.estimator={s.estimator} is a backward for gdas's hard sample; supernet.mode={sn.mode} draws "
+            "none: set search.estimator=st"
+        )
+    if sn.mode != "gdas" and s.arch.paths != 1:
+        raise UserError(
+            f"search.arch.paths={s.arch.paths} splits the batch over sampled paths in gdas; supernet.mode="
+            f"{sn.mode} runs every op already: set search.arch.paths=1"
+        )
     if s.derive not in DERIVE_RULES:
         raise UserError(f"unknown search.derive {s.derive!r}; choose one of: {', '.join(DERIVE_RULES)}")
     if s.derive == "removal" and s.prune != "off":

@@ -250,15 +250,26 @@ class CostTable:
     costs: Dict[str, torch.Tensor]
     sites: List[Site]
     site_costs: List[List[float]]
+    # The costs copied to the logits' device and dtype, once: a search computes E at every
+    # architecture step, and a copy from the host each time would wait for the device each time.
+    _placed: Dict[Tuple[str, torch.device, torch.dtype], torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def _costs_like(self, cell: str, p: torch.Tensor) -> torch.Tensor:
+        key = (cell, p.device, p.dtype)
+        if key not in self._placed:
+            self._placed[key] = self.costs[cell].to(device=p.device, dtype=p.dtype)
+        return self._placed[key]
 
     def expected(self, logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``fixed + sum over cells of sum(softmax(logits) * costs)``, differentiable in ``logits``
         (a ``[rows, width]`` tensor per cell type; ``-inf`` entries have probability 0)."""
         total: Optional[torch.Tensor] = None
-        for cell, c in self.costs.items():
+        for cell in self.costs:
             a = logits[cell]
             p = torch.softmax(a if a.dtype == torch.float64 else a.float(), dim=-1)
-            term = (p * c.to(device=p.device, dtype=p.dtype)).sum()
+            term = (p * self._costs_like(cell, p)).sum()
             total = term if total is None else total + term
         assert total is not None
         return total + self.fixed

@@ -79,7 +79,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
 def append_jsonl(path: PathLike, record: Dict[str, Any]) -> None:
     """Append one JSON line, whole or not at all: a write the disk refuses halfway is cut off
-    again (a line torn by a crash is skipped by readers)."""
+    again (a line torn by a crash is skipped by readers). Synced before it returns, as the
+    checkpoint written after it is: a power cut cannot keep the checkpoint and lose its line."""
     data = (json.dumps(record) + "\n").encode("utf-8")
     with writing(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
@@ -89,6 +90,7 @@ def append_jsonl(path: PathLike, record: Dict[str, Any]) -> None:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+                os.fsync(fd)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, start)

@@ -18,7 +18,8 @@ def prune_events(epochs: int, start: int, num_ops: int) -> List[int]:
     ``num_ops - 1`` events spread evenly over the epochs after ``start`` (the end of warm-up,
     or ``search.prune_start``), so the last ``(epochs - start) / num_ops`` epochs train the
     decided network alone. A run with fewer epochs than ops after ``start`` holds several events
-    at one boundary, none before its first architecture epoch has run.
+    at one boundary, none before its first architecture epoch has run; those that fall on
+    ``epochs`` itself are applied after the last epoch, so the run still ends with one op per edge.
     """
     span = epochs - start
     return [start + max(1, round((k + 1) * span / num_ops)) for k in range(num_ops - 1)]

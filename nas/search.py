@@ -332,6 +332,11 @@ class SearchTask:
                 "with another --out"
             )
         self.searcher.load_state_dict(ckpt)
+        # τ as the last epoch left it: a measurement before the next epoch sets τ (a pruning event,
+        # a finished run's derivation) reads it in snas mode, as the uninterrupted run did.
+        tau = ckpt.get("schedules", {}).get("tau")
+        if tau is not None:
+            self.net.tau = float(tau)
 
     def _measure(self, perturb: str, seed: int) -> Dict[str, torch.Tensor]:
         """:func:`nas.selection.edge_op_losses` on the fixed batches, the same on every rank."""
@@ -549,12 +554,14 @@ class SearchTask:
                 f"the architecture logits became nan or inf in epoch {epoch + 1}; lower search.arch.lr "
                 "(or search.cost.weight)"
             )
-        # The last event, which ends the search: logged apart from what was pruned before this epoch.
-        pruned_after, scores_after, probs_before = {}, None, None
-        if self.stops_early and epoch + 1 == self.epochs:
-            probs_before = {c: p.tolist() for c, p in net.probabilities().items()}  # what the last event read
-            pruned_after, scores_after = self._prune(epoch + 1)
+        # The events at the run's last boundary: the one that ends a search stopping once decided, or
+        # those a run too short for its ops holds there (prune_events). Applied after the last epoch,
+        # so the run ends with the op per edge its rule chose; logged apart from what was pruned before.
         final = epoch + 1 == self.epochs
+        pruned_after, scores_after, probs_before = {}, None, None
+        if self.pruning and final and net.num_alive() > ops_to_keep(self.epochs, self.events, len(net.ops)):
+            probs_before = {c: p.tolist() for c, p in net.probabilities().items()}  # what the last event read
+            pruned_after, scores_after = self._prune(self.epochs)
         self.geno, derived_by = self.derive(final)
         self.probs = net.probabilities()
         # Logged like the GDAS authors' code logs it: an output only, never read back by the search.
@@ -652,6 +659,9 @@ class SearchTask:
                 f"\ndecided after epoch {epoch + 1}: {left}, so the search ends; the other "
                 f"{self.search.epochs - epoch - 1} of search.epochs would train the chosen network only "
                 "(search.stop_when_decided=false runs them)"
+                if self.stops_early
+                else f"\ndecided after the last epoch: {left} (its last pruning events fell at the end of "
+                "search.epochs, which left no epoch after them)"
             )
         return (
             f"epoch {epoch + 1}/{self.epochs}  tau {m['tau']:.3f}  train {m['train_loss']:.3f}/"

@@ -143,6 +143,32 @@ def test_expected_cost_sends_a_gradient_to_the_logits_in_every_mode(mode):
             assert a.grad is not None and a.grad.abs().sum() > 0, (mode, cell)
 
 
+def test_expected_cost_copies_the_table_to_the_logits_once_not_at_every_step():
+    """E runs at every architecture step: copying the host's float64 table to the logits' device
+    and dtype each time would wait for the device each time (on CUDA)."""
+    from torch.overrides import TorchFunctionMode
+
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=10)
+    table = cost_table(net, "flops", (3, 16, 16))
+    penalty = CostPenalty(net, table, form="target", weight=1.0, budget=1e5)
+    copies = []
+
+    class CountCopies(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.to and any(args[0] is c for c in table.costs.values()):
+                copies.append(args[0])
+            return func(*args, **(kwargs or {}))
+
+    values = []
+    with CountCopies():
+        for _ in range(3):
+            e = penalty.expected()
+            e.backward()
+            values.append(e.item())
+    assert len(copies) == len(table.costs)  # once per cell type, at the first step
+    assert values[0] == values[-1]  # the copy it keeps is the table's
+
+
 def _descend(net: nas.Supernet, penalty: CostPenalty, steps: int, task=None) -> None:
     """Adam on the logits only, the toy's cross-entropy on random data plus the cost term (in Adam's
     step, or after it with ``step: direct``)."""

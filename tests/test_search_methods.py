@@ -167,6 +167,42 @@ def test_pruned_search_ends_decided_and_resumes_exactly(tmp_path):
     assert [m["train_loss"] for m in lines(tmp_path / "part" / "metrics.jsonl")] == [m["train_loss"] for m in metrics]
 
 
+def test_a_snas_search_pruned_by_loss_resumes_exactly(tmp_path):
+    """snas's soft weights depend on τ, and a pruning event measures before its epoch sets τ: a
+    resumed run must measure at the τ the stopped one left, as the uninterrupted run does."""
+    sets = PRUNED + ["supernet.mode=snas", "search.prune=loss", "search.prune_batches=1", "search.epochs=6"]
+    cfg = load_config(None, sets + ["search.stop_when_decided=false"])
+    full = run_search(cfg, tmp_path / "full", torch.device("cpu"), progress=False, log=quiet)
+    run_search(cfg, tmp_path / "part", torch.device("cpu"), stop_after=2, progress=False, log=quiet)
+    resumed = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    full_lines, part_lines = lines(tmp_path / "full" / "metrics.jsonl"), lines(tmp_path / "part" / "metrics.jsonl")
+    measured = [m["prune_losses"] for m in full_lines if "prune_losses" in m]
+    assert len(measured) >= 2  # events after the stop as well as before it
+    assert [m.get("prune_losses") for m in part_lines] == [m.get("prune_losses") for m in full_lines]
+    assert [m["train_loss"] for m in part_lines] == [m["train_loss"] for m in full_lines]
+    assert str(resumed.genotype) == str(full.genotype)
+    # A finished run resumed derives again: at the τ it ended with, so the same cell it wrote.
+    again = run_search(cfg, tmp_path / "part", torch.device("cpu"), resume=True, progress=False, log=quiet)
+    assert str(again.genotype) == str(full.genotype)
+
+
+@pytest.mark.parametrize("epochs", [2, 3])
+def test_a_run_too_short_for_its_events_still_ends_decided(tmp_path, epochs):
+    """prune_events puts the last events of a short run on its last boundary; they run after the
+    last epoch, so the cell is the pruning rule's, not the leftover logits'."""
+    sets = TINY + [f"search.epochs={epochs}", "search.warmup_epochs=1", "search.prune=loss", "search.prune_batches=1"]
+    cfg = load_config(None, sets)
+    assert prune_events(epochs, 1, 5)[-1] == epochs == search_epochs(cfg)
+    logged: list = []
+    result = run_search(cfg, tmp_path / "r", torch.device("cpu"), progress=False, log=logged.append)
+    metrics = lines(tmp_path / "r" / "metrics.jsonl")
+    assert result.finished and len(metrics) == epochs
+    assert metrics[-1]["ops_left"] == 1 and metrics[-1]["entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert "pruned_after" in metrics[-1] and "prune_losses_after" in metrics[-1]
+    assert any("decided after the last epoch" in line for line in logged)
+    assert Genotype.from_json((tmp_path / "r" / "genotype.json").read_text()) == result.genotype
+
+
 @pytest.mark.parametrize("rule", ["probability", "loss"])
 def test_search_stops_once_decided_with_the_full_runs_genotype(tmp_path, rule):
     """The default (search.stop_when_decided) ends at the last pruning event, after epoch 9 of 11:
@@ -885,6 +921,12 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
         (["search.estimator=reinmax", "search.estimator_samples=2"], "needs search.estimator=gumbel_rao (or rloo)"),
         (["search.estimator=local", "search.estimator_samples=2"], "search.estimator=local runs one op per edge"),
         (["search.estimator=local", "supernet.mode=snas"], "search.estimator=local runs one op per edge"),
+        (["search.estimator=reinmax", "supernet.mode=darts"], "search.estimator=reinmax is a backward for gdas's"),
+        (
+            ["search.estimator=gumbel_rao", "supernet.mode=snas"],
+            "supernet.mode=snas draws none: set search.estimator=st",
+        ),
+        (["search.arch.paths=2", "supernet.mode=darts"], "supernet.mode=darts runs every op already"),
     ],
 )
 def test_bad_method_options_are_clear_errors(overrides, needle, tmp_path, capsys):

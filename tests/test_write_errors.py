@@ -163,6 +163,15 @@ def test_full_disk_while_a_metrics_line_is_appended(tmp_path, monkeypatch):
     assert path.read_bytes() == before
 
 
+def test_a_metrics_line_is_on_the_disk_before_the_checkpoint_after_it(tmp_path, monkeypatch):
+    """The checkpoint is synced; its epoch's line must be too, or a power cut keeps the one and
+    loses the other (a resume then never writes that line)."""
+    synced, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd)))
+    append_jsonl(tmp_path / "metrics.jsonl", {"epoch": 1})
+    assert synced == [(tmp_path / "metrics.jsonl").stat().st_ino]
+
+
 def test_out_where_no_folder_can_be_made(capsys):
     """``--out /sys/run``: sysfs refuses new folders even to root."""
     if not sys.platform.startswith("linux") or not Path("/sys/kernel").is_dir():
