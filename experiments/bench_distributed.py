@@ -30,6 +30,7 @@ import torch
 import nas
 from nas.config import load_config
 from nas.distributed import init_from_environment, local_device, shutdown
+from nas.io import atomic_write_text
 from nas.searcher import Searcher
 
 from .machine import command_line, git_state, machine
@@ -166,7 +167,8 @@ def main() -> None:
         "device": args.device,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
+    atomic_write_text(
+        args.out,
         json.dumps(
             {
                 "setting": setting,
@@ -177,7 +179,7 @@ def main() -> None:
                 "command": command_line(),
             },
             indent=2,
-        )
+        ),
     )
     print(f"search step, global batch {args.batch} ({setting}):")
     for name, row in rows.items():

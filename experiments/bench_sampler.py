@@ -16,7 +16,6 @@ require grad in both rows, as architecture parameters do.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -27,7 +26,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from experiments.machine import machine
+from experiments.machine import machine, write_record
 from experiments.settings import RESULTS
 from nas.errors import UserError
 from nas.runtime import resolve_device, set_cpu_threads
@@ -124,8 +123,7 @@ def main(argv: List[str] | None = None) -> int:
         "quick": args.quick,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_record(args.out, result, here=result.pop("machine"))
 
     print(
         f"device: {result['machine']['device_name']} ({device}), "

@@ -90,12 +90,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.machine import command_line, machine
+from experiments.machine import command_line, git_state, machine
 from experiments.settings import RESULTS, ROOT
 from nas.config import load_config
 from nas.data import BatchLoader
 from nas.errors import UserError
 from nas.genotype import Genotype
+from nas.io import atomic_write_text
 from nas.ops import NB201_OPS, AvgPool3x3, Pool
 from nas.runtime import find_config, resolve_device, set_cpu_threads
 from nas.searcher import Searcher
@@ -979,8 +980,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 for r in old.get("step", {}).get("rows", [])
             ],
         }
+    res.update(git_state())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(res, indent=2) + "\n")
     log(f"wrote {args.out}")
     print(table(res))  # last
     return 0

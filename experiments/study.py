@@ -26,6 +26,7 @@ from experiments.machine import command_line, git_state, machine, set_threads
 from experiments.runs import Runner
 from experiments.settings import DEFAULT_CACHE, DEFAULT_CIFAR_ROOT, RESULTS, cifar_subset_size, data_overrides, rel
 from nas.genotype import Genotype
+from nas.io import atomic_write_text
 
 
 def parser(description: str, default_out: str, dataset_option: bool = True) -> argparse.ArgumentParser:
@@ -115,7 +116,7 @@ def finish(ctx: Context, name: str, payload: Dict[str, Any], text: str) -> None:
         "table": text,
     }
     ctx.out.parent.mkdir(parents=True, exist_ok=True)
-    ctx.out.write_text(json.dumps(record, indent=2, default=json_default) + "\n")
+    atomic_write_text(ctx.out, json.dumps(record, indent=2, default=json_default) + "\n")
     ctx.close()
     print(f"wrote {ctx.out}", file=sys.stderr)
     print(text, flush=True)

@@ -72,6 +72,7 @@ def test_quick_run_writes_every_section(tmp_path):
     machine = res["machine"]
     for key in ("platform", "cpu_count", "torch", "torch_threads", "device", "device_name"):
         assert key in machine
+    assert "commit" in res and "library_fingerprint" in res and res["command"].startswith("python -m")
 
     steps = res["step"]["rows"]
     assert len(steps) == 2  # --quick: one random architecture and all nor_conv_3x3

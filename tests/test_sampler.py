@@ -498,3 +498,6 @@ def test_bench_sampler_quick(tmp_path):
         for key in ("ours_median_us", "torch_median_us", "ratio"):
             assert math.isfinite(row[key]) and row[key] > 0
     assert result["machine"]["torch"] == torch.__version__
+    # what a recorded figure needs besides the machine: the code and the command
+    assert "commit" in result and "library_fingerprint" in result
+    assert result["command"].startswith("python -m experiments.bench_sampler --quick")
