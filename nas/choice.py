@@ -47,23 +47,26 @@ Candidate = Union[nn.Module, Callable[[], nn.Module]]
 class _StraightThroughScale(torch.autograd.Function):
     """``y * w`` for a hard one-hot entry ``w``, which is exactly 1 going forward.
 
-    Returning ``y`` itself saves the two elementwise passes of a real multiply;
-    the backward is that of ``y * w`` at ``w = 1``.
+    A copy of ``y`` costs one elementwise pass, not the multiply's two; the backward is that of
+    ``y * w`` at ``w = 1``. A copy, not a view of ``y``: a model may change the choice's output
+    in place (``nn.ReLU(inplace=True)``, ``out += x``), which autograd refuses on a view made
+    here and which would change the ``y`` the backward reads.
     """
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(y)
         ctx.w_dtype = w.dtype
-        return y.view_as(y)
+        return y.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (y,) = ctx.saved_tensors
         grad_w = None
         if ctx.needs_input_grad[1]:
-            # d(y*w)/dw = <grad, y>; accumulate in float32 whatever autocast chose.
-            grad_w = torch.sum(grad * y, dtype=torch.float32).to(ctx.w_dtype)
+            # d(y*w)/dw = <grad, y>; accumulate in float32 at least, whatever autocast chose.
+            acc = torch.promote_types(grad.dtype, torch.float32)
+            grad_w = torch.sum(grad * y, dtype=acc).to(ctx.w_dtype)
         return grad, grad_w
 
 

@@ -477,17 +477,24 @@ class DartsSpace(SearchSpace):
             ("normal", geno.normal, geno.normal_concat),
             ("reduce", geno.reduce, geno.reduce_concat),
         ):
-            if not edges or len(edges) % 2:
-                raise UserError(f"the darts {cell} cell needs two edges per node, got {len(edges)} edges")
+            if len(edges) != 2 * DARTS_STEPS:
+                raise UserError(
+                    f"the darts {cell} cell has {DARTS_STEPS} nodes of two edges each: it needs "
+                    f"{2 * DARTS_STEPS} edges, got {len(edges)}"
+                )
             for k, (_, src) in enumerate(edges):
                 if not 0 <= src < 2 + k // 2:
                     raise UserError(
                         f"edge {k} of the darts {cell} cell reads node {src}, but node "
                         f"{2 + k // 2} can only read nodes 0..{1 + k // 2}"
                     )
-            last = 2 + len(edges) // 2
-            if not concat or not all(0 <= v < last for v in concat):
-                raise UserError(f"{cell}_concat {concat} must list nodes in 0..{last - 1}")
+            # The cell's output joins intermediate nodes: the inputs (0, 1) have another resolution
+            # in a reduce cell, and the networks expect DARTS's four.
+            if len(concat) != DARTS_STEPS or not all(2 <= v < 2 + DARTS_STEPS for v in concat):
+                raise UserError(
+                    f"{cell}_concat {concat} must list {DARTS_STEPS} of the intermediate nodes "
+                    f"2..{1 + DARTS_STEPS} (DARTS's own: {list(range(2, 2 + DARTS_STEPS))})"
+                )
 
     def edge_targets(self, geno: Genotype, cell: str) -> List[int]:
         return [2 + k // 2 for k in range(len(geno.cells()[cell]))]  # two kept edges per node

@@ -8,6 +8,7 @@ so a figure means the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Dict, Iterator, Tuple
 
 import torch
@@ -19,12 +20,22 @@ def count_parameters(model: nn.Module, exclude_prefix: Tuple[str, ...] = ()) -> 
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(exclude_prefix))
 
 
-def _call_macs(module: nn.Module, output: torch.Tensor) -> int:
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+COUNTED = _CONVS + _TRANSPOSED + (nn.Linear,)  # the layers whose multiply-adds are counted
+
+
+def _call_macs(module: nn.Module, inputs: Tuple[Any, ...], output: torch.Tensor) -> int:
     """Multiply-adds of one call of a conv or linear layer, per sample (the batch's first dim divided out)."""
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        per_pixel = module.out_channels * (module.in_channels // module.groups) * kh * kw
-        return per_pixel * output.shape[-2] * output.shape[-1]
+    if isinstance(module, _CONVS + _TRANSPOSED):
+        dims = len(module.kernel_size)
+        if isinstance(module, _CONVS):  # each output pixel: a kernel over C_in/groups channels, per output channel
+            per_pixel = module.out_channels * (module.in_channels // module.groups)
+            pixels = math.prod(output.shape[-dims:])
+        else:  # transposed: each input pixel scatters a kernel into C_out/groups channels
+            per_pixel = module.in_channels * (module.out_channels // module.groups)
+            pixels = math.prod(inputs[0].shape[-dims:])
+        return per_pixel * math.prod(module.kernel_size) * pixels
     # Linear: one in*out product per output row of a sample ([B, F] has one, [B, T, F] has T).
     rows = output.numel() // max(1, output.shape[0] * module.out_features) if output.dim() > 1 else 1
     return module.in_features * module.out_features * rows
@@ -46,10 +57,10 @@ def counting_macs(model: nn.Module) -> Iterator[Dict[nn.Module, int]]:
     """
     counts: Dict[nn.Module, int] = {}
 
-    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        counts[module] = counts.get(module, 0) + _call_macs(module, output)
+    def hook(module: nn.Module, inputs: Tuple[Any, ...], output: torch.Tensor) -> None:
+        counts[module] = counts.get(module, 0) + _call_macs(module, inputs, output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, COUNTED)]
     try:
         yield counts
     finally:
@@ -85,9 +96,15 @@ def module_macs(module: nn.Module, *inputs: Any) -> int:
 def count_macs(model: nn.Module, input_size: Tuple[int, ...]) -> int:
     """Multiply-adds of one forward in eval mode at ``input_size`` (``(C, H, W)``, batch 1).
 
-    Counts convolutions (``C_out * C_in/groups * kh * kw`` per output pixel) and
-    linear layers (``in * out``), the convention papers report; normalisation,
-    activations, pooling and additions are not counted.
+    Counts convolution modules, 1-3d (``C_out * C_in/groups * kernel`` per output pixel; a
+    transposed one per input pixel), and linear layers (``in * out``), the convention papers
+    report; normalisation, activations, pooling, additions and functional calls (such as
+    ``nn.MultiheadAttention``'s projections) are not counted. Only the layers that run count: an
+    NB201 op reading a node whose inputs are all ``none`` is skipped by the network, so those
+    cells (15% of NAS-Bench-201's) count fewer than the benchmark's records, which count every op.
+    The input is zeros of the model's first parameter's device and floating dtype.
     """
-    device = next(model.parameters()).device
-    return module_macs(model, torch.zeros(1, *input_size, device=device))
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    return module_macs(model, torch.zeros(1, *input_size, device=device, dtype=dtype))

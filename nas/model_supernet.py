@@ -164,7 +164,10 @@ class ModelSupernet(Supernet, wraps_models=True):
         z = a.double() + noise
         order = z.detach().topk(max(self.n_chosen), dim=-1).indices
         flat = order.tolist()  # the one host-device transfer of the forward
-        soft = torch.softmax(z / self.tau, dim=-1).gather(1, order).unbind(0) if need_grad else None
+        soft = None
+        if need_grad:  # straight-through: exactly 1 going forward (ops that fold it in scale by it), softmax's gradient
+            s = torch.softmax(z / self.tau, dim=-1).gather(1, order)
+            soft = (s - s.detach() + 1.0).unbind(0)
         rows = []
         for r, n in enumerate(self.n_chosen):
             picked = sorted(zip(flat[r][:n], range(n)))  # input order, with each pick's position in order

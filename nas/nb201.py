@@ -70,7 +70,7 @@ def to_nb201(geno: Genotype) -> str:
 def from_nb201(text: str) -> Genotype:
     """Parse an official NAS-Bench-201 architecture string (:class:`nas.UserError` if malformed)."""
     text = text.strip()
-    nodes = text.split("+")
+    nodes = [node.strip() for node in text.split("+")]  # "|a~0| + |b~0|c~1|" as written by hand
     edges: List[Edge] = []
     for i, node in enumerate(nodes, start=1):
         if len(node) < 2 or node[0] != "|" or node[-1] != "|":
@@ -179,7 +179,10 @@ class NB201Network(NB201Macro):
 
     def __init__(self, geno: Genotype, C: int, N: int, num_classes: int, affine: bool = True):
         if geno.space != "nb201" or len(geno.normal) != len(nb201_edges()):
-            raise ValueError(f"NB201Network needs an nb201 genotype with 6 edges, got {geno.space!r}")
+            raise ValueError(
+                f"NB201Network needs an nb201 genotype with {len(nb201_edges())} edges, got a {geno.space!r} "
+                f"genotype with {len(geno.normal)}"
+            )
         arch = nb201_arch(geno)
         ops = list(dict.fromkeys(arch.values()))
         super().__init__(C, N, num_classes, lambda C_cell: NB201Cell(C_cell, ops, affine, arch))
@@ -284,8 +287,10 @@ class NB201Space(SearchSpace):
             raise UserError(
                 f"an nb201 genotype needs the edges of a complete cell (e.g. 6), got {len(geno.normal)}"
             ) from None
+        if geno.reduce is not None:
+            raise UserError("an nb201 genotype has one cell type; remove its reduce cell (and reduce_concat)")
         sources = [j for _, j in nb201_edges(num_nodes)]
-        if [j for _, j in geno.normal] != sources or geno.reduce is not None:
+        if [j for _, j in geno.normal] != sources:
             raise UserError(
                 f"nb201 genotype edges must read nodes {sources} in order; got {[j for _, j in geno.normal]}"
             )

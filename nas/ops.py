@@ -13,6 +13,7 @@ or, as a decorator, ``@register_op("conv_5x5")`` on the factory.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
@@ -40,17 +41,18 @@ DARTS_OPS = (
 PARAMETER_FREE_OPS = ("none", "skip_connect", "avg_pool_3x3", "max_pool_3x3")
 
 
-# Characters of the cells' string forms; an op name holding one would not read back.
-_NAME_BREAKERS = "~|+'\"(),"
+# Op names as the cells' string forms read them back (|op~0|+..., DARTS's ('op', 0)); a module
+# name cannot hold a dot, so neither can an op a supernet builds as a candidate.
+_OP_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def register_op(name: str, factory: Optional[OpFactory] = None, *, overwrite: bool = False):
     """Register ``factory`` under ``name``; usable as ``@register_op(name)`` too."""
 
-    if not isinstance(name, str) or not name or any(c in _NAME_BREAKERS or c.isspace() for c in name):
+    if not isinstance(name, str) or not _OP_NAME.fullmatch(name):
         raise ValueError(
-            f"op name {name!r} must be a non-empty string without spaces or any of {_NAME_BREAKERS}: "
-            "they delimit the ops in a cell's string form (|op~0|+..., DARTS's ('op', 0))"
+            f"op name {name!r} must be letters, digits and underscores (e.g. conv_5x5): the cells' string "
+            "forms (|op~0|+..., DARTS's ('op', 0)) read no other name back"
         )
 
     def add(fn: OpFactory) -> OpFactory:

@@ -221,6 +221,72 @@ def test_input_choice_with_two_chosen():
     assert fixed[2].pick.indices == [0, 2]
 
 
+class InPlaceAfterChoices(nn.Module):
+    """Torchvision's idioms after a choice: a ReLU(inplace=True), and ``+=`` on a chosen input."""
+
+    def __init__(self, c: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.op = OpChoice({"k3": nn.Conv2d(c, c, 3, padding=1), "id": nn.Identity()}, label="op")
+        self.act = nn.ReLU(inplace=True)
+        self.branches = nn.ModuleList([nn.Conv2d(c, c, 1), nn.Identity()])
+        self.pick = InputChoice(2, n_chosen=1, label="pick")
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.act(self.op(x))
+        out = self.pick([b(x) for b in self.branches])
+        out += x
+        return self.head(out.mean((2, 3)))
+
+
+def test_a_choice_output_changed_in_place_trains_the_logits():
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(InPlaceAfterChoices(), mode="gdas", tau=1.0)
+    x, y = batch()
+    for _ in range(6):  # every candidate drawn at some step
+        net.zero_grad(set_to_none=True)
+        out = net(x)
+        F.cross_entropy(out, y).backward()
+        (logits,) = net.arch_parameters()
+        assert bool((logits.grad != 0).all())
+        with torch.no_grad(), net.forced(net.sampled_architecture()):
+            assert torch.equal(net(x), out.detach())  # the in-place ops saw the chosen outputs, unscaled
+
+
+class FoldedOpsAndTwoInputs(nn.Module):
+    """The library's ops, which fold the straight-through weight into their batch norm, beside
+    an InputChoice that keeps two of three inputs (a Gumbel-top-k draw)."""
+
+    def __init__(self, c: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        ops = {name: nas.build_op(name, c, c, 1, True) for name in ("nor_conv_1x1", "nor_conv_3x3")}
+        self.op = OpChoice(ops, label="op")
+        self.pick = InputChoice(3, n_chosen=2, reduction="sum", label="pick")
+        self.head = nn.Linear(c, 5)
+
+    def forward(self, x):
+        x = self.op(self.stem(x))
+        return self.head(self.pick([x, x * 2, -x]).mean((2, 3)))
+
+
+def test_a_top_k_draw_scales_no_chosen_output():
+    """With the logits' gradient on, every chosen candidate's output is as the forced network's:
+    the straight-through weight is exactly 1 going forward, also where an op folds it in."""
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(FoldedOpsAndTwoInputs(), mode="gdas", tau=1.0)
+    net.eval()  # batch norm by its running statistics: the same in both forwards
+    x, _ = batch()
+    for _ in range(4):
+        out = net(x)
+        out.sum().backward()
+        assert bool((net.arch_parameters()[0].grad != 0).any())
+        with torch.no_grad(), net.forced(net.sampled_architecture()):
+            assert torch.allclose(net(x), out.detach(), atol=1e-6)
+
+
 class Pick(nn.Module):
     def __init__(self, reduction: str):
         super().__init__()

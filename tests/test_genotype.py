@@ -195,6 +195,10 @@ BAD_DARTS = {
     "range of floats": _v2_with("normal_concat=[2, 3, 4, 5]", "normal_concat=range(2.0, 6)"),
     "code, not literal": _v2_with("normal_concat=[2, 3, 4, 5]", "normal_concat=__import__('os').getcwd()"),
     "name, not literal": _v2_with("normal_concat=[2, 3, 4, 5]", "normal_concat=CONCAT"),
+    # parsed, but no DARTS network has the cell: five nodes; a reduce cell's output joining its inputs
+    "five nodes": _v2_with("normal=[", "normal=[('skip_connect', 0), ('skip_connect', 1), "),
+    "reduce concat names an input": _v2_with("reduce_concat=[2, 3, 4, 5]", "reduce_concat=[0, 3, 4, 5]"),
+    "three of four nodes": _v2_with("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4]"),
 }
 
 
@@ -225,6 +229,15 @@ def test_malformed_json_is_user_error(text):
 def test_parse_rejects_unknown_formats(text):
     with pytest.raises(nas.UserError):
         Genotype.parse(text)
+
+
+def test_nb201_text_with_spaces_around_plus_and_json_with_a_reduce_cell():
+    spaced = GOOD_NB201.replace("+", " + ")
+    assert Genotype.from_nb201(spaced).to_nb201() == GOOD_NB201
+    record = json.loads(Genotype.from_nb201(GOOD_NB201).to_json())
+    record["reduce"] = record["normal"]
+    with pytest.raises(nas.UserError, match="an nb201 genotype has one cell type; remove its reduce cell"):
+        Genotype.from_json(json.dumps(record))
 
 
 def test_parse_dispatches_to_each_format():

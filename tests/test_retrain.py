@@ -56,6 +56,21 @@ def test_macs_match_a_hand_count():
     assert count_macs(nas.build_network(conv, C=C, N=1, num_classes=classes), (3, H, H)) == expected + extra
 
 
+def test_macs_of_every_convolution_and_of_models_in_other_dtypes():
+    from torch import nn
+
+    # A 1d convolution: C_out * C_in/groups * k per output position; 3d likewise per voxel.
+    assert count_macs(nn.Conv1d(4, 8, 3, padding=1), (4, 10)) == 8 * 4 * 3 * 10
+    assert count_macs(nn.Conv3d(2, 4, 3, groups=2), (2, 5, 5, 5)) == 4 * 1 * 27 * 3**3
+    # Transposed: each input pixel scatters a kernel into C_out/groups channels.
+    assert count_macs(nn.ConvTranspose2d(4, 6, 2, stride=2), (4, 3, 3)) == 4 * 6 * 4 * 9
+    # A float64 (or bf16) model is fed zeros of its own dtype; a model without parameters, float32 ones.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    want = count_macs(model, (3, 8, 8))
+    assert count_macs(model.double(), (3, 8, 8)) == count_macs(model.to(torch.bfloat16), (3, 8, 8)) == want
+    assert count_macs(nn.Sequential(nn.ReLU(), nn.AvgPool2d(2)), (3, 8, 8)) == 0
+
+
 def test_retrain_a_derived_genotype(tmp_path):
     # Derive a genotype from a (random) supernet, as a search would.
     geno = nas.build_supernet("nb201", C=4, N=1).genotype()
