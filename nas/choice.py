@@ -47,17 +47,17 @@ Candidate = Union[nn.Module, Callable[[], nn.Module]]
 class _StraightThroughScale(torch.autograd.Function):
     """``y * w`` for a hard one-hot entry ``w``, which is exactly 1 going forward.
 
-    A copy of ``y`` costs one elementwise pass, not the multiply's two; the backward is that of
-    ``y * w`` at ``w = 1``. A copy, not a view of ``y``: a model may change the choice's output
-    in place (``nn.ReLU(inplace=True)``, ``out += x``), which autograd refuses on a view made
-    here and which would change the ``y`` the backward reads.
+    Returns ``y`` (a view) or, with ``copy``, a copy: one elementwise pass, not the multiply's
+    two; the backward is that of ``y * w`` at ``w = 1``. A model that changes the choice's
+    output in place (``nn.ReLU(inplace=True)``, ``out += x``) needs the copy: autograd refuses
+    that on a view made here, and it would change the ``y`` the backward reads.
     """
 
     @staticmethod
-    def forward(ctx, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, y: torch.Tensor, w: torch.Tensor, copy: bool) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(y)
         ctx.w_dtype = w.dtype
-        return y.clone()
+        return y.clone() if copy else y.view_as(y)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -67,7 +67,7 @@ class _StraightThroughScale(torch.autograd.Function):
             # d(y*w)/dw = <grad, y>; accumulate in float32 at least, whatever autocast chose.
             acc = torch.promote_types(grad.dtype, torch.float32)
             grad_w = torch.sum(grad * y, dtype=acc).to(ctx.w_dtype)
-        return grad, grad_w
+        return grad, grad_w, None
 
 
 class RowPlan:
@@ -102,14 +102,15 @@ class DrawState:
         self.rows: Optional[List[RowPlan]] = None
 
 
-def scale_straight_through(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``y`` going forward; in the backward, ``w`` gets the gradient of ``y * w`` at ``w = 1``."""
+def scale_straight_through(y: torch.Tensor, w: torch.Tensor, copy: bool = True) -> torch.Tensor:
+    """``y`` going forward (a copy, unless ``copy`` is False: then the model must not change it in
+    place); in the backward, ``w`` gets the gradient of ``y * w`` at ``w = 1``."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(
             f"a chosen candidate returned {type(y).__name__}; in gdas mode a candidate must return one "
             "tensor so its logits get a gradient"
         )
-    return _StraightThroughScale.apply(y, w)
+    return _StraightThroughScale.apply(y, w, copy)
 
 
 class Choice(nn.Module):
@@ -175,6 +176,10 @@ class OpChoice(Choice):
             the ``none`` op) is never run: chosen, the choice returns ``None``, and the soft modes
             skip it. For cells that sum their edges and treat ``None`` as an exact zero (the
             built-in spaces); off, such a candidate runs like any other.
+        copy_output: in a gdas step that trains the logits, a candidate that does not fold the
+            weight in (below) gives the model a copy of its output, so the model may change it
+            in place (``nn.ReLU(inplace=True)``, ``out += x``). False saves that pass where the
+            model never does (the built-in cells).
 
     A candidate whose class sets ``accepts_scale = True`` (the built-in ops ending in a batch
     norm) takes the candidate's weight as an extra last argument and folds it into that norm:
@@ -195,6 +200,7 @@ class OpChoice(Choice):
         candidates: Union[Mapping[str, nn.Module], Sequence[nn.Module]],
         label: Optional[str] = None,
         zero_as_none: bool = False,
+        copy_output: bool = True,
     ):
         if isinstance(candidates, Mapping):
             items = [(_check_name(k), v) for k, v in candidates.items()]
@@ -214,6 +220,7 @@ class OpChoice(Choice):
         # Per candidate, fixed at construction (host bools: no per-forward attribute lookups).
         self._zero = tuple(bool(zero_as_none and getattr(m, "structural_zero", False)) for _, m in items)
         self._scale_in = tuple(bool(getattr(m, "accepts_scale", False)) for _, m in items)
+        self._copy = bool(copy_output)
 
     def forward(self, *args, **kwargs):
         plan = self._plan()
@@ -226,7 +233,7 @@ class OpChoice(Choice):
                 return candidate(*args, **kwargs)
             if self._scale_in[k]:
                 return candidate(*args, plan.weights[0], **kwargs)
-            return scale_straight_through(candidate(*args, **kwargs), plan.weights[0])
+            return scale_straight_through(candidate(*args, **kwargs), plan.weights[0], self._copy)
         out = None
         for k, name in enumerate(self.names):
             if self._zero[k] or (plan.alive is not None and not plan.alive[k]):
@@ -348,13 +355,14 @@ def op_choice(
     candidates: Mapping[str, Candidate],
     arch: Optional[Mapping[str, object]] = None,
     zero_as_none: bool = False,
+    copy_output: bool = True,
 ) -> nn.Module:
     """An :class:`OpChoice` labelled ``label`` (``arch`` is ``None``), else the candidate ``arch[label]``.
 
     So one model function builds the supernet and, given a searched architecture, the fixed
     network from scratch, with the state-dict keys :func:`nas.fix` gives. A candidate may be a
     module or a function returning one; with ``arch``, only the chosen function is called.
-    ``zero_as_none`` is :class:`OpChoice`'s.
+    ``zero_as_none`` and ``copy_output`` are :class:`OpChoice`'s.
 
     Example:
         >>> import nas
@@ -366,7 +374,7 @@ def op_choice(
     names = [_check_name(k) for k in candidates]
     if arch is None:
         built = {k: v if isinstance(v, nn.Module) else v() for k, v in candidates.items()}
-        return OpChoice(built, label=label, zero_as_none=zero_as_none)
+        return OpChoice(built, label=label, zero_as_none=zero_as_none, copy_output=copy_output)
     if label not in arch:
         raise ValueError(f"the architecture has no entry for {label!r}; it has {sorted(arch)}")
     (name,) = _chosen_names(arch[label], label, names, 1)

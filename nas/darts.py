@@ -199,7 +199,9 @@ class DartsCell(nn.Module):
                 modules.append(build_op(op, C, C, stride, affine))
             else:
                 candidates = {name: build_op(name, C, C, stride, affine) for name in op}
-                modules.append(OpChoice(candidates, label=edge_label(cell, to, j), zero_as_none=True))
+                # The cell sums the edges' outputs (after drop-path, out of place) and changes none in place.
+                choice = OpChoice(candidates, label=edge_label(cell, to, j), zero_as_none=True, copy_output=False)
+                modules.append(choice)
         self.edges = nn.ModuleList(modules)
         self.targets = [to for _, to, _ in edges]
         self.sources = [j for _, _, j in edges]

@@ -124,6 +124,7 @@ class NB201Cell(nn.Module):
                 {name: functools.partial(build_op, name, C, C, 1, affine) for name in ops},
                 arch,
                 zero_as_none=True,
+                copy_output=False,  # the cell sums the edges' outputs and changes none in place
             )
             for i, j in nb201_edges()
         )

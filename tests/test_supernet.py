@@ -343,14 +343,15 @@ def test_gdas_arch_gradient_rows_follow_computed_edges(space):
             assert nonzero == (a.shape[1] if r else 0), (cell, e, sample[cell][e], grad[e])
 
 
+@pytest.mark.parametrize("copy", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_straight_through_scale_equals_explicit_product(dtype):
+def test_straight_through_scale_equals_explicit_product(dtype, copy):
     torch.manual_seed(0)
     logits = torch.randn(4, 5, dtype=dtype, requires_grad=True)
     base = torch.randn(2, 3, 5, 5, dtype=dtype, requires_grad=True)
     r = torch.randn(2, 3, 5, 5, dtype=dtype)
     results = []
-    for fn in (_StraightThroughScale.apply, lambda y, w: y * w):
+    for fn in (lambda y, w: _StraightThroughScale.apply(y, w, copy), lambda y, w: y * w):
         logits.grad = base.grad = None
         hard = gumbel_softmax(logits, tau=2.0, hard=True, generator=torch.Generator().manual_seed(7))
         idx = hard.argmax(-1)
@@ -378,7 +379,7 @@ def test_supernet_gradients_equal_explicit_products(space, mode):
     x = images()
     outs, products = [], []
 
-    def explicit_product(y, w):
+    def explicit_product(y, w, copy):
         products.append(w)
         return y * w
 
