@@ -102,13 +102,16 @@ class ModelSupernet(Supernet, wraps_models=True):
         self.n_chosen: Tuple[int, ...] = tuple(c.n_chosen for c in first)
         self._top_k = max(self.n_chosen) > 1
         with torch.no_grad():  # a label's entries past its own candidates never run
-            alive = self.alive(CELL)
-            for r, c in enumerate(first):
-                alive[r, len(c.names) :] = False
+            self.alive(CELL).copy_(self._unpruned(CELL))
         self._refresh_alive_cache()  # now, on the host: not in the first forward
         for r, (label, choices) in enumerate(groups.items()):
             for c in choices:
                 c._row, c._draw, c._bound_label = r, self._draw_state, label
+
+    def _unpruned(self, cell: str) -> torch.Tensor:
+        """Every candidate alive, and no entry past a label's own candidates (a narrower label's padding)."""
+        widths = torch.tensor([len(self.candidates[label]) for label in self.labels], device=self.alive(cell).device)
+        return torch.arange(self.alive(cell).shape[1], device=widths.device)[None, :] < widths[:, None]
 
     # ---- the forward ----------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:

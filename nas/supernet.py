@@ -253,10 +253,14 @@ class Supernet(nn.Module):
         """The most ops any edge can still choose (1: the architecture is decided)."""
         return max(int(self.alive(c).sum(dim=-1).max()) for c in self.arch)
 
+    def _unpruned(self, cell: str) -> torch.Tensor:
+        """The mask of a supernet nothing was pruned from (every op alive)."""
+        return torch.ones_like(self.alive(cell))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._alive_cache = None
         for cell in self.arch:  # checkpoints from before pruning existed: nothing was pruned
-            state_dict.setdefault(f"{prefix}alive_{cell}", torch.ones_like(self.alive(cell)))
+            state_dict.setdefault(f"{prefix}alive_{cell}", self._unpruned(cell))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def probabilities(self) -> Dict[str, torch.Tensor]:

@@ -287,6 +287,27 @@ def test_a_top_k_draw_scales_no_chosen_output():
             assert torch.allclose(net(x), out.detach(), atol=1e-6)
 
 
+def test_a_state_dict_without_the_pruning_mask_keeps_a_narrow_labels_padding_dead():
+    """Checkpoints from before pruning existed have no mask: nothing was pruned, and a label with
+    fewer candidates than the widest still has no entries past its own."""
+    model = nn.Sequential(
+        OpChoice({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4), "c": nn.Identity()}, label="wide"),
+        OpChoice({"x": nn.Identity(), "y": nn.Linear(4, 4)}, label="narrow"),
+    )
+    net = nas.Supernet.from_model(model, mode="gdas")
+    built = net.alive("choices").clone()
+    assert built.tolist() == [[True, True, True], [True, True, False]]
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("alive_")}
+    net.prune("wide", "a")  # then loading must not keep this either
+    net.load_state_dict(state)
+    assert torch.equal(net.alive("choices"), built)
+    with torch.no_grad():
+        net.arch_parameters()[0].fill_(0.0)
+        for _ in range(50):
+            net(torch.randn(2, 4))
+            assert net.sampled_architecture()["narrow"] in ("x", "y")
+
+
 class Pick(nn.Module):
     def __init__(self, reduction: str):
         super().__init__()
