@@ -308,6 +308,30 @@ def test_a_state_dict_without_the_pruning_mask_keeps_a_narrow_labels_padding_dea
             assert net.sampled_architecture()["narrow"] in ("x", "y")
 
 
+@pytest.mark.parametrize("need_grad", [False, True])
+def test_a_two_of_three_draw_follows_gumbel_top_k(need_grad):
+    """Gumbel-top-k keeps the 2 largest of logits + Gumbel noise: a draw of two without
+    replacement from softmax(logits), P({i, j}) = p_i p_j / (1 - p_i) + p_j p_i / (1 - p_j),
+    whatever tau. Chi-square over the three pairs (2 degrees of freedom)."""
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(Pick("sum"), mode="gdas", tau=3.0)
+    logits = torch.tensor([1.0, 0.0, -1.5])
+    with torch.no_grad():
+        net.arch_parameters()[0][0] = logits
+    ts = [torch.ones(1, 1, requires_grad=True) for _ in range(3)]
+    n, counts = 3000, {}
+    with torch.set_grad_enabled(need_grad):
+        for _ in range(n):
+            net(ts)
+            pair = tuple(sorted(net.sampled_architecture()["m"]))
+            counts[pair] = counts.get(pair, 0) + 1
+    p = torch.softmax(logits.double(), -1).tolist()
+    want = {(str(i), str(j)): p[i] * p[j] / (1 - p[i]) + p[j] * p[i] / (1 - p[j]) for i, j in ((0, 1), (0, 2), (1, 2))}
+    assert set(counts) <= set(want)
+    chi2 = sum((counts.get(k, 0) - n * q) ** 2 / (n * q) for k, q in want.items())
+    assert chi2 < 13.8, (chi2, counts, want)  # p = 0.001; a draw ignoring the logits gives thousands
+
+
 class Pick(nn.Module):
     def __init__(self, reduction: str):
         super().__init__()

@@ -400,6 +400,22 @@ def test_loader_augmentation_is_the_padded_crop() -> None:
     assert 0 < flips < 50 and len(set(plan[1].tolist())) > 3  # both flips and several offsets drawn
 
 
+def test_loader_draws_every_crop_offset_and_flip_uniformly() -> None:
+    """The padded crop's offsets are uniform on 0..2 * padding in each direction and the flip is a
+    fair coin: counts over one epoch of 9000 samples, each within 4 standard deviations."""
+    n = 9000
+    loader = BatchLoader(torch.zeros(n, 3, 4, 4, dtype=torch.uint8), torch.zeros(n, dtype=torch.long), 8,
+                         mean=MEAN, std=STD, augment=True, shuffle=True, drop_last=False, seed=5)  # fmt: skip
+    plan = loader._plan()
+    k = 2 * loader.padding + 1
+    assert loader.padding == 4
+    for row, values in ((1, k), (2, k), (3, 2)):
+        counts = torch.bincount(plan[row], minlength=values)
+        assert len(counts) == values, (row, counts)  # nothing outside the range
+        q = 1 / values
+        assert ((counts - n * q).abs() < 4 * (n * q * (1 - q)) ** 0.5).all(), (row, counts)
+
+
 def test_loader_channels_last() -> None:
     x, y = _toy()
     xb, _ = next(iter(_loader(x, y, channels_last=True)))

@@ -267,14 +267,15 @@ def test_unknown_op_is_value_error():
     # The library raises ValueError for bad arguments; the command line turns it into a user error.
     with pytest.raises(ValueError, match="no_such_op"):
         build_op("no_such_op", C, C, 1, True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"unknown op\(s\) 'no_such_op'; registered ops: "):
         nas.build_supernet("nb201", C=4, N=1, ops=["none", "no_such_op"])
-    with pytest.raises(ValueError):
-        nas.build_supernet("nb201", C=4, N=1, ops=["none", "none"])  # duplicate
-    with pytest.raises(ValueError):
+    for twice in (["none", "none"], ["none", "skip_connect", "skip_connect"]):
+        with pytest.raises(ValueError, match="names an op twice; list each op once"):
+            nas.build_supernet("nb201", C=4, N=1, ops=twice)
+    with pytest.raises(ValueError, match="the op list is empty; give at least one op"):
         nas.build_supernet("nb201", C=4, N=1, ops=[])
     geno = Genotype.from_nb201("|no_such_op~0|+|none~0|none~1|+|none~0|none~1|none~2|")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown op 'no_such_op'; registered ops: "):
         nas.build_network(geno, C=4, N=1, num_classes=3)
 
 

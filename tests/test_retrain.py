@@ -195,29 +195,51 @@ def test_retraining_a_disconnected_cell_warns(tmp_path, capsys):
     assert "warning: the normal cell ignores its input" in err
 
 
+_EIGHT = "[" + ", ".join(["('sep_conv_3x3', 0), ('sep_conv_3x3', 1)"] * 4) + "]"
+
+
 @pytest.mark.parametrize(
-    "bad",
+    "bad, needle",
     [
-        "|nor_conv_3x3~0|+|skip_connect~0|",
-        "|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|",
-        "Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)",
-        "not an architecture",
-        "|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|",
-        # a cell its space reads, of one node: DARTS's network concatenates four
-        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
-        "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+        ("|nor_conv_3x3~0|+|skip_connect~0|", "node 2 needs 2 inputs, got 1"),
+        ("|nor_conv_3x3~1|+|a~0|b~1|+|a~0|b~1|c~2|", "expected 'op~0' in node 1, got 'nor_conv_3x3~1'"),
+        ("Genotype(normal=[('sep_conv_3x3', 0)], reduce=3)", "malformed DARTS genotype"),
+        ("not an architecture", "is neither an architecture string nor an existing file"),
+        ("|conv_99~0|+|none~0|none~1|+|none~0|none~1|none~2|", "conv_99"),
+        # a cell of one node: DARTS's networks have four
+        (
+            "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
+            "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])",
+            "the darts normal cell has 4 nodes of two edges each: it needs 8 edges, got 2",
+        ),
+        (  # four nodes, of which the output joins one
+            f"Genotype(normal={_EIGHT}, normal_concat=[2], reduce={_EIGHT}, reduce_concat=[2, 3, 4, 5])",
+            "normal_concat [2] must list 4 of the intermediate nodes 2..5",
+        ),
     ],
 )
-def test_malformed_genotype_exits_2(bad, tmp_path, capsys):
+def test_malformed_genotype_exits_2(bad, needle, tmp_path, capsys):
     code, out, err = run_cli(["retrain", "--genotype", bad, "--out", tmp_path / "r"] + SETS, capsys)
     assert code == 2 and "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err, err
     assert not (tmp_path / "r").exists()
 
 
 def test_cutout_zeroes_one_square_per_image():
+    """DARTS's cutout: the 4x4 square [c - 2, c + 2) around a centre uniform over the image,
+    cut where it crosses a border."""
     torch.manual_seed(0)
-    x = torch.ones(64, 3, 16, 16)
+    x = torch.ones(2000, 3, 16, 16)
     y = cutout(x, 4)
-    zeros = (y[:, 0] == 0).flatten(1).sum(1)
-    assert (zeros <= 16).all() and (zeros > 0).all()
     assert torch.equal((y[:, 0] == 0), (y[:, 2] == 0))  # the same square in every channel
+    rows_seen, cols_seen = set(), set()
+    for mask in y[:, 0] == 0:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        assert int(mask.sum()) == (bottom - top) * (right - left)  # one filled rectangle
+        for lo, hi, seen in ((top, bottom, rows_seen), (left, right, cols_seen)):
+            # [c - 2, c + 2) clipped to [0, 16): 4 wide inside, 2 or 3 at a border
+            centre = hi - 2 if lo == 0 and hi < 4 else lo + 2
+            assert (max(centre - 2, 0), min(centre + 2, 16)) == (lo, hi)
+            seen.add(centre)
+    assert rows_seen == cols_seen == set(range(16))  # every centre, the border rows and columns too

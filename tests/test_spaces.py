@@ -326,13 +326,7 @@ def test_toy_space_search_epoch(chain, tmp_path):
             "run.device=cpu",
         ],
     )
-    try:
-        result = run_search(cfg, tmp_path / "run", torch.device("cpu"), progress=False, log=lambda s: None)
-    except nas.UserError as exc:
-        if "space" not in str(exc):
-            raise
-        # configuration checks that predate the registry (being rewritten to use get_space)
-        pytest.xfail(f"run_search does not accept a registered space yet: {exc}")
+    result = run_search(cfg, tmp_path / "run", torch.device("cpu"), progress=False, log=lambda s: None)
     assert result.genotype.space == "chain" and str(result.genotype).startswith("chain:")
     saved = Genotype.from_json((tmp_path / "run" / "genotype.json").read_text())
     assert saved.same_architecture(result.genotype)
