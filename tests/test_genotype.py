@@ -274,7 +274,7 @@ def test_same_architecture_ignores_probabilities():
 
 
 # ---------------------------------------------------------------------------
-# Known validation gaps (library bugs; see the reasons)
+# Parsed, but not a cell of its space: refused with what the cell needs
 # ---------------------------------------------------------------------------
 BAD_CONCAT = {
     "node that does not exist": _v2_with("normal_concat=[2, 3, 4, 5]", "normal_concat=[2, 3, 4, 9]"),
@@ -285,7 +285,7 @@ BAD_CONCAT = {
 
 @pytest.mark.parametrize("text", list(BAD_CONCAT.values()), ids=list(BAD_CONCAT))
 def test_darts_concat_must_name_existing_nodes(text):
-    with pytest.raises(nas.UserError):
+    with pytest.raises(nas.UserError, match=r"_concat \[.*\] must list 4 of the intermediate nodes 2\.\.5"):
         Genotype.from_darts(text)
 
 
@@ -296,20 +296,27 @@ def _record(**kw) -> str:
 
 
 BAD_RECORDS = {
-    # NB201Cell ignores the source index, so this silently builds GOOD_NB201's wiring,
-    # and str() of the result is an NB201 string that from_nb201 rejects.
-    "nb201 sources out of order": _record(normal=[[op, 2] for op, _ in Genotype.from_nb201(GOOD_NB201).normal]),
-    "nb201 five edges": _record(normal=[["none", j] for j in (0, 0, 1, 0, 1)]),
-    "darts source out of range": json.dumps(
-        {**Genotype.from_darts(DARTS_V2).to_dict(), "normal": [["sep_conv_3x3", 7]] * 8}
+    # NB201Cell ignores the source index: unchecked, this would build GOOD_NB201's wiring,
+    # and str() of the result would be an NB201 string that from_nb201 rejects.
+    "nb201 sources out of order": (
+        _record(normal=[[op, 2] for op, _ in Genotype.from_nb201(GOOD_NB201).normal]),
+        r"must read nodes \[0, 0, 1, 0, 1, 2\] in order; got \[2, 2, 2, 2, 2, 2\]",
     ),
-    "unknown space": _record(space="resnet"),
+    "nb201 five edges": (
+        _record(normal=[["none", j] for j in (0, 0, 1, 0, 1)]),
+        r"needs the edges of a complete cell \(e.g. 6\), got 5",
+    ),
+    "darts source out of range": (
+        json.dumps({**Genotype.from_darts(DARTS_V2).to_dict(), "normal": [["sep_conv_3x3", 7]] * 8}),
+        r"edge 0 of the darts normal cell reads node 7, but node 2 can only read nodes 0..1",
+    ),
+    "unknown space": (_record(space="resnet"), "unknown genotype space 'resnet'; expected one of: nb201, darts"),
 }
 
 
-@pytest.mark.parametrize("text", list(BAD_RECORDS.values()), ids=list(BAD_RECORDS))
-def test_json_record_structure_is_validated(text):
-    with pytest.raises(nas.UserError):
+@pytest.mark.parametrize("text, needle", list(BAD_RECORDS.values()), ids=list(BAD_RECORDS))
+def test_json_record_structure_is_validated(text, needle):
+    with pytest.raises(nas.UserError, match=needle):
         Genotype.from_json(text)
 
 
