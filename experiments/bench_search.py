@@ -93,6 +93,7 @@ from torch import nn
 from experiments.machine import command_line, git_state, machine
 from experiments.settings import RESULTS, ROOT
 from nas.config import load_config
+from nas.cost import CostPenalty, cost_table
 from nas.data import BatchLoader
 from nas.errors import UserError
 from nas.genotype import Genotype
@@ -296,10 +297,20 @@ def weight_step_fn(model, params, x, y) -> Callable[[], torch.Tensor]:
     return step
 
 
-def searcher_for(net, device: torch.device, bf16: bool = False, estimator: str = "st") -> Searcher:
+def searcher_for(
+    net, device: torch.device, bf16: bool = False, estimator: str = "st", cost: Optional[Sequence[int]] = None
+) -> Searcher:
     """The search's optimisation state for ``net``, as the nb201_cifar10_gdas config builds it, at its
-    first epoch; ``estimator``: ``search.estimator`` (``local`` compares in LOCAL_CONTEXT)."""
-    searcher = Searcher.from_config(net, dataclasses.replace(SEARCH, estimator=estimator), device=device, bf16=bf16)
+    first epoch; ``estimator``: ``search.estimator`` (``local`` compares in LOCAL_CONTEXT); ``cost``:
+    an image's shape, for the budget recipe's cost term (FLOPs, ``target`` form at the uniform cost,
+    stepped directly)."""
+    penalty = None
+    if cost is not None:
+        table = cost_table(net, "flops", cost)
+        reference = table.uniform({c: net.alive(c) for c in net.arch})
+        penalty = CostPenalty(net, table, form="target", weight=10.0, budget=reference, step="direct")
+    search = dataclasses.replace(SEARCH, estimator=estimator)
+    searcher = Searcher.from_config(net, search, device=device, bf16=bf16, cost=penalty)
     if searcher.local:
         searcher.context = lambda: {"normal": list(LOCAL_CONTEXT)}
     searcher.start_epoch(0)  # tau 10, the weights' initial learning rate
@@ -307,10 +318,18 @@ def searcher_for(net, device: torch.device, bf16: bool = False, estimator: str =
 
 
 def search_step_fn(
-    net, device: torch.device, x_w, y_w, x_a, y_a, bf16: bool = False, estimator: str = "st"
+    net,
+    device: torch.device,
+    x_w,
+    y_w,
+    x_a,
+    y_a,
+    bf16: bool = False,
+    estimator: str = "st",
+    cost: Optional[Sequence[int]] = None,
 ) -> Callable[[], None]:
     """One search iteration as the search runs it (``Searcher.step``): weight step, then architecture step."""
-    searcher = searcher_for(net, device, bf16, estimator)
+    searcher = searcher_for(net, device, bf16, estimator, cost)
     batch_w, batch_a = (x_w, y_w), (x_a, y_a)
 
     def step() -> None:
@@ -462,6 +481,9 @@ def bench_modes(s: Settings, device: torch.device, log) -> Dict[str, object]:
         f"gdas+{est}": search_step_fn(supernet(s, "gdas", device), device, x_w, y_w, x_a, y_a, estimator=est)
         for est in ("rloo", "local")
     }
+    # The budget recipe's cost term: E and its direct step at every architecture step.
+    image = (3, s.size, s.size)
+    variants["gdas+cost"] = search_step_fn(supernet(s, "gdas", device), device, x_w, y_w, x_a, y_a, cost=image)
     if device.type == "cuda":  # bf16 autocast and channels_last variants of the gdas iteration
         xw_cl, _ = make_batch(s, device, seed=1, channels_last=True)
         xa_cl, _ = make_batch(s, device, seed=2, channels_last=True)

@@ -84,7 +84,7 @@ def test_quick_run_writes_every_section(tmp_path):
         assert r["sample_mismatches"] == 0  # the +30 logits sampled the architecture every time
 
     modes = {r["mode"]: r for r in res["modes"]["rows"]}
-    assert {"gdas", "darts", "snas"} <= set(modes)
+    assert {"gdas", "darts", "snas", "gdas+rloo", "gdas+local", "gdas+cost"} <= set(modes)
     for r in modes.values():
         assert math.isfinite(r["median_ms"]) and r["median_ms"] > 0
     assert res["modes"]["summary"]["gdas_speedup_vs_darts"] > 0
@@ -236,3 +236,6 @@ def test_search_iteration_is_one_searcher_step(bench):
     step()
     assert any(not torch.equal(p, q) for p, q in zip(net.weight_parameters(), weights))
     assert any(not torch.equal(a, b) for a, b in zip(net.arch_parameters(), logits))
+    # The cost variant: the budget recipe's term, stepped directly after Adam's step.
+    searcher = bench.searcher_for(bench.supernet(s, "gdas", cpu), cpu, cost=(3, s.size, s.size))
+    assert searcher.cost is not None and searcher.cost.form == "target" and searcher.cost.step == "direct"
