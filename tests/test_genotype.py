@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 
 import pytest
 
@@ -161,10 +162,26 @@ BAD_NB201 = {
 }
 
 
-@pytest.mark.parametrize("text", list(BAD_NB201.values()), ids=list(BAD_NB201))
-def test_malformed_nb201_is_user_error(text):
-    with pytest.raises(nas.UserError):
-        Genotype.from_nb201(text)
+# What each refusal says (part of it): the problem and where.
+NB201_NEEDLES = {
+    "empty": "not a nb201 architecture: ''; expected e.g. |nor_conv_3x3~0|",
+    "no bars": "not a nb201 architecture: 'nor_conv_3x3~0+skip_connect~0|nor_conv_1x1~1'",
+    "missing closing bar": "node 1 '|nor_conv_3x3~0' must look like |op~0|op~1|",
+    "wrong source index": "expected 'op~0' in node 1, got 'nor_conv_3x3~1'",
+    "sources swapped": "expected 'op~0' in node 2, got 'skip_connect~1'",
+    "too many inputs": "node 1 needs 1 inputs, got 2",
+    "too few inputs": "node 2 needs 2 inputs, got 1",
+    "no tilde": "expected 'op~0' in node 1, got 'nor_conv_3x3'",
+    "bad op characters": "expected 'op~0' in node 1, got 'nor-conv~0'",
+    "trailing plus": "node 4 '' must look like |op~0|op~1|",
+    "empty op": "expected 'op~0' in node 1, got '~0'",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_NB201))
+def test_malformed_nb201_is_user_error(name):
+    with pytest.raises(nas.UserError, match=re.escape(NB201_NEEDLES[name])):
+        Genotype.from_nb201(BAD_NB201[name])
 
 
 def _v2_with(old: str, new: str) -> str:
@@ -202,10 +219,28 @@ BAD_DARTS = {
 }
 
 
-@pytest.mark.parametrize("text", list(BAD_DARTS.values()), ids=list(BAD_DARTS))
-def test_malformed_darts_is_user_error(text):
-    with pytest.raises(nas.UserError):
-        Genotype.from_darts(text)
+# The structural refusals name what the cell needs; anything that is not DARTS's literal form gets
+# the catch-all, which shows that form.
+_NOT_DARTS, _MALFORMED = "not a darts architecture: ", "malformed DARTS genotype"
+DARTS_NEEDLES = {
+    **{name: _MALFORMED for name in BAD_DARTS},
+    "not a call": _NOT_DARTS,
+    "other function": _NOT_DARTS,
+    "attribute call": _NOT_DARTS,
+    "odd edge count": "the darts normal cell has 4 nodes of two edges each: it needs 8 edges, got 7",
+    "empty edges": "it needs 8 edges, got 0",
+    "source out of range": "edge 1 of the darts normal cell reads node 2, but node 2 can only read nodes 0..1",
+    "negative source": "edge 0 of the darts normal cell reads node -1",
+    "five nodes": "it needs 8 edges, got 10",
+    "reduce concat names an input": "reduce_concat [0, 3, 4, 5] must list 4 of the intermediate nodes 2..5",
+    "three of four nodes": "normal_concat [2, 3, 4] must list 4 of the intermediate nodes 2..5",
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_DARTS))
+def test_malformed_darts_is_user_error(name):
+    with pytest.raises(nas.UserError, match=re.escape(DARTS_NEEDLES[name])):
+        Genotype.from_darts(BAD_DARTS[name])
 
 
 BAD_JSON = {
