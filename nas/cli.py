@@ -25,7 +25,14 @@ from .distributed import SINGLE, World, environment_world, init_from_environment
 from .errors import AllRanksError, UserError, WriteError
 from .genotype import Genotype, disconnected_warning
 from .io import read_record, read_text
-from .runtime import default_config, default_run_dir, find_config, resolve_device, set_cpu_threads
+from .runtime import (
+    check_device_options,
+    default_config,
+    default_run_dir,
+    find_config,
+    resolve_device,
+    set_cpu_threads,
+)
 
 COMMANDS = ("search", "inspect", "retrain", "lookup", "measure-latency")
 
@@ -596,6 +603,7 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
     validate(cfg)
     try:
         device = resolve_device(args.device or cfg.run.device)
+        check_device_options(device, cfg.run.bf16)
     except UserError as exc:
         if not args.device:
             raise
@@ -610,9 +618,21 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
     set_cpu_threads(cfg.run.threads)
     input_size, num_classes = cfg.data.shape()
     net = search_supernet(cfg, num_classes).to(device)
+    if cfg.run.channels_last:  # as the search runs it
+        net.to(memory_format=torch.channels_last)
     what = f"model {cfg.supernet.model}" if cfg.supernet.model else f"{cfg.supernet.space} space"
-    print(f"measure-latency: {what}, batch {batch} at {list(input_size)} on {device}", flush=True)
-    table = measure_latency(net, input_size, batch, repeats=args.repeats, warmup=args.warmup, log=print)
+    how = "".join(f", {w}" for w, on in (("bf16", cfg.run.bf16), ("channels_last", cfg.run.channels_last)) if on)
+    print(f"measure-latency: {what}, batch {batch} at {list(input_size)} on {device}{how}", flush=True)
+    table = measure_latency(
+        net,
+        input_size,
+        batch,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        log=print,
+        bf16=cfg.run.bf16,
+        channels_last=cfg.run.channels_last,
+    )
     save_latency_table(table, args.out)
     print(
         f"whole network {table['whole_network']:.3f} ms, fixed part {table['fixed']:.3f} ms; wrote {args.out}\n"

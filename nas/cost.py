@@ -142,13 +142,17 @@ def _spec(args: Sequence[Any]) -> Tuple[Any, ...]:
     return tuple(one(a) for a in args)
 
 
-def _zeros(spec: Tuple[Any, ...], device: torch.device, batch: Optional[int] = None) -> List[Any]:
-    """Inputs of ``spec``, as zeros (a fresh tensor per call: a candidate may work in place)."""
+def _zeros(
+    spec: Tuple[Any, ...], device: torch.device, batch: Optional[int] = None, channels_last: bool = False
+) -> List[Any]:
+    """Inputs of ``spec``, as zeros (new tensors on each call: a candidate may work in place);
+    4-d ones in channels-last memory format when asked, as such a network's activations are."""
 
     def one(s: Any) -> Any:
         if s[0] == "tensor":
             shape = s[1] if batch is None or not s[1] else (batch, *s[1][1:])
-            return torch.zeros(shape, dtype=s[2], device=device)
+            t = torch.zeros(shape, dtype=s[2], device=device)
+            return t.contiguous(memory_format=torch.channels_last) if channels_last and t.dim() == 4 else t
         if s[0] == "list":
             return [one(x) for x in s[1]]
         return s[1]
@@ -746,11 +750,19 @@ def measure_latency(
     repeats: int = 20,
     warmup: int = 3,
     log: Optional[Callable[[str], None]] = None,
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> Dict[str, Any]:
     """Time every candidate of every choice at its input shape and ``batch_size`` on the device
     ``net`` is on (eval mode, no gradient: the deployed network's forward); median of
     ``repeats`` runs after ``warmup``, in ms. Returns the latency table as a JSON-able dict
     (:func:`save_latency_table` writes it).
+
+    ``bf16`` times under bf16 autocast (CUDA only) and ``channels_last`` feeds channels-last
+    inputs (put ``net`` in that format first: ``net.to(memory_format=torch.channels_last)``), as a
+    search with ``run.bf16`` / ``run.channels_last`` runs; the table records both, and
+    :func:`load_latency_table` refuses it for a search that runs otherwise (they change which op
+    is fast).
 
     The fixed part is the median of the whole network's forward (each choice at its first
     candidate) minus the medians of the candidates that ran, floored at 0. Built-in ops of equal
@@ -766,11 +778,14 @@ def measure_latency(
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need batch_size >= 1, repeats >= 1, warmup >= 0; got {batch_size}, {repeats}, {warmup}")
     device = next(net.parameters()).device
+    if bf16 and device.type != "cuda":
+        raise ValueError(f"bf16 timing needs the network on a CUDA device, it is on {device.type}")
     sites, _, ran = trace(net, input_size, batch_size)
     _check_ran(sites)
     cache: Dict[Tuple[str, Any], float] = {}
     site_costs: List[List[float]] = []
-    with inference(net):
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with inference(net), amp:
         for i, site in enumerate(sites):
             row = []
             for cand in site.candidates:
@@ -778,14 +793,14 @@ def measure_latency(
                 for spec in site.calls if cand is not None else ():
                     key = (repr(cand), spec)
                     if not site.cacheable or key not in cache:
-                        inputs = _zeros(spec, device)
+                        inputs = _zeros(spec, device, channels_last=channels_last)
                         cache[key] = _median_ms(functools.partial(cand, *inputs), device, repeats, warmup)
                     total += cache[key]
                 row.append(total)
             site_costs.append(row)
             if log is not None and (i + 1) % 10 == 0:
                 log(f"timed {i + 1}/{len(sites)} choice sites")
-        x = torch.zeros(batch_size, *input_size, device=device)
+        (x,) = _zeros((("tensor", (batch_size, *input_size), torch.float32),), device, channels_last=channels_last)
         with _forced(net, _trace_arch(net)):
             whole = _median_ms(functools.partial(net, x), device, repeats, warmup)
     ran_ids = {id(m) for m in ran}
@@ -812,6 +827,8 @@ def measure_latency(
         },
         "batch_size": int(batch_size),
         "input_size": [int(v) for v in input_size],
+        "precision": _precision(bf16),
+        "memory_format": _memory_format(channels_last),
         "repeats": int(repeats),
         "warmup": int(warmup),
         "statistic": "median",
@@ -821,6 +838,14 @@ def measure_latency(
         "costs": {cell: c.tolist() for cell, c in table.costs.items()},
         "site_costs": site_costs,
     }
+
+
+def _precision(bf16: bool) -> str:
+    return "bf16 autocast" if bf16 else "float32"
+
+
+def _memory_format(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "contiguous"
 
 
 def save_latency_table(table: Mapping[str, Any], path: Union[str, Path]) -> None:
@@ -843,9 +868,12 @@ def load_latency_table(
     input_size: Sequence[int],
     batch_size: int,
     device: Union[str, torch.device],
+    bf16: bool = False,
+    channels_last: bool = False,
 ) -> Dict[str, Any]:
-    """Read a latency table and check it was measured for this network, input shape, batch size and
-    device type; :class:`nas.UserError` (one line, with the command that measures the right one) if not."""
+    """Read a latency table and check it was measured for this network, input shape, batch size,
+    device type, precision and memory format; :class:`nas.UserError` (one line, with the command
+    that measures the right one) if not."""
     path = Path(path)
     fix = "measure one for this search: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
     data = read_json(path, "latency table", fix)
@@ -860,9 +888,16 @@ def load_latency_table(
         ("device", data.get("device"), dev),
         ("batch size", data.get("batch_size"), int(batch_size)),
         ("input shape", data.get("input_size"), [int(v) for v in input_size]),
+        # Tables of format version 1 written before these two fields were timed in float32, contiguous.
+        ("precision", data.get("precision", _precision(False)), _precision(bf16)),
+        ("memory format", data.get("memory_format", _memory_format(False)), _memory_format(channels_last)),
     ]
     for what, theirs, ours in checks:
         if theirs != ours:
+            if what in ("precision", "memory format"):  # measure-latency follows the config's run section
+                fix = fix.replace("DEVICE", "DEVICE --set run.bf16=B --set run.channels_last=C", 1) + (
+                    ", with the search's run.bf16 and run.channels_last"
+                )
             raise UserError(f"latency table {path} was measured for {what} {theirs}, this search uses {ours}; {fix}")
     sites, _, _ = trace(net, input_size, batch_size)
     if data.get("structure") != json.loads(json.dumps(_structure(net, sites))):

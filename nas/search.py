@@ -297,7 +297,15 @@ class SearchTask:
             )
         latency = None
         if c.metric == "latency":
-            latency = load_latency_table(c.table, net, self.input_size, cfg.search.batch_size, device)
+            latency = load_latency_table(
+                c.table,
+                net,
+                self.input_size,
+                cfg.search.batch_size,
+                device,
+                bf16=cfg.run.bf16,
+                channels_last=cfg.run.channels_last,
+            )
         table = cost_table(net, c.metric, self.input_size, latency=latency)
         if c.form in BUDGET_FORMS or c.form == "mul_log":
             _check_cost_reachable(net, table, c.budget, c.form)

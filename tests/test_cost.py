@@ -319,6 +319,8 @@ def test_latency_table_round_trip_and_refusals(tmp_path):
         (dict(device="cuda"), "measured for device cpu, this search uses cuda"),
         (dict(batch_size=8), "measured for batch size 4, this search uses 8"),
         (dict(input_size=(8, 1)), "input shape"),
+        (dict(bf16=True), "measured for precision float32, this search uses bf16 autocast"),
+        (dict(channels_last=True), "measured for memory format contiguous, this search uses channels_last"),
     ]
     for change, message in refusals:
         args = dict(net=net, input_size=(8,), batch_size=4, device="cpu") | change
@@ -328,6 +330,12 @@ def test_latency_table_round_trip_and_refusals(tmp_path):
     other = nas.Supernet.from_model(nn.Sequential(nas.OpChoice({"a": nn.Linear(8, 8), "b": nn.Identity()})))
     with pytest.raises(nas.UserError, match="another network"):
         load_latency_table(path, other, (8,), 4, "cpu")
+    # a table written before precision and memory format were recorded was timed in float32, contiguous
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps({k: v for k, v in lut.items() if k not in ("precision", "memory_format")}))
+    assert load_latency_table(older, net, (8,), 4, "cpu")["costs"] == lut["costs"]
+    with pytest.raises(nas.UserError, match="memory format contiguous"):
+        load_latency_table(older, net, (8,), 4, "cpu", channels_last=True)
     stale = tmp_path / "old.json"
     stale.write_text(json.dumps({**lut, "version": 0}))
     with pytest.raises(nas.UserError, match="version 0"):
@@ -335,6 +343,33 @@ def test_latency_table_round_trip_and_refusals(tmp_path):
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(nas.UserError, match="not a latency table"):
         load_latency_table(tmp_path / "junk.json", net, (8,), 4, "cpu")
+
+
+class _Layout(nn.Module):
+    """Records the memory format of what it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.seen: set = set()
+
+    def forward(self, x):
+        self.seen.add(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return self.conv(x)
+
+
+def test_measure_latency_times_channels_last_inputs_when_asked_and_refuses_bf16_off_cuda():
+    layout = _Layout()
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nas.OpChoice({"a": layout, "b": nn.Identity()}, label="c"))
+    net = nas.Supernet.from_model(model, mode="gdas").to(memory_format=torch.channels_last)
+    layout.seen.clear()
+    lut = measure_latency(net, (3, 4, 4), batch_size=2, repeats=1, warmup=0, channels_last=True)
+    assert lut["memory_format"] == "channels_last" and lut["precision"] == "float32" and layout.seen == {True}
+    layout.seen.clear()
+    assert measure_latency(net, (3, 4, 4), batch_size=2, repeats=1, warmup=0)["memory_format"] == "contiguous"
+    assert False in layout.seen
+    with pytest.raises(ValueError, match="bf16 timing needs the network on a CUDA device"):
+        measure_latency(net, (3, 4, 4), batch_size=2, repeats=1, warmup=0, bf16=True)
 
 
 def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
@@ -377,6 +412,16 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
     folder = ["--set", f"search.cost.table={tmp_path}"]
     assert main(["--out", str(tmp_path / "r4"), "--quiet", *sets, *cost, *folder]) == 2
     assert "is a folder, not a table" in capsys.readouterr().err
+    # measure-latency times as the config's run section says; a search in another memory format is refused
+    cl = tmp_path / "cl.json"
+    assert main(["measure-latency", *sets, "--set", "run.channels_last=true", "--out", str(cl), "--repeats", "1"]) == 0
+    assert json.loads(cl.read_text())["memory_format"] == "channels_last"
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "r5"), "--quiet", *sets, *cost, "--set", f"search.cost.table={cl}"]) == 2
+    err = capsys.readouterr().err
+    assert "memory format channels_last, this search uses contiguous" in err and "run.channels_last" in err
+    assert main(["measure-latency", *sets, "--set", "run.bf16=true", "--device", "cpu", "--out", str(cl)]) == 2
+    assert "bf16 needs a CUDA device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
