@@ -509,6 +509,12 @@ def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
     return tau_schedule(t.schedule, tau_max=t.max, tau_min=t.min)
 
 
+# How to keep each τ schedule at or above 1 (ReinMax's range); the others end at search.tau.min.
+_TAU_FLOOR = {
+    "constant": "search.tau.max=1 or higher",
+    "exponential": "search.tau.max and search.tau.decay so that τ stays >= 1 to the last epoch",
+}
+
 PRUNE_RULES = ("off", "probability", "loss", "removal")
 WEIGHT_PATHS = ("gumbel", "uniform", "window")
 DERIVE_RULES = ("logits", "removal", "window")
@@ -781,9 +787,16 @@ def validate(cfg: Config) -> None:
             f"[{s.warmup_epochs}, {s.epochs - 1}], got {s.prune_start}; or null to start at the end of warm-up"
         )
     try:
-        make_tau_schedule(s.tau)
+        tau_at = make_tau_schedule(s.tau)
     except ValueError as exc:
         raise UserError(f"search.tau: {exc}") from None
+    arch_epochs = range(min(s.warmup_epochs, s.epochs), s.epochs)  # τ reaches the logits in these only
+    if s.estimator == "reinmax" and arch_epochs and min(tau_at(e, s.epochs) for e in arch_epochs) < 1:
+        low = min(tau_at(e, s.epochs) for e in arch_epochs)
+        raise UserError(
+            f"search.estimator=reinmax is derived for τ >= 1 (below it its gradient turns away from the true one, "
+            f"and its authors' code refuses it), but search.tau falls to {low:.3g}: set {_TAU_FLOOR.get(s.tau.schedule, 'search.tau.min=1 or higher')}"
+        )
     _check_cost(s.cost)
     for f in dataclasses.fields(cfg.retrain):
         p, section = getattr(cfg.retrain, f.name), f"retrain.{f.name}"

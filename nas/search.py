@@ -47,6 +47,7 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .run import check_run, open_run, run_epochs, silent
+from .sampler import ESTIMATORS
 from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
 from .selection import architecture_losses, edge_op_losses, removal_scores
@@ -185,6 +186,10 @@ def _check_cost_reachable(net, table: CostTable, budget: Optional[float], form: 
         )
 
 
+def _finite_or_inf(x: float) -> float:
+    return x if math.isfinite(x) else math.inf
+
+
 class SearchTask:
     """The search's part of the run skeleton: data splits, the :class:`Searcher`, pruning, outputs."""
 
@@ -218,7 +223,7 @@ class SearchTask:
         net = search_supernet(cfg, data.num_classes)
         self.arch_file = ARCH_FILE if sn.model is not None else "genotype.json"
         self.outputs = (self.arch_file,)  # rewritten whole each epoch (nas.run restores it on a failed write)
-        if not s.score_paths():  # rloo draws its paths without the sampler's backward
+        if s.estimator in ESTIMATORS:  # the sampler's backwards; rloo and local take no gradient through the draw
             net.estimator, net.estimator_samples = s.estimator, s.estimator_samples
         if cfg.run.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
@@ -472,10 +477,13 @@ class SearchTask:
             on_device = losses.to(self.device)
             self.world.all_reduce_mean_([on_device])
             losses = on_device.cpu()
-        order = sorted(range(len(archs)), key=lambda i: (float(losses[i]), i))
+        # A cell whose loss is not finite ranks last (NaN compares false both ways and could sort first).
+        order = sorted(range(len(archs)), key=lambda i: (_finite_or_inf(float(losses[i])), i))
         genos = {i: self.net.genotype(scores=self._one_hot(archs[i])) for i in order[:WINDOW_LOGGED]}
         record["window_cells"] = len(archs)
-        record["window_losses"] = [[str(genos[i]), float(losses[i])] for i in order[:WINDOW_LOGGED]]
+        record["window_losses"] = [
+            [str(genos[i]), float(losses[i]) if math.isfinite(losses[i]) else None] for i in order[:WINDOW_LOGGED]
+        ]
         return genos[order[0]], record
 
     def _one_hot(self, arch: Dict[str, List[int]]) -> Dict[str, torch.Tensor]:

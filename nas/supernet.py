@@ -38,7 +38,7 @@ from torch import nn
 
 from .choice import DrawState, OpChoice, RowPlan
 from .genotype import Genotype
-from .sampler import gumbel_max, gumbel_softmax
+from .sampler import ESTIMATORS, gumbel_max, gumbel_softmax
 
 MODES = ("gdas", "snas", "darts")
 
@@ -100,7 +100,7 @@ class Supernet(nn.Module):
         self._alive_rows_cache: Optional[Dict[str, List[List[bool]]]] = None
         self.tau = tau
         # The hard sample's backward (gdas mode): nas.sampler.ESTIMATORS, and Gumbel-Rao's draws.
-        self.estimator = "st"
+        self._estimator = "st"
         self.estimator_samples: Optional[int] = None
         self._forced: Optional[Dict[str, List[int]]] = None
         self._uniform_paths = False
@@ -188,6 +188,17 @@ class Supernet(nn.Module):
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"tau must be a finite number > 0, got {value}")
         self._tau = value
+
+    @property
+    def estimator(self) -> str:
+        """The hard sample's backward in gdas mode, one of :data:`nas.sampler.ESTIMATORS`."""
+        return self._estimator
+
+    @estimator.setter
+    def estimator(self, value: str) -> None:
+        if value not in ESTIMATORS:  # a search's rloo and local take no gradient through the draw
+            raise ValueError(f"unknown estimator {value!r}; choose one of {', '.join(ESTIMATORS)}")
+        self._estimator = value
 
     def alive(self, cell: str) -> torch.Tensor:
         """``[edges, ops]`` bool: the ops each edge of ``cell`` may still choose."""

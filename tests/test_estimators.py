@@ -163,3 +163,35 @@ def test_reinmax_is_exact_for_a_quadratic_at_tau_one():
         bias[estimator] = (a.grad.mean(0) - exact).abs() / se  # in standard errors
     assert bias["reinmax"].max() < 5
     assert bias["st"].max() > 50
+
+
+def _reinmax_mean_gradient(alpha: torch.Tensor, c: torch.Tensor, tau: float) -> torch.Tensor:
+    """E over the draw of ReinMax's d<c, y>/d alpha, exactly: its gradient depends on the drawn
+    index alone (no noise enters it), so one draw per index, weighted by its probability, is the mean."""
+    seen = {}
+    for seed in range(1000):
+        a = alpha.clone().requires_grad_(True)
+        y = gumbel_softmax(a, tau=tau, hard=True, estimator="reinmax", generator=gen(seed))
+        (y * c).sum().backward()
+        seen.setdefault(int(y.argmax()), a.grad)
+        if len(seen) == len(alpha):
+            break
+    p = alpha.softmax(-1)
+    return sum(p[k] * g for k, g in seen.items())
+
+
+def test_reinmax_turns_away_from_the_true_gradient_below_tau_one():
+    """Why a search refuses ReinMax with τ < 1 (nas.config): its mean gradient on a linear loss is
+    the true one at τ = 1 and points elsewhere at τ = 0.1."""
+    alpha = torch.tensor([0.5, -0.3, 1.2, 0.0], dtype=torch.float64)
+    c = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    p = alpha.softmax(-1)
+    exact = (torch.diag(p) - torch.outer(p, p)) @ c  # d E[<c, D>] / d alpha
+
+    def cosine(tau: float) -> float:
+        g = _reinmax_mean_gradient(alpha, c, tau)
+        return float(g @ exact / (g.norm() * exact.norm()))
+
+    assert cosine(1.0) > 0.9999
+    assert cosine(2.0) > 0.95
+    assert cosine(0.1) < 0.5

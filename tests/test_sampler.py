@@ -384,6 +384,14 @@ def test_module_forward_with_generator_and_validation():
         GumbelSoftmax(hard="yes")
     with pytest.raises(ValueError, match="extra state"):
         module.set_extra_state({"tau": 1.0})
+    # estimator and samples are checked when set, not at the next forward
+    with pytest.raises(ValueError, match="unknown estimator 'local'"):
+        module.estimator = "local"
+    with pytest.raises(ValueError, match="samples must be an int >= 1, got 0"):
+        module.samples = 0
+    assert module.estimator == "st" and module.samples is None
+    module.hard, module.estimator, module.samples = True, "gumbel_rao", 3
+    assert module(logits).sum(dim=-1).tolist() == [1.0] * 4
 
 
 # --------------------------------------------------------------------------

@@ -844,6 +844,24 @@ def test_search_derives_the_window_cell_with_the_lowest_loss_and_resumes_to_it(t
     assert lines(tmp_path / "part" / "metrics.jsonl")[-1]["window_losses"] == last["window_losses"]
 
 
+def test_window_derivation_ranks_a_cell_whose_loss_is_not_finite_last(monkeypatch):
+    """NaN compares false both ways: sorted plainly, a diverged cell could come first."""
+    import nas.search
+    from nas.search import SearchTask
+
+    _, _, _, cfg, window = _tiny_window(["search.epochs=2", "search.derive=window", "search.prune_batches=1"])
+    task = SearchTask(cfg, torch.device("cpu"), log=quiet)
+    n = len(task.window_archs)
+    assert n == len(window) > 2
+    fake = [float("nan"), 3.0, float("inf")] + [5.0 + i for i in range(n - 3)]
+    monkeypatch.setattr(nas.search, "architecture_losses", lambda net, batches, archs, seed: fake)
+    geno, record = task.derive(final=True)
+    expected = task.net.genotype(scores=task._one_hot(task.window_archs[1]))
+    assert str(geno) == str(expected) and record["window_losses"][0] == [str(expected), 3.0]
+    if n <= 10:  # the two that are not finite come last, logged as null (JSON has no NaN)
+        assert [loss for _, loss in record["window_losses"][-2:]] == [None, None]
+
+
 def test_architecture_losses_leave_the_search_untouched_and_match_a_forced_forward():
     from nas.selection import architecture_losses
 
@@ -922,6 +940,11 @@ def test_derive_by_removal_runs_on_the_darts_space_in_gdas_mode(tmp_path):
         (["search.estimator=local", "search.estimator_samples=2"], "search.estimator=local runs one op per edge"),
         (["search.estimator=local", "supernet.mode=snas"], "search.estimator=local runs one op per edge"),
         (["search.estimator=reinmax", "supernet.mode=darts"], "search.estimator=reinmax is a backward for gdas's"),
+        (["search.estimator=reinmax"], "but search.tau falls to 0.1: set search.tau.min=1 or higher"),
+        (
+            ["search.estimator=reinmax", "search.tau.schedule=constant", "search.tau.max=0.5"],
+            "falls to 0.5: set search.tau.max=1 or higher",
+        ),
         (
             ["search.estimator=gumbel_rao", "supernet.mode=snas"],
             "supernet.mode=snas draws none: set search.estimator=st",
@@ -1055,12 +1078,25 @@ def test_supernet_estimators_change_the_backward_only(estimator, samples):
     assert not torch.allclose(grads[0], grads[1])
 
 
-def test_search_passes_the_configured_estimator_to_the_supernet(tmp_path):
-    cfg = load_config(None, TINY + ["search.epochs=1", "search.estimator=gumbel_rao", "search.estimator_samples=3"])
+@pytest.mark.parametrize(
+    "sets, expected",
+    [
+        (["search.estimator=gumbel_rao", "search.estimator_samples=3"], ("gumbel_rao", 3)),
+        (["search.estimator=reinmax", "search.tau.min=1"], ("reinmax", None)),  # τ >= 1 throughout
+        (["search.estimator=local"], ("st", None)),  # rloo and local take no gradient through the draw
+        (["search.estimator=rloo"], ("st", None)),
+    ],
+)
+def test_search_passes_the_configured_estimator_to_the_supernet(sets, expected):
+    cfg = load_config(None, TINY + ["search.epochs=1", *sets])
     from nas.search import SearchTask
 
     task = SearchTask(cfg, torch.device("cpu"), quiet)
-    assert (task.net.estimator, task.net.estimator_samples) == ("gumbel_rao", 3)
+    assert (task.net.estimator, task.net.estimator_samples) == expected
+    if expected[0] == "st":  # a forward that takes the logits' gradient still works
+        x = torch.randn(2, 3, 16, 16)
+        task.net(x).sum().backward()
+        assert task.net.arch["normal"].grad is not None
 
 
 # ---- the score-function architecture step (search.estimator=rloo) ----------------
