@@ -8,6 +8,7 @@ device) and calls the library.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import os
@@ -30,8 +31,10 @@ from .runtime import (
     default_config,
     default_run_dir,
     find_config,
+    program,
     resolve_device,
     set_cpu_threads,
+    torchrun_program,
 )
 
 COMMANDS = ("search", "inspect", "retrain", "lookup", "measure-latency")
@@ -44,12 +47,6 @@ class Invocation:
     run_dir: Optional[Path] = None
     resume_command: str = ""
     world: World = SINGLE
-
-
-def _program() -> str:
-    """How the user ran this command, for the hints it prints: ``python search.py`` or ``gumbel-nas``."""
-    name = Path(sys.argv[0]).name
-    return name if name == "gumbel-nas" else "python search.py"
 
 
 def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: str) -> Tuple[torch.device, Path]:
@@ -69,9 +66,9 @@ def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: s
     run_dir = Path(world.broadcast_object(str(run_dir)))
     invocation.run_dir = run_dir
     if world.distributed:
-        launcher = f"torchrun --nproc_per_node={world.world_size} search.py"
+        launcher = torchrun_program(world.world_size)
     else:
-        launcher = _program()
+        launcher = program()
     invocation.resume_command = f"{launcher} {resume_command.format(run_dir=run_dir)}"
     return device, run_dir
 
@@ -118,7 +115,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="search.py",
+        prog=program(),
         description="Differentiable architecture search with Gumbel-softmax sampling.",
         epilog="Commands: (none) or 'search' runs a search (its options: search --help); "
         "'inspect RUN_DIR' shows what a search chose; "
@@ -230,7 +227,7 @@ def _summary(result, resume_command: str) -> str:
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt"
         + "".join(f", {name}" for name in extra),
-        f"inspect with: {_program()} inspect {run_dir}",
+        f"inspect with: {program()} inspect {run_dir}",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -249,8 +246,8 @@ def _choice_summary(result, resume_command: str) -> str:
     lines += [
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, architecture.json, checkpoint.pt",
-        f"inspect with: {_program()} inspect {run_dir}",
-        f"retrain with: {_program()} retrain {run_dir}",
+        f"inspect with: {program()} inspect {run_dir}",
+        f"retrain with: {program()} retrain {run_dir}",
     ]
     if not result.finished:
         lines.append(f"stopped after epoch {result.epochs_done}; continue with: {resume_command}")
@@ -467,7 +464,10 @@ def cmd_lookup(args, invocation: Invocation) -> int:
 
 
 def read_genotype(text_or_path: str) -> Genotype:
-    """``--genotype``: an architecture string (NB201, DARTS or JSON) or a file holding one."""
+    """``--genotype``: an architecture string (NB201, DARTS or JSON), a file holding one, or an
+    NAS-Bench-201 cell index (as ``lookup`` takes them; the packaged table names the cell)."""
+    if text_or_path.strip().lstrip("-").isdigit() and not Path(text_or_path).exists():
+        return load_benchmark().genotype(int(text_or_path))
     path = Path(text_or_path)
     looks_like_file = not _is_architecture_text(text_or_path)
     if looks_like_file:
@@ -494,6 +494,10 @@ def read_genotype(text_or_path: str) -> Genotype:
                 f"{path} holds a custom model's choices (architecture.json, or net.export()), not a cell of a "
                 "built-in space; retrain it with --set supernet.model=package.module:function, the model it chose in"
             )
+        try:
+            return Genotype.parse(text_or_path)
+        except UserError as exc:
+            raise UserError(f"--genotype file {path}: {exc}") from None
     return Genotype.parse(text_or_path)
 
 
@@ -532,6 +536,9 @@ def _retrain_setup(args) -> Tuple[Config, "Genotype | ChoiceArchitecture", Path]
             base = _run_config(search_dir / "config.yaml") if (search_dir / "config.yaml").exists() else None
             cfg = _load(args.config, args.overrides, base)
             return cfg, arch, Path(args.out) if args.out else default_run_dir("retrain", args.config)
+        if not search_dir.is_dir():
+            what = "is a file, not a folder" if search_dir.exists() else "does not exist"
+            raise UserError(f"{search_dir} {what}; give a search's run directory (its --out) or --genotype CELL")
         if not (search_dir / "genotype.json").exists():
             raise UserError(
                 f"{search_dir} holds no genotype.json; give a search run directory that finished at least one epoch"
@@ -609,8 +616,13 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
             raise
         raise UserError(str(exc).replace("run.device=", "--device ").replace("run.device", "--device")) from None
     batch = args.batch_size if args.batch_size is not None else cfg.search.batch_size
-    if batch < 1 or args.repeats < 1 or args.warmup < 0:
-        raise UserError("--batch-size and --repeats must be >= 1 and --warmup >= 0")
+    for option, value, least in (
+        ("--batch-size", batch, 1),
+        ("--repeats", args.repeats, 1),
+        ("--warmup", args.warmup, 0),
+    ):
+        if value < least:
+            raise UserError(f"{option} must be >= {least}, got {value}")
     if not Path(args.out).resolve().parent.is_dir():  # before the minutes of timing, not after
         raise UserError(f"--out {args.out}: its folder does not exist; create it first or give another path")
     if Path(args.out).is_dir():
@@ -645,7 +657,13 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns the exit status (2 for a user mistake, 130 for Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # No command means a search, so `python search.py --set ...` works.
+    # No command means a search, so `python search.py --set ...` works; a search takes no positional
+    # argument, so a first word that is not an option is a command, maybe misspelt.
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        near = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        print(f"error: unknown command {argv[0]!r}; {hint}the commands are {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "search")
     args = build_parser().parse_args(argv)

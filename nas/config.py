@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import yaml
 
 from .errors import UserError
+from .runtime import program
 from .sampler import ESTIMATORS as SAMPLER_ESTIMATORS
 from .sampler import tau_schedule
 
@@ -626,7 +627,7 @@ def _check_cost(c: CostConfig) -> None:
     if c.metric == "latency" and c.table is None:
         raise UserError(
             "search.cost.metric=latency needs search.cost.table, a table measured with "
-            "python search.py measure-latency --config CONFIG --device DEVICE --out lut.json"
+            f"{program()} measure-latency --config CONFIG --device DEVICE --out lut.json"
         )
     if c.metric != "latency" and c.table is not None:
         raise UserError(f"search.cost.table is read for metric latency only; set search.cost.table=null for {c.metric}")

@@ -66,6 +66,7 @@ from torch import nn
 from .errors import UserError
 from .flops import count_parameters, counting_macs, inference, module_macs
 from .io import atomic_write_text, read_json
+from .runtime import program
 
 METRICS = ("flops", "params", "latency")
 FORMS = ("mul_log", "add_linear", "budget", "target")
@@ -875,7 +876,7 @@ def load_latency_table(
     device type, precision and memory format; :class:`nas.UserError` (one line, with the command
     that measures the right one) if not."""
     path = Path(path)
-    fix = "measure one for this search: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
+    fix = f"measure one for this search: {program()} measure-latency --config CONFIG --device DEVICE --out FILE"
     data = read_json(path, "latency table", fix)
     if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
         raise UserError(f"{path} is not a latency table written by measure-latency; {fix}")
@@ -906,6 +907,21 @@ def load_latency_table(
             f"differ from this search's); {fix}"
         )
     _check_costs(path, data, sites, fix)
+    # "costs" (per cell type, edge and op) is what the search reads, summed from "site_costs": an edit
+    # of one and not the other would leave the table saying two things.
+    summed = _assemble(net, "latency", float(data["fixed"]), sites, [list(map(float, r)) for r in data["site_costs"]])
+    written = data.get("costs")
+    agree = isinstance(written, dict) and set(written) == set(summed.costs)
+    for cell, c in summed.costs.items() if agree else ():
+        try:
+            agree = agree and torch.allclose(torch.tensor(written[cell], dtype=torch.float64), c, rtol=1e-6, atol=1e-9)
+        except (TypeError, ValueError, RuntimeError):  # not a table of numbers of the right shape
+            agree = False
+    if not agree:
+        raise UserError(
+            f"latency table {path} is damaged: its costs do not add up from its site_costs (each choice "
+            f"site's times, which the costs sum per edge and op); edit both alike, or {fix}"
+        )
     return data
 
 

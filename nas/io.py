@@ -10,10 +10,9 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import random
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Union
 
@@ -137,19 +136,30 @@ def read_record(path: PathLike, what: str, parse: Callable[[str], Any]) -> Any:
 
 
 def read_jsonl(path: PathLike) -> list:
-    out = []
+    """The epoch records of a run's log (``metrics.jsonl``, ``arch_probs.jsonl``): one JSON object
+    with an integer ``"epoch"`` a line. A last line that does not parse is one a crash tore mid-write
+    (or a run still writing): it is skipped. Any other line that is not such a record is damage, a
+    :class:`UserError` naming the file and the line, so nothing reads (or a resume rewrites) the
+    log without it unnoticed."""
+    out: list = []
     path = Path(path)
     if not path.exists():
         return out
-    # A stray byte spoils its own line only: that line is skipped, as a torn one.
-    for line in path.read_text(errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    # A stray byte spoils its own line only (replaced, so the line does not parse).
+    lines = [(n, line.strip()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line]
+    fix = "the log is damaged: restore it from a backup, or delete that line (the run loses that epoch's record)"
+    for i, (n, line) in enumerate(lines):
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line torn by a crash mid-write
+            if i == len(lines) - 1:
+                continue  # torn by a crash mid-write, or still being written
+            raise UserError(f"{path} line {n} is not JSON; {fix}") from None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise UserError(f'{path} line {n} is not an epoch record (a JSON object with an integer "epoch"); {fix}')
+        out.append(record)
     return out
 
 
@@ -183,8 +193,10 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
             f"{path.parent} and start it again without --resume"
         )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        with warnings.catch_warnings():  # torch's warnings about a foreign pickle would precede the error line
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load of arbitrary bytes fails in many ways (KeyError, IndexError, ...)
         raise UserError(
             f"checkpoint {path} is corrupted or not a checkpoint of this tool "
             f"({type(exc).__name__}); restore it from a backup or start a new run"

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from .errors import UserError
 from .genotype import Genotype
 from .io import atomic_write_bytes, read_jsonl
-from .report import load_report
+from .report import load_report, read_probs_log
 from .spaces import get_space
 
 PLOT_FILE = "plot.png"
@@ -127,7 +127,7 @@ def run_figure(run_dir: Path):
     report = load_report(run_dir)
     choices = report.get("kind") == "choices"
     metrics = _by_epoch(read_jsonl(run_dir / "metrics.jsonl"))
-    arch = _by_epoch(read_jsonl(run_dir / "arch_probs.jsonl"))
+    arch = _by_epoch(read_probs_log(run_dir / "arch_probs.jsonl"))
     geno = None if choices else Genotype.from_dict(report["genotype_record"])
     panels = _probability_series(report, arch, geno)
     names = list(dict.fromkeys(n for _, _, candidates, _ in panels for n in candidates))

@@ -14,10 +14,46 @@ from .benchmarks import NB201Benchmark, cell_report, format_cell_report, is_benc
 from .config import from_dict as config_from_dict
 from .errors import UserError
 from .genotype import Genotype, derive_argmax, disconnected_warning
-from .io import read_jsonl, read_record, read_text
+from .io import load_checkpoint, read_jsonl, read_record, read_text
 from .model_supernet import ARCH_FILE
 from .schedule import search_epochs
 from .spaces import get_space
+
+
+def _numbers(values: Any) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+
+
+def read_probs_log(path: Path) -> List[Dict[str, Any]]:
+    """``arch_probs.jsonl``'s records (:func:`nas.io.read_jsonl`), each checked for its shape: a space's
+    ``ops`` (names) and ``probs`` (per cell type, a row of numbers per edge, one per op), or a
+    model's ``choices`` (per label, a number per candidate). A record of another shape is damage:
+    one :class:`UserError`, not a traceback from whatever reads it."""
+    records = read_jsonl(path)
+    for rec in records:
+        if "probs" in rec or "ops" in rec:
+            ops, probs = rec.get("ops"), rec.get("probs")
+            ok = (
+                isinstance(ops, list)
+                and all(isinstance(o, str) for o in ops)
+                and isinstance(probs, dict)
+                and all(
+                    isinstance(rows, list)
+                    and all(isinstance(r, list) and len(r) == len(ops) and _numbers(r) for r in rows)
+                    for rows in probs.values()
+                )
+            )
+        else:
+            choices = rec.get("choices")
+            ok = isinstance(choices, dict) and all(
+                isinstance(c, dict) and _numbers(c.values()) for c in choices.values()
+            )
+        if not ok:
+            raise UserError(
+                f"{path}: the record of epoch {rec['epoch']} is not a record of op probabilities (ops and probs, "
+                "or choices); the log is damaged: restore it from a backup"
+            )
+    return records
 
 
 def edge_names(space: str) -> List[str]:
@@ -64,7 +100,7 @@ def within_budget_cells(
         )
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
+        probs_log = read_probs_log(run_dir / "arch_probs.jsonl")
     except OSError:
         raise UserError(f"{run_dir} is not a search run directory (no config.yaml or arch_probs.jsonl)") from None
     sn = cfg.supernet
@@ -149,6 +185,12 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
     # retrain writes its architecture before its first epoch and never writes probabilities.
     written = ("metrics.jsonl", "genotype.json", ARCH_FILE)
     if any((run_dir / name).exists() for name in written) and not (run_dir / "arch_probs.jsonl").exists():
+        ckpt = run_dir / "checkpoint.pt"
+        if ckpt.exists() and load_checkpoint(ckpt).get("kind") == "search":
+            raise UserError(
+                f"{run_dir} is a search run whose arch_probs.jsonl is missing; the run directory is damaged: "
+                "restore that file from a backup"
+            )
         raise UserError(
             f"{run_dir} is a retrain run (no arch_probs.jsonl); inspect shows searches: give the search's "
             "run directory (a retrain's own figures are its metrics.jsonl and, once it ends, result.json)"
@@ -166,7 +208,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
     geno = read_record(geno_path, "genotype file", Genotype.from_json)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    probs_log = read_jsonl(run_dir / "arch_probs.jsonl")
+    probs_log = read_probs_log(run_dir / "arch_probs.jsonl")
     space = geno.space
     names = edge_names(space)
     ops = geno.ops or (probs_log[-1]["ops"] if probs_log else [])
@@ -241,7 +283,7 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{run_dir / ARCH_FILE} is not readable JSON; the run directory is damaged") from None
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    probs_log = [r for r in read_jsonl(run_dir / "arch_probs.jsonl") if "choices" in r]
+    probs_log = [r for r in read_probs_log(run_dir / "arch_probs.jsonl") if "choices" in r]
     epochs_total = (cfg.get("search") or {}).get("epochs")
     try:  # a pruned search that stops once decided ends before search.epochs; its widest choice says when
         epochs_total = search_epochs(config_from_dict(cfg), num_ops=max(map(len, (arch.probs or {}).values())))

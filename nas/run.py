@@ -206,9 +206,16 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
             fix = "give the folder of a run"
         raise UserError(f"{run_dir}/checkpoint.pt is a {other!r} checkpoint, not a {kind!r} one; {fix}")
     # Through from_dict, so keys added to the config since the run started read as their defaults.
-    changed = config_mod.diff(config_mod.to_dict(config_mod.from_dict(ckpt["config"])), config_mod.to_dict(cfg))
+    try:
+        saved = config_mod.from_dict(ckpt["config"])
+    except UserError as exc:
+        raise UserError(
+            f"{run_dir}/checkpoint.pt holds no readable config ({exc}); it is damaged: restore it from a backup "
+            "or start a new run with --out"
+        ) from None
+    changed = config_mod.diff(config_mod.to_dict(saved), config_mod.to_dict(cfg))
     changed = [line for line in changed if line.split(":")[0] not in RESUME_FREE]
-    old = config_mod.from_dict(ckpt["config"]).data
+    old = saved.data
     if cfg.data.root != old.root and cfg.data.key != "synthetic" and not cfg.data.verify_md5:
         raise UserError(
             f"data.root {old.root} -> {cfg.data.root}: with data.verify_md5=false this resume cannot check that "
@@ -361,6 +368,25 @@ def run_epochs(
         _made.pop(str(run_dir.resolve()), None)  # begun, or discarded: its folders are the user's now
 
 
+def _restore(task: EpochTask, ckpt: Dict[str, Any], run_dir: Path) -> None:
+    """The task's state and the generators from ``ckpt``; a checkpoint whose entries do not fit
+    this run (edited, truncated or another network's) is one :class:`UserError`, not a traceback."""
+    try:
+        task.load_state_dict(ckpt)
+        int(ckpt["epoch"])
+        restore_rng_state(ckpt["rng"])
+    except UserError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        # load_state_dict's first line is a header ("Error(s) in loading state_dict for X:"); say the first error
+        what = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0])[:200] if lines else ""
+        raise UserError(
+            f"{run_dir / 'checkpoint.pt'} does not fit this run ({type(exc).__name__}{': ' + what if what else ''}); "
+            "it is damaged or another run's: restore it from a backup or start a new run with --out"
+        ) from None
+
+
 def _run_epochs(
     task_factory: Callable[[], EpochTask],
     cfg: Config,
@@ -388,9 +414,8 @@ def _run_epochs(
     task = task_factory()
     start = 0
     if ckpt is not None:
-        task.load_state_dict(ckpt)
+        _restore(task, ckpt, run_dir)
         start = int(ckpt["epoch"])
-        restore_rng_state(ckpt["rng"])
         if world.distributed and "cuda_current" in ckpt["rng"] and device is not None and device.type == "cuda":
             # Each rank draws on its own GPU: continue rank 0's stream there, as every rank did.
             torch.cuda.set_rng_state(ckpt["rng"]["cuda_current"], device)

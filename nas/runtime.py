@@ -6,10 +6,12 @@ these and passes the results down.
 
 from __future__ import annotations
 
+import difflib
+import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import torch
 
@@ -85,10 +87,46 @@ def default_config() -> Path:
     return path
 
 
+def shipped_configs() -> List[str]:
+    """The names of the shipped configs (``--config NAME``), sorted."""
+    return sorted({p.stem for folder in _config_folders() if folder.is_dir() for p in folder.glob("*.yaml")})
+
+
 def find_config(name: Union[str, Path]) -> Path:
     """``name`` as given when that file exists; else the shipped config of that name, so
-    ``--config configs/nb201_cifar10_cpu.yaml`` works from any directory after ``pip install``."""
+    ``--config configs/nb201_cifar10_cpu.yaml`` works from any directory after ``pip install``.
+    Neither: :class:`UserError` listing the shipped names, with the nearest first."""
     path = Path(name)
     if path.is_file():  # a folder of that name (a run's --out, say) does not hide the shipped config
         return path
-    return packaged_config(str(name)) or path  # a missing path is reported by the config loader
+    found = packaged_config(str(name))
+    if found is not None:
+        return found
+    if path.exists():
+        raise UserError(f"config {path} is a folder, not a YAML file; give a config file or a shipped config's name")
+    names = shipped_configs()
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    near = difflib.get_close_matches(stem.lower(), names, n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]}?)" if near else ""
+    raise UserError(
+        f"config file {path} does not exist and is not a shipped config{hint}; "
+        f"give a YAML file or one of: {', '.join(names)}"
+    )
+
+
+def program() -> str:
+    """How the user ran this program, for the commands hints print: ``gumbel-nas``, ``python -m nas``
+    or ``python search.py``."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    if script.name == "gumbel-nas":
+        return script.name
+    return "python -m nas" if (script.parent.name, script.name) == ("nas", "__main__.py") else "python search.py"
+
+
+def torchrun_program(nproc: int) -> str:
+    """The torchrun launch of this program with ``nproc`` processes, as the user started it."""
+    launch = f"torchrun --nproc_per_node={nproc}"
+    name = program()
+    if name == "gumbel-nas":  # an installed script: torchrun runs it directly, not through python
+        return f"{launch} --no-python gumbel-nas"
+    return f"{launch} -m nas" if name == "python -m nas" else f"{launch} search.py"

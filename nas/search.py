@@ -47,6 +47,7 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .run import check_run, open_run, run_epochs, silent
+from .runtime import program
 from .sampler import ESTIMATORS
 from .schedule import ops_to_keep, prune_events, search_epochs
 from .searcher import Searcher
@@ -107,7 +108,7 @@ def run_search(
         fix = (  # a resume needs the run's own numbers: a table measured again is refused
             "put the run's table back there, or give where it is now: --set search.cost.table=PATH"
             if resume
-            else "measure it first: python search.py measure-latency --config CONFIG --device DEVICE --out FILE"
+            else f"measure it first: {program()} measure-latency --config CONFIG --device DEVICE --out FILE"
         )
         raise UserError(f"search.cost.table {c.table} {what}; {fix}")
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)

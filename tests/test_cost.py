@@ -433,8 +433,12 @@ def test_measure_latency_command_and_a_search_with_its_table(tmp_path, capsys):
         (lambda d: d["site_costs"][2].pop(), "site 2 "),
         (lambda d: d["site_costs"][0].__setitem__(3, -1.0), "site 0 "),
         (lambda d: d["site_costs"][1].__setitem__(2, float("nan")), "site 1 "),
+        # "costs" sums "site_costs" per edge and op: edited alone, or gone, the two disagree
+        (lambda d: d["costs"]["normal"][0].__setitem__(3, 0.0), "its costs do not add up from its site_costs"),
+        (lambda d: d["costs"]["normal"][0].__setitem__(3, "x"), "its costs do not add up from its site_costs"),
+        (lambda d: d.pop("costs"), "its costs do not add up from its site_costs"),
     ],
-    ids=["no-fixed", "text-fixed", "rows-cut", "row-cut", "negative", "nan"],
+    ids=["no-fixed", "text-fixed", "rows-cut", "row-cut", "negative", "nan", "costs-edited", "costs-text", "no-costs"],
 )
 def test_a_damaged_latency_table_is_refused_and_the_out_folder_stays_free(tmp_path, capsys, damage, found):
     """A cut or edited table would cost its missing candidates nothing: one error line, and the
@@ -502,7 +506,8 @@ def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path
         == 0
     )
     data = json.loads(good)
-    data["site_costs"] = [[10 * v for v in row] for row in data["site_costs"]]
+    data["site_costs"] = [[10 * v for v in row] for row in data["site_costs"]]  # as if measured again
+    data["costs"] = {cell: [[10 * v for v in row] for row in rows] for cell, rows in data["costs"].items()}
     lut.write_text(json.dumps(data))
     capsys.readouterr()
     assert main(["--resume", str(run_dir), "--quiet"]) == 2

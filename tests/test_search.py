@@ -337,6 +337,99 @@ def test_corrupted_checkpoint(tmp_path, capsys, nb201_run):
     assert snapshot(run_dir) == before
 
 
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A 3-epoch search stopped after its second epoch: a run to resume, two lines in each log."""
+    run_dir = tmp_path_factory.mktemp("runs") / "stopped"
+    sets = [x for s in TINY_NB201 + ["search.epochs=3"] for x in ("--set", s)]
+    assert main([str(a) for a in ["--out", run_dir, "--quiet", "--stop-after", "2", *sets]]) == 0
+    return run_dir
+
+
+def _edit_checkpoint(change):
+    def edit(path):
+        ckpt = torch.load(path, weights_only=True)
+        change(ckpt)
+        torch.save(ckpt, path)
+
+    return edit
+
+
+def _wrong_alive(ckpt):
+    ckpt["model"] = {**ckpt["model"], "alive_normal": torch.ones(3, 3, dtype=torch.bool)}
+
+
+@pytest.mark.parametrize(
+    "damage, needles",
+    [
+        (lambda p: p.write_text("hello\n"), ["is corrupted or not a checkpoint of this tool"]),
+        (lambda p: p.write_bytes(bytes(range(256)) * 8), ["is corrupted or not a checkpoint of this tool"]),
+        (_edit_checkpoint(lambda c: c.pop("model")), ["does not fit this run (KeyError: 'model')"]),
+        (_edit_checkpoint(lambda c: c.pop("rng")), ["does not fit this run (KeyError: 'rng')"]),
+        (_edit_checkpoint(lambda c: c.update(epoch="x")), ["does not fit this run (ValueError"]),
+        (_edit_checkpoint(_wrong_alive), ["does not fit this run", "size mismatch for alive_normal"]),
+        (_edit_checkpoint(lambda c: c.update(config=5)), ["holds no readable config"]),
+    ],
+    ids=["text", "bytes", "no-model", "no-rng", "text-epoch", "wrong-shape", "config-not-a-mapping"],
+)
+def test_a_damaged_checkpoint_is_one_error_line_and_the_run_is_left_as_it_was(
+    damage, needles, tmp_path, capsys, stopped_run
+):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(stopped_run, run_dir)
+    damage(run_dir / "checkpoint.pt")
+    before = snapshot(run_dir)
+    code, _, err = run_cli(["--resume", run_dir], capsys)
+    assert_user_error(code, err, *needles)
+    assert err.count("\n") == 1 and snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("garbage", "line 1 is not JSON"),
+        ("[1, 2]", 'line 1 is not an epoch record (a JSON object with an integer "epoch")'),
+        ('{"foo": 1}', "line 1 is not an epoch record"),
+        ('{"epoch": "1"}', "line 1 is not an epoch record"),
+    ],
+)
+def test_a_damaged_log_line_is_refused_by_inspect_and_resume_and_not_dropped(
+    line, needle, tmp_path, capsys, stopped_run
+):
+    """Only a last line may be torn (a crash mid-write); any other bad line is damage that a
+    resume would otherwise drop when it rewrites the log."""
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(stopped_run, run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    (run_dir / "metrics.jsonl").write_text("\n".join([line, *lines[1:]]) + "\n")
+    before = snapshot(run_dir)
+    for args in (["inspect", run_dir], ["--resume", run_dir]):
+        code, _, err = run_cli(args, capsys)
+        assert_user_error(code, err, f"{run_dir / 'metrics.jsonl'} {needle}", "restore it from a backup")
+    assert snapshot(run_dir) == before
+
+
+def test_a_probability_record_of_another_shape_is_refused(tmp_path, capsys, nb201_run):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(nb201_run, run_dir)
+    lines = (run_dir / "arch_probs.jsonl").read_text().splitlines()
+    for bad in ('{"epoch": 1, "probs": 5}', '{"epoch": 1, "ops": ["a"], "probs": {"normal": [[0.5, 0.5]]}}'):
+        (run_dir / "arch_probs.jsonl").write_text("\n".join([bad, *lines[1:]]) + "\n")
+        for args in (["inspect", run_dir], ["inspect", run_dir, "--budget", "1e9"]):
+            code, _, err = run_cli(args, capsys)
+            assert_user_error(code, err, "the record of epoch 1 is not a record of op probabilities")
+    (run_dir / "arch_probs.jsonl").unlink()  # a search's log gone: not taken for a retrain run
+    code, _, err = run_cli(["inspect", run_dir], capsys)
+    assert_user_error(code, err, "is a search run whose arch_probs.jsonl is missing")
+
+
 def test_resume_with_mismatched_config(nb201_run, capsys):
     before = snapshot(nb201_run)
     code, _, err = run_cli(["--resume", nb201_run, "--set", "search.batch_size=16"], capsys)
@@ -498,6 +591,70 @@ def test_hints_name_the_command_the_user_ran(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert f"inspect with: gumbel-nas inspect {tmp_path / 'r'}" in out
     assert f"continue with: gumbel-nas --resume {tmp_path / 'r'}" in out and "search.py" not in out
+
+
+@pytest.mark.parametrize(
+    "argv0, program, torchrun",
+    [
+        ("/usr/local/bin/gumbel-nas", "gumbel-nas", "torchrun --nproc_per_node=2 --no-python gumbel-nas"),
+        ("/site-packages/nas/__main__.py", "python -m nas", "torchrun --nproc_per_node=2 -m nas"),
+        ("search.py", "python search.py", "torchrun --nproc_per_node=2 search.py"),
+        (
+            "/venv/lib/python3/site-packages/pytest/__main__.py",
+            "python search.py",
+            "torchrun --nproc_per_node=2 search.py",
+        ),
+    ],
+)
+def test_usage_help_and_torchrun_hints_name_the_program_as_it_was_started(
+    argv0, program, torchrun, monkeypatch, capsys
+):
+    from nas.runtime import torchrun_program
+
+    monkeypatch.setattr(sys, "argv", [argv0])
+    assert nas.runtime.program() == program and torchrun_program(2) == torchrun
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: {program} ")
+    cfg = ["--set", "search.cost.metric=latency", "--set", "search.cost.weight=1"]
+    code, _, err = run_cli(cfg, capsys)  # a hint that names a command to run
+    assert_user_error(code, err, f"measured with {program} measure-latency")
+
+
+def test_python_m_nas_runs_the_program():
+    proc = subprocess.run([sys.executable, "-m", "nas", "inspect", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m nas inspect")
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["inpsect", "runs/x"], ["unknown command 'inpsect'; did you mean inspect?"]),
+        (["runs/x"], ["unknown command 'runs/x'; the commands are search, inspect"]),
+        (["--config", "nb201_cifar10_cpux"], ["(did you mean nb201_cifar10_cpu?)", "default, nb201_cifar10"]),
+        (["--config", "NB201_cifar10_cpu.yaml"], ["(did you mean nb201_cifar10_cpu?)"]),
+        (["--config", "zzz"], ["config file zzz does not exist and is not a shipped config; give a YAML"]),
+        (["retrain", "/no/such/run"], ["/no/such/run does not exist; give a search's run directory"]),
+        (["retrain", "--genotype", "15625"], ["cell index 15625 is out of range; NB201 indices are 0..15624"]),
+        (["measure-latency", "--repeats", "0", "--out", "lut.json"], ["--repeats must be >= 1, got 0"]),
+        (["measure-latency", "--warmup", "-1", "--out", "lut.json"], ["--warmup must be >= 0, got -1"]),
+    ],
+)
+def test_mistyped_commands_and_names_get_a_suggestion(argv, needles, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(argv, capsys)
+    assert_user_error(code, err, *needles)
+    assert err.count("\n") == 1 and not (tmp_path / "lut.json").exists()
+
+
+def test_retrain_takes_a_benchmark_index_and_names_a_genotype_file_it_cannot_parse(tmp_path, capsys):
+    from nas.cli import read_genotype
+
+    assert str(read_genotype("6111")) == str(nas.load_benchmark().genotype(6111))
+    bad = tmp_path / "cut.json"
+    bad.write_text('{"space": "nb2')
+    code, _, err = run_cli(["retrain", "--genotype", bad, "--out", tmp_path / "r"], capsys)
+    assert_user_error(code, err, f"--genotype file {bad}: genotype JSON does not parse")
 
 
 def test_a_search_from_python_takes_a_device_name_and_goes_on_without_the_benchmark(tmp_path, monkeypatch):
