@@ -781,12 +781,16 @@ def measure_latency(
     device = next(net.parameters()).device
     if bf16 and device.type != "cuda":
         raise ValueError(f"bf16 timing needs the network on a CUDA device, it is on {device.type}")
-    sites, _, ran = trace(net, input_size, batch_size)
+
+    def amp() -> Any:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    with amp():  # under autocast each candidate's recorded input is what it sees in a bf16 search
+        sites, _, ran = trace(net, input_size, batch_size)
     _check_ran(sites)
     cache: Dict[Tuple[str, Any], float] = {}
     site_costs: List[List[float]] = []
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with inference(net), amp:
+    with inference(net), amp():
         for i, site in enumerate(sites):
             row = []
             for cand in site.candidates:

@@ -170,7 +170,7 @@ class ModelSupernet(Supernet, wraps_models=True):
         soft = None
         if need_grad:  # straight-through: exactly 1 going forward (ops that fold it in scale by it), softmax's gradient
             s = torch.softmax(z / self.tau, dim=-1).gather(1, order)
-            soft = (s - s.detach() + 1.0).unbind(0)
+            soft = (s - s.detach() + 1.0).to(a.dtype).unbind(0)  # the logits' dtype: ops fold it into BN weights
         rows = []
         for r, n in enumerate(self.n_chosen):
             picked = sorted(zip(flat[r][:n], range(n)))  # input order, with each pick's position in order

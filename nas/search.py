@@ -535,8 +535,10 @@ class SearchTask:
             if budget_cell is not None:
                 # No event removes an op of the most probable cell within the budget, so the last
                 # event leaves that cell, not each edge's most probable op whatever it costs.
+                # On the host, as the budget's cell and the measured scores are (the probabilities live
+                # on the logits' device; prune_weakest reads the scores entry by entry anyway).
                 base = net.probabilities() if scores is None else scores
-                scores = {c: v.masked_fill(budget_cell[c] == 0, math.inf) for c, v in base.items()}
+                scores = {c: v.detach().cpu().masked_fill(budget_cell[c] == 0, math.inf) for c, v in base.items()}
             removed = net.prune_weakest(keep_none=self.keep_none, scores=scores)
             for cell, ops in removed.items():
                 pruned.setdefault(cell, []).append(ops)

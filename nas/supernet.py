@@ -243,10 +243,12 @@ class Supernet(nn.Module):
         removed = {}
         probs = self.probabilities() if scores is None else scores
         for cell, p in probs.items():
+            # Read entry by entry: one copy to the host, not a device sync per entry.
+            p, alive_host = p.detach().cpu(), self.alive(cell).cpu()
             alive = self.alive(cell)
             names = []
             for e in range(p.shape[0]):
-                left = alive[e].nonzero().flatten().tolist()
+                left = alive_host[e].nonzero().flatten().tolist()
                 if len(left) <= 1:
                     names.append("")
                     continue

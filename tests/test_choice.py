@@ -341,6 +341,33 @@ class Pick(nn.Module):
         return self.m(xs)
 
 
+class _FoldedAndPicked(nn.Module):
+    """An op choice of built-in NB201 ops (they fold the straight-through weight into their batch
+    norm, which needs the network's dtype) beside a two-of-three input choice (Gumbel-top-k)."""
+
+    def __init__(self):
+        super().__init__()
+        from nas.ops import OPS
+
+        ops = {name: OPS[name](4, 4, 1, False) for name in ("nor_conv_3x3", "nor_conv_1x1")}
+        self.op = OpChoice(ops, label="op")
+        self.inp = InputChoice(3, n_chosen=2, label="in")
+
+    def forward(self, x):
+        y = self.op(x)
+        return self.inp([y, x, 2 * y]).mean((1, 2, 3))
+
+
+def test_a_top_k_draw_gives_every_choice_straight_through_weights_in_the_network_dtype():
+    torch.manual_seed(0)
+    net = nas.Supernet.from_model(_FoldedAndPicked(), mode="gdas")
+    out = net(torch.randn(2, 4, 8, 8))
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    (logits,) = net.arch_parameters()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
+
+
 def test_export_then_fix_equals_the_forced_supernet_bitwise(tmp_path):
     torch.manual_seed(0)
     net = nas.Supernet.from_model(merge_net(), mode="gdas")

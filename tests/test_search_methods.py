@@ -590,6 +590,24 @@ def test_the_shipped_budget_recipe_resumes_exactly(tmp_path):
     assert abs(ma[-1]["derived_cost"] - budget) <= 0.1 * budget  # the cell lies in the budget's window
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))],
+)
+def test_the_shipped_budget_recipe_prunes_to_a_cell_in_the_window_on_each_device(device, tmp_path):
+    """On CUDA the probabilities live on the GPU and the budget's cell on the host: each pruning
+    event masks one by the other (a device mismatch there would stop the search at its first event)."""
+    _, _, budget, _, _ = _tiny_window([])
+    sets = TINY + ["data.name=synthetic", "data.train_subset=null", "supernet.N=1", "supernet.C=4"]
+    sets += ["search.epochs=6", "search.warmup_epochs=1", "search.prune=probability", f"run.device={device}"]
+    cfg = load_config(ROOT / "configs" / "nb201_cifar10_cpu_budget.yaml", sets + [f"search.cost.budget={budget}"])
+    result = run_search(cfg, tmp_path / "r", torch.device(device), progress=False, log=quiet)
+    metrics = lines(tmp_path / "r" / "metrics.jsonl")
+    assert metrics[-1]["ops_left"] == 1 and len(metrics) <= 6
+    assert abs(metrics[-1]["derived_cost"] - budget) <= 0.1 * budget
+    assert metrics[-1]["genotype"] == str(result.genotype)
+
+
 # ---- beta-decay ---------------------------------------------------------------
 
 
