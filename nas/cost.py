@@ -875,10 +875,13 @@ def load_latency_table(
     device: Union[str, torch.device],
     bf16: bool = False,
     channels_last: bool = False,
+    any_machine: bool = False,
 ) -> Dict[str, Any]:
     """Read a latency table and check it was measured for this network, input shape, batch size,
-    device type, precision and memory format; :class:`nas.UserError` (one line, with the command
-    that measures the right one) if not."""
+    device, precision and memory format; :class:`nas.UserError` (one line, with the command that
+    measures the right one) if not. The device is the model this process runs on (the GPU's or the
+    CPU's name: an H100's table does not rank ops for an H200); ``any_machine=True`` reads a table
+    measured elsewhere, to study it, checking the device type only."""
     path = Path(path)
     fix = f"measure one for this search: {program()} measure-latency --config CONFIG --device DEVICE --out FILE"
     data = read_json(path, "latency table", fix)
@@ -904,6 +907,12 @@ def load_latency_table(
                     ", with the search's run.bf16 and run.channels_last"
                 )
             raise UserError(f"latency table {path} was measured for {what} {theirs}, this search uses {ours}; {fix}")
+    here = _device_name(torch.device(device))  # after the type check: naming a GPU needs one
+    if not any_machine and data.get("device_name") != here:
+        raise UserError(
+            f"latency table {path} was measured on {data.get('device_name')!r}, this search runs on {here!r} "
+            f"(op times differ from one device model to another); {fix}"
+        )
     sites, _, _ = trace(net, input_size, batch_size)
     if data.get("structure") != json.loads(json.dumps(_structure(net, sites))):
         raise UserError(

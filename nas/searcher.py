@@ -331,7 +331,8 @@ class Searcher:
             losses.append(loss)
             if k == base[cell][e]:  # the meter reads the context cell itself
                 self.val_meter.add(loss, logits, y)
-        p = torch.softmax(net.logits(cell)[e].float(), dim=-1)[ops]
+        p_row = torch.softmax(net.logits(cell)[e].float(), dim=-1)
+        p = torch.stack([p_row[k] for k in ops])  # int indexing: no index list copied to the device (a sync)
         expected = (p * torch.stack(losses)).sum()  # its gradient: p_k (L_k - sum_j p_j L_j)
         self._logit_terms(self._scaled(expected, expected.detach())).backward(inputs=self.arch)
 

@@ -14,7 +14,7 @@ drowned by sampling noise. This is the perturbation idea of DARTS-PT (Wang et al
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -107,14 +107,15 @@ def _measuring(net: Supernet, batches: Sequence[Batch]) -> Iterator[None]:
 
 
 def _mean_loss(net: Supernet, batches: Sequence[Batch], seed: int) -> float:
-    total, count = 0.0, 0
+    total: Union[torch.Tensor, float] = 0.0
+    count = 0
     for b, (x, y) in enumerate(batches):
         # The same noise for batch b whatever the edge and op under test.
         torch.manual_seed(seed * 1_000_003 + b)  # seeds the CPU and every CUDA generator
         loss = F.cross_entropy(net(x).float(), y, reduction="sum")
-        total += float(loss)  # one host sync per batch; scoring runs a few times per search
+        total = total + loss.double()  # summed on the device in float64: one host read per call, not per batch
         count += y.shape[0]
-    return total / count
+    return float(total) / count
 
 
 def removal_scores(losses: Dict[str, torch.Tensor], net: Supernet) -> Dict[str, torch.Tensor]:

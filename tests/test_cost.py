@@ -322,6 +322,12 @@ def test_latency_table_round_trip_and_refusals(tmp_path):
         (dict(bf16=True), "measured for precision float32, this search uses bf16 autocast"),
         (dict(channels_last=True), "measured for memory format contiguous, this search uses channels_last"),
     ]
+    # a table from another machine's device: refused for a search, readable to study
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**lut, "device_name": "Some Other CPU"}))
+    with pytest.raises(nas.UserError, match="measured on 'Some Other CPU', this search runs on"):
+        load_latency_table(elsewhere, net, (8,), 4, "cpu")
+    assert load_latency_table(elsewhere, net, (8,), 4, "cpu", any_machine=True)["device_name"] == "Some Other CPU"
     for change, message in refusals:
         args = dict(net=net, input_size=(8,), batch_size=4, device="cpu") | change
         with pytest.raises(nas.UserError, match=message) as err:
