@@ -76,6 +76,11 @@ all_failed() {
 # 1x1, 35.39 / 3.54 M per 3x3 convolution), so the same cells sit at the same place in the range.
 # Each search is judged by lookup only after it ended (nb201_cost_sweep --collect).
 if [ "$what" = budget ]; then
+    # First the recipe on CUDA at toy size, with its pruning events (seconds): a device mismatch
+    # there stopped every budget search at its first event before commit 60af3bb.
+    test="tests/test_search_methods.py::test_the_shipped_budget_recipe_prunes_to_a_cell_in_the_window_on_each_device"
+    timeout 120 $py -m pytest -q -rs -p no:cacheprovider "$test" > "$out/cuda_preflight.log" 2>&1 \
+        || { echo "the budget recipe fails on CUDA"; tail -n 30 "$out/cuda_preflight.log"; exit 1; }
     epochs=${EPOCHS:-10}
     # every budget's overrides from one interpreter (each start imports torch: seconds)
     # shellcheck disable=SC2086
