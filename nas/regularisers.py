@@ -103,7 +103,9 @@ def beta_decay_term(net: "Supernet") -> torch.Tensor:
 
     Row by row, so cell types with different numbers of ops (or a custom model's labels) each
     count their own; a pruned entry is ``-inf``, which adds exp(-inf) = 0 and gets gradient 0.
-    The gradient is ``softmax(alpha) / edges``."""
+    The gradient is ``softmax(alpha) / edges``. The mean is over every edge, as in beta-DARTS (which
+    does not prune): with pruning, a decided edge's one logit gets a push that changes no
+    probability, so the term weighs less on each undecided edge as edges are decided."""
     return torch.cat([torch.logsumexp(net.logits(c).float(), dim=-1) for c in net.arch]).mean()
 
 
