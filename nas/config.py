@@ -500,6 +500,20 @@ def diff(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
 
 
 # ---------------------------------------------------------------------------
+def check_new_search(s: "SearchConfig") -> None:
+    """What a search must satisfy to start, beyond :func:`validate` (which resumes and retrains run
+    too): a run an earlier version started resumes as it started."""
+    tau_at = make_tau_schedule(s.tau)
+    arch_epochs = range(min(s.warmup_epochs, s.epochs), s.epochs)  # τ reaches the logits in these only
+    low = min((tau_at(e, s.epochs) for e in arch_epochs), default=math.inf)
+    if s.estimator == "reinmax" and low < 1:
+        fix = _TAU_FLOOR.get(s.tau.schedule, "search.tau.min=1 or higher")
+        raise UserError(
+            f"search.estimator=reinmax is derived for τ >= 1 (below it its gradient turns away from the true one, "
+            f"and its authors' code refuses it), but search.tau falls to {low:.3g}: set {fix}"
+        )
+
+
 def make_tau_schedule(tau_cfg: TauConfig) -> Callable[[int, int], float]:
     """``search.tau`` as a pure function ``(epoch, epochs) -> tau`` (ValueError on bad settings)."""
     t = tau_cfg
@@ -788,16 +802,9 @@ def validate(cfg: Config) -> None:
             f"[{s.warmup_epochs}, {s.epochs - 1}], got {s.prune_start}; or null to start at the end of warm-up"
         )
     try:
-        tau_at = make_tau_schedule(s.tau)
+        make_tau_schedule(s.tau)
     except ValueError as exc:
         raise UserError(f"search.tau: {exc}") from None
-    arch_epochs = range(min(s.warmup_epochs, s.epochs), s.epochs)  # τ reaches the logits in these only
-    if s.estimator == "reinmax" and arch_epochs and min(tau_at(e, s.epochs) for e in arch_epochs) < 1:
-        low = min(tau_at(e, s.epochs) for e in arch_epochs)
-        raise UserError(
-            f"search.estimator=reinmax is derived for τ >= 1 (below it its gradient turns away from the true one, "
-            f"and its authors' code refuses it), but search.tau falls to {low:.3g}: set {_TAU_FLOOR.get(s.tau.schedule, 'search.tau.min=1 or higher')}"
-        )
     _check_cost(s.cost)
     for f in dataclasses.fields(cfg.retrain):
         p, section = getattr(cfg.retrain, f.name), f"retrain.{f.name}"

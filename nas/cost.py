@@ -876,12 +876,16 @@ def load_latency_table(
     bf16: bool = False,
     channels_last: bool = False,
     any_machine: bool = False,
+    resumed: bool = False,
 ) -> Dict[str, Any]:
     """Read a latency table and check it was measured for this network, input shape, batch size,
     device, precision and memory format; :class:`nas.UserError` (one line, with the command that
     measures the right one) if not. The device is the model this process runs on (the GPU's or the
     CPU's name: an H100's table does not rank ops for an H200); ``any_machine=True`` reads a table
-    measured elsewhere, to study it, checking the device type only."""
+    measured elsewhere, to study it, checking the device type only. ``resumed=True``: the table of
+    a search being resumed, whose checkpoint holds the hash of the costs it started with; that hash
+    decides, so the device model, precision and memory format are not checked again (a run moved to
+    another machine, or started before tables recorded them, resumes)."""
     path = Path(path)
     fix = f"measure one for this search: {program()} measure-latency --config CONFIG --device DEVICE --out FILE"
     data = read_json(path, "latency table", fix)
@@ -896,10 +900,12 @@ def load_latency_table(
         ("device", data.get("device"), dev),
         ("batch size", data.get("batch_size"), int(batch_size)),
         ("input shape", data.get("input_size"), [int(v) for v in input_size]),
-        # Tables of format version 1 written before these two fields were timed in float32, contiguous.
-        ("precision", data.get("precision", _precision(False)), _precision(bf16)),
-        ("memory format", data.get("memory_format", _memory_format(False)), _memory_format(channels_last)),
     ]
+    if not resumed:  # tables of format version 1 written before these two fields were timed in float32, contiguous
+        checks += [
+            ("precision", data.get("precision", _precision(False)), _precision(bf16)),
+            ("memory format", data.get("memory_format", _memory_format(False)), _memory_format(channels_last)),
+        ]
     for what, theirs, ours in checks:
         if theirs != ours:
             if what in ("precision", "memory format"):  # measure-latency follows the config's run section
@@ -908,7 +914,7 @@ def load_latency_table(
                 )
             raise UserError(f"latency table {path} was measured for {what} {theirs}, this search uses {ours}; {fix}")
     here = _device_name(torch.device(device))  # after the type check: naming a GPU needs one
-    if not any_machine and data.get("device_name") != here:
+    if not (any_machine or resumed) and data.get("device_name") != here:
         raise UserError(
             f"latency table {path} was measured on {data.get('device_name')!r}, this search runs on {here!r} "
             f"(op times differ from one device model to another); {fix}"

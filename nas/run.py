@@ -36,6 +36,7 @@ from .io import (
     file_size,
     load_checkpoint,
     make_dir,
+    read_jsonl,
     restore_rng_state,
     seed_everything,
     truncate_jsonl,
@@ -230,6 +231,10 @@ def load_for_resume(run_dir: Path, cfg: Config, kind: str) -> Dict[str, Any]:
     return ckpt
 
 
+# The epoch logs a run directory may hold (an EpochTask's ``logs`` are among them).
+RUN_LOGS = ("metrics.jsonl", "arch_probs.jsonl")
+
+
 class EpochTask(Protocol):
     """What a kind of run (search, retrain) adds to the skeleton."""
 
@@ -331,6 +336,8 @@ def open_run(
                 check_resumed(ckpt)
             if world.is_main:
                 _keep_locations(run_dir, cfg)
+                for name in RUN_LOGS:  # damage found here stops every rank alike, not rank 0 alone later
+                    read_jsonl(run_dir / name)
         elif world.is_main:
             prepare_run_dir(run_dir, kind)
             lock_run(run_dir)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .architecture import ChoiceArchitecture
 from .benchmarks import is_benchmark_cell, load_benchmark
-from .config import Config
+from .config import Config, check_new_search
 from .cost import (
     BUDGET_FORMS,
     UNITS,
@@ -98,6 +98,8 @@ def run_search(
     if not world.is_main:
         log = silent  # rank 0 alone prints
     check_run(cfg, device, world, cfg.search.batch_size, "search.batch_size", resume)
+    if not resume:
+        check_new_search(cfg.search)
     if cfg.run.plot:
         from .plot import require_matplotlib  # here: nas.plot reads runs through nas.report, which imports this module
 
@@ -114,7 +116,7 @@ def run_search(
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     try:
         task, done = run_epochs(
-            lambda: SearchTask(cfg, device, log, world),
+            lambda: SearchTask(cfg, device, log, world, resumed=ckpt is not None),
             cfg,
             run_dir,
             ckpt,
@@ -198,7 +200,14 @@ class SearchTask:
     logs = ("metrics.jsonl", "arch_probs.jsonl")
     nan_hint = "lower search.weights.lr or enable gradient clipping (search.weights.grad_clip)"
 
-    def __init__(self, cfg: Config, device: torch.device, log: Callable[[str], None], world: World = SINGLE):
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        log: Callable[[str], None],
+        world: World = SINGLE,
+        resumed: bool = False,  # restored from a checkpoint next: its latency table's hash decides
+    ):
         s, sn = cfg.search, cfg.supernet
         self.cfg, self.search, self.log, self.epochs, self.world = cfg, s, log, s.epochs, world
         self.device = device
@@ -233,7 +242,7 @@ class SearchTask:
             net.to(memory_format=torch.channels_last)
         self.net = net
         self.input_size = tuple(data.train_x.shape[1:])
-        self.cost_table, cost = self._cost(cfg, net, device)
+        self.cost_table, cost = self._cost(cfg, net, device, resumed)
         self.searcher = Searcher.from_config(net, s, device=device, bf16=cfg.run.bf16, world=world, cost=cost)
         if self.searcher.local:  # compare an edge's ops in the cell the search derives now
             self.searcher.context = self._derived_rows
@@ -291,7 +300,9 @@ class SearchTask:
         self.keep_none = getattr(net, "derive_none", False)  # darts space: none never derives
         self.arch_epoch = False
 
-    def _cost(self, cfg: Config, net, device: torch.device) -> Tuple[Optional[CostTable], Optional[CostPenalty]]:
+    def _cost(
+        self, cfg: Config, net, device: torch.device, resumed: bool = False
+    ) -> Tuple[Optional[CostTable], Optional[CostPenalty]]:
         """``search.cost``: the table and the loss term (none at weight 0, the search unchanged)."""
         c = cfg.search.cost
         if c.weight == 0:
@@ -311,6 +322,7 @@ class SearchTask:
                 device,
                 bf16=cfg.run.bf16,
                 channels_last=cfg.run.channels_last,
+                resumed=resumed,
             )
         table = cost_table(net, c.metric, self.input_size, latency=latency)
         if c.form in BUDGET_FORMS or c.form == "mul_log":

@@ -487,6 +487,28 @@ def test_mul_log_is_refused_where_a_network_can_cost_1_or_less():
     _check_cost_reachable(net, tiny, None, "add_linear")  # the form it names works there
 
 
+def test_a_search_resumes_on_another_machine_with_its_own_table(tmp_path, capsys):
+    """The checkpoint's hash of the costs decides a resume: a table whose recorded device model
+    (or, from before they were recorded, precision and memory format) would refuse a new search
+    resumes the search it started."""
+    sets = [x for s in TINY_NB201 + ["run.threads=1", "search.epochs=2"] for x in ("--set", s)]
+    lut = tmp_path / "lut.json"
+    assert main(["measure-latency", *sets, "--out", str(lut), "--repeats", "1", "--warmup", "0"]) == 0
+    cost = ["--set", "search.cost.metric=latency", "--set", f"search.cost.table={lut}", "--set", "search.cost.weight=1"]
+    cost += ["--set", "search.cost.form=add_linear"]
+    run_dir = tmp_path / "run"
+    assert main(["--out", str(run_dir), "--quiet", *sets, *cost, "--stop-after", "1"]) == 0
+    data = json.loads(lut.read_text())
+    data["device_name"] = "the machine the search started on"
+    del data["precision"], data["memory_format"]  # as a table written before they were recorded
+    lut.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["--out", str(tmp_path / "new"), "--quiet", *sets, *cost]) == 2
+    assert "was measured on 'the machine the search started on'" in capsys.readouterr().err
+    assert main(["--resume", str(run_dir), "--quiet"]) == 0
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_resume_refuses_a_table_measured_again_since_the_search_started(tmp_path, capsys):
     """The config names the table's file; a resume with other costs there would not be exact."""
     sets = [x for s in TINY_NB201 + ["run.threads=1", "search.epochs=2"] for x in ("--set", s)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -187,6 +188,14 @@ def test_the_command_line_under_torchrun_writes_one_run_and_resumes_exactly(tmp_
     ]
     assert main(["inspect", str(tmp_path / "part"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["epochs_done"] == 3
+    # A damaged log line stops every rank alike, on one line (rank 0 alone reads the logs).
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "part", damaged)
+    text = (damaged / "metrics.jsonl").read_text().splitlines()
+    (damaged / "metrics.jsonl").write_text("\n".join(["garbage", *text[1:]]) + "\n")
+    done = torchrun("search.py", "--resume", damaged, "--quiet")
+    assert done.returncode != 0 and done.stderr.count("error:") == 1, done.stderr[-3000:]
+    assert f"{damaged / 'metrics.jsonl'} line 1 is not JSON" in done.stderr and str(ROOT / "nas") not in done.stderr
     # Another world size is refused, clearly, with the fix.
     assert main(["--resume", str(tmp_path / "whole"), "--quiet"]) == 2
     err = capsys.readouterr().err

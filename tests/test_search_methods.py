@@ -1096,6 +1096,23 @@ def test_supernet_estimators_change_the_backward_only(estimator, samples):
     assert not torch.allclose(grads[0], grads[1])
 
 
+def test_a_reinmax_run_an_earlier_version_started_below_tau_one_resumes_and_retrains(tmp_path, monkeypatch, capsys):
+    """The τ >= 1 rule applies to new searches: a run begun before it resumes as it began."""
+    import nas.search
+
+    sets = [x for s in TINY + ["search.epochs=2", "search.estimator=reinmax"] for x in ("--set", s)]
+    run_dir = tmp_path / "r"
+    assert main(["--out", str(run_dir), "--quiet", *sets]) == 2  # refused now, as a new search
+    assert "reinmax is derived for τ >= 1" in capsys.readouterr().err and not run_dir.exists()
+    monkeypatch.setattr(nas.search, "check_new_search", lambda s: None)  # as the earlier version started it
+    assert main(["--out", str(run_dir), "--quiet", "--stop-after", "1", *sets]) == 0
+    monkeypatch.undo()
+    assert main(["--resume", str(run_dir), "--quiet"]) == 0
+    assert len(lines(run_dir / "metrics.jsonl")) == 2
+    retrain = ["--set", "retrain.nb201.epochs=1", "--set", "retrain.nb201.steps_per_epoch=1"]
+    assert main(["retrain", str(run_dir), "--out", str(tmp_path / "rt"), "--quiet", *retrain]) == 0
+
+
 @pytest.mark.parametrize(
     "sets, expected",
     [
