@@ -12,6 +12,7 @@ import difflib
 import errno
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,7 @@ def _start(cfg: Config, run_dir: Path, invocation: Invocation, resume_command: s
     run_dir = Path(world.broadcast_object(str(run_dir)))
     invocation.run_dir = run_dir
     if world.distributed:
-        launcher = torchrun_program(world.world_size)
+        launcher = torchrun_program(world.world_size, int(os.environ.get("LOCAL_WORLD_SIZE", world.world_size)))
     else:
         launcher = program()
     invocation.resume_command = f"{launcher} {resume_command.format(run_dir=run_dir)}"
@@ -194,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--genotype",
         metavar="FILE_OR_STRING",
-        help="architecture to train: NB201 string, DARTS Genotype(...) string, or a genotype JSON file; "
+        help="architecture to train: NB201 string, DARTS Genotype(...) string, a genotype JSON file, or a "
+        "NAS-Bench-201 cell index; "
         "with --set supernet.model=..., that model's architecture JSON file (net.export(path), architecture.json)",
     )
     _add_run_args(p)
@@ -422,7 +424,7 @@ def _lookup_target(text: str):
     """An index, an arch string, a genotype JSON file or a run directory -> what to look up."""
     from .model_supernet import ARCH_FILE
 
-    if text.strip().lstrip("-").isdigit():  # a negative one is refused as out of range
+    if re.fullmatch(r"-?[0-9]+", text.strip()):  # a negative one is refused as out of range
         return int(text)
     if _is_architecture_text(text):
         if _is_choices(text):
@@ -466,7 +468,7 @@ def cmd_lookup(args, invocation: Invocation) -> int:
 def read_genotype(text_or_path: str) -> Genotype:
     """``--genotype``: an architecture string (NB201, DARTS or JSON), a file holding one, or an
     NAS-Bench-201 cell index (as ``lookup`` takes them; the packaged table names the cell)."""
-    if text_or_path.strip().lstrip("-").isdigit() and not Path(text_or_path).exists():
+    if re.fullmatch(r"-?[0-9]+", text_or_path.strip()) and not Path(text_or_path).exists():
         return load_benchmark().genotype(int(text_or_path))
     path = Path(text_or_path)
     looks_like_file = not _is_architecture_text(text_or_path)
@@ -474,7 +476,8 @@ def read_genotype(text_or_path: str) -> Genotype:
         if not path.exists():
             raise UserError(
                 f"--genotype {text_or_path!r} is neither an architecture string nor an existing file; "
-                "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, or a genotype.json"
+                "give an NB201 string (|op~0|+...), a DARTS Genotype(...) string, a genotype.json or a "
+                "NAS-Bench-201 cell index"
             )
         if path.is_dir():
             raise UserError(
@@ -614,7 +617,8 @@ def cmd_measure_latency(args, invocation: Invocation) -> int:
     except UserError as exc:
         if not args.device:
             raise
-        raise UserError(str(exc).replace("run.device=", "--device ").replace("run.device", "--device")) from None
+        text = str(exc).replace("set run.bf16=", "--set run.bf16=")  # say both fixes as this command's options
+        raise UserError(text.replace("run.device=", "--device ").replace("run.device", "--device")) from None
     batch = args.batch_size if args.batch_size is not None else cfg.search.batch_size
     for option, value, least in (
         ("--batch-size", batch, 1),

@@ -127,7 +127,7 @@ def run_figure(run_dir: Path):
     report = load_report(run_dir)
     choices = report.get("kind") == "choices"
     metrics = _by_epoch(read_jsonl(run_dir / "metrics.jsonl"))
-    arch = _by_epoch(read_probs_log(run_dir / "arch_probs.jsonl"))
+    arch = _by_epoch(read_probs_log(run_dir / "arch_probs.jsonl", None if choices else report["space"]))
     geno = None if choices else Genotype.from_dict(report["genotype_record"])
     panels = _probability_series(report, arch, geno)
     names = list(dict.fromkeys(n for _, _, candidates, _ in panels for n in candidates))

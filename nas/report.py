@@ -24,34 +24,40 @@ def _numbers(values: Any) -> bool:
     return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
 
 
-def read_probs_log(path: Path) -> List[Dict[str, Any]]:
-    """``arch_probs.jsonl``'s records (:func:`nas.io.read_jsonl`), each checked for its shape: a space's
-    ``ops`` (names) and ``probs`` (per cell type, a row of numbers per edge, one per op), or a
-    model's ``choices`` (per label, a number per candidate). A record of another shape is damage:
-    one :class:`UserError`, not a traceback from whatever reads it."""
+def read_probs_log(path: Path, space: Optional[str]) -> List[Dict[str, Any]]:
+    """``arch_probs.jsonl``'s records (:func:`nas.io.read_jsonl`), each checked for the shape a run
+    of ``space`` writes: ``ops`` (names) and ``probs`` (per cell type of the space, a row of numbers
+    per edge, one per op); or, with ``space=None`` (a custom model's run), ``choices`` (per label, a
+    number per candidate). A record of another shape is damage: one :class:`UserError`, not a
+    traceback from whatever reads it."""
     records = read_jsonl(path)
+    shape = None
+    if space is not None:
+        sp = get_space(space)
+        shape = {cell: len(sp.edges()) for cell in sp.cell_types}
     for rec in records:
-        if "probs" in rec or "ops" in rec:
+        if shape is not None:
             ops, probs = rec.get("ops"), rec.get("probs")
             ok = (
                 isinstance(ops, list)
                 and all(isinstance(o, str) for o in ops)
                 and isinstance(probs, dict)
+                and {c: len(rows) if isinstance(rows, list) else None for c, rows in probs.items()} == shape
                 and all(
-                    isinstance(rows, list)
-                    and all(isinstance(r, list) and len(r) == len(ops) and _numbers(r) for r in rows)
-                    for rows in probs.values()
+                    isinstance(r, list) and len(r) == len(ops) and _numbers(r) for rows in probs.values() for r in rows
                 )
             )
+            what = f"{space}'s op probabilities (ops, and probs with {shape} rows)"
         else:
             choices = rec.get("choices")
             ok = isinstance(choices, dict) and all(
                 isinstance(c, dict) and _numbers(c.values()) for c in choices.values()
             )
+            what = "a custom model's choice probabilities (choices)"
         if not ok:
             raise UserError(
-                f"{path}: the record of epoch {rec['epoch']} is not a record of op probabilities (ops and probs, "
-                "or choices); the log is damaged: restore it from a backup"
+                f"{path}: the record of epoch {rec['epoch']} is not a record of {what}; the log is damaged: "
+                "restore it from a backup"
             )
     return records
 
@@ -100,15 +106,15 @@ def within_budget_cells(
         )
     try:
         cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        probs_log = read_probs_log(run_dir / "arch_probs.jsonl")
+        sn = cfg.supernet
+        if sn.model is not None or not get_space(sn.space).keeps_every_edge:
+            raise UserError(
+                f"--budget derives cells that keep one op per edge (nb201 and spaces like it); this run searched "
+                f"{sn.model or sn.space}"
+            )
+        probs_log = read_probs_log(run_dir / "arch_probs.jsonl", sn.space)
     except OSError:
         raise UserError(f"{run_dir} is not a search run directory (no config.yaml or arch_probs.jsonl)") from None
-    sn = cfg.supernet
-    if sn.model is not None or not get_space(sn.space).keeps_every_edge:
-        raise UserError(
-            f"--budget derives cells that keep one op per edge (nb201 and spaces like it); this run searched "
-            f"{sn.model or sn.space}"
-        )
     if not probs_log:
         raise UserError(
             f"{run_dir / 'arch_probs.jsonl'} holds no epoch yet; inspect it after the first epoch (or the file "
@@ -208,7 +214,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         raise UserError(f"{run_dir} has no finished epoch yet (no genotype.json); inspect it after the first epoch")
     geno = read_record(geno_path, "genotype file", Genotype.from_json)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    probs_log = read_probs_log(run_dir / "arch_probs.jsonl")
+    probs_log = read_probs_log(run_dir / "arch_probs.jsonl", geno.space)
     space = geno.space
     names = edge_names(space)
     ops = geno.ops or (probs_log[-1]["ops"] if probs_log else [])
@@ -283,7 +289,7 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise UserError(f"{run_dir / ARCH_FILE} is not readable JSON; the run directory is damaged") from None
     metrics = read_jsonl(run_dir / "metrics.jsonl")
-    probs_log = [r for r in read_probs_log(run_dir / "arch_probs.jsonl") if "choices" in r]
+    probs_log = read_probs_log(run_dir / "arch_probs.jsonl", None)
     epochs_total = (cfg.get("search") or {}).get("epochs")
     try:  # a pruned search that stops once decided ends before search.epochs; its widest choice says when
         epochs_total = search_epochs(config_from_dict(cfg), num_ops=max(map(len, (arch.probs or {}).values())))

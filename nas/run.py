@@ -378,11 +378,16 @@ def run_epochs(
 def _restore(task: EpochTask, ckpt: Dict[str, Any], run_dir: Path) -> None:
     """The task's state and the generators from ``ckpt``; a checkpoint whose entries do not fit
     this run (edited, truncated or another network's) is one :class:`UserError`, not a traceback."""
+    epoch = ckpt.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= task.epochs:
+        raise UserError(
+            f"{run_dir / 'checkpoint.pt'} says it ended epoch {epoch!r} of a {task.epochs}-epoch run; it is damaged "
+            "or another run's: restore it from a backup or start a new run with --out"
+        )
     try:
         task.load_state_dict(ckpt)
-        int(ckpt["epoch"])
         restore_rng_state(ckpt["rng"])
-    except UserError:
+    except (UserError, torch.OutOfMemoryError):  # said already; not the checkpoint's fault
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]

@@ -123,9 +123,15 @@ def program() -> str:
     return "python -m nas" if (script.parent.name, script.name) == ("nas", "__main__.py") else "python search.py"
 
 
-def torchrun_program(nproc: int) -> str:
-    """The torchrun launch of this program with ``nproc`` processes, as the user started it."""
-    launch = f"torchrun --nproc_per_node={nproc}"
+def torchrun_program(nproc: int, nproc_per_node: Optional[int] = None) -> str:
+    """The torchrun launch of this program with ``nproc`` processes in all, ``nproc_per_node`` a
+    machine (default: all on one), as the user started it. Several machines need the job's own
+    rendezvous options, which a process cannot see: the command says so."""
+    per_node = nproc if nproc_per_node is None else nproc_per_node
+    if per_node >= nproc:
+        launch = f"torchrun --standalone --nproc_per_node={nproc}"
+    else:
+        launch = f"torchrun --nnodes={nproc // per_node} --nproc_per_node={per_node} RENDEZVOUS_OPTIONS"
     name = program()
     if name == "gumbel-nas":  # an installed script: torchrun runs it directly, not through python
         return f"{launch} --no-python gumbel-nas"

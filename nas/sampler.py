@@ -448,9 +448,10 @@ class GumbelSoftmax(nn.Module):
         return self._tau
 
     # Checked when set, as tau is (their pairing, e.g. samples with gumbel_rao only, at the next call).
+    # A module pickled before these were properties holds them as plain attributes.
     @property
     def estimator(self) -> str:
-        return self._estimator
+        return self.__dict__.get("_estimator", self.__dict__.get("estimator", "st"))
 
     @estimator.setter
     def estimator(self, value: str) -> None:
@@ -459,7 +460,7 @@ class GumbelSoftmax(nn.Module):
 
     @property
     def samples(self) -> Optional[int]:
-        return self._samples
+        return self.__dict__.get("_samples", self.__dict__.get("samples"))
 
     @samples.setter
     def samples(self, value: Optional[int]) -> None:

@@ -663,10 +663,11 @@ class SearchTask:
                 f"validation loss most; by the logits it would be {m['genotype_by_logits']}"
             )
         elif m.get("derived_by") == "window":
+            best = m["window_losses"][0][1]  # None: no cell's loss was finite
             arch_text += (
                 f"\nderived by the window (search.derive: window): of the {m['window_cells']} cells the budget "
-                f"allows, the lowest validation loss ({m['window_losses'][0][1]:.4f}); by the logits it would be "
-                f"{m['genotype_by_logits']}"
+                f"allows, the lowest validation loss ({'not finite' if best is None else f'{best:.4f}'}); by the "
+                f"logits it would be {m['genotype_by_logits']}"
             )
         phase = (
             f"val {m['val_loss']:.3f}/{m['val_acc']:.1f}%"

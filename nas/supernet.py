@@ -192,7 +192,8 @@ class Supernet(nn.Module):
     @property
     def estimator(self) -> str:
         """The hard sample's backward in gdas mode, one of :data:`nas.sampler.ESTIMATORS`."""
-        return self._estimator
+        # A whole supernet pickled before this was a property holds it as a plain attribute.
+        return self.__dict__.get("_estimator", self.__dict__.get("estimator", "st"))
 
     @estimator.setter
     def estimator(self, value: str) -> None:

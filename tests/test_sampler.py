@@ -392,6 +392,10 @@ def test_module_forward_with_generator_and_validation():
     assert module.estimator == "st" and module.samples is None
     module.hard, module.estimator, module.samples = True, "gumbel_rao", 3
     assert module(logits).sum(dim=-1).tolist() == [1.0] * 4
+    # a module pickled before they were properties holds them as plain attributes
+    old = GumbelSoftmax(hard=True)
+    old.__dict__["estimator"], old.__dict__["samples"] = old.__dict__.pop("_estimator"), old.__dict__.pop("_samples")
+    assert (old.estimator, old.samples) == ("st", None) and old(logits).sum(dim=-1).tolist() == [1.0] * 4
 
 
 # --------------------------------------------------------------------------

@@ -366,11 +366,23 @@ def _wrong_alive(ckpt):
         (lambda p: p.write_bytes(bytes(range(256)) * 8), ["is corrupted or not a checkpoint of this tool"]),
         (_edit_checkpoint(lambda c: c.pop("model")), ["does not fit this run (KeyError: 'model')"]),
         (_edit_checkpoint(lambda c: c.pop("rng")), ["does not fit this run (KeyError: 'rng')"]),
-        (_edit_checkpoint(lambda c: c.update(epoch="x")), ["does not fit this run (ValueError"]),
+        (_edit_checkpoint(lambda c: c.update(epoch="x")), ["says it ended epoch 'x' of a 3-epoch run"]),
+        (_edit_checkpoint(lambda c: c.update(epoch=-1)), ["says it ended epoch -1 of a 3-epoch run"]),
+        (_edit_checkpoint(lambda c: c.update(epoch=99)), ["says it ended epoch 99 of a 3-epoch run"]),
         (_edit_checkpoint(_wrong_alive), ["does not fit this run", "size mismatch for alive_normal"]),
         (_edit_checkpoint(lambda c: c.update(config=5)), ["holds no readable config"]),
     ],
-    ids=["text", "bytes", "no-model", "no-rng", "text-epoch", "wrong-shape", "config-not-a-mapping"],
+    ids=[
+        "text",
+        "bytes",
+        "no-model",
+        "no-rng",
+        "text-epoch",
+        "epoch-1",
+        "epoch-99",
+        "wrong-shape",
+        "config-not-a-mapping",
+    ],
 )
 def test_a_damaged_checkpoint_is_one_error_line_and_the_run_is_left_as_it_was(
     damage, needles, tmp_path, capsys, stopped_run
@@ -420,11 +432,20 @@ def test_a_probability_record_of_another_shape_is_refused(tmp_path, capsys, nb20
     run_dir = tmp_path / "copy"
     shutil.copytree(nb201_run, run_dir)
     lines = (run_dir / "arch_probs.jsonl").read_text().splitlines()
-    for bad in ('{"epoch": 1, "probs": 5}', '{"epoch": 1, "ops": ["a"], "probs": {"normal": [[0.5, 0.5]]}}'):
+    ops = json.loads(lines[0])["ops"]
+    row = json.dumps([1 / len(ops)] * len(ops))
+    damaged = [
+        '{"epoch": 1, "probs": 5}',
+        '{"epoch": 1, "ops": ["a"], "probs": {"normal": [[0.5, 0.5]]}}',  # a row of another width
+        '{"epoch": 1, "choices": {"a": {"x": 1.0}}}',  # a custom model's record in a space's run
+        f'{{"epoch": 1, "ops": {json.dumps(ops)}, "probs": {{"reduce": [{row}]}}}}',  # another cell type
+        f'{{"epoch": 1, "ops": {json.dumps(ops)}, "probs": {{"normal": [{row}]}}}}',  # one edge of six
+    ]
+    for bad in damaged:
         (run_dir / "arch_probs.jsonl").write_text("\n".join([bad, *lines[1:]]) + "\n")
         for args in (["inspect", run_dir], ["inspect", run_dir, "--budget", "1e9"]):
             code, _, err = run_cli(args, capsys)
-            assert_user_error(code, err, "the record of epoch 1 is not a record of op probabilities")
+            assert_user_error(code, err, "the record of epoch 1 is not a record of nb201's op probabilities")
     (run_dir / "arch_probs.jsonl").unlink()  # a search's log gone: not taken for a retrain run
     code, _, err = run_cli(["inspect", run_dir], capsys)
     assert_user_error(code, err, "is a search run whose arch_probs.jsonl is missing")
@@ -596,13 +617,13 @@ def test_hints_name_the_command_the_user_ran(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize(
     "argv0, program, torchrun",
     [
-        ("/usr/local/bin/gumbel-nas", "gumbel-nas", "torchrun --nproc_per_node=2 --no-python gumbel-nas"),
-        ("/site-packages/nas/__main__.py", "python -m nas", "torchrun --nproc_per_node=2 -m nas"),
-        ("search.py", "python search.py", "torchrun --nproc_per_node=2 search.py"),
+        ("/usr/local/bin/gumbel-nas", "gumbel-nas", "torchrun --standalone --nproc_per_node=2 --no-python gumbel-nas"),
+        ("/site-packages/nas/__main__.py", "python -m nas", "torchrun --standalone --nproc_per_node=2 -m nas"),
+        ("search.py", "python search.py", "torchrun --standalone --nproc_per_node=2 search.py"),
         (
             "/venv/lib/python3/site-packages/pytest/__main__.py",
             "python search.py",
-            "torchrun --nproc_per_node=2 search.py",
+            "torchrun --standalone --nproc_per_node=2 search.py",
         ),
     ],
 )
@@ -613,6 +634,8 @@ def test_usage_help_and_torchrun_hints_name_the_program_as_it_was_started(
 
     monkeypatch.setattr(sys, "argv", [argv0])
     assert nas.runtime.program() == program and torchrun_program(2) == torchrun
+    several = torchrun_program(16, 8)  # two machines: their rendezvous options are the job's own
+    assert several.startswith("torchrun --nnodes=2 --nproc_per_node=8 RENDEZVOUS_OPTIONS ")
     with pytest.raises(SystemExit):
         main(["--help"])
     assert capsys.readouterr().out.startswith(f"usage: {program} ")
@@ -636,6 +659,8 @@ def test_python_m_nas_runs_the_program():
         (["--config", "zzz"], ["config file zzz does not exist and is not a shipped config; give a YAML"]),
         (["retrain", "/no/such/run"], ["/no/such/run does not exist; give a search's run directory"]),
         (["retrain", "--genotype", "15625"], ["cell index 15625 is out of range; NB201 indices are 0..15624"]),
+        (["retrain", "--genotype", "²"], ["is neither an architecture string", "or a NAS-Bench-201 cell index"]),
+        (["lookup", "²"], ["is neither a file, a run directory, an index nor an arch string"]),
         (["measure-latency", "--repeats", "0", "--out", "lut.json"], ["--repeats must be >= 1, got 0"]),
         (["measure-latency", "--warmup", "-1", "--out", "lut.json"], ["--warmup must be >= 0, got -1"]),
     ],

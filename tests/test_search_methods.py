@@ -880,6 +880,17 @@ def test_window_derivation_ranks_a_cell_whose_loss_is_not_finite_last(monkeypatc
         assert [loss for _, loss in record["window_losses"][-2:]] == [None, None]
 
 
+def test_a_window_whose_losses_are_all_not_finite_is_said_so(tmp_path, monkeypatch):
+    import nas.search
+
+    _, _, _, cfg, _ = _tiny_window(["search.epochs=2", "search.derive=window", "search.prune_batches=1"])
+    monkeypatch.setattr(nas.search, "architecture_losses", lambda net, b, archs, seed: [float("nan")] * len(archs))
+    out = []
+    run_search(cfg, tmp_path / "r", torch.device("cpu"), progress=False, log=out.append)
+    assert any("the lowest validation loss (not finite)" in line for line in out)
+    assert lines(tmp_path / "r" / "metrics.jsonl")[-1]["window_losses"][0][1] is None
+
+
 def test_architecture_losses_leave_the_search_untouched_and_match_a_forced_forward():
     from nas.selection import architecture_losses
 
