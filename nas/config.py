@@ -133,6 +133,16 @@ class CostConfig:
 
 
 @dataclass
+class ScreenConfig:
+    """``search.screen``: after the last epoch, train the search's first cells alone (nas.screen)."""
+
+    cells: int = 0  # 0: off. >= 2: the derived cell and the derivation's runners-up (the budget's window
+    # with a budget form), each trained from scratch at the supernet's size on the weights' split, then
+    # measured on the architecture's split; the best is the search's cell. A resume may change this
+    epochs: int = 6  # each cell's training (search.weights' optimiser and lr schedule, search.batch_size)
+
+
+@dataclass
 class SearchConfig:
     epochs: int = 250
     batch_size: int = 64
@@ -173,6 +183,7 @@ class SearchConfig:
     arch: ArchOptimConfig = field(default_factory=ArchOptimConfig)
     tau: TauConfig = field(default_factory=TauConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
 
     def score_paths(self) -> int:
         """Paths per architecture step of the score-function estimator (0: the estimator is not rloo)."""
@@ -793,6 +804,12 @@ def validate(cfg: Config) -> None:
             "target with search.cost.weight > 0 (and search.cost.tolerance for a window below the budget), "
             "or search.derive=logits"
         )
+    if s.screen.cells < 0 or s.screen.cells == 1:
+        raise UserError(
+            f"search.screen.cells must be 0 (off) or at least 2 (the derived cell and a runner-up), got {s.screen.cells}"
+        )
+    if s.screen.cells and s.screen.epochs < 1:
+        raise UserError(f"search.screen.epochs must be >= 1 (each screened cell's training), got {s.screen.epochs}")
     if s.prune not in PRUNE_RULES:
         raise UserError(f"unknown search.prune {s.prune!r}; choose one of: {', '.join(PRUNE_RULES)}")
     # A run shorter than one epoch per op prunes several ops at some epoch boundaries (nas.search.prune_events).

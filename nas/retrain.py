@@ -19,7 +19,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .architecture import ChoiceArchitecture, save_architecture
 from .config import Config, RetrainSpaceConfig
-from .data import subset_indices
+from .data import ImageData, subset_indices
 from .distributed import SINGLE, World
 from .errors import UserError
 from .flops import count_macs, count_parameters
@@ -44,6 +44,8 @@ CHECKPOINT_KIND = "retrain"
 MODEL_SECTION = "model"  # retrain.model: a custom model's protocol
 
 Architecture = Union[Genotype, ChoiceArchitecture]
+# The data set, then (images, labels) to train on and to measure on.
+Split = Tuple[ImageData, Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -214,18 +216,24 @@ class RetrainTask:
         device: torch.device,
         world: World = SINGLE,
         log: Callable[[str], None] = _silent,
+        split: Optional[Split] = None,
     ):
+        """``split``: the data, the images and labels to train on and those to measure on, in place
+        of the config's training subset and its test set (nas.screen: a search's two splits)."""
         self.p, self.geno, self.device, self.bf16, self.world = p, geno, device, cfg.run.bf16, world
         self.epochs = p.epochs
         self.nan_hint = f"lower retrain.{section(geno)}.lr"
         self.custom = isinstance(geno, ChoiceArchitecture)
         seed = cfg.run.seed
-        data = load_data(cfg, world)
-        keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
+        if split is None:
+            data = load_data(cfg, world)
+            keep = subset_indices(data.train_x.shape[0], cfg.data.train_subset, seed)
+            split = (data, (data.train_x[keep], data.train_y[keep]), (data.test_x, data.test_y))
+        data, (train_x, train_y), (test_x, test_y) = split
         self.train_loader = make_loader(
             data,
-            data.train_x[keep],
-            data.train_y[keep],
+            train_x,
+            train_y,
             p.batch_size,
             train=True,
             augment=cfg.data.augment,
@@ -237,8 +245,8 @@ class RetrainTask:
         )
         self.test_loader = make_loader(
             data,
-            data.test_x,
-            data.test_y,
+            test_x,
+            test_y,
             max(p.batch_size, 256),
             train=False,
             augment=False,

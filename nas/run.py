@@ -47,7 +47,7 @@ from .training import check_batch_split
 
 RUN_FILES = ("config.yaml", "checkpoint.pt", "metrics.jsonl")
 # What runs write besides: a folder holding any of them is not a new run's (its files would be overwritten).
-OUTPUT_FILES = ("genotype.json", "architecture.json", "arch_probs.jsonl", "result.json", "plot.png")
+OUTPUT_FILES = ("genotype.json", "architecture.json", "arch_probs.jsonl", "result.json", "plot.png", "screen.json")
 # Everything a run writes in its folder: what discarding a run that began in an existing folder removes.
 _RUN_ENTRIES = RUN_FILES + OUTPUT_FILES + ("tensorboard",)
 # The command that resumes each kind of run.
@@ -58,8 +58,11 @@ LOCK_FILE = ".lock"
 # data.root is refused without data.verify_md5, which checks it is the same data) and a latency
 # table (the checkpoint's hash of its numbers checks it is the same table).
 LOCATIONS = ("data.root", "data.download", "search.cost.table")
-# What a resume may change: what the run shows, for that invocation, and where its files are.
-RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS
+# What runs after a search's last epoch (nas.screen): a resume may add or change it, kept in config.yaml.
+AFTER_EPOCHS = ("search.screen.cells", "search.screen.epochs")
+# What a resume may change: what the run shows, for that invocation, where its files are, and what
+# runs after the epochs.
+RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS + AFTER_EPOCHS
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 # New run directory -> what discarding it removes: the folders this process created for it (deepest
 # first, absolute), or, for a folder that was there, the names of a run's files it held already.
@@ -179,12 +182,13 @@ def discard_new_run(run_dir: Path) -> None:
 
 
 def _keep_locations(run_dir: Path, cfg: Config) -> None:
-    """A resume that found its files elsewhere (:data:`LOCATIONS`) writes that into the run's
-    ``config.yaml``, so the resumes after it, and the command it prints, find them too."""
+    """A resume that found its files elsewhere (:data:`LOCATIONS`), or changed what runs after the
+    epochs (:data:`AFTER_EPOCHS`), writes that into the run's ``config.yaml``, so the resumes after
+    it, the command it prints and ``inspect`` see it too."""
     path = run_dir / "config.yaml"
     saved = config_mod.load_config(path)
     moved = False
-    for key in LOCATIONS:
+    for key in LOCATIONS + AFTER_EPOCHS:
         *sections, name = key.split(".")  # search.cost.table: two sections deep
         here, there = functools.reduce(getattr, sections, saved), functools.reduce(getattr, sections, cfg)
         if getattr(here, name) != getattr(there, name):

@@ -46,10 +46,13 @@ from .errors import UserError
 from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
+from .retrain import Architecture, Split
 from .run import check_run, open_run, run_epochs, silent
 from .runtime import program
 from .sampler import ESTIMATORS
 from .schedule import ops_to_keep, prune_events, search_epochs
+from .screen import describe as describe_screen
+from .screen import k_best, run_screen
 from .searcher import Searcher
 from .selection import architecture_losses, edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space
@@ -135,9 +138,24 @@ def run_search(
         log(f"{run_dir} had already finished its {task.epochs} epochs")
     # The last epoch run here derived the genotype; a finished run resumed derives it again (the same).
     geno = task.geno if done.done > done.start else task.derive(final=done.finished)[0]
+    if done.finished and cfg.search.screen.cells:
+        geno = _screen(task, geno, run_dir, device, world, log)
     if cfg.run.plot and world.is_main:
         _write_plot(run_dir)
     return SearchResult(run_dir, geno, done.done, done.finished, done.last_metrics)
+
+
+def _screen(task: "SearchTask", geno: Architecture, run_dir: Path, device, world: World, log) -> Architecture:
+    """``search.screen``: train the search's first cells alone and report the best (nas.screen)."""
+    candidates, how = task.screen_candidates(geno)
+    if len(candidates) < 2:
+        log("screen: this search can derive no other cell, so there is nothing to compare")
+        return geno
+    chosen, record = run_screen(task.cfg, candidates, how, task.screen_split(), run_dir, device, world, log)
+    log(describe_screen(record))
+    if world.is_main:
+        atomic_write_text(run_dir / task.arch_file, chosen.to_json())
+    return chosen
 
 
 def _write_plot(run_dir: Path) -> None:
@@ -293,6 +311,9 @@ class SearchTask:
             if s.derive == "window"
             else []
         )
+        self.window_order: List[Dict[str, List[int]]] = []  # derive=window: the window, best loss first
+        if s.screen.cells:
+            self._prepare_screen(data, idx_w, idx_a)
         if s.weight_paths == "window":  # the weight step trains the window's cells only
             self.weight_window = self._weight_window()
             self.window_alive = self.weight_window
@@ -492,12 +513,86 @@ class SearchTask:
             losses = on_device.cpu()
         # A cell whose loss is not finite ranks last (NaN compares false both ways and could sort first).
         order = sorted(range(len(archs)), key=lambda i: (_finite_or_inf(float(losses[i])), i))
+        self.window_order = [archs[i] for i in order]
         genos = {i: self.net.genotype(scores=self._one_hot(archs[i])) for i in order[:WINDOW_LOGGED]}
         record["window_cells"] = len(archs)
         record["window_losses"] = [
             [str(genos[i]), float(losses[i]) if math.isfinite(losses[i]) else None] for i in order[:WINDOW_LOGGED]
         ]
         return genos[order[0]], record
+
+    # ---- search.screen ---------------------------------------------------
+    def _prepare_screen(self, data, idx_w: torch.Tensor, idx_a: torch.Tensor) -> None:
+        """Check that the screen can rank this search's cells, and keep what it needs: the two
+        splits, the candidates each row has (pruning hides them later) and, with a budget form,
+        the window's cells (enumerated now, so a window too wide fails at once)."""
+        net, s = self.net, self.search
+        if not (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge):
+            raise UserError(
+                f"search.screen trains whole cells, one candidate per edge, and a {net.space} cell drops edges "
+                "when derived: set search.screen.cells=0"
+            )
+        if any(n != 1 for n in getattr(net, "n_chosen", ())):
+            raise UserError(
+                "search.screen ranks one candidate per choice, and this model has an InputChoice with "
+                "n_chosen > 1: set search.screen.cells=0"
+            )
+        self.screen_data = (data, idx_w, idx_a)
+        self.screen_rows = {c: net.alive(c).detach().cpu().clone() for c in net.arch}
+        self.screen_pool: Optional[List[Dict[str, List[int]]]] = None
+        penalty = self.searcher.cost
+        if penalty is not None and penalty.form in BUDGET_FORMS and s.derive != "window":
+            self.screen_pool = self._window_architectures("search.screen", WINDOW_CELLS, "search.screen.cells=0")
+
+    def screen_candidates(self, derived: Architecture) -> Tuple[List[Architecture], str]:
+        """``derived`` and the runners-up of the search's derivation, ``search.screen.cells`` in all,
+        and what ranked them: with ``search.derive: window`` the final supernet's loss over the
+        budget's window; else the logits (pruned candidates included, at the logits they had when
+        pruned), over the window with a budget form."""
+        net, k = self.net, self.search.screen.cells
+        if self.search.derive == "window":
+            archs, how = self.window_order, "the final supernet's validation loss over the budget's window"
+        else:
+            exclude = underivable(net)
+            logp = {
+                c: torch.log_softmax(
+                    derivable_logits(net.arch[c].detach().cpu().masked_fill(~self.screen_rows[c], -math.inf), exclude),
+                    dim=-1,
+                )
+                for c in net.arch
+            }
+            if self.screen_pool is not None:
+                score = {
+                    id(a): sum(float(logp[c][r, j]) for c in a for r, j in enumerate(a[c])) for a in self.screen_pool
+                }
+                archs = sorted(self.screen_pool, key=lambda a: -score[id(a)])  # stable: ties in the window's order
+                how = "the logits over the budget's window"
+            else:
+                cells = list(net.arch)
+                picks = k_best([row for c in cells for row in logp[c].tolist()], k + 1)
+                sizes = [logp[c].shape[0] for c in cells]
+                archs = []
+                for pick in picks:
+                    arch, start = {}, 0
+                    for c, n in zip(cells, sizes):
+                        arch[c], start = pick[start : start + n], start + n
+                    archs.append(arch)
+                how = "the logits"
+        out, seen = [derived], {str(derived)}
+        for a in archs:
+            if len(out) == k:
+                break
+            geno = net.genotype(scores=self._one_hot(a))
+            if str(geno) not in seen:
+                seen.add(str(geno))
+                out.append(geno)
+        return out, how
+
+    def screen_split(self) -> Split:
+        """The data, the weights' split (to train each screened cell on) and the architecture's split
+        (to measure it on)."""
+        data, idx_w, idx_a = self.screen_data
+        return data, (data.train_x[idx_w], data.train_y[idx_w]), (data.train_x[idx_a], data.train_y[idx_a])
 
     def _one_hot(self, arch: Dict[str, List[int]]) -> Dict[str, torch.Tensor]:
         """Derivation scores that pick ``arch``: 0 on its candidate of each row, ``-inf`` elsewhere."""
