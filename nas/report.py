@@ -17,6 +17,8 @@ from .genotype import Genotype, derive_argmax, disconnected_warning
 from .io import load_checkpoint, read_jsonl, read_record, read_text
 from .model_supernet import ARCH_FILE
 from .schedule import search_epochs
+from .screen import describe as describe_screen
+from .screen import load_record as load_screen
 from .spaces import get_space
 
 
@@ -279,6 +281,7 @@ def load_report(run_dir: Path, benchmark: Optional[NB201Benchmark] = None) -> Di
         "collapse": collapse_counts(geno),
         "disconnected_cells": geno.disconnected_cells(),
         "benchmark": cell_report(geno, benchmark, epochs=(200, 12)) if is_benchmark_cell(geno) else None,
+        "screen": load_screen(run_dir),
     }
 
 
@@ -312,6 +315,7 @@ def load_choice_report(run_dir: Path, cfg: Dict[str, Any]) -> Dict[str, Any]:
         ],
         "entropy": [{"epoch": m["epoch"], "entropy": m.get("entropy")} for m in metrics],
         "cost": cost_history(metrics),
+        "screen": load_screen(run_dir),
     }
 
 
@@ -349,6 +353,8 @@ def format_choice_text(report: Dict[str, Any]) -> str:
     lines.append("  ".join(f"{r['epoch']}:{r['entropy']:.3f}" for r in report["entropy"] if r["entropy"] is not None))
     if report.get("cost"):
         lines += [""] + format_cost_history(report["cost"])
+    if report.get("screen"):
+        lines += ["", describe_screen(report["screen"])]
     return "\n".join(lines)
 
 
@@ -392,6 +398,8 @@ def format_text(report: Dict[str, Any]) -> str:
     lines.append("")
     if report.get("cost"):
         lines += format_cost_history(report["cost"]) + [""]
+    if report.get("screen"):
+        lines += [describe_screen(report["screen"]), ""]
     if report.get("benchmark_per_epoch"):
         lines.append("NAS-Bench-201 CIFAR-10 test accuracy of the derived cell per epoch (%)")
         lines.append("  ".join(f"{r['epoch']}:{r['cifar10_test']:.2f}" for r in report["benchmark_per_epoch"]))

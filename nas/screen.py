@@ -25,7 +25,8 @@ import torch
 
 from .config import Config, RetrainSpaceConfig
 from .distributed import SINGLE, World
-from .io import atomic_write_text
+from .errors import UserError
+from .io import atomic_write_text, read_record
 from .retrain import Architecture, RetrainTask, Split
 
 SCREEN_FILE = "screen.json"
@@ -179,16 +180,34 @@ def run_screen(
     return candidates[best], record
 
 
+def _parse(text: str) -> Dict[str, Any]:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise UserError("not valid JSON") from None
+    rows = record.get("rows") if isinstance(record, dict) else None
+    if not (isinstance(rows, list) and all(isinstance(r, dict) and "cell" in r for r in rows)):
+        raise UserError("not a screen record (no rows of cells)")
+    return record
+
+
+def load_record(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The screen's record in ``run_dir`` (``None``: the run was not screened)."""
+    path = Path(run_dir) / SCREEN_FILE
+    return read_record(path, "screen record", _parse) if path.exists() else None
+
+
 def describe(record: Dict[str, Any]) -> str:
     """The screen's table: each cell's held-out accuracy, the chosen one marked."""
     lines = [
-        f"screened {len(record['rows'])} cells (ranked by {record['ranked_by']}), each trained alone for "
-        f"{record['epochs']} epochs and measured on the architecture's split:"
+        f"screened {len(record['rows'])} of {len(record.get('candidates', record['rows']))} cells (ranked by "
+        f"{record.get('ranked_by')}), each trained alone for {record.get('epochs')} epochs and measured on the "
+        "architecture's split (held-out accuracy; * = reported):"
     ]
     for i, row in enumerate(record["rows"]):
         mark = "*" if row["cell"] == record.get("chosen") else " "
         what = "the search's cell" if i == 0 else f"runner-up {i}"
-        acc = row["held_out_acc"]
+        acc = row.get("held_out_acc")
         acc_text = f"{acc:6.2f}%" if acc is not None else "diverged"
         lines.append(f" {mark} {acc_text}  {row['cell']}  ({what})")
     return "\n".join(lines)

@@ -93,7 +93,7 @@ def test_a_screened_search_reports_the_most_accurate_of_its_first_cells(tmp_path
     assert record["candidates"] == calls and record["chosen"] == calls[1]
     assert [r["held_out_acc"] for r in record["rows"]] == [60.0, 64.0, 62.0, 63.0]
     assert record["ranked_by"] == "the logits"
-    assert any("screened 4 cells" in line for line in out)
+    assert any("screened 4 of 4 cells" in line for line in out)
     # The runners-up are the next three cells by the sum of the final log-probabilities, none excluded.
     ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
     ops = lines(tmp_path / "r" / "arch_probs.jsonl")[-1]["ops"]
@@ -239,4 +239,21 @@ def test_the_screen_from_the_command_line_prints_its_table(tmp_path, capsys, mon
         ["--out", tmp_path / "r", "--quiet", *sets(TINY + ["search.epochs=1", "search.screen.cells=2"])], capsys
     )
     assert code == 0, err
-    assert "screened 2 cells" in out and "(the search's cell)" in out and "(runner-up 1)" in out
+    assert "screened 2 of 2 cells" in out and "(the search's cell)" in out and "(runner-up 1)" in out
+
+
+def test_inspect_shows_the_screen_and_names_a_damaged_record(tmp_path, capsys, monkeypatch):
+    _fake_training(monkeypatch, [55.0, 57.0])
+    run_dir = tmp_path / "r"
+    run_search(
+        load_config(None, TINY + ["search.epochs=1", "search.screen.cells=2"]), run_dir, CPU, progress=False, log=quiet
+    )
+    code, out, err = run_cli(["inspect", run_dir], capsys)
+    assert code == 0, err
+    assert "screened 2 of 2 cells (ranked by the logits)" in out and "(runner-up 1)" in out
+    record = json.loads((run_dir / "screen.json").read_text())
+    marked = [line for line in out.splitlines() if line.startswith(" * ")]
+    assert len(marked) == 1 and record["chosen"] in marked[0]
+    (run_dir / "screen.json").write_text('{"rows": 3}')
+    code, out, err = run_cli(["inspect", run_dir], capsys)
+    assert code == 2 and "screen record" in err and "not a screen record" in err and "Traceback" not in err
