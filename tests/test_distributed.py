@@ -279,10 +279,11 @@ def test_a_soft_search_pruned_by_removal_runs_under_torchrun(tmp_path):
     assert sum("prune_removal_losses" in m for m in metrics) + ("prune_removal_losses_after" in metrics[-1]) == 4
 
 
-def test_the_window_derivation_runs_under_torchrun(tmp_path):
+def test_the_window_derivation_and_the_screen_run_under_torchrun(tmp_path):
     """search.derive=window under torchrun (each rank measures its share of the fixed batches, and
     the losses are averaged across ranks): the run ends, and reports the window cell with the
-    lowest loss, within the budget's window."""
+    lowest loss, within the budget's window. The screen then trains the first two window cells
+    alone in DDP, and the reported cell is the one its record chose."""
     from nas.cost import cost_table, derived_cost
 
     net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)  # TINY's data
@@ -298,6 +299,8 @@ def test_the_window_derivation_runs_under_torchrun(tmp_path):
         "search.cost.weight=1",
         f"search.cost.budget={budget}",
         "search.cost.tolerance=0.05",
+        "search.screen.cells=2",
+        "search.screen.epochs=1",
     ]
     sets = [x for s in overrides for x in ("--set", s)]
     done = torchrun("search.py", "--out", tmp_path / "r", "--quiet", *sets)
@@ -308,3 +311,8 @@ def test_the_window_derivation_runs_under_torchrun(tmp_path):
     assert losses == sorted(losses) and last["genotype"] == last["window_losses"][0][0]
     cell = nas.Genotype.parse(last["genotype"])
     assert 0.95 * budget <= derived_cost(net, table, cell, (3, 16, 16)) <= 1.05 * budget
+    screen = json.loads((tmp_path / "r" / "screen.json").read_text())
+    assert screen["candidates"] == [c for c, _ in last["window_losses"][:2]] and len(screen["rows"]) == 2
+    assert all(0 <= r["held_out_acc"] <= 100 for r in screen["rows"])
+    chosen = nas.Genotype.from_json((tmp_path / "r" / "genotype.json").read_text())
+    assert str(chosen) == screen["chosen"]
