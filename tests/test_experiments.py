@@ -720,3 +720,38 @@ def test_the_budget_config_is_the_recorded_sweep_recipe():
     shipped = load_config(str(ROOT / "configs" / "nb201_cifar10_cpu_budget.yaml"))
     recipe = sweep.overrides(12e6, 20, 10.0, "probability", "direct", "target", 0.1, "local", weight_paths="uniform")
     assert dataclasses.asdict(shipped) == dataclasses.asdict(load_config(str(CONFIG), recipe))
+
+
+def test_screen_study_judges_the_searched_and_the_screened_cell(tmp_path, experiments):
+    """One screened run of three NB201 cells: the screened one is the record's choice, tau compares
+    the held-out accuracies with the benchmark's, and the gaps are the front's."""
+    m = experiments("screen_study")
+    from nas.config import Config, save_config
+
+    cells = [
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_3x3~2|",
+        "|avg_pool_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        "|skip_connect~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    ]
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = Config()
+    cfg.search.cost.budget, cfg.run.seed = 12e6, 3
+    save_config(cfg, run / "config.yaml")
+    rows = [{"cell": c, "held_out_acc": a, "held_out_loss": 1.0, "seconds": 60.0} for c, a in zip(cells, [66, 60, 68])]
+    record = {"version": 1, "epochs": 6, "ranked_by": "the logits", "candidates": cells, "rows": rows}
+    (run / "screen.json").write_text(json.dumps({**record, "chosen": cells[2]}))
+    out = tmp_path / "s.json"
+    assert m.main([str(run), "--out", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    bench = {c: q for c, q in zip(cells, (93.97, 91.675, 93.35))}  # the packaged table's accuracies
+    assert r["searched"]["cell"] == cells[0] and r["screened"]["cell"] == cells[2]
+    assert r["screened"]["benchmark"] == pytest.approx(bench[cells[2]])
+    assert r["kendall_tau"] == pytest.approx(1 / 3)  # held-out order 2,0,1 against the benchmark's 0,2,1
+    assert r["budget"] == 12e6 and r["seed"] == 3 and r["screen_minutes"] == pytest.approx(3.0)
+    for cell in (r["searched"], r["screened"]):
+        assert cell["gap"] >= 0 and 7e6 < cell["supernet_flops"] < 24e6
+    del record["rows"][2]
+    (run / "screen.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="no finished screen.json"):
+        m.main([str(run)])
