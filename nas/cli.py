@@ -224,7 +224,7 @@ def _summary(result, resume_command: str) -> str:
     if is_benchmark_cell(geno):
         lines += [""] + format_cell_report(cell_report(geno))
     run_dir = result.run_dir
-    extra = [name for name in ("plot.png", "tensorboard/") if (run_dir / name).exists()]
+    extra = [name for name in ("screen.json", "plot.png", "tensorboard/") if (run_dir / name).exists()]
     lines += [
         "",
         f"outputs in {run_dir}/: config.yaml, metrics.jsonl, arch_probs.jsonl, genotype.json, checkpoint.pt"
