@@ -58,11 +58,12 @@ LOCK_FILE = ".lock"
 # data.root is refused without data.verify_md5, which checks it is the same data) and a latency
 # table (the checkpoint's hash of its numbers checks it is the same table).
 LOCATIONS = ("data.root", "data.download", "search.cost.table")
-# What runs after a search's last epoch (nas.screen): a resume may add or change it, kept in config.yaml.
-AFTER_EPOCHS = ("search.screen.cells", "search.screen.epochs")
+# What runs after a search's last epoch (nas.screen): a resume may add or change it, and the screen
+# writes it into config.yaml when it starts (after the search has checked it).
+SCREEN_SETTINGS = ("search.screen.cells", "search.screen.epochs")
 # What a resume may change: what the run shows, for that invocation, where its files are, and what
 # runs after the epochs.
-RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS + AFTER_EPOCHS
+RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS + SCREEN_SETTINGS
 _held: Dict[str, Any] = {}  # run directory -> its open lock file, while this process writes there
 # New run directory -> what discarding it removes: the folders this process created for it (deepest
 # first, absolute), or, for a folder that was there, the names of a run's files it held already.
@@ -181,14 +182,13 @@ def discard_new_run(run_dir: Path) -> None:
     unlock_run(run_dir, remove_file=not made)
 
 
-def _keep_locations(run_dir: Path, cfg: Config) -> None:
-    """A resume that found its files elsewhere (:data:`LOCATIONS`), or changed what runs after the
-    epochs (:data:`AFTER_EPOCHS`), writes that into the run's ``config.yaml``, so the resumes after
-    it, the command it prints and ``inspect`` see it too."""
+def keep_settings(run_dir: Path, cfg: Config, keys: Sequence[str]) -> None:
+    """Write ``cfg``'s values of ``keys`` into the run's ``config.yaml`` where a resume changed
+    them, so the resumes after it, the command it prints and ``inspect`` see them too."""
     path = run_dir / "config.yaml"
     saved = config_mod.load_config(path)
     moved = False
-    for key in LOCATIONS + AFTER_EPOCHS:
+    for key in keys:
         *sections, name = key.split(".")  # search.cost.table: two sections deep
         here, there = functools.reduce(getattr, sections, saved), functools.reduce(getattr, sections, cfg)
         if getattr(here, name) != getattr(there, name):
@@ -339,7 +339,7 @@ def open_run(
             if check_resumed is not None:
                 check_resumed(ckpt)
             if world.is_main:
-                _keep_locations(run_dir, cfg)
+                keep_settings(run_dir, cfg, LOCATIONS)  # a resume that found its files elsewhere
                 for name in RUN_LOGS:  # damage found here stops every rank alike, not rank 0 alone later
                     read_jsonl(run_dir / name)
         elif world.is_main:

@@ -15,11 +15,12 @@ resumed run trains only the cells it had not finished.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -33,43 +34,47 @@ SCREEN_FILE = "screen.json"
 SCREEN_VERSION = 1
 
 
-def k_best(scores: Sequence[Sequence[float]], k: int) -> List[List[int]]:
-    """The ``k`` ways to pick one index per row with the highest sums of ``scores``, best first
-    (``-inf``: that index may not be picked; equal sums: the smaller index lists first).
+def best_first(scores: Sequence[Sequence[float]]) -> Iterator[List[int]]:
+    """Every way to pick one index per row, by descending sum of ``scores`` (``-inf``: that index
+    may not be picked; equal sums: the smaller index lists first).
 
-    The rows' independent best-first expansion: each pick differs from one already taken by one
-    row's next-best index, so at most ``k * rows`` picks are ever scored.
-
-    >>> k_best([[0.0, -1.0], [0.0, -0.5, float("-inf")]], 3)
-    [[0, 0], [0, 1], [1, 0]]
+    Each pick differs from one already given by one row's next-best index, so the ``n``-th pick
+    costs at most ``n * rows`` sums: a filter (a budget's window) can walk as far as it needs.
     """
-    if k < 1 or not scores:
-        return []
     # Per row, its allowed indices from best to worst (ties: the smaller index first).
     order = [sorted((j for j, x in enumerate(row) if x != -math.inf), key=lambda j: (-row[j], j)) for row in scores]
-    if any(not o for o in order):
-        return []
+    if not scores or any(not o for o in order):
+        return
 
     def entry(pos: Tuple[int, ...]) -> Tuple[float, List[int], Tuple[int, ...]]:
         pick = [order[r][p] for r, p in enumerate(pos)]
         return (-sum(scores[r][j] for r, j in enumerate(pick)), pick, pos)
 
     start = (0,) * len(scores)
-    heap, seen, out = [entry(start)], {start}, []
-    while heap and len(out) < k:
+    heap, seen = [entry(start)], {start}
+    while heap:
         _, pick, pos = heapq.heappop(heap)
-        out.append(pick)
+        yield pick
         for r in range(len(pos)):
             if pos[r] + 1 < len(order[r]):
                 nxt = pos[:r] + (pos[r] + 1,) + pos[r + 1 :]
                 if nxt not in seen:
                     seen.add(nxt)
                     heapq.heappush(heap, entry(nxt))
-    return out
+
+
+def k_best(scores: Sequence[Sequence[float]], k: int) -> List[List[int]]:
+    """The first ``k`` picks of :func:`best_first`.
+
+    >>> k_best([[0.0, -1.0], [0.0, -0.5, float("-inf")]], 3)
+    [[0, 0], [0, 1], [1, 0]]
+    """
+    return list(itertools.islice(best_first(scores), max(k, 0)))
 
 
 def protocol(cfg: Config) -> RetrainSpaceConfig:
-    """A screened cell's training: the supernet's size, the search's weight optimiser and batch."""
+    """A screened cell's training: the supernet's size, the search's weight optimiser, batch and
+    cap on steps per epoch."""
     s, w = cfg.search, cfg.search.weights
     return RetrainSpaceConfig(
         epochs=s.screen.epochs,
@@ -82,6 +87,7 @@ def protocol(cfg: Config) -> RetrainSpaceConfig:
         nesterov=w.nesterov,
         weight_decay=w.weight_decay,
         grad_clip=w.grad_clip,
+        steps_per_epoch=s.steps_per_epoch,
     )
 
 
@@ -139,8 +145,8 @@ def run_screen(
     log: Callable[[str], None] = print,
 ) -> Tuple[Architecture, Dict[str, Any]]:
     """Train each of ``candidates`` alone (:func:`train_alone`), in order, and return the best and
-    the record written to ``run_dir/screen.json`` (rank 0 writes it). A record of the same
-    candidates and epochs already there is continued: its finished cells are not trained again."""
+    the record written to ``run_dir/screen.json`` (rank 0 writes it). The cells a record already
+    there finished with the same epochs are not trained again."""
     epochs = cfg.search.screen.epochs
     names = [str(a) for a in candidates]
     record: Dict[str, Any] = {
@@ -151,19 +157,17 @@ def run_screen(
         "rows": [],
     }
     path = run_dir / SCREEN_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError):
-            old = None  # unreadable: screened again from the start (the file is only ever rewritten whole)
-        same = isinstance(old, dict) and all(old.get(k) == record[k] for k in ("version", "epochs", "candidates"))
-        if same and isinstance(old.get("rows"), list):
-            record["rows"] = old["rows"][: len(names)]
+    # Rank 0 reads what an earlier screen finished; every rank takes the same rows.
+    done = world.broadcast_object(_finished_rows(path, epochs, log) if world.is_main else None)
     rows: List[dict] = record["rows"]
-    if rows:
-        log(f"screen: {len(rows)} of {len(names)} cells already trained (screen.json)")
-    for i in range(len(rows), len(names)):
-        log(f"screen {i + 1}/{len(names)}: training {names[i]} alone for {epochs} epochs")
+    reused = sum(n in done for n in names)
+    if reused:
+        log(f"screen: {reused} of {len(names)} cells already trained ({SCREEN_FILE})")
+    for i, name in enumerate(names):
+        if name in done:
+            rows.append(done[name])
+            continue
+        log(f"screen {i + 1}/{len(names)}: training {name} alone for {epochs} epochs")
         figures = train_alone(cfg, candidates[i], split, device, world)
         # Non-finite figures as null: screen.json stays strict JSON.
         row = {"cell": names[i], **{k: v if math.isfinite(v) else None for k, v in figures.items()}}
@@ -180,14 +184,41 @@ def run_screen(
     return candidates[best], record
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _row_ok(row: Any) -> bool:
+    """A row as :func:`run_screen` writes it: the cell, its figures (null: diverged) and seconds."""
+    if not (isinstance(row, dict) and isinstance(row.get("cell"), str) and _number(row.get("seconds"))):
+        return False
+    figures = ("held_out_acc", "held_out_loss", "train_loss")
+    return all(k in row and (row[k] is None or _number(row[k])) for k in figures)
+
+
+def _finished_rows(path: Path, epochs: int, log: Callable[[str], None]) -> Dict[str, dict]:
+    """The cells an earlier screen of ``epochs`` epochs finished, by cell (a damaged record: none)."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = None
+    rows = old.get("rows") if isinstance(old, dict) else None
+    if not (isinstance(rows, list) and all(_row_ok(r) for r in rows) and old.get("version") == SCREEN_VERSION):
+        log(f"screen: {path} is damaged or from another version; its cells are trained again")
+        return {}
+    return {r["cell"]: r for r in rows} if old.get("epochs") == epochs else {}
+
+
 def _parse(text: str) -> Dict[str, Any]:
     try:
         record = json.loads(text)
     except ValueError:
         raise UserError("not valid JSON") from None
     rows = record.get("rows") if isinstance(record, dict) else None
-    if not (isinstance(rows, list) and all(isinstance(r, dict) and "cell" in r for r in rows)):
-        raise UserError("not a screen record (no rows of cells)")
+    if not (isinstance(rows, list) and all(_row_ok(r) for r in rows)):
+        raise UserError("not a screen record (rows of cells with their accuracies)")
     return record
 
 

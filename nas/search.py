@@ -12,12 +12,13 @@ exactly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -47,12 +48,12 @@ from .genotype import Genotype
 from .io import append_jsonl, atomic_write_text
 from .model_supernet import ARCH_FILE, ModelSupernet, model_supernet
 from .retrain import Architecture, Split
-from .run import check_run, open_run, run_epochs, silent
+from .run import SCREEN_SETTINGS, check_run, keep_settings, lock_run, open_run, run_epochs, silent, unlock_run
 from .runtime import program
 from .sampler import ESTIMATORS
 from .schedule import ops_to_keep, prune_events, search_epochs
+from .screen import SCREEN_FILE, best_first, run_screen
 from .screen import describe as describe_screen
-from .screen import k_best, run_screen
 from .searcher import Searcher
 from .selection import architecture_losses, edge_op_losses, removal_scores
 from .spaces import build_supernet, get_space
@@ -61,6 +62,7 @@ from .training import load_data, make_loader
 CHECKPOINT_KIND = "search"
 WINDOW_CELLS = 2000  # search.derive=window: the most cells it measures (each a pass over the fixed batches)
 WINDOW_LOGGED = 10  # and how many of the best it logs
+SCREEN_WALK = 200_000  # search.screen: the most cells, best first by the logits, tried for the budget's window
 WEIGHT_WINDOW_CELLS = 200_000  # search.weight_paths=window: the most cells it draws from (held as indices)
 
 
@@ -116,6 +118,12 @@ def run_search(
             else f"measure it first: {program()} measure-latency --config CONFIG --device DEVICE --out FILE"
         )
         raise UserError(f"search.cost.table {c.table} {what}; {fix}")
+    if resume and not cfg.search.screen.cells and (run_dir / SCREEN_FILE).exists():
+        raise UserError(
+            f"{run_dir} was screened ({SCREEN_FILE}), and search.screen.cells=0 would report another cell; resume "
+            f"with the run's own screen settings (drop --set search.screen.*), or move {SCREEN_FILE} away to report "
+            "the search's own cell"
+        )
     ckpt = open_run(run_dir, cfg, CHECKPOINT_KIND, resume, world=world)
     try:
         task, done = run_epochs(
@@ -151,10 +159,18 @@ def _screen(task: "SearchTask", geno: Architecture, run_dir: Path, device, world
     if len(candidates) < 2:
         log("screen: this search can derive no other cell, so there is nothing to compare")
         return geno
-    chosen, record = run_screen(task.cfg, candidates, how, task.screen_split(), run_dir, device, world, log)
-    log(describe_screen(record))
     if world.is_main:
-        atomic_write_text(run_dir / task.arch_file, chosen.to_json())
+        lock_run(run_dir)  # the epochs' skeleton let it go; the screen writes the run too
+    try:
+        if world.is_main:  # a resume may have set the screen: the resumes after it screen alike
+            keep_settings(run_dir, task.cfg, SCREEN_SETTINGS)
+        chosen, record = run_screen(task.cfg, candidates, how, task.screen_split(), run_dir, device, world, log)
+        log(describe_screen(record))
+        if world.is_main:
+            atomic_write_text(run_dir / task.arch_file, chosen.to_json())
+    finally:
+        if world.is_main:
+            unlock_run(run_dir)
     return chosen
 
 
@@ -205,6 +221,15 @@ def _check_cost_reachable(net, table: CostTable, budget: Optional[float], form: 
             f"search.cost.budget {budget:g} is above the dearest network this search can derive, {high:g} {unit}, "
             "and the target form spends the budget; lower it, or use search.cost.form=budget for a cap"
         )
+
+
+def _split_rows(pick: List[int], sizes: List[int]) -> List[List[int]]:
+    """One flat pick over every cell type's rows, as one list per cell type."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(pick[start : start + n])
+        start += n
+    return out
 
 
 def _finite_or_inf(x: float) -> float:
@@ -524,9 +549,8 @@ class SearchTask:
     # ---- search.screen ---------------------------------------------------
     def _prepare_screen(self, data, idx_w: torch.Tensor, idx_a: torch.Tensor) -> None:
         """Check that the screen can rank this search's cells, and keep what it needs: the two
-        splits, the candidates each row has (pruning hides them later) and, with a budget form,
-        the window's cells (enumerated now, so a window too wide fails at once)."""
-        net, s = self.net, self.search
+        splits and the candidates each row has (pruning hides them later)."""
+        net = self.net
         if not (isinstance(net, ModelSupernet) or not net.space or get_space(net.space).keeps_every_edge):
             raise UserError(
                 f"search.screen trains whole cells, one candidate per edge, and a {net.space} cell drops edges "
@@ -539,45 +563,45 @@ class SearchTask:
             )
         self.screen_data = (data, idx_w, idx_a)
         self.screen_rows = {c: net.alive(c).detach().cpu().clone() for c in net.arch}
-        self.screen_pool: Optional[List[Dict[str, List[int]]]] = None
-        penalty = self.searcher.cost
-        if penalty is not None and penalty.form in BUDGET_FORMS and s.derive != "window":
-            self.screen_pool = self._window_architectures("search.screen", WINDOW_CELLS, "search.screen.cells=0")
 
     def screen_candidates(self, derived: Architecture) -> Tuple[List[Architecture], str]:
-        """``derived`` and the runners-up of the search's derivation, ``search.screen.cells`` in all,
-        and what ranked them: with ``search.derive: window`` the final supernet's loss over the
-        budget's window; else the logits (pruned candidates included, at the logits they had when
-        pruned), over the window with a budget form."""
+        """``derived`` and the runners-up, ``search.screen.cells`` in all, and what ranked them: with
+        ``search.derive: window`` the final supernet's loss over the budget's window; else the
+        logits (pruned candidates included, at the logits they had when pruned; ``none`` left out
+        under DARTS's rule), within the budget's window with a budget form. At most
+        :data:`SCREEN_WALK` cells are tried for a place in the window."""
         net, k = self.net, self.search.screen.cells
         if self.search.derive == "window":
-            archs, how = self.window_order, "the final supernet's validation loss over the budget's window"
+            archs: Iterable[Dict[str, List[int]]] = self.window_order
+            how = "the final supernet's validation loss over the budget's window"
         else:
-            exclude = underivable(net)
-            logp = {
-                c: torch.log_softmax(
+            exclude, cells = underivable(net), list(net.arch)
+            logp = [
+                torch.log_softmax(
                     derivable_logits(net.arch[c].detach().cpu().masked_fill(~self.screen_rows[c], -math.inf), exclude),
                     dim=-1,
                 )
-                for c in net.arch
-            }
-            if self.screen_pool is not None:
-                score = {
-                    id(a): sum(float(logp[c][r, j]) for c in a for r, j in enumerate(a[c])) for a in self.screen_pool
-                }
-                archs = sorted(self.screen_pool, key=lambda a: -score[id(a)])  # stable: ties in the window's order
-                how = "the logits over the budget's window"
-            else:
-                cells = list(net.arch)
-                picks = k_best([row for c in cells for row in logp[c].tolist()], k + 1)
-                sizes = [logp[c].shape[0] for c in cells]
-                archs = []
-                for pick in picks:
-                    arch, start = {}, 0
-                    for c, n in zip(cells, sizes):
-                        arch[c], start = pick[start : start + n], start + n
-                    archs.append(arch)
-                how = "the logits"
+                for c in cells
+            ]
+            sizes = [x.shape[0] for x in logp]
+            picks = itertools.islice(best_first([row for x in logp for row in x.tolist()]), SCREEN_WALK)
+            penalty, how = self.searcher.cost, "the logits"
+            if penalty is not None and penalty.form in BUDGET_FORMS:
+                assert self.cost_table is not None and penalty.budget is not None
+                cap, floor = budget_window(penalty.budget, self.search.cost.tolerance, penalty.form)
+                low = -math.inf if floor is None else floor
+                row_costs = [row for c in cells for row in self.cost_table.costs[c].tolist()]
+                fixed = self.cost_table.fixed
+                # The window's bounds as nas.cost.architectures_within reads them.
+                picks = (
+                    pick
+                    for pick in picks
+                    if low - 1e-12 * abs(low)
+                    <= fixed + sum(row_costs[r][j] for r, j in enumerate(pick))
+                    <= cap * (1 + 1e-12)
+                )
+                how = "the logits within the budget's window"
+            archs = (dict(zip(cells, _split_rows(pick, sizes))) for pick in picks)
         out, seen = [derived], {str(derived)}
         for a in archs:
             if len(out) == k:

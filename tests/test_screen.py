@@ -17,6 +17,7 @@ import choice_models  # noqa: E402
 from cli_util import run_cli, sets  # noqa: E402
 from test_search_methods import TINY, _tiny_window, lines, quiet  # noqa: E402
 
+import nas  # noqa: E402
 import nas.screen  # noqa: E402
 from nas.benchmarks import cell_string  # noqa: E402
 from nas.config import load_config, validate  # noqa: E402
@@ -100,8 +101,8 @@ def test_a_screened_search_reports_the_most_accurate_of_its_first_cells(tmp_path
     logp = torch.log_softmax(ckpt["model"]["arch.normal"], dim=-1).tolist()
     allowed = [k for k, o in enumerate(ops) if o != "none"]
     ranked = sorted(itertools.product(allowed, repeat=len(logp)), key=lambda p: -_sum(logp, p))
-    expected = [cell_string([ops[k] for k in p]) for p in ranked[:4]]
-    assert set(calls[1:]) <= set(expected) and "none" not in "".join(calls)
+    expected = [cell_string([ops[k] for k in p]) for p in ranked[:5]]
+    assert calls == [derived] + [c for c in expected if c != derived][:3] and "none" not in "".join(calls)
 
 
 def test_a_budgeted_screen_takes_its_cells_from_the_budgets_window(tmp_path, monkeypatch):
@@ -118,7 +119,7 @@ def test_a_budgeted_screen_takes_its_cells_from_the_budgets_window(tmp_path, mon
         cost = derived_cost(net, table, Genotype.from_nb201(cell), (3, 16, 16))
         assert 0.95 * budget <= cost <= 1.05 * budget
     assert (
-        json.loads((tmp_path / "r" / "screen.json").read_text())["ranked_by"] == "the logits over the budget's window"
+        json.loads((tmp_path / "r" / "screen.json").read_text())["ranked_by"] == "the logits within the budget's window"
     )
 
 
@@ -257,3 +258,115 @@ def test_inspect_shows_the_screen_and_names_a_damaged_record(tmp_path, capsys, m
     (run_dir / "screen.json").write_text('{"rows": 3}')
     code, out, err = run_cli(["inspect", run_dir], capsys)
     assert code == 2 and "screen record" in err and "not a screen record" in err and "Traceback" not in err
+
+
+def test_the_screen_trains_on_the_weights_split_and_measures_on_the_architectures():
+    """Not the test set, and not the other way round: the two parts are the search's own splits."""
+    from nas.data import search_split, subset_indices
+
+    cfg = load_config(None, TINY + ["search.screen.cells=2", "data.train_subset=200"])
+    task = SearchTask(cfg, CPU, log=quiet)
+    data, (wx, wy), (ax, ay) = task.screen_split()
+    keep = subset_indices(data.train_x.shape[0], 200, cfg.run.seed)
+    idx_w, idx_a = search_split(len(keep), cfg.data.weight_fraction, cfg.run.seed)
+    assert torch.equal(wx, data.train_x[keep[idx_w]]) and torch.equal(wy, data.train_y[keep[idx_w]])
+    assert torch.equal(ax, data.train_x[keep[idx_a]]) and torch.equal(ay, data.train_y[keep[idx_a]])
+    assert len(wx) == len(ax) == 100 and not set(keep[idx_w].tolist()) & set(keep[idx_a].tolist())
+
+
+def test_the_run_folder_stays_locked_while_the_screen_trains(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")
+    held = []
+
+    def probe(cfg, arch, split, device, world=None):
+        with open(tmp_path / "r" / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            except OSError:
+                held.append(True)
+        return {"held_out_acc": 50.0, "held_out_loss": 1.0, "train_loss": 1.0, "seconds": 0.0}
+
+    monkeypatch.setattr(nas.screen, "train_alone", probe)
+    run_search(
+        load_config(None, TINY + ["search.epochs=1", "search.screen.cells=2"]),
+        tmp_path / "r",
+        CPU,
+        progress=False,
+        log=quiet,
+    )
+    assert held == [True, True] and not (tmp_path / "r" / ".lock").exists()
+
+
+def test_a_screened_run_resumed_without_its_screen_is_refused_and_left_as_it_was(tmp_path, capsys, monkeypatch):
+    _fake_training(monkeypatch, [50.0, 52.0])
+    run_dir = tmp_path / "r"
+    run_search(
+        load_config(None, TINY + ["search.epochs=1", "search.screen.cells=2"]), run_dir, CPU, progress=False, log=quiet
+    )
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    code, out, err = run_cli(["--resume", run_dir, "--set", "search.screen.cells=0"], capsys)
+    assert code == 2 and "was screened (screen.json), and search.screen.cells=0 would report another cell" in err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    code, out, err = run_cli(["--resume", run_dir, "--quiet"], capsys)  # its own settings: the same cell
+    assert code == 0, err
+    assert json.loads((run_dir / "screen.json").read_text())["chosen"] in out
+
+
+def test_a_resume_refused_for_its_screen_leaves_the_config_as_it_was(tmp_path, capsys):
+    merge = choice_models.TINY_SEARCH + [
+        "supernet.model=choice_models:merge_net",
+        "search.epochs=1",
+        "search.prune=probability",
+    ]
+    run_dir = tmp_path / "r"
+    code, out, err = run_cli(["--out", run_dir, "--quiet", *sets(merge)], capsys)
+    assert code == 0, err
+    saved = (run_dir / "config.yaml").read_text()
+    code, out, err = run_cli(["--resume", run_dir, "--set", "search.screen.cells=2"], capsys)
+    assert code == 2 and "set search.screen.cells=0" in err
+    assert (run_dir / "config.yaml").read_text() == saved
+    code, out, err = run_cli(["--resume", run_dir, "--quiet"], capsys)  # a plain resume still works
+    assert code == 0, err
+
+
+def test_a_budget_cap_without_a_tolerance_is_screened_however_many_cells_fit(tmp_path, monkeypatch):
+    """A cap alone lets thousands of cells fit: the screen walks the logits' order, not the window."""
+    from nas.cost import cost_table, derived_cost
+
+    calls = []
+    _fake_training(monkeypatch, [50.0, 51.0, 52.0], calls)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    table = cost_table(net, "flops", (3, 16, 16))
+    budget = table.fixed + 3 * float(table.costs["normal"].max())
+    overrides = ["supernet.derive_none=false", "search.cost.form=budget", "search.cost.weight=1"]
+    cfg = load_config(
+        None, TINY + overrides + [f"search.cost.budget={budget}", "search.epochs=2", "search.screen.cells=3"]
+    )
+    run_search(cfg, tmp_path / "r", CPU, progress=False, log=quiet)
+    assert len(calls) == 3
+    assert all(derived_cost(net, table, Genotype.from_nb201(c), (3, 16, 16)) <= budget * (1 + 1e-9) for c in calls)
+
+
+def test_a_damaged_screen_record_is_trained_again_and_finished_cells_are_kept_by_name(tmp_path, monkeypatch):
+    from nas.screen import run_screen
+
+    cfg = load_config(None, TINY + ["search.screen.cells=2", "search.screen.epochs=3"])
+    cells = [
+        Genotype.from_nb201(f"|nor_conv_3x3~0|+|skip_connect~0|{op}~1|+|skip_connect~0|none~1|avg_pool_3x3~2|")
+        for op in ("nor_conv_1x1", "avg_pool_3x3")
+    ]
+    row = {"cell": str(cells[1]), "held_out_acc": 70.0, "held_out_loss": 0.5, "train_loss": 0.4, "seconds": 1.0}
+    (tmp_path / "screen.json").write_text(json.dumps({"version": 1, "epochs": 3, "rows": [row]}))
+    calls = []
+    _fake_training(monkeypatch, [60.0], calls)
+    out = []
+    chosen, record = run_screen(cfg, cells, "the logits", None, tmp_path, CPU, log=out.append)
+    assert calls == [str(cells[0])] and record["rows"][1] == row and chosen is cells[1]
+    (tmp_path / "screen.json").write_text(json.dumps({"version": 1, "epochs": 3, "rows": [{"cell": 3}]}))
+    calls.clear()
+    _fake_training(monkeypatch, [60.0, 61.0], calls)
+    out.clear()
+    run_screen(cfg, cells, "the logits", None, tmp_path, CPU, log=out.append)
+    assert len(calls) == 2 and any("damaged or from another version" in line for line in out)
