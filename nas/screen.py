@@ -75,19 +75,15 @@ def k_best(scores: Sequence[Sequence[float]], k: int) -> List[List[int]]:
 def protocol(cfg: Config) -> RetrainSpaceConfig:
     """A screened cell's training: the supernet's size, the search's weight optimiser, batch and
     cap on steps per epoch."""
-    s, w = cfg.search, cfg.search.weights
+    s = cfg.search
+    sgd = {k: getattr(s.weights, k) for k in ("lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip")}
     return RetrainSpaceConfig(
         epochs=s.screen.epochs,
         batch_size=s.batch_size,
         C=cfg.supernet.C,
         N=cfg.supernet.N,
-        lr=w.lr,
-        lr_min=w.lr_min,
-        momentum=w.momentum,
-        nesterov=w.nesterov,
-        weight_decay=w.weight_decay,
-        grad_clip=w.grad_clip,
         steps_per_epoch=s.steps_per_epoch,
+        **sgd,
     )
 
 

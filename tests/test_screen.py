@@ -370,3 +370,18 @@ def test_a_damaged_screen_record_is_trained_again_and_finished_cells_are_kept_by
     out.clear()
     run_screen(cfg, cells, "the logits", None, tmp_path, CPU, log=out.append)
     assert len(calls) == 2 and any("damaged or from another version" in line for line in out)
+
+
+def test_a_screened_cell_trains_at_the_supernets_size_with_the_searchs_weight_settings():
+    from nas.screen import protocol
+
+    cfg = load_config(
+        None,
+        TINY
+        + ["supernet.C=6", "supernet.N=2", "search.weights.lr=0.07", "search.weights.lr_min=0.002"]
+        + ["search.weights.weight_decay=0.001", "search.screen.epochs=4", "search.batch_size=16"],
+    )
+    p = protocol(cfg)
+    assert (p.C, p.N, p.epochs, p.batch_size, p.steps_per_epoch) == (6, 2, 4, 16, 3)
+    assert (p.lr, p.lr_min, p.weight_decay, p.momentum, p.nesterov, p.grad_clip) == (0.07, 0.002, 0.001, 0.9, True, 5.0)
+    assert (p.cutout, p.auxiliary, p.drop_path_prob) == (0, False, 0.0)
