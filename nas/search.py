@@ -501,11 +501,8 @@ class SearchTask:
         """One cell drawn uniformly from the window's live cells (the global generator, checkpointed,
         so a resumed run draws the same; every rank draws alike)."""
         pick = self.window_alive[int(torch.randint(len(self.window_alive), ()))].tolist()
-        out, start = {}, 0
-        for c, a in self.net.arch.items():
-            out[c] = pick[start : start + a.shape[0]]
-            start += a.shape[0]
-        return out
+        cells = list(self.net.arch)
+        return dict(zip(cells, _split_rows(pick, [self.net.arch[c].shape[0] for c in cells])))
 
     def derive(self, final: bool) -> Tuple[Genotype, Dict[str, Any]]:
         """The genotype to report, and what to log of how it was derived (empty: by the logits).
