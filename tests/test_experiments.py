@@ -41,6 +41,7 @@ ACTIVE = [
     "nb201_evidence",
     "removal_study",
     "rerank_study",
+    "screen_study",
     "synthetic_proxy_check",
     "window_odds",
     "window_study",
