@@ -739,7 +739,10 @@ def test_screen_study_judges_the_searched_and_the_screened_cell(tmp_path, experi
     cfg = Config()
     cfg.search.cost.budget, cfg.run.seed = 12e6, 3
     save_config(cfg, run / "config.yaml")
-    rows = [{"cell": c, "held_out_acc": a, "held_out_loss": 1.0, "seconds": 60.0} for c, a in zip(cells, [66, 60, 68])]
+    rows = [
+        {"cell": c, "held_out_acc": a, "held_out_loss": 1.0, "train_loss": 1.0, "seconds": 60.0}
+        for c, a in zip(cells, [66, 60, 68])
+    ]
     record = {"version": 1, "epochs": 6, "ranked_by": "the logits", "candidates": cells, "rows": rows}
     (run / "screen.json").write_text(json.dumps({**record, "chosen": cells[2]}))
     out = tmp_path / "s.json"
