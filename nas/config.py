@@ -140,6 +140,8 @@ class ScreenConfig:
     # with a budget form), each trained from scratch at the supernet's size on the weights' split, then
     # measured on the architecture's split; the best is the search's cell. A resume may change this
     epochs: int = 6  # each cell's training (search.weights' optimiser and lr schedule, search.batch_size)
+    distance: int = 1  # each cell differs from every earlier one in at least this many choices (edges):
+    # above 1, the runners-up spread further from the derived cell than its nearest neighbours
 
 
 @dataclass
@@ -807,6 +809,10 @@ def validate(cfg: Config) -> None:
     if s.screen.cells < 0 or s.screen.cells == 1:
         raise UserError(
             f"search.screen.cells must be 0 (off) or at least 2 (the derived cell and a runner-up), got {s.screen.cells}"
+        )
+    if s.screen.distance < 1:
+        raise UserError(
+            f"search.screen.distance must be >= 1 (choices in which two screened cells differ), got {s.screen.distance}"
         )
     if s.screen.cells and s.screen.epochs < 1:
         raise UserError(f"search.screen.epochs must be >= 1 (each screened cell's training), got {s.screen.epochs}")

@@ -60,7 +60,7 @@ LOCK_FILE = ".lock"
 LOCATIONS = ("data.root", "data.download", "search.cost.table")
 # What runs after a search's last epoch (nas.screen): a resume may add or change it, and the screen
 # writes it into config.yaml when it starts (after the search has checked it).
-SCREEN_SETTINGS = ("search.screen.cells", "search.screen.epochs")
+SCREEN_SETTINGS = ("search.screen.cells", "search.screen.epochs", "search.screen.distance")
 # What a resume may change: what the run shows, for that invocation, where its files are, and what
 # runs after the epochs.
 RESUME_FREE = ("run.log_every", "run.plot", "run.tensorboard", "run.dist_timeout") + LOCATIONS + SCREEN_SETTINGS

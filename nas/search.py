@@ -599,15 +599,26 @@ class SearchTask:
                 )
                 how = "the logits within the budget's window"
             archs = (dict(zip(cells, _split_rows(pick, sizes))) for pick in picks)
-        out, seen = [derived], {str(derived)}
+        distance = self.search.screen.distance
+        out, taken = [derived], [self._choice_indices(derived)]
         for a in archs:
             if len(out) == k:
                 break
-            geno = net.genotype(scores=self._one_hot(a))
-            if str(geno) not in seen:
-                seen.add(str(geno))
-                out.append(geno)
+            rows = [j for c in net.arch for j in a[c]]
+            if all(sum(x != y for x, y in zip(rows, other)) >= distance for other in taken):
+                taken.append(rows)
+                out.append(net.genotype(scores=self._one_hot(a)))
+        if distance > 1:
+            how += f", each differing from the earlier ones in at least {distance} choices"
         return out, how
+
+    def _choice_indices(self, arch: Architecture) -> List[int]:
+        """The candidate index of each row (cell types in order) of a derived architecture."""
+        net = self.net
+        if isinstance(net, ModelSupernet):  # one candidate per label (the screen refuses n_chosen > 1)
+            return [row[0] for row in net._indices(arch)]
+        chosen = net.choices_from_genotype(arch)
+        return [j for c in net.arch for j in chosen[c]]
 
     def screen_split(self) -> Split:
         """The data, the weights' split (to train each screened cell on) and the architecture's split
