@@ -218,6 +218,7 @@ def test_train_alone_trains_a_custom_models_network():
         (["search.screen.cells=1"], "search.screen.cells must be 0 (off) or at least 2"),
         (["search.screen.cells=-2"], "search.screen.cells must be 0 (off) or at least 2"),
         (["search.screen.cells=2", "search.screen.epochs=0"], "search.screen.epochs must be >= 1"),
+        (["search.screen.distance=0"], "search.screen.distance must be >= 1"),
     ],
 )
 def test_bad_screen_settings_are_refused(overrides, message):
@@ -385,3 +386,22 @@ def test_a_screened_cell_trains_at_the_supernets_size_with_the_searchs_weight_se
     assert (p.C, p.N, p.epochs, p.batch_size, p.steps_per_epoch) == (6, 2, 4, 16, 3)
     assert (p.lr, p.lr_min, p.weight_decay, p.momentum, p.nesterov, p.grad_clip) == (0.07, 0.002, 0.001, 0.9, True, 5.0)
     assert (p.cutout, p.auxiliary, p.drop_path_prob) == (0, False, 0.0)
+
+
+def test_with_a_distance_every_screened_cell_differs_from_the_others_in_that_many_edges(tmp_path, monkeypatch):
+    """distance=3: the first cell by the logits that differs from the derived cell (and from each one
+    taken) in 3 or more edges, in the logits' order; the budget's window still holds them."""
+    from nas.cost import derived_cost
+
+    calls = []
+    _fake_training(monkeypatch, [50.0, 51.0, 52.0, 49.0], calls)
+    net, table, budget, cfg, _ = _tiny_window(["search.epochs=2", "search.screen.cells=4", "search.screen.distance=3"])
+    run_search(cfg, tmp_path / "r", CPU, progress=False, log=quiet)
+    ops = [[op for op, _ in Genotype.from_nb201(c).normal] for c in calls]
+    assert len(calls) == 4
+    assert all(sum(x != y for x, y in zip(a, b)) >= 3 for a, b in itertools.combinations(ops, 2))
+    assert all(
+        0.95 * budget <= derived_cost(net, table, Genotype.from_nb201(c), (3, 16, 16)) <= 1.05 * budget for c in calls
+    )
+    record = json.loads((tmp_path / "r" / "screen.json").read_text())
+    assert record["ranked_by"].endswith("each differing from the earlier ones in at least 3 choices")
