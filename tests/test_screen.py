@@ -164,7 +164,7 @@ def test_a_finished_search_resumed_with_a_screen_runs_it_and_an_interrupted_scre
     assert str(result.genotype) == record["chosen"] == record["candidates"][1]
 
 
-def test_training_alone_is_repeatable_and_measures_on_the_held_out_split():
+def test_training_alone_is_repeatable_and_measures_on_the_splits_second_part():
     """The same cell trained twice gives the same figures (every cell starts from the seed); the
     figures are measured on the split's second part."""
     cfg = load_config(None, TINY + ["search.screen.epochs=2"])
