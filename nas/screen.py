@@ -15,7 +15,6 @@ resumed run trains only the cells it had not finished.
 from __future__ import annotations
 
 import heapq
-import itertools
 import json
 import math
 import time
@@ -40,6 +39,10 @@ def best_first(scores: Sequence[Sequence[float]]) -> Iterator[List[int]]:
 
     Each pick differs from one already given by one row's next-best index, so the ``n``-th pick
     costs at most ``n * rows`` sums: a filter (a budget's window) can walk as far as it needs.
+
+    >>> from itertools import islice
+    >>> list(islice(best_first([[0.0, -1.0], [0.0, -0.5, float("-inf")]]), 3))
+    [[0, 0], [0, 1], [1, 0]]
     """
     # Per row, its allowed indices from best to worst (ties: the smaller index first).
     order = [sorted((j for j, x in enumerate(row) if x != -math.inf), key=lambda j: (-row[j], j)) for row in scores]
@@ -61,15 +64,6 @@ def best_first(scores: Sequence[Sequence[float]]) -> Iterator[List[int]]:
                 if nxt not in seen:
                     seen.add(nxt)
                     heapq.heappush(heap, entry(nxt))
-
-
-def k_best(scores: Sequence[Sequence[float]], k: int) -> List[List[int]]:
-    """The first ``k`` picks of :func:`best_first`.
-
-    >>> k_best([[0.0, -1.0], [0.0, -0.5, float("-inf")]], 3)
-    [[0, 0], [0, 1], [1, 0]]
-    """
-    return list(itertools.islice(best_first(scores), max(k, 0)))
 
 
 def protocol(cfg: Config) -> RetrainSpaceConfig:

@@ -23,7 +23,7 @@ from nas.benchmarks import cell_string  # noqa: E402
 from nas.config import load_config, validate  # noqa: E402
 from nas.errors import UserError  # noqa: E402
 from nas.genotype import Genotype  # noqa: E402
-from nas.screen import best_row, k_best, train_alone  # noqa: E402
+from nas.screen import best_row, train_alone  # noqa: E402
 from nas.search import SearchTask, run_search  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -34,22 +34,20 @@ def _sum(scores, pick):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_k_best_gives_the_highest_sums_in_order_as_brute_force_does(seed):
+def test_best_first_walks_every_allowed_pick_once_by_descending_sum(seed):
     rng = random.Random(seed)
     scores = [
         [rng.choice([rng.random(), 0.5, -math.inf]) for _ in range(rng.randint(1, 4))] for _ in range(rng.randint(1, 4))
     ]
     allowed = [
-        list(p)
+        p
         for p in itertools.product(*[range(len(r)) for r in scores])
         if all(scores[r][j] != -math.inf for r, j in enumerate(p))
     ]
-    k = rng.randint(1, 8)
-    got = k_best(scores, k)
-    assert len(got) == min(k, len(allowed)) and len({tuple(p) for p in got}) == len(got)
-    assert all(p in allowed for p in got)
-    best = sorted((_sum(scores, p) for p in allowed), reverse=True)[:k]
-    assert [_sum(scores, p) for p in got] == pytest.approx(best)
+    got = list(nas.screen.best_first(scores))
+    assert sorted(tuple(p) for p in got) == sorted(allowed)  # each allowed pick once, no forbidden one
+    sums = [_sum(scores, p) for p in got]
+    assert all(a >= b - 1e-12 for a, b in zip(sums, sums[1:]))
 
 
 def test_the_most_accurate_row_wins_and_a_diverged_one_never_does():
