@@ -403,3 +403,10 @@ def test_with_a_distance_every_screened_cell_differs_from_the_others_in_that_man
     )
     record = json.loads((tmp_path / "r" / "screen.json").read_text())
     assert record["ranked_by"].endswith("each differing from the earlier ones in at least 3 choices")
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(nas.screen)
+    assert result.attempted > 0 and result.failed == 0
