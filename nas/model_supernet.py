@@ -197,6 +197,12 @@ class ModelSupernet(Supernet, wraps_models=True):
             raise ValueError("an InputChoice with n_chosen > 1 draws several candidates; a row index names one")
         return self._named([[k] for k in rows[CELL]])
 
+    def rows_of(self, arch: Union[Mapping[str, Chosen], ChoiceArchitecture]) -> Dict[str, List[int]]:
+        """The candidate index per label (``{CELL: [...]}``) of ``{label: name}``: :meth:`arch_of_rows`'s inverse."""
+        if self._top_k:
+            raise ValueError("an InputChoice with n_chosen > 1 takes several candidates; a row index names one")
+        return {CELL: [row[0] for row in self._indices(arch)]}
+
     def force(self, arch: Union[Mapping[str, Chosen], ChoiceArchitecture, None]) -> None:
         """Run every forward with this architecture (``{label: name}``; ``None`` returns to sampling)."""
         if arch is None:

@@ -614,11 +614,8 @@ class SearchTask:
 
     def _choice_indices(self, arch: Architecture) -> List[int]:
         """The candidate index of each row (cell types in order) of a derived architecture."""
-        net = self.net
-        if isinstance(net, ModelSupernet):  # one candidate per label (the screen refuses n_chosen > 1)
-            return [row[0] for row in net._indices(arch)]
-        chosen = net.choices_from_genotype(arch)
-        return [j for c in net.arch for j in chosen[c]]
+        rows = self.net.rows_of(arch)  # one candidate per row: the screen refuses n_chosen > 1
+        return [j for c in self.net.arch for j in rows[c]]
 
     def screen_split(self) -> Split:
         """The data, the weights' split (to train each screened cell on) and the architecture's split

@@ -411,6 +411,10 @@ class Supernet(nn.Module):
         """What :meth:`force` takes for one op index per row of each cell type's logits."""
         return rows
 
+    def rows_of(self, geno: Genotype) -> Dict[str, List[int]]:
+        """Per cell type, the op index of each row of a derived genotype: :meth:`arch_of_rows`'s inverse."""
+        return self.choices_from_genotype(geno)
+
     def draw_log_probability(self) -> torch.Tensor:
         """``log p`` of the last forward's draw under ``softmax(logits)``, differentiable in the logits.
 

@@ -410,3 +410,21 @@ def test_the_docstring_example_runs():
 
     result = doctest.testmod(nas.screen)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_rows_of_inverts_arch_of_rows_for_a_space_and_a_custom_model():
+    torch.manual_seed(0)
+    net = nas.build_supernet("nb201", mode="gdas", C=4, N=1, num_classes=5, derive_none=False)
+    rows = {"normal": [1, 2, 3, 4, 3, 2]}  # no none: DARTS's rule never derives it
+    scores = {c: torch.full(tuple(net.arch[c].shape), -math.inf) for c in net.arch}
+    scores["normal"][torch.arange(6), torch.tensor(rows["normal"])] = 0.0
+    assert net.rows_of(net.genotype(scores=scores)) == rows
+
+    model = nas.Supernet.from_model(choice_models.tiny_net(), mode="gdas")
+    rows = {"choices": [1, 0, 0, 1]}
+    arch = model.arch_of_rows(rows)
+    assert arch == {"b0.kernel": "k5", "b0.skip": "identity", "b1.kernel": "k3", "b1.skip": "conv"}
+    assert model.rows_of(arch) == rows
+    merged = nas.Supernet.from_model(choice_models.merge_net(), mode="gdas")
+    with pytest.raises(ValueError, match="n_chosen > 1"):
+        merged.rows_of({"b0.kernel": "k3", "b0.skip": "conv", "merge": [0, 1]})
